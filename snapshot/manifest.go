@@ -1,0 +1,287 @@
+// Package snapshot defines Rewind's snapshot format: the manifest with its
+// disk layout and chunk index, the LZ4 data segments, signing, and readers
+// for snapshots in a directory or behind an HTTP(S) server.
+//
+// The format is a contract between releases; docs/snapshot-format.md is its
+// specification. A change that older readers cannot follow must raise
+// FormatVersion.
+package snapshot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Names and identifiers of the format.
+const (
+	// FormatName is the value of the manifest's "format" field.
+	FormatName = "rewind-snapshot"
+	// FormatVersion is the manifest version this package writes and reads.
+	FormatVersion = 1
+	// ManifestName is the manifest's file name inside a snapshot.
+	ManifestName = "manifest.json"
+	// SignatureName is the detached ed25519 signature of the manifest's bytes.
+	SignatureName = "manifest.json.sig"
+
+	// DefaultChunkSize is the size of the pieces a disk is cut into.
+	DefaultChunkSize = 4 << 20
+	// DefaultSegmentSize keeps every segment below FAT32's 4 GiB file limit.
+	DefaultSegmentSize = 1 << 30
+	// MaxChunkSize bounds the memory a reader must be ready to spend per chunk.
+	MaxChunkSize = 64 << 20
+	// MinChunkSize keeps the index small and chunks a multiple of 4Kn sectors.
+	MinChunkSize = 64 << 10
+)
+
+// Extent kinds.
+const (
+	ExtentDisk      = "disk"      // a whole device without a partition table
+	ExtentPartition = "partition" // the bytes of one partition
+	ExtentBootArea  = "boot-area" // non-zero bytes outside partitions and table sectors
+)
+
+// Manifest describes one snapshot: where it came from, the disk layout to
+// recreate, the extents captured and the chunk index that locates every
+// chunk's LZ4 frame in the segments.
+type Manifest struct {
+	Format      string    `json:"format"`
+	Version     int       `json:"version"`
+	Created     time.Time `json:"created"`
+	Source      Source    `json:"source"`
+	DiskSize    int64     `json:"disk_size"`
+	ChunkSize   int64     `json:"chunk_size"`
+	SegmentSize int64     `json:"segment_size"`
+	Compression string    `json:"compression"` // always "lz4-frame"
+	Hash        string    `json:"hash"`        // always "sha256"
+	Layout      *Layout   `json:"layout,omitempty"`
+	Extents     []Extent  `json:"extents"`
+	Segments    []Segment `json:"segments"`
+	Chunks      []Chunk   `json:"chunks"`
+}
+
+// Source records what was captured.
+type Source struct {
+	Path     string `json:"path"`
+	Hostname string `json:"hostname,omitempty"`
+	Model    string `json:"model,omitempty"`
+	Serial   string `json:"serial,omitempty"`
+}
+
+// Layout is a disk's partition table as it must be recreated.
+// Table is "gpt", "mbr" or "none"; sector numbers are in logical sectors.
+type Layout struct {
+	Table              string      `json:"table"`
+	LogicalSectorSize  int         `json:"logical_sector_size"`
+	PhysicalSectorSize int         `json:"physical_sector_size"`
+	DiskSize           int64       `json:"disk_size"`
+	DiskGUID           string      `json:"disk_guid,omitempty"`     // GPT
+	FirstUsableLBA     uint64      `json:"first_usable_lba,omitempty"` // GPT
+	LastUsableLBA      uint64      `json:"last_usable_lba,omitempty"`  // GPT
+	PartitionEntries   int         `json:"partition_entries,omitempty"` // GPT entry count, usually 128
+	MBRSignature       string      `json:"mbr_signature,omitempty"` // MBR, "0x" + 8 hex digits
+	Partitions         []Partition `json:"partitions"`
+}
+
+// Partition is one entry of a Layout.
+type Partition struct {
+	Number     int    `json:"number"`
+	Start      uint64 `json:"start"` // first logical sector
+	Size       uint64 `json:"size"`  // in logical sectors
+	Type       string `json:"type"`  // GPT type GUID, or MBR type as "0x83"
+	GUID       string `json:"guid,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Attributes uint64 `json:"attributes,omitempty"`
+	Bootable   bool   `json:"bootable,omitempty"`
+	Extended   bool   `json:"extended,omitempty"` // MBR extended container
+	Logical    bool   `json:"logical,omitempty"`  // MBR logical partition
+	FSType     string `json:"fs_type,omitempty"`
+	FSLabel    string `json:"fs_label,omitempty"`
+}
+
+// Extent is a byte range of the disk that the chunks cover.
+type Extent struct {
+	Kind      string `json:"kind"`
+	Offset    int64  `json:"offset"`
+	Length    int64  `json:"length"`
+	Partition int    `json:"partition,omitempty"`
+}
+
+// Segment is one data file of the snapshot.
+type Segment struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// Chunk locates one chunk's LZ4 frame and says where its bytes go.
+type Chunk struct {
+	Offset      int64  `json:"offset"`       // disk offset of the raw bytes
+	Length      int64  `json:"length"`       // raw (decompressed) length
+	Segment     int    `json:"segment"`      // index into Segments
+	FrameOffset int64  `json:"frame_offset"` // offset of the frame in the segment
+	FrameLength int64  `json:"frame_length"` // stored length of the frame
+	Zero        bool   `json:"zero,omitempty"`
+	SHA256      string `json:"sha256"` // of the stored frame bytes
+}
+
+// ErrUnsupportedVersion is returned for a manifest written by a newer Rewind.
+var ErrUnsupportedVersion = errors.New("unsupported snapshot format version")
+
+// ParseManifest decodes and validates a manifest. It refuses unknown format
+// versions and any index that is inconsistent with itself.
+func ParseManifest(data []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("manifest is not valid JSON: %w", err)
+	}
+	if m.Format != FormatName {
+		return nil, fmt.Errorf("manifest format is %q, want %q: this is not a Rewind snapshot", m.Format, FormatName)
+	}
+	if m.Version != FormatVersion {
+		return nil, fmt.Errorf("%w %d (this Rewind reads version %d): upgrade Rewind to restore it", ErrUnsupportedVersion, m.Version, FormatVersion)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks that the manifest's fields agree with each other: chunk
+// sizes, segment bounds, extents inside the disk, chunks inside extents.
+func (m *Manifest) Validate() error {
+	if m.Compression != "lz4-frame" {
+		return fmt.Errorf("manifest compression %q is not supported (want lz4-frame)", m.Compression)
+	}
+	if m.Hash != "sha256" {
+		return fmt.Errorf("manifest hash %q is not supported (want sha256)", m.Hash)
+	}
+	if m.DiskSize <= 0 {
+		return fmt.Errorf("manifest disk_size %d is not positive", m.DiskSize)
+	}
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("manifest chunk_size %d is outside %d..%d", m.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	if m.SegmentSize <= 0 {
+		return fmt.Errorf("manifest segment_size %d is not positive", m.SegmentSize)
+	}
+	for i, e := range m.Extents {
+		if e.Offset < 0 || e.Length <= 0 || e.Offset+e.Length > m.DiskSize {
+			return fmt.Errorf("extent %d (offset %d, length %d) lies outside the disk of %d bytes", i, e.Offset, e.Length, m.DiskSize)
+		}
+		if i > 0 {
+			p := m.Extents[i-1]
+			if e.Offset < p.Offset+p.Length {
+				return fmt.Errorf("extent %d (offset %d) overlaps or precedes extent %d", i, e.Offset, i-1)
+			}
+		}
+	}
+	for i, s := range m.Segments {
+		if s.Name == "" || s.Size < 0 || !validSegmentName(s.Name) {
+			return fmt.Errorf("segment %d has an invalid name %q or size %d", i, s.Name, s.Size)
+		}
+	}
+	ext := 0
+	var covered int64
+	for i, c := range m.Chunks {
+		if c.Length <= 0 || c.Length > m.ChunkSize {
+			return fmt.Errorf("chunk %d has length %d (chunk size %d)", i, c.Length, m.ChunkSize)
+		}
+		if c.Segment < 0 || c.Segment >= len(m.Segments) {
+			return fmt.Errorf("chunk %d names segment %d of %d", i, c.Segment, len(m.Segments))
+		}
+		if c.FrameOffset < 0 || c.FrameLength <= 0 || c.FrameOffset+c.FrameLength > m.Segments[c.Segment].Size {
+			return fmt.Errorf("chunk %d frame (offset %d, length %d) lies outside segment %s of %d bytes",
+				i, c.FrameOffset, c.FrameLength, m.Segments[c.Segment].Name, m.Segments[c.Segment].Size)
+		}
+		if c.FrameLength > lz4FrameBound(c.Length) {
+			return fmt.Errorf("chunk %d frame length %d is larger than any LZ4 frame of %d bytes", i, c.FrameLength, c.Length)
+		}
+		if len(c.SHA256) != 64 {
+			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
+		}
+		if _, err := hex.DecodeString(c.SHA256); err != nil {
+			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
+		}
+		for ext < len(m.Extents) && c.Offset >= m.Extents[ext].Offset+m.Extents[ext].Length {
+			ext++
+		}
+		if ext == len(m.Extents) || c.Offset < m.Extents[ext].Offset || c.Offset+c.Length > m.Extents[ext].Offset+m.Extents[ext].Length {
+			return fmt.Errorf("chunk %d (offset %d, length %d) is not inside an extent, or chunks are out of order", i, c.Offset, c.Length)
+		}
+		covered += c.Length
+	}
+	var want int64
+	for _, e := range m.Extents {
+		want += e.Length
+	}
+	if covered != want {
+		return fmt.Errorf("chunks cover %d bytes but the extents hold %d", covered, want)
+	}
+	return nil
+}
+
+func validSegmentName(name string) bool {
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return name != "." && name != ".."
+}
+
+// Marshal encodes the manifest as indented JSON with a final newline.
+func (m *Manifest) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(m, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// ID returns the snapshot's identity: the SHA-256 of the manifest's bytes.
+func ID(manifest []byte) string {
+	sum := sha256.Sum256(manifest)
+	return hex.EncodeToString(sum[:])
+}
+
+// DataBytes is the number of raw bytes the chunks restore.
+func (m *Manifest) DataBytes() int64 {
+	var n int64
+	for _, c := range m.Chunks {
+		n += c.Length
+	}
+	return n
+}
+
+// StoredBytes is the total size of the segments.
+func (m *Manifest) StoredBytes() int64 {
+	var n int64
+	for _, s := range m.Segments {
+		n += s.Size
+	}
+	return n
+}
+
+// RequiredSize is the smallest target size that holds every extent.
+func (m *Manifest) RequiredSize() int64 {
+	var end int64
+	for _, e := range m.Extents {
+		end = max(end, e.Offset+e.Length)
+	}
+	return end
+}
+
+// ChunkAt returns the index of the chunk holding disk offset off, or -1.
+func (m *Manifest) ChunkAt(off int64) int {
+	i := sort.Search(len(m.Chunks), func(i int) bool { return m.Chunks[i].Offset+m.Chunks[i].Length > off })
+	if i < len(m.Chunks) && m.Chunks[i].Offset <= off {
+		return i
+	}
+	return -1
+}
