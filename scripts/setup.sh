@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Rewind's build, tests, demo and benchmarks use,
+# when any is missing. Runs apt-get as root; prints what it installs.
+set -euo pipefail
+
+# command-or-file : package
+needs=(
+	"qemu-system-x86_64:qemu-system-x86"
+	"qemu-img:qemu-utils"
+	"sgdisk:gdisk"
+	"sfdisk:fdisk"
+	"mkfs.vfat:dosfstools"
+	"mcopy:mtools"
+	"mkfs.ext4:e2fsprogs"
+	"debugfs:e2fsprogs"
+	"dnsmasq:dnsmasq-base"
+	"lz4:lz4"
+	"zstd:zstd"
+	"bmaptool:bmap-tools"
+	"partclone.ext4:partclone"
+	"cpio:cpio"
+	"/usr/bin/time:time"
+	"losetup:mount"
+	"ip:iproute2"
+	"/usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu"
+	"/usr/share/OVMF/OVMF_CODE.fd:ovmf"
+)
+
+missing=()
+for pair in "${needs[@]}"; do
+	what=${pair%%:*} pkg=${pair#*:}
+	if [[ $what == /* ]]; then
+		[[ -e $what ]] && continue
+	else
+		command -v "$what" >/dev/null 2>&1 && continue
+		[[ -x /usr/sbin/$what || -x /sbin/$what ]] && continue
+	fi
+	missing+=("$pkg")
+done
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+	missing+=(linux-image-amd64)
+fi
+
+if ((${#missing[@]} == 0)); then
+	exit 0
+fi
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) != 0 ]]; then
+	echo "setup: missing packages: ${missing[*]}; run 'sudo $0' to install them" >&2
+	exit 1
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2
+apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
