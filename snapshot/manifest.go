@@ -53,7 +53,7 @@ type Manifest struct {
 	Format      string    `json:"format"`
 	Version     int       `json:"version"`
 	Created     time.Time `json:"created"`
-	Source      Source    `json:"source"`
+	Origin      Origin    `json:"source"`
 	DiskSize    int64     `json:"disk_size"`
 	ChunkSize   int64     `json:"chunk_size"`
 	SegmentSize int64     `json:"segment_size"`
@@ -65,8 +65,8 @@ type Manifest struct {
 	Chunks      []Chunk   `json:"chunks"`
 }
 
-// Source records what was captured.
-type Source struct {
+// Origin records what was captured.
+type Origin struct {
 	Path     string `json:"path"`
 	Hostname string `json:"hostname,omitempty"`
 	Model    string `json:"model,omitempty"`
@@ -76,16 +76,17 @@ type Source struct {
 // Layout is a disk's partition table as it must be recreated.
 // Table is "gpt", "mbr" or "none"; sector numbers are in logical sectors.
 type Layout struct {
-	Table              string      `json:"table"`
-	LogicalSectorSize  int         `json:"logical_sector_size"`
-	PhysicalSectorSize int         `json:"physical_sector_size"`
-	DiskSize           int64       `json:"disk_size"`
-	DiskGUID           string      `json:"disk_guid,omitempty"`     // GPT
-	FirstUsableLBA     uint64      `json:"first_usable_lba,omitempty"` // GPT
-	LastUsableLBA      uint64      `json:"last_usable_lba,omitempty"`  // GPT
-	PartitionEntries   int         `json:"partition_entries,omitempty"` // GPT entry count, usually 128
-	MBRSignature       string      `json:"mbr_signature,omitempty"` // MBR, "0x" + 8 hex digits
-	Partitions         []Partition `json:"partitions"`
+	Table               string      `json:"table"`
+	LogicalSectorSize   int         `json:"logical_sector_size"`
+	PhysicalSectorSize  int         `json:"physical_sector_size"`
+	DiskSize            int64       `json:"disk_size"`
+	DiskGUID            string      `json:"disk_guid,omitempty"`             // GPT
+	FirstUsableLBA      uint64      `json:"first_usable_lba,omitempty"`      // GPT
+	LastUsableLBA       uint64      `json:"last_usable_lba,omitempty"`       // GPT
+	PartitionEntries    int         `json:"partition_entries,omitempty"`     // GPT entry count, usually 128
+	PartitionEntriesLBA uint64      `json:"partition_entries_lba,omitempty"` // GPT: first sector of the primary entry array, usually 2
+	MBRSignature        string      `json:"mbr_signature,omitempty"`         // MBR, "0x" + 8 hex digits
+	Partitions          []Partition `json:"partitions"`
 }
 
 // Partition is one entry of a Layout.
@@ -100,6 +101,7 @@ type Partition struct {
 	Bootable   bool   `json:"bootable,omitempty"`
 	Extended   bool   `json:"extended,omitempty"` // MBR extended container
 	Logical    bool   `json:"logical,omitempty"`  // MBR logical partition
+	EBR        uint64 `json:"ebr,omitempty"`      // MBR logical: sector of the extended boot record that describes it
 	FSType     string `json:"fs_type,omitempty"`
 	FSLabel    string `json:"fs_label,omitempty"`
 }

@@ -1,0 +1,331 @@
+// Package restore streams a snapshot onto a disk. The pipeline has four
+// stages connected by bounded channels:
+//
+//	fetch (read a chunk's frame from the source and verify its SHA-256)
+//	  -> decompress (LZ4, on several workers)
+//	  -> write (pwrite at the chunk's disk offset, out of order)
+//	  -> account (progress, the first error, the resume watermark)
+//
+// Memory is bounded by a fixed pool of chunk buffers, whatever the size of
+// the snapshot. The target is flushed before Run reports success.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+// Options controls Run and Verify.
+type Options struct {
+	Jobs     int            // decompress workers; 0 means one per CPU
+	Progress func(Progress) // called from one goroutine as chunks complete; may be nil
+	// FreshTarget says the target is a newly created sparse file: zero
+	// chunks are left as holes instead of being written.
+	FreshTarget bool
+	// Skip lists chunks already on the target (a resumed restore).
+	Skip func(index int) bool
+	// Log receives notices such as a re-fetched chunk; may be nil.
+	Log func(msg string, args ...any)
+}
+
+// Progress is the state of a running restore or verify.
+type Progress struct {
+	Done    int64 // raw bytes written (or verified) so far
+	Total   int64 // raw bytes in all
+	Elapsed time.Duration
+	Final   bool // the last call, after the flush
+}
+
+// Result summarises a finished restore or verify.
+type Result struct {
+	Chunks       int   // chunks handled
+	ZeroChunks   int   // of which all-zero
+	BytesWritten int64 // raw bytes of non-zero chunks written
+	BytesZeroed  int64 // raw bytes of zero chunks (holes, discards or zeros)
+	Refetched    int   // chunks whose first read failed verification
+	Duration     time.Duration
+}
+
+// Run restores snap onto target and flushes it before returning success.
+// On error nothing may be assumed about the target beyond the chunks the
+// error does not name; the caller decides whether to clear it.
+func Run(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts Options) (*Result, error) {
+	if target == nil {
+		return nil, errors.New("restore: no target")
+	}
+	return run(ctx, snap, newWriter(target, opts.FreshTarget), opts)
+}
+
+// Verify reads every chunk of snap, checks its hash and decompresses it,
+// and checks that zero chunks hold zeros. It writes nothing.
+func Verify(ctx context.Context, snap *snapshot.Snapshot, opts Options) (*Result, error) {
+	return run(ctx, snap, nil, opts)
+}
+
+// item is one chunk travelling through the pipeline.
+type item struct {
+	index int
+	zero  bool
+	bufs  *buffers // nil for a zero chunk that is not read
+	raw   []byte
+}
+
+// buffers is one slot of the bounded pool: a frame and its raw bytes.
+type buffers struct {
+	frame []byte
+	raw   []byte
+}
+
+type pipeline struct {
+	snap     *snapshot.Snapshot
+	m        *snapshot.Manifest
+	w        *writer // nil when verifying
+	opts     Options
+	pool     chan *buffers
+	cancel   context.CancelCauseFunc
+	mu       sync.Mutex
+	refetch  int
+	firstErr error
+}
+
+func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) (*Result, error) {
+	start := time.Now()
+	m := snap.Manifest
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	if opts.Log == nil {
+		opts.Log = func(string, ...any) {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p := &pipeline{snap: snap, m: m, w: w, opts: opts, cancel: cancel}
+	slots := 2*opts.Jobs + 4
+	p.pool = make(chan *buffers, slots)
+	for range slots {
+		p.pool <- &buffers{
+			frame: make([]byte, 0, snapshot.FrameBound(int(m.ChunkSize))),
+			raw:   make([]byte, m.ChunkSize),
+		}
+	}
+
+	todo := make(chan int, slots)
+	fetched := make(chan item, slots)
+	decoded := make(chan item, slots)
+	written := make(chan item, slots)
+	go p.feed(ctx, todo)
+	stage(max(2, opts.Jobs), func() { p.fetch(ctx, todo, fetched) }, func() { close(fetched) })
+	stage(opts.Jobs, func() { p.decompress(ctx, fetched, decoded) }, func() { close(decoded) })
+	stage(max(2, opts.Jobs), func() { p.write(ctx, decoded, written) }, func() { close(written) })
+	res := p.account(ctx, written, start)
+
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	if w != nil {
+		if err := w.flush(); err != nil {
+			return nil, err
+		}
+	}
+	res.Refetched = p.refetch
+	res.Duration = time.Since(start)
+	if opts.Progress != nil {
+		opts.Progress(Progress{Done: res.BytesWritten + res.BytesZeroed, Total: p.total(), Elapsed: res.Duration, Final: true})
+	}
+	return res, nil
+}
+
+// stage runs n copies of fn and calls done after the last one returns.
+func stage(n int, fn func(), done func()) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(fn)
+	}
+	go func() { wg.Wait(); done() }()
+}
+
+// fail records the first error and stops the pipeline.
+func (p *pipeline) fail(err error) {
+	p.mu.Lock()
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
+	p.mu.Unlock()
+	p.cancel(err)
+}
+
+func (p *pipeline) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.firstErr
+}
+
+func (p *pipeline) total() int64 {
+	var n int64
+	for i, c := range p.m.Chunks {
+		if p.opts.Skip == nil || !p.opts.Skip(i) {
+			n += c.Length
+		}
+	}
+	return n
+}
+
+// feed lists the chunks to restore in disk order.
+func (p *pipeline) feed(ctx context.Context, todo chan<- int) {
+	defer close(todo)
+	for i := range p.m.Chunks {
+		if p.opts.Skip != nil && p.opts.Skip(i) {
+			continue
+		}
+		select {
+		case todo <- i:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// fetch reads each chunk's frame and verifies its hash; a chunk that fails
+// verification is read once more before the restore stops. Zero chunks are
+// not read when restoring: the signed index already says what they hold.
+func (p *pipeline) fetch(ctx context.Context, todo <-chan int, out chan<- item) {
+	for i := range todo {
+		it := item{index: i, zero: p.m.Chunks[i].Zero}
+		if !it.zero || p.w == nil {
+			select {
+			case it.bufs = <-p.pool:
+			case <-ctx.Done():
+				return
+			}
+			frame, err := p.readVerified(ctx, i, it.bufs.frame)
+			if err != nil {
+				p.fail(err)
+				return
+			}
+			it.bufs.frame = frame
+		}
+		select {
+		case out <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *pipeline) readVerified(ctx context.Context, i int, buf []byte) ([]byte, error) {
+	frame, err := p.snap.ReadFrame(ctx, i, buf)
+	if err != nil {
+		return nil, err
+	}
+	if err = p.snap.CheckFrame(i, frame); err == nil {
+		return frame, nil
+	}
+	p.mu.Lock()
+	p.refetch++
+	p.mu.Unlock()
+	p.opts.Log("chunk failed verification, reading it again", "chunk", i, "offset", p.m.Chunks[i].Offset)
+	if frame, err = p.snap.ReadFrame(ctx, i, frame); err != nil {
+		return nil, err
+	}
+	if err = p.snap.CheckFrame(i, frame); err != nil {
+		return nil, fmt.Errorf("%w (read twice): the snapshot is damaged; run 'rewind verify' on it and restore from an intact copy", err)
+	}
+	return frame, nil
+}
+
+// decompress turns verified frames into raw chunk bytes.
+func (p *pipeline) decompress(ctx context.Context, in <-chan item, out chan<- item) {
+	for it := range in {
+		if it.bufs != nil {
+			c := p.m.Chunks[it.index]
+			it.raw = it.bufs.raw[:c.Length]
+			if err := snapshot.DecodeFrame(it.raw, it.bufs.frame); err != nil {
+				p.fail(p.snap.ChunkError(it.index, err))
+				return
+			}
+			if it.zero && !isZero(it.raw) {
+				p.fail(p.snap.ChunkError(it.index, errors.New("chunk is marked all-zero but its frame holds data")))
+				return
+			}
+		}
+		select {
+		case out <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// write puts each chunk at its disk offset; zero chunks become holes,
+// discards or explicit zeros depending on the target.
+func (p *pipeline) write(ctx context.Context, in <-chan item, out chan<- item) {
+	for it := range in {
+		if p.w != nil && ctx.Err() == nil {
+			c := p.m.Chunks[it.index]
+			var err error
+			if it.zero {
+				err = p.w.zero(c.Offset, c.Length)
+			} else {
+				err = p.w.writeAt(it.raw, c.Offset)
+			}
+			if err != nil {
+				p.fail(fmt.Errorf("write chunk %d at disk offset %d: %w", it.index, c.Offset, err))
+				return
+			}
+		}
+		if it.bufs != nil {
+			it.bufs.frame = it.bufs.frame[:0]
+			p.pool <- it.bufs
+			it.bufs = nil
+		}
+		select {
+		case out <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// account counts finished chunks and reports progress.
+func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time) *Result {
+	res := &Result{}
+	total := p.total()
+	for it := range in {
+		c := p.m.Chunks[it.index]
+		res.Chunks++
+		if it.zero {
+			res.ZeroChunks++
+			res.BytesZeroed += c.Length
+		} else {
+			res.BytesWritten += c.Length
+		}
+		if p.opts.Progress != nil {
+			p.opts.Progress(Progress{Done: res.BytesWritten + res.BytesZeroed, Total: total, Elapsed: time.Since(start)})
+		}
+	}
+	return res
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 64 && string(b[:64]) == zero64 {
+		b = b[64:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+var zero64 = string(make([]byte, 64))

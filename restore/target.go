@@ -1,0 +1,141 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Target is an opened restore target.
+type Target struct {
+	File  *os.File
+	Path  string
+	Size  int64
+	Block bool // a block device rather than an image file
+	Fresh bool // a newly created (or emptied) sparse image file
+}
+
+// OpenTarget opens path for a restore that needs at least minSize bytes.
+// A regular file (existing or not) is created anew at createSize bytes,
+// sparse. A block device is opened exclusively, so the kernel refuses it
+// while it or a partition of it is mounted, and must hold minSize bytes.
+func OpenTarget(path string, minSize, createSize int64) (*Target, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) || err == nil && fi.Mode().IsRegular():
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open target %s: %w", path, err)
+		}
+		if err := f.Truncate(0); err == nil {
+			err = f.Truncate(createSize)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("size target image %s to %d bytes: %w", path, createSize, err)
+		}
+		return &Target{File: f, Path: path, Size: createSize, Fresh: true}, nil
+	case err != nil:
+		return nil, fmt.Errorf("target %s: %w", path, err)
+	case fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0:
+		return nil, fmt.Errorf("target %s is neither a block device nor a regular file", path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_EXCL, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("target %s is in use (mounted, or a partition of it is mounted or held by another device): unmount it first", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open target %s: %w", path, err)
+	}
+	size, err := DeviceSize(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if size < minSize {
+		f.Close()
+		return nil, fmt.Errorf("target %s holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
+			path, HumanBytes(size), size, HumanBytes(minSize), minSize)
+	}
+	return &Target{File: f, Path: path, Size: size, Block: true}, nil
+}
+
+// DeviceSize returns the size of a block device in bytes.
+func DeviceSize(f *os.File) (int64, error) {
+	var size uint64
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size))); errno != 0 {
+		return 0, fmt.Errorf("size of %s: %w", f.Name(), errno)
+	}
+	return int64(size), nil
+}
+
+// writer writes chunks to a target and knows how to zero a range on it.
+type writer struct {
+	f     *os.File
+	fresh bool
+	block bool
+}
+
+func newWriter(f *os.File, fresh bool) *writer {
+	w := &writer{f: f, fresh: fresh}
+	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		w.block = true
+	}
+	return w
+}
+
+func (w *writer) writeAt(p []byte, off int64) error {
+	_, err := w.f.WriteAt(p, off)
+	return err
+}
+
+// zero makes [off, off+n) read as zeros: nothing on a fresh sparse file, a
+// hole punched in an old file, BLKZEROOUT on a block device, and written
+// zeros where neither works.
+func (w *writer) zero(off, n int64) error {
+	if w.fresh {
+		return nil
+	}
+	if w.block {
+		r := [2]uint64{uint64(off), uint64(n)}
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r))); errno == 0 {
+			return nil
+		}
+	} else if err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err == nil {
+		return nil
+	}
+	zeros := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k := min(int64(len(zeros)), n-done)
+		if _, err := w.f.WriteAt(zeros[:k], off+done); err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}
+
+// flush makes every write durable.
+func (w *writer) flush() error {
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("flush target %s: %w", w.f.Name(), err)
+	}
+	return nil
+}
+
+// HumanBytes formats n with a binary unit: "1.5 GiB".
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
