@@ -1,0 +1,207 @@
+// Package initramfs builds Rewind's rescue initramfs: the base archive made
+// once with u-root (core commands, rewind, rewind-init), and the per-machine
+// overlay (plan, trusted keys, kernel modules, extra drivers) appended to it
+// as a second cpio archive, so that building media needs no Go toolchain.
+package initramfs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Paths inside the rescue initramfs that rewind-init reads.
+const (
+	PlanPath    = "etc/rewind/plan.toml"
+	TrustDir    = "etc/rewind/trust"
+	DriversDir  = "etc/rewind/drivers"
+	ModulesRoot = "lib/modules"
+)
+
+// Overlay is what a media build adds on top of the base archive.
+type Overlay struct {
+	Plan       []byte            // plan.toml; nil for none
+	Trust      map[string][]byte // trusted public key files by base name
+	Modules    *ModuleSet        // kernel modules with their metadata; nil for none
+	DriversDir string            // extra *.ko files loaded at boot, "" for none
+}
+
+// Write writes the overlay as one cpio archive.
+func (o *Overlay) Write(out io.Writer) error {
+	w := NewWriter(out)
+	if o.Plan != nil {
+		if err := w.File(PlanPath, 0o644, o.Plan); err != nil {
+			return err
+		}
+	}
+	names := make([]string, 0, len(o.Trust))
+	for n := range o.Trust {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := w.File(filepath.Join(TrustDir, filepath.Base(n)), 0o644, o.Trust[n]); err != nil {
+			return err
+		}
+	}
+	if o.Modules != nil {
+		if err := o.Modules.Write(w); err != nil {
+			return err
+		}
+	}
+	if o.DriversDir != "" {
+		if err := writeDrivers(w, o.DriversDir); err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
+func writeDrivers(w *Writer, dir string) error {
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.Contains(d.Name(), ".ko") {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		n++
+		return w.File(filepath.Join(DriversDir, d.Name()), 0o644, data)
+	})
+	if err != nil {
+		return fmt.Errorf("adding drivers from %s: %w", dir, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("--drivers %s holds no kernel modules (*.ko, *.ko.xz, ...)", dir)
+	}
+	return nil
+}
+
+// Compose writes the gzip-compressed initramfs: base (a cpio archive, plain
+// or gzip-compressed) followed by the overlay archive.
+func Compose(out io.Writer, base []byte, o *Overlay) error {
+	raw, err := decompressed(base)
+	if err != nil {
+		return err
+	}
+	zw, err := gzip.NewWriterLevel(out, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return err
+	}
+	if err := o.Write(zw); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+func decompressed(base []byte) ([]byte, error) {
+	if len(base) >= 2 && base[0] == 0x1f && base[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(base))
+		if err != nil {
+			return nil, fmt.Errorf("base archive: %w", err)
+		}
+		return io.ReadAll(zr)
+	}
+	if !bytes.HasPrefix(base, []byte("070701")) {
+		return nil, errors.New("base archive is neither a newc cpio archive nor gzip-compressed one; rebuild it with 'make initramfs'")
+	}
+	return base, nil
+}
+
+// MediaOptions describes a media build.
+type MediaOptions struct {
+	Base       []byte   // base archive
+	Kernel     string   // path to the kernel image (bzImage)
+	ModulesDir string   // /lib/modules/RELEASE; "" derives it from the kernel's release
+	Modules    []string // module names; nil means DefaultModules
+	NoModules  bool     // add no kernel modules (a kernel with everything built in)
+	DriversDir string
+	Plan       []byte
+	Trust      map[string][]byte
+	OutDir     string
+}
+
+// MediaResult reports what a media build wrote.
+type MediaResult struct {
+	Kernel        string // path of the copied kernel
+	Initramfs     string // path of initramfs.cpio.gz
+	KernelRelease string // as read from the kernel image, if readable
+	Modules       *ModuleSet
+}
+
+// BuildMedia writes OutDir/vmlinuz and OutDir/initramfs.cpio.gz.
+func BuildMedia(opts MediaOptions) (*MediaResult, error) {
+	kernel, err := os.ReadFile(opts.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel: %w", err)
+	}
+	res := &MediaResult{KernelRelease: KernelRelease(kernel)}
+	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir}
+	if !opts.NoModules {
+		dir := opts.ModulesDir
+		if dir == "" {
+			if res.KernelRelease == "" {
+				return nil, fmt.Errorf("cannot read the release of kernel %s; pass --modules /lib/modules/VERSION", opts.Kernel)
+			}
+			dir = filepath.Join("/lib/modules", res.KernelRelease)
+		}
+		names := opts.Modules
+		if names == nil {
+			names = DefaultModules
+		}
+		set, err := SelectModules(dir, names)
+		if err != nil {
+			return nil, err
+		}
+		if res.KernelRelease != "" && set.Release != res.KernelRelease {
+			return nil, fmt.Errorf("modules in %s are for kernel %s but %s is kernel %s; pass the matching --modules directory",
+				dir, set.Release, opts.Kernel, res.KernelRelease)
+		}
+		o.Modules, res.Modules = set, set
+	}
+	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	res.Kernel = filepath.Join(opts.OutDir, "vmlinuz")
+	res.Initramfs = filepath.Join(opts.OutDir, "initramfs.cpio.gz")
+	if err := os.WriteFile(res.Kernel, kernel, 0o644); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := Compose(&buf, opts.Base, o); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(res.Initramfs, buf.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// KernelRelease reads the release ("6.1.0-56-amd64") from an x86 bzImage's
+// setup header, or returns "".
+func KernelRelease(bz []byte) string {
+	if len(bz) < 0x210 || string(bz[0x202:0x206]) != "HdrS" {
+		return ""
+	}
+	off := int(bz[0x20e]) | int(bz[0x20f])<<8
+	off += 0x200
+	if off >= len(bz) {
+		return ""
+	}
+	s := bz[off:]
+	if i := bytes.IndexAny(s, " \x00"); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
+}

@@ -1,0 +1,52 @@
+//go:build tools
+
+// This file imports every u-root command of the rescue shell (CoreCommands)
+// so that go.mod and go.sum keep what they need for offline builds.
+
+package initramfs
+
+import (
+	_ "github.com/u-root/u-root/cmds/core/cat"
+	_ "github.com/u-root/u-root/cmds/core/chmod"
+	_ "github.com/u-root/u-root/cmds/core/cp"
+	_ "github.com/u-root/u-root/cmds/core/df"
+	_ "github.com/u-root/u-root/cmds/core/dhclient"
+	_ "github.com/u-root/u-root/cmds/core/dmesg"
+	_ "github.com/u-root/u-root/cmds/core/echo"
+	_ "github.com/u-root/u-root/cmds/core/find"
+	_ "github.com/u-root/u-root/cmds/core/free"
+	_ "github.com/u-root/u-root/cmds/core/gosh"
+	_ "github.com/u-root/u-root/cmds/core/grep"
+	_ "github.com/u-root/u-root/cmds/core/gzip"
+	_ "github.com/u-root/u-root/cmds/core/head"
+	_ "github.com/u-root/u-root/cmds/core/hexdump"
+	_ "github.com/u-root/u-root/cmds/core/insmod"
+	_ "github.com/u-root/u-root/cmds/core/ip"
+	_ "github.com/u-root/u-root/cmds/core/kill"
+	_ "github.com/u-root/u-root/cmds/core/ln"
+	_ "github.com/u-root/u-root/cmds/core/ls"
+	_ "github.com/u-root/u-root/cmds/core/lsdrivers"
+	_ "github.com/u-root/u-root/cmds/core/lsmod"
+	_ "github.com/u-root/u-root/cmds/core/mkdir"
+	_ "github.com/u-root/u-root/cmds/core/mknod"
+	_ "github.com/u-root/u-root/cmds/core/more"
+	_ "github.com/u-root/u-root/cmds/core/mount"
+	_ "github.com/u-root/u-root/cmds/core/mv"
+	_ "github.com/u-root/u-root/cmds/core/pci"
+	_ "github.com/u-root/u-root/cmds/core/poweroff"
+	_ "github.com/u-root/u-root/cmds/core/ps"
+	_ "github.com/u-root/u-root/cmds/core/pwd"
+	_ "github.com/u-root/u-root/cmds/core/readlink"
+	_ "github.com/u-root/u-root/cmds/core/rm"
+	_ "github.com/u-root/u-root/cmds/core/rmmod"
+	_ "github.com/u-root/u-root/cmds/core/shasum"
+	_ "github.com/u-root/u-root/cmds/core/shutdown"
+	_ "github.com/u-root/u-root/cmds/core/sleep"
+	_ "github.com/u-root/u-root/cmds/core/sync"
+	_ "github.com/u-root/u-root/cmds/core/tail"
+	_ "github.com/u-root/u-root/cmds/core/tee"
+	_ "github.com/u-root/u-root/cmds/core/umount"
+	_ "github.com/u-root/u-root/cmds/core/uname"
+	_ "github.com/u-root/u-root/cmds/core/wc"
+	_ "github.com/u-root/u-root/cmds/core/wget"
+)

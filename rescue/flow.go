@@ -1,0 +1,489 @@
+package rescue
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside the rescue initramfs (written by initramfs.Overlay).
+const (
+	OverlayPlan    = "/etc/rewind/plan.toml"
+	OverlayTrust   = "/etc/rewind/trust"
+	OverlayDrivers = "/etc/rewind/drivers"
+	MediaPlan      = "rewind/plan.toml"
+	MediaReports   = "rewind/reports"
+)
+
+// Report markers around the JSON report on the console, for machines that
+// read the console log (the QEMU tests, a serial console server).
+const (
+	ReportBegin  = "----- BEGIN REWIND REPORT -----"
+	ReportEnd    = "----- END REWIND REPORT -----"
+	ResultPrefix = "REWIND-RESULT: "
+)
+
+// Rescue is one boot of the rescue environment.
+type Rescue struct {
+	log      *Logger
+	ttys     []*TTY
+	drivers  *Drivers
+	media    *Media
+	over     Overrides
+	report   *Report
+	settings *Settings
+	netUp    bool
+}
+
+// Main runs the rescue flow as PID 1 and never returns: it ends by
+// rebooting, powering off, or running the rescue shell forever.
+func Main() {
+	MountBasics()
+	cmdline := KernelCmdline()
+	r := &Rescue{ttys: OpenConsoles(ConsolePaths(cmdline)), report: NewReport(time.Now())}
+	var ws []io.Writer
+	for _, t := range r.ttys {
+		ws = append(ws, t)
+	}
+	r.log = NewLogger(ws)
+	r.log.Printf("Rewind rescue environment starting")
+	r.report.Machine.Kernel = kernelRelease()
+
+	after := AfterReboot
+	status, err := r.run(context.Background(), cmdline)
+	if r.settings != nil {
+		after = r.settings.After
+	} else if r.over.After != "" {
+		after = r.over.After
+	} else if err != nil {
+		after = AfterShell // nothing planned: leave a person a shell
+	}
+	r.finish(status, err)
+	r.end(after, status)
+}
+
+// run does everything up to the report; it returns the outcome.
+func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
+	var err error
+	start := time.Now()
+	if r.over, err = ParseCmdline(cmdline); err != nil {
+		return StatusFailed, err
+	}
+	for _, k := range r.over.Unknown {
+		r.log.Printf("ignoring unknown kernel command line key %s", k)
+	}
+
+	// Drivers: coldplug, the initramfs' extra drivers, then again after USB settles.
+	r.drivers = NewDrivers(r.log.Printf)
+	r.drivers.Coldplug()
+	if n, err := r.drivers.LoadDir(OverlayDrivers); n > 0 || err != nil {
+		r.log.Printf("drivers: %d extra modules from the rescue image (%v)", n, err)
+	}
+	r.drivers.Settle(1500*time.Millisecond, 10*time.Second)
+	r.report.AddStep("drivers", StepOK, start, strings.Join(r.drivers.Loaded(), " "))
+	r.log.Printf("drivers: %d modules loaded in %.1fs", len(r.drivers.Loaded()), time.Since(start).Seconds())
+
+	// Plan.
+	start = time.Now()
+	plan, source, err := r.loadPlan(ctx)
+	if err != nil {
+		r.report.AddStep("plan", StepFailed, start, err.Error())
+		return StatusFailed, err
+	}
+	r.report.Plan.Source = source
+	id := ReadIdentity()
+	r.report.Machine.Identity = id
+	r.settings, err = plan.Resolve(id, r.over)
+	if err != nil {
+		r.report.AddStep("plan", StepFailed, start, err.Error())
+		return StatusFailed, err
+	}
+	s := r.settings
+	r.report.Machine.Name = s.Machine.Name
+	r.report.Plan.Target, r.report.Plan.After = s.Machine.Target, s.After
+	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q", source, s.Machine.Name))
+	r.log.Printf("plan: %s, machine %q, snapshot %s, target %q, after %s", source, s.Machine.Name, s.Machine.Snapshot, s.Machine.Target, s.After)
+
+	// Network, when something is behind HTTP.
+	if isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
+		if err := r.network(ctx); err != nil {
+			return StatusFailed, err
+		}
+	}
+
+	// Snapshot.
+	start = time.Now()
+	snap, err := r.openSnapshot(ctx, plan, s.Machine.Snapshot)
+	if err != nil {
+		r.report.AddStep("snapshot", StepFailed, start, err.Error())
+		return StatusFailed, err
+	}
+	m := snap.Manifest
+	r.report.Snapshot.Location, r.report.Snapshot.ID, r.report.Snapshot.Signed = s.Machine.Snapshot, snap.ID, snap.Verified
+	r.report.Snapshot.DiskSize, r.report.Snapshot.DataBytes = m.DiskSize, m.DataBytes()
+	r.report.AddStep("snapshot", StepOK, start, fmt.Sprintf("id %.16s, %s of data", snap.ID, restore.HumanBytes(m.DataBytes())))
+
+	// Target.
+	start = time.Now()
+	disk, err := r.selectTarget(s.Machine.Target, m.RequiredSize())
+	if err != nil {
+		r.report.AddStep("target", StepFailed, start, err.Error())
+		return StatusFailed, err
+	}
+	r.report.Target.Path, r.report.Target.Model, r.report.Target.Serial, r.report.Target.Size = disk.Path, disk.Model, disk.Serial, disk.Size
+	r.report.Target.Description = describeTarget(disk)
+	r.report.AddStep("target", StepOK, start, describeTarget(disk))
+
+	// Countdown.
+	d, why := DecideRestore, whyNoPrompt
+	if s.Countdown > 0 {
+		d, why = r.countdown(ctx, Prompt{
+			Snapshot: describeSnapshot(s.Machine.Snapshot, m.DiskSize, m.DataBytes(), snap.Verified),
+			Target:   describeTarget(disk),
+			Seconds:  s.Countdown,
+			Default:  s.Default,
+		})
+	} else if s.Default == DefaultAbort {
+		d, why = DecideAbort, "no prompt and the default is abort"
+	}
+	r.report.Countdown = d.String() + ": " + why
+	switch d {
+	case DecideAbort:
+		return StatusAborted, nil
+	case DecideShell:
+		s.After = AfterShell
+		return StatusAborted, nil
+	}
+
+	// Layout and data.
+	return r.restore(ctx, snap, disk)
+}
+
+func (r *Rescue) network(ctx context.Context) error {
+	if r.netUp {
+		return nil
+	}
+	start := time.Now()
+	nic, err := NetworkUp(ctx, r.log.Printf)
+	if err != nil {
+		r.report.AddStep("network", StepFailed, start, err.Error())
+		return err
+	}
+	r.netUp = true
+	r.report.AddStep("network", StepOK, start, "DHCP on "+nic)
+	return nil
+}
+
+// loadPlan finds the plan: rewind.plan= on the command line, the
+// initramfs overlay, or rewind/plan.toml on the rescue media. The media is
+// looked for in every case: snapshots, drivers and reports live there.
+func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
+	_, statErr := os.Stat(OverlayPlan)
+	havePlan := r.over.Plan != "" || statErr == nil
+	wait := 15 * time.Second
+	if havePlan {
+		wait = 3 * time.Second
+	}
+	waitFor(wait, func() bool {
+		m, err := FindMedia(r.drivers)
+		if err == nil {
+			r.media = m
+			return true
+		}
+		if !errors.Is(err, errNoMedia) {
+			r.log.Printf("media: %v", err)
+		}
+		r.drivers.Coldplug()
+		return false
+	})
+	if r.media != nil {
+		r.log.Printf("media: %s (%s) mounted on %s%s", r.media.Device, r.media.FSType, r.media.Dir, map[bool]string{false: " read-only", true: ""}[r.media.RW])
+		for _, dir := range []string{"drivers", "rewind/drivers"} {
+			if n, err := r.drivers.LoadDir(r.media.Path(dir)); n > 0 || err != nil {
+				r.log.Printf("drivers: %d modules from the media's %s/ (%v)", n, dir, err)
+				r.drivers.Coldplug()
+			}
+		}
+	}
+
+	var data []byte
+	var source string
+	var err error
+	switch {
+	case r.over.Plan != "":
+		source = r.over.Plan
+		data, err = r.readLocation(ctx, r.over.Plan)
+	case statErr == nil:
+		source = "rescue image " + OverlayPlan
+		data, err = os.ReadFile(OverlayPlan)
+	case r.media != nil:
+		source = "media:/" + MediaPlan
+		data, err = os.ReadFile(r.media.Path(MediaPlan))
+	default:
+		return nil, "", fmt.Errorf("no plan: none built into the rescue image, no file system labelled %s with %s attached, and no rewind.plan= on the kernel command line", MediaLabel, MediaPlan)
+	}
+	if err != nil {
+		return nil, source, fmt.Errorf("reading plan %s: %w", source, err)
+	}
+	plan, err := ParsePlan(data)
+	if err != nil {
+		return nil, source, fmt.Errorf("plan %s: %w", source, err)
+	}
+	return plan, source, nil
+}
+
+// readLocation reads a small file from media:/path, a local path or http(s).
+func (r *Rescue) readLocation(ctx context.Context, loc string) ([]byte, error) {
+	if isHTTP(loc) {
+		if err := r.network(ctx); err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s answered %s", loc, resp.Status)
+		}
+		return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	}
+	p, err := r.localPath(loc)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
+// localPath resolves media:/path against the mounted rescue media.
+func (r *Rescue) localPath(loc string) (string, error) {
+	rest, ok := strings.CutPrefix(loc, "media:")
+	if !ok {
+		return loc, nil
+	}
+	if r.media == nil {
+		return "", fmt.Errorf("%s is on the rescue media, but no file system labelled %s was found; attach the media or check its label", loc, MediaLabel)
+	}
+	return r.media.Path(rest), nil
+}
+
+func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*snapshot.Snapshot, error) {
+	var trust []ed25519.PublicKey
+	keyFiles, _ := filepath.Glob(filepath.Join(OverlayTrust, "*"))
+	for _, k := range plan.Trust {
+		p, err := r.localPath(k)
+		if err != nil {
+			return nil, err
+		}
+		keyFiles = append(keyFiles, p)
+	}
+	for _, f := range keyFiles {
+		k, err := snapshot.LoadPublicKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted key %s: %w", f, err)
+		}
+		trust = append(trust, k)
+	}
+	where := loc
+	if !isHTTP(loc) {
+		p, err := r.localPath(loc)
+		if err != nil {
+			return nil, err
+		}
+		where = p
+	}
+	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Printf})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", loc, err)
+	}
+	r.log.Printf("snapshot: %s: %s disk, %s of data, id %.16s, %d trusted keys", loc,
+		restore.HumanBytes(snap.Manifest.DiskSize), restore.HumanBytes(snap.Manifest.DataBytes()), snap.ID, len(trust))
+	return snap, nil
+}
+
+func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
+	disks, err := ListDisks("/sys")
+	if err != nil {
+		return Disk{}, fmt.Errorf("listing disks: %w", err)
+	}
+	for _, d := range disks {
+		r.log.Printf("disk: %s", describeTarget(d))
+	}
+	exclude := map[string]string{}
+	if r.media != nil {
+		exclude[r.media.Disk] = "the rescue media"
+	}
+	disk, err := SelectTarget(disks, spec, exclude)
+	if err != nil {
+		return Disk{}, err
+	}
+	if disk.Size < need {
+		return Disk{}, fmt.Errorf("target %s holds %s but the snapshot needs %s; choose a larger disk",
+			describeTarget(disk), restore.HumanBytes(disk.Size), restore.HumanBytes(need))
+	}
+	if err := diskrestore.CheckNotMounted(disk.Path); err != nil && !errors.Is(err, diskrestore.ErrNotImplemented) {
+		return Disk{}, err
+	}
+	return disk, nil
+}
+
+func (r *Rescue) countdown(ctx context.Context, p Prompt) (Decision, string) {
+	var cs []Console
+	for _, t := range r.ttys {
+		t.KeyMode()
+		cs = append(cs, t)
+	}
+	d, why := RunCountdown(ctx, cs, p)
+	for _, t := range r.ttys {
+		t.Restore()
+	}
+	return d, why
+}
+
+// restore writes the layout and streams the data. After the table was
+// written, any failure clears it again.
+func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk) (string, error) {
+	m := snap.Manifest
+	f, err := os.OpenFile(disk.Path, os.O_RDWR|unix.O_EXCL, 0)
+	if err != nil {
+		return StatusFailed, fmt.Errorf("opening target %s: %w (is it in use?)", disk.Path, err)
+	}
+	defer f.Close()
+
+	start := time.Now()
+	table := "none"
+	if m.Layout != nil {
+		table = m.Layout.Table
+	}
+	r.report.Layout = table
+	if table != "none" {
+		if err := diskrestore.WriteLayout(f, m.Layout, diskrestore.WriteOptions{}); err != nil {
+			r.report.AddStep("layout", StepFailed, start, err.Error())
+			r.clearTable(f)
+			return StatusFailed, fmt.Errorf("writing the %s partition table on %s: %w", table, disk.Path, err)
+		}
+		r.report.LayoutWritten = true
+		r.report.AddStep("layout", StepOK, start, fmt.Sprintf("%s, %d partitions", table, len(m.Layout.Partitions)))
+		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, len(m.Layout.Partitions), disk.Path)
+	} else {
+		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
+	}
+
+	start = time.Now()
+	pp, _ := restore.NewProgressPrinter(r.log, restore.ProgressLive, true, "restore")
+	res, err := restore.Run(ctx, snap, f, restore.Options{Progress: pp.Update, Log: r.log.Printf})
+	if res != nil {
+		r.report.BytesWritten, r.report.BytesZeroed = res.BytesWritten, res.BytesZeroed
+	}
+	if err != nil {
+		r.report.AddStep("restore", StepFailed, start, err.Error())
+		if r.report.LayoutWritten || table == "none" {
+			r.clearTable(f)
+		}
+		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
+	}
+	d := time.Since(start)
+	r.report.RestoreSeconds = d.Seconds()
+	if d > 0 {
+		r.report.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed) / d.Seconds()
+	}
+	r.report.AddStep("restore", StepOK, start, fmt.Sprintf("%d chunks, %s", res.Chunks, restore.HumanBytes(res.BytesWritten+res.BytesZeroed)))
+	if table != "none" {
+		if err := diskrestore.RereadPartitions(f, nil); err != nil {
+			r.log.Printf("layout: %v", err)
+		}
+	}
+	return StatusSuccess, nil
+}
+
+func (r *Rescue) clearTable(f *os.File) {
+	if err := diskrestore.ClearTable(f); err != nil {
+		r.log.Printf("CLEARING THE PARTITION TABLE OF %s FAILED: %v; do not boot this disk", f.Name(), err)
+		return
+	}
+	f.Sync()
+	r.report.TableCleared = true
+	r.log.Printf("the partition table of %s was cleared so that the half-restored disk cannot boot", f.Name())
+}
+
+// finish completes the report and delivers it everywhere it goes.
+func (r *Rescue) finish(status string, err error) {
+	r.report.Finish(status, err, time.Now())
+	if err != nil {
+		r.log.Printf("error: %v", err)
+	}
+	r.log.Write([]byte("\n" + ReportBegin + "\n"))
+	r.log.Write(r.report.JSON())
+	r.log.Write([]byte(ReportEnd + "\n"))
+	r.log.Write([]byte(Summary(r.report)))
+	if r.media != nil && r.media.RW {
+		if p, err := SaveReport(r.report, r.media.Path(MediaReports)); err != nil {
+			r.log.Printf("report: cannot write to the rescue media: %v", err)
+		} else {
+			r.log.Printf("report: saved as %s", p)
+		}
+		unix.Sync()
+	}
+	if r.settings != nil && r.settings.ReportURL != "" {
+		if err := r.network(context.Background()); err == nil {
+			if err := PostReport(context.Background(), r.settings.ReportURL, r.report); err != nil {
+				r.log.Printf("report: %v", err)
+			} else {
+				r.log.Printf("report: sent to %s", r.settings.ReportURL)
+			}
+		}
+	}
+	r.log.Printf("%s%s", ResultPrefix, status)
+}
+
+// end does the plan's final action and never returns.
+func (r *Rescue) end(after, status string) {
+	if r.media != nil {
+		unix.Unmount(r.media.Dir, 0)
+	}
+	pause := time.Duration(0)
+	if r.settings != nil && r.settings.Countdown > 0 {
+		pause = 10 * time.Second // someone may be watching: let them read
+	}
+	for {
+		r.log.Printf("%s", afterMessage(after, pause))
+		if after == AfterShell {
+			tty := "/dev/console"
+			if len(r.ttys) > 0 {
+				tty = r.ttys[0].Name()
+			}
+			if err := Shell(tty); err != nil {
+				r.log.Printf("shell: %v", err)
+			}
+			after, pause = AfterReboot, 0
+			continue
+		}
+		time.Sleep(pause)
+		if err := Halt(after); err != nil {
+			r.log.Printf("%s failed: %v", after, err)
+		}
+		time.Sleep(5 * time.Second)
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,161 @@
+package rescue
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Report statuses.
+const (
+	StatusSuccess = "success"
+	StatusFailed  = "failed"
+	StatusAborted = "aborted"
+)
+
+// Step statuses.
+const (
+	StepOK      = "ok"
+	StepFailed  = "failed"
+	StepSkipped = "skipped"
+)
+
+// ReportVersion is the version of the JSON report's schema.
+const ReportVersion = 1
+
+// Report is the record of one rescue boot: what was planned, what ran,
+// and how it ended. It is written as JSON to the rescue media, POSTed to
+// the plan's report URL, and summarised on the console.
+type Report struct {
+	Version  int       `json:"version"`
+	Status   string    `json:"status"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Seconds  float64   `json:"seconds"`
+
+	Machine struct {
+		Name string `json:"name,omitempty"` // the plan's entry
+		Identity
+		Kernel string `json:"kernel,omitempty"`
+	} `json:"machine"`
+	Plan struct {
+		Source string `json:"source,omitempty"`
+		Target string `json:"target,omitempty"`
+		After  string `json:"after,omitempty"`
+	} `json:"plan"`
+	Snapshot struct {
+		Location  string `json:"location,omitempty"`
+		ID        string `json:"id,omitempty"`
+		Signed    bool   `json:"signed"`
+		DiskSize  int64  `json:"disk_size,omitempty"`
+		DataBytes int64  `json:"data_bytes,omitempty"`
+	} `json:"snapshot"`
+	Target struct {
+		Path        string `json:"path,omitempty"`
+		Model       string `json:"model,omitempty"`
+		Serial      string `json:"serial,omitempty"`
+		Size        int64  `json:"size,omitempty"`
+		Description string `json:"description,omitempty"`
+	} `json:"target"`
+	Countdown      string  `json:"countdown,omitempty"` // how the countdown ended
+	Layout         string  `json:"layout,omitempty"`    // gpt, mbr or none
+	LayoutWritten  bool    `json:"layout_written"`
+	TableCleared   bool    `json:"table_cleared"`
+	BytesWritten   int64   `json:"bytes_written"`
+	BytesZeroed    int64   `json:"bytes_zeroed"`
+	RestoreSeconds float64 `json:"restore_seconds,omitempty"`
+	BytesPerSecond float64 `json:"bytes_per_second,omitempty"`
+	Steps          []Step  `json:"steps"`
+	Error          string  `json:"error,omitempty"`
+}
+
+// Step is one stage of the rescue flow.
+type Step struct {
+	Name    string  `json:"name"`
+	Status  string  `json:"status"`
+	Seconds float64 `json:"seconds"`
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// NewReport starts a report.
+func NewReport(now time.Time) *Report {
+	return &Report{Version: ReportVersion, Status: StatusFailed, Started: now}
+}
+
+// AddStep records a finished step.
+func (r *Report) AddStep(name, status string, start time.Time, detail string) {
+	r.Steps = append(r.Steps, Step{Name: name, Status: status, Seconds: time.Since(start).Seconds(), Detail: detail})
+}
+
+// Finish sets the final status and times.
+func (r *Report) Finish(status string, err error, now time.Time) {
+	r.Status = status
+	if err != nil {
+		r.Error = err.Error()
+	}
+	r.Finished = now
+	r.Seconds = now.Sub(r.Started).Seconds()
+}
+
+// JSON encodes the report.
+func (r *Report) JSON() []byte {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	return append(b, '\n')
+}
+
+// FileName is the report's file name under rewind/reports/.
+func (r *Report) FileName() string {
+	name := r.Machine.Name
+	if name == "" {
+		name = "machine"
+	}
+	name = strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			return c
+		}
+		return '_'
+	}, name)
+	return fmt.Sprintf("%s-%s-%s.json", r.Started.UTC().Format("20060102T150405Z"), name, r.Status)
+}
+
+// SaveReport writes the report as JSON into dir (rewind/reports on the
+// rescue media), plus a copy named last.json.
+func SaveReport(r *Report, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, r.FileName())
+	if err := os.WriteFile(p, r.JSON(), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "last.json"), r.JSON(), 0o644); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// PostReport sends the JSON report to url.
+func PostReport(ctx context.Context, url string, r *Report) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.JSON()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("report server %s answered %s", url, resp.Status)
+	}
+	return nil
+}

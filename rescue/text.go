@@ -1,0 +1,154 @@
+package rescue
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/rewind-bmr/rewind/restore"
+)
+
+// This file holds every sentence the rescue console shows a person:
+// the countdown, the step lines and the report summary. Keep the wording
+// here so it can be read and improved as a whole.
+
+// Prompt is what the countdown names before anything is written.
+type Prompt struct {
+	Snapshot string // where the snapshot comes from, with its size
+	Target   string // the disk that will be overwritten: path, model, serial, size
+	Seconds  int
+	Default  string // restore or abort
+}
+
+func countdownBanner(p Prompt) string {
+	var b strings.Builder
+	b.WriteString("\r\n")
+	b.WriteString("================================ Rewind ================================\r\n")
+	fmt.Fprintf(&b, "  Snapshot: %s\r\n", p.Snapshot)
+	fmt.Fprintf(&b, "  Target:   %s\r\n", p.Target)
+	b.WriteString("\r\n")
+	b.WriteString("  WARNING: ALL DATA ON THE TARGET DISK WILL BE LOST.\r\n")
+	b.WriteString("\r\n")
+	b.WriteString("  Press any key to restore now, Esc to abort, s for a rescue shell.\r\n")
+	b.WriteString("========================================================================\r\n")
+	return b.String()
+}
+
+func countdownTick(left int, def string) string {
+	what := "Restoring"
+	if def == DefaultAbort {
+		what = "Aborting (no disk touched)"
+	}
+	return fmt.Sprintf("\r  %s in %2d s ... ", what, left)
+}
+
+func countdownOutcome(d Decision, why string) string {
+	switch d {
+	case DecideRestore:
+		return fmt.Sprintf("\r\n  Restore starts (%s).\r\n", why)
+	case DecideShell:
+		return fmt.Sprintf("\r\n  Opening the rescue shell (%s); no disk was touched.\r\n", why)
+	default:
+		return fmt.Sprintf("\r\n  Aborted (%s); no disk was touched.\r\n", why)
+	}
+}
+
+// Reasons a countdown ended, as the console and the report word them.
+const (
+	whyKey       = "a key was pressed"
+	whyEsc       = "Esc was pressed"
+	whyShellKey  = "s was pressed"
+	whyTimeout   = "the countdown ended"
+	whyNoPrompt  = "no prompt: unattended plan"
+	whyCancelled = "cancelled"
+)
+
+func describeTarget(d Disk) string {
+	parts := []string{d.Path}
+	if d.Model != "" {
+		parts = append(parts, d.Model)
+	}
+	if d.Serial != "" {
+		parts = append(parts, "serial "+d.Serial)
+	}
+	parts = append(parts, restore.HumanBytes(d.Size))
+	return strings.Join(parts, ", ")
+}
+
+func describeSnapshot(location string, diskSize, data int64, signed bool) string {
+	s := fmt.Sprintf("%s (disk %s, %s of data", location, restore.HumanBytes(diskSize), restore.HumanBytes(data))
+	if signed {
+		s += ", signature verified"
+	}
+	return s + ")"
+}
+
+// Summary words a report for the console.
+func Summary(r *Report) string {
+	var b strings.Builder
+	line := strings.Repeat("=", 72)
+	fmt.Fprintf(&b, "%s\n", line)
+	switch r.Status {
+	case StatusSuccess:
+		b.WriteString("  RESTORE SUCCEEDED\n")
+	case StatusAborted:
+		b.WriteString("  RESTORE ABORTED: no disk was changed\n")
+	default:
+		b.WriteString("  RESTORE FAILED\n")
+	}
+	if r.Machine.Name != "" {
+		fmt.Fprintf(&b, "  Machine:   %s\n", r.Machine.Name)
+	}
+	if r.Snapshot.Location != "" {
+		fmt.Fprintf(&b, "  Snapshot:  %s\n", r.Snapshot.Location)
+	}
+	if r.Snapshot.ID != "" {
+		fmt.Fprintf(&b, "  ID:        %s\n", r.Snapshot.ID)
+	}
+	if r.Target.Path != "" {
+		fmt.Fprintf(&b, "  Target:    %s\n", r.Target.Description)
+	}
+	if r.LayoutWritten {
+		fmt.Fprintf(&b, "  Layout:    %s partition table written\n", strings.ToUpper(r.Layout))
+	}
+	if r.BytesWritten+r.BytesZeroed > 0 {
+		fmt.Fprintf(&b, "  Data:      %s written, %s zero\n", restore.HumanBytes(r.BytesWritten), restore.HumanBytes(r.BytesZeroed))
+	}
+	if r.RestoreSeconds > 0 {
+		fmt.Fprintf(&b, "  Time:      %s restoring (%.1f MB/s), %s in all\n",
+			time.Duration(r.RestoreSeconds*float64(time.Second)).Round(100*time.Millisecond),
+			r.BytesPerSecond/1e6, time.Duration(r.Seconds*float64(time.Second)).Round(100*time.Millisecond))
+	}
+	for _, s := range r.Steps {
+		mark := "ok  "
+		switch s.Status {
+		case StepFailed:
+			mark = "FAIL"
+		case StepSkipped:
+			mark = "skip"
+		}
+		fmt.Fprintf(&b, "  [%s] %-10s %s\n", mark, s.Name, s.Detail)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, "  Error:     %s\n", r.Error)
+	}
+	if r.TableCleared {
+		b.WriteString("  The target's partition table was cleared so that the half-restored disk cannot boot.\n")
+	}
+	if r.Status == StatusFailed {
+		b.WriteString("  Nothing was restored successfully. Fix the cause above and boot the rescue media again.\n")
+	}
+	fmt.Fprintf(&b, "%s\n", line)
+	return b.String()
+}
+
+func afterMessage(after string, d time.Duration) string {
+	switch after {
+	case AfterShell:
+		return "Starting the rescue shell; type 'exit' to reboot."
+	case AfterPoweroff:
+		return fmt.Sprintf("Powering off in %s.", d)
+	default:
+		return fmt.Sprintf("Rebooting in %s.", d)
+	}
+}
