@@ -1,0 +1,413 @@
+package diskrestore
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+const MiB = 1 << 20
+
+// putFS makes a file system with mkfs in a temporary file of size bytes
+// and copies it into img at off.
+func putFS(t *testing.T, img string, off, size int64, mkfs string, args ...string) {
+	t.Helper()
+	needTools(t, mkfs)
+	fs := newImage(t, "fs.img", size)
+	run(t, "", mkfs, append(args, fs)...)
+	b, err := os.ReadFile(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gptSource is a GPT with chosen GUIDs, names (one not ASCII), attribute
+// bits, a gap between partitions, boot code in LBA 0 and data hidden in
+// the gap after the entry array and between partitions.
+func gptSource(t *testing.T, img string) {
+	needTools(t, "sgdisk")
+	run(t, "", "sgdisk", "-o", "-U", "11111111-2222-3333-4444-555555555555",
+		"-n", "1:2048:+8M", "-t", "1:ef00", "-c", "1:EFI System", "-u", "1:AAAAAAAA-0000-4000-8000-000000000001", "-A", "1:set:0",
+		"-n", "2:20480:+24M", "-t", "2:8300", "-c", "2:root fs", "-u", "2:AAAAAAAA-0000-4000-8000-000000000002", "-A", "2:set:2", "-A", "2:set:60",
+		"-n", "3:0:0", "-t", "3:0700", "-c", "3:Données", "-u", "3:AAAAAAAA-0000-4000-8000-000000000003", "-A", "3:set:63",
+		img)
+	scribble(t, img, 0, 440, 1)          // boot code in the protective MBR
+	scribble(t, img, 40*512, 3000, 2)    // after the entry array
+	scribble(t, img, 18432*512, 4096, 3) // between partitions 1 and 2
+	scribble(t, img, 2048*512, 64<<10, 4)
+	putFS(t, img, 20480*512, 24*MiB, "mkfs.ext4", "-q", "-F", "-L", "rootlabel")
+}
+
+// mbrSource is an MBR with a chosen signature, a bootable primary, an
+// extended partition with three logical partitions, boot code and a
+// GRUB-style core image in the gap after the MBR.
+func mbrSource(t *testing.T, img string) {
+	needTools(t, "sfdisk")
+	run(t, `label: dos
+label-id: 0xdeadbeef
+start=2048, size=69632, type=c, bootable
+start=71680, size=8192, type=83
+start=81920, size=40000, type=5
+start=83968, size=10000, type=83
+start=96256, size=20000, type=82
+start=118784, size=2000, type=7
+`, "sfdisk", "-q", img)
+	putFS(t, img, 2048*512, 69632*512, "mkfs.vfat", "-F", "32", "-s", "1", "-n", "BOOTFAT")
+	scribble(t, img, 0, 440, 5)          // boot code
+	scribble(t, img, 512, 30000, 6)      // GRUB core.img in the MBR gap
+	scribble(t, img, 1500*512, 700, 7)   // more, far enough to be its own extent
+	scribble(t, img, 81921*512, 512, 8)  // inside the extended container, after its first EBR
+	scribble(t, img, 83968*512, 8192, 9) // logical partition 5
+}
+
+func TestRoundTripSameSize(t *testing.T) {
+	tests := []struct {
+		name      string
+		size      int64
+		build     func(*testing.T, string)
+		table     string
+		parts     []int // partition numbers sgdisk -i compares (GPT)
+		bootAreas []snapshot.Extent
+		fs        map[int][2]string // partition: type, label
+	}{
+		{
+			name: "gpt", size: 64 * MiB, build: gptSource, table: "gpt", parts: []int{1, 2, 3},
+			bootAreas: []snapshot.Extent{{Kind: "boot-area", Offset: 0, Length: 440}, {Kind: "boot-area", Offset: 40 * 512, Length: 3072}, {Kind: "boot-area", Offset: 18432 * 512, Length: 4096}},
+			fs:        map[int][2]string{2: {"ext4", "rootlabel"}},
+		},
+		{
+			name: "gpt-56-entries-moved-array", size: 32 * MiB, table: "gpt", parts: []int{1, 2},
+			build: func(t *testing.T, img string) {
+				needTools(t, "sgdisk")
+				run(t, "", "sgdisk", "-o", "-S", "56", "-j", "4", "-n", "1:2048:+4M", "-n", "2:0:+4M", "-t", "2:8200", img)
+			},
+		},
+		{
+			name: "mbr-logical", size: 64 * MiB, build: mbrSource, table: "mbr",
+			bootAreas: []snapshot.Extent{{Kind: "boot-area", Offset: 0, Length: 440}, {Kind: "boot-area", Offset: 512, Length: 59 * 512}, {Kind: "boot-area", Offset: 1500 * 512, Length: 1024}, {Kind: "boot-area", Offset: 81921 * 512, Length: 512}},
+			fs:        map[int][2]string{1: {"vfat", "BOOTFAT"}},
+		},
+		{
+			name: "mbr-empty-extended", size: 16 * MiB, table: "mbr",
+			build: func(t *testing.T, img string) {
+				needTools(t, "sfdisk")
+				run(t, "label: dos\nlabel-id: 0x00c0ffee\nstart=2048,size=4096,type=83\nstart=8192,size=8192,type=f\n", "sfdisk", "-q", img)
+			},
+		},
+		{
+			name: "no-table", size: 8 * MiB, table: "none",
+			build: func(t *testing.T, img string) { scribble(t, img, 0, 8192, 10) },
+		},
+		{
+			name: "superfloppy-fat", size: 16 * MiB, table: "none",
+			build: func(t *testing.T, img string) {
+				needTools(t, "mkfs.vfat")
+				run(t, "", "mkfs.vfat", "-n", "STICK", img)
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", tc.size)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			if l.Table != tc.table {
+				t.Fatalf("%s: table %q, want %q", src, l.Table, tc.table)
+			}
+			checkExtents(t, l, extents)
+			for _, want := range tc.bootAreas {
+				if !hasExtent(extents, want) {
+					t.Errorf("%s: no boot-area extent at byte %d of %d bytes; extents: %+v", tc.name, want.Offset, want.Length, extents)
+				}
+			}
+			for n, want := range tc.fs {
+				p := partition(l, n)
+				if p == nil || p.FSType != want[0] || p.FSLabel != want[1] {
+					t.Errorf("partition %d: fs %+v, want type %q label %q", n, p, want[0], want[1])
+				}
+			}
+
+			dst := newImage(t, "dst.img", tc.size)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatalf("WriteLayout(%s): %v", dst, err)
+			}
+			if tc.table != "none" {
+				needTools(t, "sfdisk", "sgdisk")
+				if got, want := sfdiskDump(t, dst), sfdiskDump(t, src); got != want {
+					t.Errorf("sfdisk --dump of the target differs from the source:\n%s", diffLines(got, want))
+				}
+			}
+			if tc.table == "gpt" {
+				if got, want := sgdiskPrint(t, dst, tc.parts), sgdiskPrint(t, src, tc.parts); got != want {
+					t.Errorf("sgdisk -p/-i of the target differs from the source:\n%s", diffLines(got, want))
+				}
+				sgdiskVerify(t, dst)
+			}
+			for _, e := range extents {
+				if got, want := sumRange(t, dst, e.Offset, e.Length), sumRange(t, src, e.Offset, e.Length); got != want {
+					t.Errorf("%s extent at byte %d (%d bytes): target sha256 %s, want %s", e.Kind, e.Offset, e.Length, got, want)
+				}
+			}
+			// Tables recreated plus extents copied must give the source
+			// back byte for byte: nothing non-zero was left out.
+			if got, want := sumRange(t, dst, 0, tc.size), sumRange(t, src, 0, tc.size); got != want {
+				t.Errorf("whole target image sha256 %s, want the source's %s", got, want)
+			}
+		})
+	}
+}
+
+// checkExtents checks the invariants of ReadLayout's extents: sorted,
+// disjoint, inside the disk, and no boot area on table bytes.
+func checkExtents(t *testing.T, l *snapshot.Layout, extents []snapshot.Extent) {
+	t.Helper()
+	tl, _, err := TargetLayout(l, l.DiskSize, 0, WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes, err := encodeLayout(tl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range extents {
+		if e.Length <= 0 || e.Offset < 0 || e.Offset+e.Length > l.DiskSize {
+			t.Errorf("extent %d %+v lies outside the disk of %d bytes", i, e, l.DiskSize)
+		}
+		if i > 0 && e.Offset < extents[i-1].Offset+extents[i-1].Length {
+			t.Errorf("extent %d %+v overlaps or precedes extent %d %+v", i, e, i-1, extents[i-1])
+		}
+		for _, w := range writes {
+			if e.Offset < w.Table.End && w.Table.Off < e.Offset+e.Length {
+				t.Errorf("extent %d %+v overlaps the %s (bytes %d-%d)", i, e, w.What, w.Table.Off, w.Table.End)
+			}
+		}
+	}
+}
+
+func hasExtent(extents []snapshot.Extent, want snapshot.Extent) bool {
+	for _, e := range extents {
+		if e.Kind == want.Kind && e.Offset == want.Offset && e.Length == want.Length {
+			return true
+		}
+	}
+	return false
+}
+
+func partition(l *snapshot.Layout, n int) *snapshot.Partition {
+	for i := range l.Partitions {
+		if l.Partitions[i].Number == n {
+			return &l.Partitions[i]
+		}
+	}
+	return nil
+}
+
+func TestLargerTarget(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	tests := []struct {
+		name     string
+		build    func(*testing.T, string)
+		grow     bool
+		lastPart int
+	}{
+		{"gpt", gptSource, false, 3},
+		{"gpt-grow-last", gptSource, true, 3},
+		{"mbr", mbrSource, false, 7},
+		{"mbr-grow-last", mbrSource, true, 7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", 64*MiB)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			const size = 96 * MiB
+			dst := newImage(t, "dst.img", size)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{GrowLast: tc.grow}); err != nil {
+				t.Fatalf("WriteLayout(%s): %v", dst, err)
+			}
+			srcParts := parseDump(t, sfdiskDump(t, src))
+			dstParts := parseDump(t, sfdiskDump(t, dst))
+			for name, want := range srcParts {
+				got := dstParts[name]
+				if name == "last-lba" || (tc.grow && (name == "DEV"+strconv.Itoa(tc.lastPart) || (l.Table == "mbr" && name == "DEV3"))) {
+					continue
+				}
+				if got != want {
+					t.Errorf("%s %s: got %q, want the source's %q", dst, name, got, want)
+				}
+			}
+			if l.Table == "gpt" {
+				sgdiskVerify(t, dst)
+				p := run(t, "", "sgdisk", "-p", dst)
+				wantLast := size/512 - 34
+				if !strings.Contains(p, "last usable sector is "+strconv.Itoa(int(wantLast))) {
+					t.Errorf("sgdisk -p %s: want last usable sector %d (backup GPT at the new end):\n%s", dst, wantLast, p)
+				}
+			}
+			last := dstParts["DEV"+strconv.Itoa(tc.lastPart)]
+			wantEnd := int64(size/512 - 1)
+			if l.Table == "gpt" {
+				wantEnd = size/512 - 34
+			}
+			gotEnd := dumpEnd(last)
+			if tc.grow && gotEnd != wantEnd {
+				t.Errorf("%s: partition %d ends at sector %d after --grow-last, want %d (%s)", dst, tc.lastPart, gotEnd, wantEnd, last)
+			}
+			if !tc.grow && gotEnd == wantEnd {
+				t.Errorf("%s: partition %d grew without --grow-last", dst, tc.lastPart)
+			}
+			for _, e := range extents {
+				if got, want := sumRange(t, dst, e.Offset, e.Length), sumRange(t, src, e.Offset, e.Length); got != want {
+					t.Errorf("%s extent at byte %d: target sha256 %s, want %s", e.Kind, e.Offset, got, want)
+				}
+			}
+		})
+	}
+}
+
+// parseDump maps the lines of an sfdisk dump to their values: "label-id"
+// -> "0x...", "DEV1" -> "start=..., size=..., type=...".
+func parseDump(t *testing.T, dump string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(dump, "\n") {
+		if k, v, ok := strings.Cut(line, " : "); ok {
+			m[strings.TrimSpace(k)] = strings.Join(strings.Fields(v), " ")
+		} else if k, v, ok := strings.Cut(line, ": "); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// dumpEnd returns the last sector of a partition line of an sfdisk dump.
+func dumpEnd(line string) int64 {
+	var start, size int64
+	for _, f := range strings.Split(line, ",") {
+		f = strings.TrimSpace(f)
+		if v, ok := strings.CutPrefix(f, "start= "); ok {
+			start = atoi64(v)
+		} else if v, ok := strings.CutPrefix(f, "start="); ok {
+			start = atoi64(v)
+		}
+		if v, ok := strings.CutPrefix(f, "size= "); ok {
+			size = atoi64(v)
+		} else if v, ok := strings.CutPrefix(f, "size="); ok {
+			size = atoi64(v)
+		}
+	}
+	return start + size - 1
+}
+
+func atoi64(s string) int64 {
+	var n int64
+	for _, c := range strings.TrimSpace(s) {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+func TestSmallerTarget(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	tests := []struct {
+		name    string
+		size    int64
+		wantErr string // "" means the restore must succeed
+	}{
+		{"fits", 48 * MiB, ""},
+		{"too-small", 24 * MiB, "partition 2 (sectors 20480-69631"},
+		{"fits-exactly", 34*MiB + 33*512, ""},
+		{"too-small-by-one-sector", 34*MiB + 32*512, "partition 2 (sectors 20480-69631, 24.0 MiB) does not fit"},
+	}
+	src := newImage(t, "src.img", 64*MiB)
+	run(t, "", "sgdisk", "-o", "-n", "1:2048:+8M", "-n", "2:20480:+24M", "-c", "2:data", src)
+	scribble(t, src, 60*MiB, 4096, 11)      // a boot area past a smaller disk's end
+	scribble(t, src, 48*MiB-8192, 4096, 13) // a boot area where a 48 MiB disk's backup GPT goes
+	scribble(t, src, 20480*512, 4096, 12)
+	l, extents := readLayoutOf(t, src, 0)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := newImage(t, "dst.img", tc.size)
+			err := restoreOnto(t, src, dst, l, extents, WriteOptions{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("WriteLayout onto %d bytes: error %v, want one naming %q", tc.size, err, tc.wantErr)
+				}
+				t.Logf("refused as it should: %v", err)
+				if got := sumRange(t, dst, 0, tc.size); got != sumRange(t, newImage(t, "zero.img", tc.size), 0, tc.size) {
+					t.Errorf("%s was written to although the layout does not fit", dst)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("WriteLayout onto %d bytes: %v", tc.size, err)
+			}
+			sgdiskVerify(t, dst)
+			for _, n := range []string{"1", "2"} {
+				got, want := run(t, "", "sgdisk", "-i", n, dst), run(t, "", "sgdisk", "-i", n, src)
+				if got != want {
+					t.Errorf("sgdisk -i %s differs:\n%s", n, diffLines(got, want))
+				}
+			}
+		})
+	}
+}
+
+func TestSectorSizeMismatch(t *testing.T) {
+	tests := []struct {
+		layoutSS, diskSS int
+	}{{512, 4096}, {4096, 512}}
+	for _, tc := range tests {
+		l := &snapshot.Layout{Table: "gpt", LogicalSectorSize: tc.layoutSS, DiskSize: 64 * MiB, Partitions: []snapshot.Partition{{Number: 1, Start: 256, Size: 1024, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}}}
+		_, _, err := TargetLayout(l, 64*MiB, tc.diskSS, WriteOptions{})
+		if err == nil || !strings.Contains(err.Error(), "sectors") {
+			t.Errorf("layout with %d-byte sectors onto a %d-byte-sector disk: error %v, want a refusal", tc.layoutSS, tc.diskSS, err)
+		}
+	}
+}
+
+func TestClearTable(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	for _, name := range []string{"gpt", "mbr"} {
+		t.Run(name, func(t *testing.T) {
+			img := newImage(t, name+".img", 64*MiB)
+			if name == "gpt" {
+				gptSource(t, img)
+			} else {
+				mbrSource(t, img)
+			}
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := ClearTable(f); err != nil {
+				t.Fatal(err)
+			}
+			l, _, err := ReadLayout(f, 64*MiB, 512)
+			if err != nil || l.Table != "none" {
+				t.Errorf("after ClearTable, ReadLayout(%s) = %+v, %v; want table none", img, l, err)
+			}
+			out, _ := runAllowFail("sfdisk", "--dump", img)
+			if strings.Contains(out, "label:") {
+				t.Errorf("after ClearTable, sfdisk still finds a table on %s:\n%s", img, out)
+			}
+		})
+	}
+}
+
+func runAllowFail(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
