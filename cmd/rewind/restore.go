@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/snapshot"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func newRestoreCmd(a *app) *cobra.Command {
+	var (
+		jobs     int
+		trust    []string
+		yes      bool
+		progress string
+		growLast bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore SNAPSHOT TARGET",
+		Short: "Restore a snapshot onto a disk or image file",
+		Long: `Restore writes SNAPSHOT (a directory or an http(s):// URL) onto TARGET (a block
+device or an image file). It recreates the partition table with the original
+disk GUID or MBR signature, then streams every chunk: fetched, verified against
+its SHA-256, decompressed on several workers and written at its offset. The
+target is flushed before success is reported.
+
+A block device must not be mounted and must be large enough. An image file is
+created (or emptied) at the snapshot's disk size, sparse. Everything on TARGET
+is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
+		Example: `  rewind restore /mnt/backup/pc1 /dev/sdb
+  rewind restore http://10.0.0.5:8080/pc1 /dev/nvme0n1 --trust lab.pub --yes
+  rewind restore snap disk.img --progress json`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			ctx := cmd.Context()
+			keys, err := loadTrust(trust)
+			if err != nil {
+				return err
+			}
+			snap, err := snapshot.Open(ctx, argv[0], openOptions(a, keys))
+			if err != nil {
+				return err
+			}
+			defer snap.Close()
+			m := snap.Manifest
+			path := argv[1]
+			if err := diskrestore.CheckNotMounted(path); err != nil && !errors.Is(err, diskrestore.ErrNotImplemented) {
+				return err
+			}
+			if !yes {
+				if err := confirm(cmd, path, m); err != nil {
+					return err
+				}
+			}
+			t, err := restore.OpenTarget(path, m.RequiredSize(), m.DiskSize)
+			if err != nil {
+				return err
+			}
+			defer t.File.Close()
+			if m.Layout != nil && m.Layout.Table != "none" {
+				if err := diskrestore.WriteLayout(t.File, m.Layout, diskrestore.WriteOptions{GrowLast: growLast}); err != nil {
+					return fmt.Errorf("write partition table to %s: %w", path, err)
+				}
+			}
+			pp, err := restore.NewProgressPrinter(os.Stderr, progress, term.IsTerminal(int(os.Stderr.Fd())), "restore")
+			if err != nil {
+				return usageError{err}
+			}
+			res, err := restore.Run(ctx, snap, t.File, restore.Options{
+				Jobs:        jobs,
+				FreshTarget: t.Fresh,
+				Progress:    pp.Update,
+				Log:         a.log.Warn,
+			})
+			if err != nil {
+				return restoreFailed(ctx, t, m, err)
+			}
+			printRestoreSummary(cmd.OutOrStdout(), snap, path, res)
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "decompress workers (default: one per CPU)")
+	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before overwriting TARGET")
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
+	cmd.Flags().BoolVar(&growLast, "grow-last", false, "on a larger disk, extend the last partition to the end (its file system is not grown)")
+	return cmd
+}
+
+// restoreFailed turns a pipeline error into the user's message, clearing the
+// partition table of a block device so a half-restored disk cannot boot.
+func restoreFailed(ctx context.Context, t *restore.Target, m *snapshot.Manifest, err error) error {
+	if ctx.Err() != nil {
+		err = fmt.Errorf("interrupted: %w", err)
+	}
+	note := ""
+	if t.Block && m.Layout != nil && m.Layout.Table != "none" {
+		if cerr := diskrestore.ClearTable(t.File); cerr == nil {
+			note = "; the partition table on " + t.Path + " was cleared so the half-restored disk cannot boot"
+		} else {
+			note = fmt.Sprintf("; clearing the partition table on %s also failed (%v): do not boot from it", t.Path, cerr)
+		}
+	}
+	return fmt.Errorf("restore onto %s failed: %w%s", t.Path, err, note)
+}
+
+func loadTrust(files []string) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, f := range files {
+		k, err := snapshot.LoadPublicKey(f)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func openOptions(a *app, keys []ed25519.PublicKey) snapshot.OpenOptions {
+	return snapshot.OpenOptions{Trust: keys, Log: a.log.Warn}
+}
+
+// confirm asks on a terminal before TARGET is overwritten; it refuses when
+// there is no terminal to ask on. A target file that does not exist yet
+// needs no confirmation.
+func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	in, ok := cmd.InOrStdin().(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return usageError{fmt.Errorf("restore would overwrite everything on %s and there is no terminal to confirm on: pass --yes", path)}
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "Restore snapshot of %s (%s) onto %s?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
+		m.Origin.Path, restore.HumanBytes(m.DiskSize), path, path)
+	answer, _ := bufio.NewReader(in).ReadString('\n')
+	if strings.TrimSpace(strings.ToLower(answer)) != "yes" {
+		return errors.New("restore cancelled: nothing was written")
+	}
+	return nil
+}
+
+func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, res *restore.Result) {
+	secs := res.Duration.Seconds()
+	fmt.Fprintf(w, "restored %s onto %s in %s\n", snap.Location, path, res.Duration.Round(time.Millisecond))
+	fmt.Fprintf(w, "  snapshot  %s%s\n", snap.ID[:16], signedNote(snap))
+	fmt.Fprintf(w, "  written   %s in %d chunks, %s of zero chunks not written\n",
+		restore.HumanBytes(res.BytesWritten), res.Chunks-res.ZeroChunks, restore.HumanBytes(res.BytesZeroed))
+	if secs > 0 {
+		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)
+	}
+	if res.Refetched > 0 {
+		fmt.Fprintf(w, "  re-read   %d chunks failed their first hash check and verified on the second read\n", res.Refetched)
+	}
+}
+
+func signedNote(snap *snapshot.Snapshot) string {
+	switch {
+	case snap.Verified:
+		return ", signature verified (key " + snap.KeyID + ")"
+	case snap.Signed:
+		return ", signed (signature not checked: pass --trust)"
+	default:
+		return ", unsigned"
+	}
+}
