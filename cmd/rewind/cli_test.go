@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewind-bmr/rewind/internal/testdisk"
+)
+
+// rewindBin is the CLI built once for these tests.
+var rewindBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rewind-cli-")
+	if err != nil {
+		panic(err)
+	}
+	rewindBin = filepath.Join(dir, "rewind")
+	if out, err := exec.Command("go", "build", "-o", rewindBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build rewind: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// rewind runs the CLI and returns its exit status and combined output.
+func rewind(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(rewindBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatalf("run rewind %v: %v", args, err)
+	}
+	return 0, out.String()
+}
+
+func sha(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func TestCLIExitCodesAndMessages(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{[]string{"capture"}, 2, "accepts 1 arg"},
+		{[]string{"capture", "x.img"}, 2, "-o DIR"},
+		{[]string{"restore", "--bogus", "a", "b"}, 2, "unknown flag"},
+		{[]string{"capture", "--chunk-size", "4 furlongs", "x", "-o", "y"}, 2, "not a number"},
+		{[]string{"verify", filepath.Join(dir, "nothing")}, 1, "not a Rewind snapshot"},
+		{[]string{"capture", filepath.Join(dir, "missing.img"), "-o", filepath.Join(dir, "s")}, 1, "no such file"},
+		{[]string{"restore", "--progress", "fancy", filepath.Join(dir, "nothing"), filepath.Join(dir, "t")}, 1, "not a Rewind snapshot"},
+		{[]string{"--help"}, 0, "Exit status: 0 success, 1 failure, 2 usage error"},
+	}
+	for _, tt := range tests {
+		code, out := rewind(t, tt.args...)
+		if code != tt.wantCode || !strings.Contains(out, tt.wantOut) {
+			t.Errorf("rewind %s: exit %d, output %q; want exit %d and %q", strings.Join(tt.args, " "), code, out, tt.wantCode, tt.wantOut)
+		}
+	}
+}
+
+func TestCLICaptureSignServeRestore(t *testing.T) {
+	if tool := testdisk.Missing(); tool != "" {
+		t.Skip(tool + " not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	if _, err := (testdisk.Sample{Size: 64 << 20, ESPSize: 33 << 20, ExtSize: 16 << 20, RandomSize: 4 << 20,
+		FilesFrom: "/usr/share/doc", FilesLimit: 6 << 20, Seed: 11}).Build(src); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "lab")
+	if code, out := rewind(t, "key", "generate", key); code != 0 {
+		t.Fatalf("key generate: %d %s", code, out)
+	}
+	root := filepath.Join(dir, "srv")
+	snap := filepath.Join(root, "pc1")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--sign", key+".key", "--chunk-size", "1MiB", "--progress", "none"); code != 0 {
+		t.Fatalf("capture: %d %s", code, out)
+	}
+	if code, out := rewind(t, "capture", src, "-o", snap); code != 1 || !strings.Contains(out, "not empty") {
+		t.Errorf("capture into a used directory: exit %d %q, want 1 and 'not empty'", code, out)
+	}
+	if code, out := rewind(t, "verify", snap, "--trust", key+".pub", "--progress", "none"); code != 0 || !strings.Contains(out, "signature verified") {
+		t.Fatalf("verify: %d %s", code, out)
+	}
+	if code, out := rewind(t, "inspect", snap); code != 0 || !strings.Contains(out, "signed: true") {
+		t.Errorf("inspect: %d %s", code, out)
+	}
+
+	port := freePort(t)
+	srv := exec.Command(rewindBin, "serve", root, "--listen", "127.0.0.1:"+port)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	waitListening(t, "127.0.0.1:"+port)
+
+	target := filepath.Join(dir, "restored.img")
+	code, out := rewind(t, "restore", "http://127.0.0.1:"+port+"/pc1", target, "--trust", key+".pub", "--progress", "json")
+	if code != 0 {
+		t.Fatalf("restore over http: %d %s", code, out)
+	}
+	if !strings.Contains(out, `"finished":true`) {
+		t.Errorf("--progress json printed no final JSON line: %s", out)
+	}
+	if sha(t, target) != sha(t, src) {
+		t.Fatal("restored image differs from the source")
+	}
+	// An existing target with no terminal to confirm on needs --yes.
+	if code, out := rewind(t, "restore", snap, target); code != 2 || !strings.Contains(out, "--yes") {
+		t.Errorf("restore onto an existing file without --yes: exit %d %q, want 2 and a hint to pass --yes", code, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+func waitListening(t *testing.T, addr string) {
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s", addr)
+}
