@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -106,11 +107,11 @@ func blkpg(fd int, op int32, p PartitionRange) error {
 // kernelPartitions lists the partition numbers the kernel has for the
 // block device st, from /sys/dev/block/MAJ:MIN/*/partition.
 func kernelPartitions(st os.FileInfo) []int {
-	sys, ok := st.Sys().(*unix.Stat_t)
+	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
 		return nil
 	}
-	dir := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(sys.Rdev), unix.Minor(sys.Rdev))
+	dir := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev)))
 	matches, _ := filepath.Glob(filepath.Join(dir, "*", "partition"))
 	var out []int
 	for _, m := range matches {

@@ -98,6 +98,8 @@ func attachLoop(t *testing.T, path string, sectorSize int) string {
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {
+		// Partitions that BLKPG added outlive the loop device's detach.
+		exec.Command("partx", "-d", dev).Run()
 		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
 			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
 		}

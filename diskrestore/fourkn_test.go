@@ -1,0 +1,132 @@
+package diskrestore
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Test4KnRoundTrip recreates layouts of a 4Kn disk (a loop device with
+// 4096-byte logical sectors) on another 4Kn disk and compares what sgdisk
+// and sfdisk say about both, and refuses to cross sector sizes.
+func Test4KnRoundTrip(t *testing.T) {
+	needRoot(t)
+	needTools(t, "losetup", "sgdisk", "sfdisk")
+	tests := []struct {
+		name  string
+		build func(t *testing.T, dev string)
+		table string
+		parts []int
+	}{
+		{
+			name: "gpt", table: "gpt", parts: []int{1, 2},
+			build: func(t *testing.T, dev string) {
+				run(t, "", "sgdisk", "-o", "-U", "44444444-2222-3333-4444-555555555555",
+					"-n", "1:256:+8M", "-t", "1:ef00", "-c", "1:ESP", "-u", "1:BBBBBBBB-0000-4000-8000-000000000001", "-A", "1:set:0",
+					"-n", "2:0:0", "-t", "2:8304", "-c", "2:root", "-u", "2:BBBBBBBB-0000-4000-8000-000000000002", "-A", "2:set:59",
+					dev)
+				scribble(t, dev, 0, 440, 21)         // boot code
+				scribble(t, dev, 7*4096, 5000, 22)   // after the entry array (LBA 2-5)
+				scribble(t, dev, 256*4096, 4096, 23) // partition 1
+			},
+		},
+		{
+			name: "mbr", table: "mbr",
+			build: func(t *testing.T, dev string) {
+				run(t, "label: dos\nlabel-id: 0x4b4b4b4b\nstart=256,size=2048,type=83,bootable\nstart=2304,size=8192,type=5\nstart=2560,size=2048,type=83\nstart=4864,size=1024,type=83\n", "sfdisk", "-q", "--no-reread", dev)
+				scribble(t, dev, 0, 440, 24)
+				scribble(t, dev, 4096, 8000, 25) // the gap after the MBR
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 64 * MiB
+			src := attachLoop(t, newImage(t, "src.img", size), 4096)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			if l.LogicalSectorSize != 4096 || l.Table != tc.table {
+				t.Fatalf("%s: table %q with %d-byte sectors, want %q with 4096", src, l.Table, l.LogicalSectorSize, tc.table)
+			}
+			if tc.table == "gpt" && l.FirstUsableLBA != 6 {
+				t.Errorf("%s: first usable LBA %d, want 6 (4 sectors of entries)", src, l.FirstUsableLBA)
+			}
+			checkExtents(t, l, extents)
+
+			dst := attachLoop(t, newImage(t, "dst.img", size), 4096)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatalf("WriteLayout(%s): %v", dst, err)
+			}
+			if got, want := sfdiskDump(t, dst), sfdiskDump(t, src); got != want {
+				t.Errorf("sfdisk --dump of 4Kn target differs from the source:\n%s", diffLines(got, want))
+			}
+			if tc.table == "gpt" {
+				if got, want := sgdiskPrint(t, dst, tc.parts), sgdiskPrint(t, src, tc.parts); got != want {
+					t.Errorf("sgdisk -p/-i of 4Kn target differs from the source:\n%s", diffLines(got, want))
+				}
+				sgdiskVerify(t, dst)
+			}
+			if got, want := sumRange(t, dst, 0, size), sumRange(t, src, 0, size); got != want {
+				t.Errorf("whole 4Kn target sha256 %s, want the source's %s", got, want)
+			}
+
+			// Crossing sector sizes is refused before anything is written.
+			img512 := newImage(t, "512.img", size)
+			dev512 := attachLoop(t, img512, 512)
+			if err := restoreOnto(t, src, dev512, l, extents, WriteOptions{}); err == nil || !strings.Contains(err.Error(), "4096-byte logical sectors but the target has 512-byte") {
+				t.Errorf("4Kn layout onto 512-byte %s: error %v, want a sector size refusal", dev512, err)
+			}
+			l512 := *l
+			l512.LogicalSectorSize = 512
+			if err := restoreOnto(t, img512, dst, &l512, nil, WriteOptions{}); err == nil || !strings.Contains(err.Error(), "512-byte logical sectors but the target has 4096-byte") {
+				t.Errorf("512-byte layout onto 4Kn %s: error %v, want a sector size refusal", dst, err)
+			}
+			if got, want := sumRange(t, dev512, 0, size), sumRange(t, newImage(t, "zero.img", size), 0, size); got != want {
+				t.Errorf("%s was written to although its sector size does not match", dev512)
+			}
+		})
+	}
+}
+
+// TestWriteLayoutTellsKernel checks that after WriteLayout on a block
+// device the kernel knows the new partitions (BLKRRPART, or BLKPG on a
+// loop device without partition scanning), or WriteLayout said it could
+// not.
+func TestWriteLayoutTellsKernel(t *testing.T) {
+	needRoot(t)
+	needTools(t, "sgdisk")
+	src := newImage(t, "src.img", 16*MiB)
+	run(t, "", "sgdisk", "-o", "-n", "1:2048:+4M", "-n", "2:0:+2M", src)
+	l, _ := readLayoutOf(t, src, 0)
+	dev := attachLoop(t, newImage(t, "dst.img", 16*MiB), 512)
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var logged []string
+	err = WriteLayout(f, l, WriteOptions{Logf: func(format string, args ...any) {
+		logged = append(logged, fmt.Sprintf(format, args...))
+	}})
+	if err != nil {
+		t.Fatalf("WriteLayout(%s): %v", dev, err)
+	}
+	name := filepath.Base(dev)
+	for _, p := range l.Partitions {
+		dir := fmt.Sprintf("/sys/block/%s/%sp%d", name, name, p.Number)
+		start, err1 := os.ReadFile(dir + "/start")
+		size, err2 := os.ReadFile(dir + "/size")
+		if err1 != nil || err2 != nil {
+			if len(logged) == 0 {
+				t.Errorf("%s: kernel has no partition %d and WriteLayout said nothing", dev, p.Number)
+			}
+			continue
+		}
+		got := strings.TrimSpace(string(start)) + "+" + strings.TrimSpace(string(size))
+		if want := fmt.Sprintf("%d+%d", p.Start, p.Size); got != want {
+			t.Errorf("%s: kernel's partition %d is %s (start+size), want %s", dev, p.Number, got, want)
+		}
+	}
+}
