@@ -1,0 +1,37 @@
+# Rewind — see README.md. Every target installs what it needs first.
+GO      ?= go
+BIN     := bin
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all setup build test qemu-test bench demo fuzz vet clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+build: setup
+	$(GO) build -o $(BIN)/rewind ./cmd/rewind
+
+# Unit and integration tests on files, loop devices and HTTP on loopback,
+# plus a representative set of QEMU recoveries.
+test: setup vet
+	$(GO) test -count=1 -timeout 25m ./...
+
+fuzz:
+	$(GO) test ./snapshot -run '^$$' -fuzz FuzzParseManifest -fuzztime 60s
+
+# Benchmarks against lz4, zstd, bmaptool, partclone and cp on one corpus.
+bench: setup
+	$(GO) run ./bench $(BENCHFLAGS)
+
+# The main job end to end.
+demo: setup
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) out
