@@ -10,11 +10,7 @@ package diskrestore
 
 import "errors"
 
-// ErrNotImplemented marks API that is still being built.
+// ErrNotImplemented marked API that was still being built. Nothing in this
+// package returns it any more; it stays so that callers written against
+// the outline keep compiling.
 var ErrNotImplemented = errors.New("diskrestore: not implemented yet")
-
-// CheckNotMounted refuses a block device that is mounted or has mounted
-// partitions or holders. Regular files pass.
-func CheckNotMounted(path string) error {
-	return ErrNotImplemented
-}
