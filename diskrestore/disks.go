@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -223,7 +224,9 @@ func (v *sysView) usage(dir string) usage {
 			}
 		}
 		if u.devs[m.majMin] || (strings.HasPrefix(src, "/dev/") && u.names[strings.TrimPrefix(src, "/dev/")]) {
-			u.mounts = append(u.mounts, m.source+" on "+m.point)
+			if s := m.source + " on " + m.point; !slices.Contains(u.mounts, s) {
+				u.mounts = append(u.mounts, s)
+			}
 			u.system = u.system || systemMounts[m.point]
 		}
 	}

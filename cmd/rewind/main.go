@@ -71,6 +71,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newInspectCmd(a),
 		newKeyCmd(a),
 		newServeCmd(a),
+		newDisksCmd(),
 	)
 	return root
 }
