@@ -60,14 +60,9 @@ a mounted file system that changes while it is read is captured inconsistent.`,
 				Origin:      snapshot.Origin{Path: src},
 			}
 			opts.Origin.Hostname, _ = os.Hostname()
-			layout, extents, err := diskrestore.ReadLayout(f, size, sector)
-			switch {
-			case errors.Is(err, diskrestore.ErrNotImplemented):
-				a.log.Debug("layout reading is not available; capturing the whole disk")
-			case err != nil:
+			opts.Layout, opts.Extents, err = diskrestore.ReadLayout(f, size, sector)
+			if err != nil {
 				return fmt.Errorf("read partition layout of %s: %w", src, err)
-			default:
-				opts.Layout, opts.Extents = layout, extents
 			}
 			if signKey != "" {
 				if opts.SignKey, err = snapshot.LoadPrivateKey(signKey); err != nil {

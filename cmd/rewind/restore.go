@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/rescue"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
@@ -55,38 +55,43 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			defer snap.Close()
 			m := snap.Manifest
 			path := argv[1]
-			if err := diskrestore.CheckNotMounted(path); err != nil && !errors.Is(err, diskrestore.ErrNotImplemented) {
-				return err
+			if _, err := os.Stat(path); err == nil {
+				if err := diskrestore.CheckNotMounted(path); err != nil {
+					return err
+				}
 			}
 			if !yes {
 				if err := confirm(cmd, path, m); err != nil {
 					return err
 				}
 			}
-			t, err := restore.OpenTarget(path, m.RequiredSize(), m.DiskSize)
+			minSize := m.RequiredSize()
+			if m.Layout != nil && m.Layout.Table != "none" {
+				minSize = 0 // the layout decides what fits: rescue.Apply checks
+			}
+			t, err := restore.OpenTarget(path, minSize, m.DiskSize)
 			if err != nil {
 				return err
 			}
 			defer t.File.Close()
-			if m.Layout != nil && m.Layout.Table != "none" {
-				if err := diskrestore.WriteLayout(t.File, m.Layout, diskrestore.WriteOptions{GrowLast: growLast}); err != nil {
-					return fmt.Errorf("write partition table to %s: %w", path, err)
-				}
-			}
 			pp, err := restore.NewProgressPrinter(os.Stderr, progress, term.IsTerminal(int(os.Stderr.Fd())), "restore")
 			if err != nil {
 				return usageError{err}
 			}
-			res, err := restore.Run(ctx, snap, t.File, restore.Options{
-				Jobs:        jobs,
+			applied, err := rescue.Apply(ctx, snap, t.File, rescue.ApplyOptions{
+				GrowLast:    growLast,
 				FreshTarget: t.Fresh,
+				Jobs:        jobs,
 				Progress:    pp.Update,
 				Log:         a.log.Warn,
 			})
 			if err != nil {
-				return restoreFailed(ctx, t, m, err)
+				if ctx.Err() != nil {
+					err = fmt.Errorf("interrupted: %w", err)
+				}
+				return fmt.Errorf("restore onto %s failed: %w", path, err)
 			}
-			printRestoreSummary(cmd.OutOrStdout(), snap, path, res)
+			printRestoreSummary(cmd.OutOrStdout(), snap, path, applied)
 			return nil
 		},
 	}
@@ -96,23 +101,6 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
 	cmd.Flags().BoolVar(&growLast, "grow-last", false, "on a larger disk, extend the last partition to the end (its file system is not grown)")
 	return cmd
-}
-
-// restoreFailed turns a pipeline error into the user's message, clearing the
-// partition table of a block device so a half-restored disk cannot boot.
-func restoreFailed(ctx context.Context, t *restore.Target, m *snapshot.Manifest, err error) error {
-	if ctx.Err() != nil {
-		err = fmt.Errorf("interrupted: %w", err)
-	}
-	note := ""
-	if t.Block && m.Layout != nil && m.Layout.Table != "none" {
-		if cerr := diskrestore.ClearTable(t.File); cerr == nil {
-			note = "; the partition table on " + t.Path + " was cleared so the half-restored disk cannot boot"
-		} else {
-			note = fmt.Sprintf("; clearing the partition table on %s also failed (%v): do not boot from it", t.Path, cerr)
-		}
-	}
-	return fmt.Errorf("restore onto %s failed: %w%s", t.Path, err, note)
 }
 
 func loadTrust(files []string) ([]ed25519.PublicKey, error) {
@@ -151,10 +139,17 @@ func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
 	return nil
 }
 
-func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, res *restore.Result) {
+func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, applied *rescue.Applied) {
+	res := applied.Restore
 	secs := res.Duration.Seconds()
 	fmt.Fprintf(w, "restored %s onto %s in %s\n", snap.Location, path, res.Duration.Round(time.Millisecond))
 	fmt.Fprintf(w, "  snapshot  %s%s\n", snap.ID[:16], signedNote(snap))
+	if applied.LayoutWritten {
+		fmt.Fprintf(w, "  layout    %s partition table with %d partitions\n", applied.Table, applied.Partitions)
+	}
+	for _, n := range applied.Notes {
+		fmt.Fprintf(w, "  note      %s\n", n)
+	}
 	fmt.Fprintf(w, "  written   %s in %d chunks, %s of zero chunks not written\n",
 		restore.HumanBytes(res.BytesWritten), res.Chunks-res.ZeroChunks, restore.HumanBytes(res.BytesZeroed))
 	if secs > 0 {
