@@ -156,3 +156,151 @@ func waitListening(t *testing.T, addr string) {
 	}
 	t.Fatalf("nothing listens on %s", addr)
 }
+
+// loop attaches a file to a loop device for the test's duration.
+func loop(t *testing.T, path string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	out, err := exec.Command("losetup", "-f", "--show", path).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+func output(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// dumpLines returns sfdisk --dump's lines without the device names, so the
+// dumps of two devices compare field by field.
+func dumpLines(t *testing.T, dev string) []string {
+	var lines []string
+	for _, l := range strings.Split(output(t, "sfdisk", "--dump", dev), "\n") {
+		if strings.HasPrefix(l, "device:") || l == "" {
+			continue
+		}
+		if name, rest, ok := strings.Cut(l, " : "); ok {
+			l = strings.TrimPrefix(name, dev) + " : " + rest
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+func TestCLIRestoreMBROntoLoopDevice(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "mbr.img")
+	if err := os.WriteFile(src, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(src, 64<<20)
+	script := "label: dos\nlabel-id: 0x5eed1234\n" +
+		"start=2048, size=20480, type=83, bootable\n" +
+		"start=22528, size=100352, type=5\n" +
+		"start=24576, size=40960, type=83\n" +
+		"start=67584, size=30720, type=b\n"
+	cmd := exec.Command("sfdisk", "-q", src)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("sfdisk: %v %s", err, out)
+	}
+	f, _ := os.OpenFile(src, os.O_RDWR, 0)
+	f.WriteAt(testdisk.RandomBytes(1, 440), 0)               // boot code
+	f.WriteAt(testdisk.RandomBytes(2, 300<<10), 512)         // GRUB core image in the gap
+	f.WriteAt(testdisk.RandomBytes(3, 4<<20), 2048*512)      // partition 1
+	f.WriteAt(testdisk.RandomBytes(4, 2<<20), 24576*512+1e6) // logical partition 5
+	f.Close()
+
+	snap := filepath.Join(dir, "snap")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 {
+		t.Fatalf("capture: %s", out)
+	}
+	blank := filepath.Join(dir, "blank.img")
+	os.WriteFile(blank, nil, 0o644)
+	os.Truncate(blank, 64<<20)
+	dev := loop(t, blank)
+	if code, out := rewind(t, "restore", snap, dev, "--yes", "--progress", "none"); code != 0 {
+		t.Fatalf("restore onto %s: %s", dev, out)
+	}
+	want, got := dumpLines(t, loop(t, src)), dumpLines(t, dev)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("sfdisk --dump of %s:\n%s\nwant (source):\n%s", dev, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if sha(t, dev) != sha(t, src) {
+		t.Error("restored device bytes differ from the source image")
+	}
+}
+
+func TestCLIRestoreGPTOntoLargerLoopDevice(t *testing.T) {
+	if tool := testdisk.Missing(); tool != "" {
+		t.Skip(tool + " not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	parts, err := (testdisk.Sample{Size: 64 << 20, ESPSize: 33 << 20, ExtSize: 16 << 20, RandomSize: 4 << 20,
+		FilesFrom: "/usr/share/doc", FilesLimit: 4 << 20, Seed: 5}).Build(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(dir, "snap")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 {
+		t.Fatalf("capture: %s", out)
+	}
+	big := filepath.Join(dir, "big.img")
+	os.WriteFile(big, nil, 0o644)
+	os.Truncate(big, 128<<20)
+	dev := loop(t, big)
+	code, out := rewind(t, "restore", snap, dev, "--yes", "--grow-last", "--progress", "none")
+	if code != 0 {
+		t.Fatalf("restore onto larger %s: %s", dev, out)
+	}
+	if !strings.Contains(out, "not grown") && !strings.Contains(out, "file system") {
+		t.Errorf("restore with --grow-last does not say the file system was left alone:\n%s", out)
+	}
+	if v := output(t, "sgdisk", "-v", dev); !strings.Contains(v, "No problems found") {
+		t.Errorf("sgdisk -v %s:\n%s", dev, v)
+	}
+	srcInfo, dstInfo := output(t, "sgdisk", "-p", src), output(t, "sgdisk", "-p", dev)
+	for _, field := range []string{"Disk identifier (GUID)"} {
+		if lineWith(srcInfo, field) != lineWith(dstInfo, field) {
+			t.Errorf("%s differs: %q vs %q", field, lineWith(srcInfo, field), lineWith(dstInfo, field))
+		}
+	}
+	for n := 1; n <= 3; n++ {
+		si, di := output(t, "sgdisk", "-i", fmt.Sprint(n), src), output(t, "sgdisk", "-i", fmt.Sprint(n), dev)
+		for _, field := range []string{"Partition GUID code", "Partition unique GUID", "First sector", "Partition name", "Attribute flags"} {
+			if lineWith(si, field) != lineWith(di, field) {
+				t.Errorf("partition %d %s: got %q, want %q", n, field, lineWith(di, field), lineWith(si, field))
+			}
+		}
+		if n == 3 && lineWith(si, "Last sector") == lineWith(di, "Last sector") {
+			t.Errorf("partition 3 was not grown: %s", lineWith(di, "Last sector"))
+		}
+	}
+	sb, _ := os.ReadFile(src)
+	db, _ := os.ReadFile(dev)
+	for i, p := range parts {
+		if sha256.Sum256(sb[p[0]:p[1]]) != sha256.Sum256(db[p[0]:p[1]]) {
+			t.Errorf("partition %d bytes differ after restore onto the larger disk", i+1)
+		}
+	}
+}
+
+func lineWith(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
