@@ -411,3 +411,60 @@ func runAllowFail(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestDirtyTarget restores onto disks that held another table before: no
+// trace of the old one may confuse the tools afterwards.
+func TestDirtyTarget(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk", "blkid")
+	tests := []struct {
+		name   string
+		build  func(*testing.T, string)
+		dirty  func(*testing.T, string)
+		pttype string
+	}{
+		{"mbr-over-gpt", mbrSource, func(t *testing.T, img string) {
+			run(t, "", "sgdisk", "-o", "-n", "1:2048:+40M", img)
+		}, "dos"},
+		{"plain-mbr-over-gpt", func(t *testing.T, img string) {
+			run(t, "label: dos\nlabel-id: 0x01020304\nstart=2048,size=4096,type=83\n", "sfdisk", "-q", img)
+		}, func(t *testing.T, img string) {
+			run(t, "", "sgdisk", "-o", "-n", "1:2048:+40M", img)
+		}, "dos"},
+		{"gpt-over-mbr", gptSource, func(t *testing.T, img string) {
+			run(t, "label: dos\nstart=63,size=100000,type=7,bootable\n", "sfdisk", "-q", img)
+		}, "gpt"},
+		{"gpt-over-larger-gpt", gptSource, func(t *testing.T, img string) {
+			run(t, "", "sgdisk", "-o", "-n", "1:34:+90M", "-u", "1:CCCCCCCC-0000-4000-8000-000000000001", img)
+		}, "gpt"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", 64*MiB)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			size := int64(64 * MiB)
+			if tc.name == "gpt-over-larger-gpt" {
+				size = 128 * MiB
+			}
+			dst := newImage(t, "dst.img", size)
+			tc.dirty(t, dst)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatalf("WriteLayout(%s): %v", dst, err)
+			}
+			if got := strings.TrimSpace(run(t, "", "blkid", "-p", "-o", "value", "-s", "PTTYPE", dst)); got != tc.pttype {
+				t.Errorf("blkid -p %s: PTTYPE %q, want %q", dst, got, tc.pttype)
+			}
+			src1, dst1 := parseDump(t, sfdiskDump(t, src)), parseDump(t, sfdiskDump(t, dst))
+			for k, want := range src1 {
+				if k != "last-lba" && dst1[k] != want {
+					t.Errorf("%s: sfdisk --dump %s = %q, want %q", dst, k, dst1[k], want)
+				}
+			}
+			if tc.pttype == "gpt" {
+				sgdiskVerify(t, dst)
+			} else if out, _ := runAllowFail("sgdisk", "-p", dst); strings.Contains(out, "Invalid partition data") || strings.Contains(out, "GPT: present") {
+				t.Errorf("sgdisk -p %s still finds the old GPT beside the new MBR:\n%s", dst, out)
+			}
+		})
+	}
+}

@@ -51,12 +51,18 @@ func WriteLayout(target *os.File, l *snapshot.Layout, opts WriteOptions) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", target.Name(), err)
 	}
-	// Stale GPT headers of the target's previous life, for either sector
-	// size, at both ends; the new table's own sectors are written after.
+	// Stale GPT headers of the target's previous life, at both ends and
+	// for both sector sizes, so that no tool finds an old GPT beside a new
+	// MBR, or an old backup GPT before the end of a larger disk. The new
+	// table's own sectors are written after.
 	ss := int64(t.LogicalSectorSize)
-	zero := make([]byte, mbrSize)
-	for _, off := range []int64{512, 4096, g.Size - 512, g.Size - 4096} {
-		if off < ss || off+mbrSize > g.Size {
+	stale := []int64{ss, g.Size - ss}
+	if ss == 512 {
+		stale = append(stale, 4096, g.Size-4096)
+	}
+	zero := make([]byte, ss)
+	for _, off := range stale {
+		if off < ss || off+ss > g.Size {
 			continue
 		}
 		if _, err := target.WriteAt(zero, off); err != nil {
@@ -422,19 +428,22 @@ func FitExtents(target *snapshot.Layout, extents []snapshot.Extent) ([]snapshot.
 	var notes []string
 	for _, e := range extents {
 		end := e.Offset + e.Length
-		clash := end > target.DiskSize
+		clash := ""
+		if end > target.DiskSize {
+			clash = fmt.Sprintf("lies past the target's end (%d bytes)", target.DiskSize)
+		}
 		for _, w := range writes {
 			if e.Offset < w.Table.End && w.Table.Off < end {
-				clash = true
+				clash = "lies on the target's " + w.What
 			}
 		}
 		switch {
-		case !clash:
+		case clash == "":
 			keep = append(keep, e)
 		case e.Kind == snapshot.ExtentBootArea:
-			notes = append(notes, fmt.Sprintf("boot area at byte %d (%d bytes) lies on the target's partition table or past its end: not restored", e.Offset, e.Length))
+			notes = append(notes, fmt.Sprintf("boot area at byte %d (%d bytes) %s: not restored", e.Offset, e.Length, clash))
 		default:
-			return nil, nil, fmt.Errorf("%s at byte %d (%d bytes) does not fit the target of %d bytes or overlaps its partition table", describeExtent(e), e.Offset, e.Length, target.DiskSize)
+			return nil, nil, fmt.Errorf("%s at byte %d (%d bytes) %s", describeExtent(e), e.Offset, e.Length, clash)
 		}
 	}
 	return keep, notes, nil
