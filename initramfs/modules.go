@@ -27,7 +27,7 @@ var DefaultModules = []string{
 	// NICs
 	"e1000", "e1000e", "virtio_net",
 	// file systems of the rescue media
-	"ext4", "vfat", "fat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+	"ext4", "vfat", "fat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
 	"crc32c_generic", "crc32c_intel",
 }
 

@@ -204,6 +204,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 		}
 		if !errors.Is(err, errNoMedia) {
 			r.log.Printf("media: %v", err)
+			return true
 		}
 		r.drivers.Coldplug()
 		return false

@@ -114,7 +114,7 @@ func FindMedia(drivers *Drivers) (*Media, error) {
 		}
 		switch fstype {
 		case "vfat":
-			drivers.Load("vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8")
+			drivers.Load("vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii")
 		case "ext4":
 			drivers.Load("ext4")
 		case "iso9660":
@@ -122,11 +122,16 @@ func FindMedia(drivers *Drivers) (*Media, error) {
 		}
 		m := &Media{Device: dev, Disk: devs[n], FSType: fstype, Dir: MediaMount}
 		os.MkdirAll(m.Dir, 0o755)
-		if err := unix.Mount(dev, m.Dir, fstype, 0, ""); err == nil {
+		data := ""
+		if fstype == "vfat" {
+			// Kernels default to iocharset=ascii, often a module of its own.
+			data = "iocharset=utf8"
+		}
+		if err := unix.Mount(dev, m.Dir, fstype, 0, data); err == nil {
 			m.RW = true
 			return m, nil
 		}
-		if err := unix.Mount(dev, m.Dir, fstype, unix.MS_RDONLY, ""); err != nil {
+		if err := unix.Mount(dev, m.Dir, fstype, unix.MS_RDONLY, data); err != nil {
 			return nil, fmt.Errorf("found %s file system labelled %s on %s but cannot mount it: %w", fstype, MediaLabel, dev, err)
 		}
 		return m, nil

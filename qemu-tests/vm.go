@@ -1,0 +1,183 @@
+// Package qemutests boots Rewind's rescue environment in QEMU (TCG, no
+// KVM) against virtual disks and checks the result from the host. The
+// harness (this file and disks.go) is shared by the tests and by the demo
+// in qemu-tests/demo.
+package qemutests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Drive is a virtual disk attached to the VM.
+type Drive struct {
+	Path   string // raw image file
+	Bus    string // virtio (default), nvme, ahci, usb
+	Serial string
+}
+
+// Key is input typed on the serial console once the console shows When.
+type Key struct {
+	When  string
+	Send  string
+	Delay time.Duration // after When appeared
+}
+
+// VM describes one boot.
+type VM struct {
+	Kernel  string
+	Initrd  string
+	Cmdline string // appended to "console=ttyS0 quiet panic=-1"
+	Drives  []Drive
+	// HTTPPort, when set, gives the guest a NIC on QEMU's user network
+	// with restrict=on; the only host it can reach is 10.0.2.100:80,
+	// forwarded to 127.0.0.1:HTTPPort.
+	HTTPPort int
+	Keys     []Key
+	MemoryMB int
+	Timeout  time.Duration
+	LogPath  string // the serial console is copied here
+}
+
+// GuestServer is the address the guest reaches the host's server at.
+const GuestServer = "http://10.0.2.100"
+
+// Kernel returns the Debian kernel to boot, or "".
+func Kernel() string {
+	if k := os.Getenv("REWIND_KERNEL"); k != "" {
+		return k
+	}
+	ks, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(ks) == 0 {
+		return ""
+	}
+	return ks[len(ks)-1]
+}
+
+// Args returns QEMU's command line.
+func (v *VM) Args() []string {
+	mem := v.MemoryMB
+	if mem == 0 {
+		mem = 1024
+	}
+	args := []string{
+		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(mem),
+		"-nographic", "-no-reboot",
+		"-kernel", v.Kernel, "-initrd", v.Initrd,
+		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + v.Cmdline),
+	}
+	usb, ahciPort := false, 0
+	for i, d := range v.Drives {
+		id := fmt.Sprintf("d%d", i)
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=%s,cache=unsafe", d.Path, id))
+		serial := ""
+		if d.Serial != "" {
+			serial = ",serial=" + d.Serial
+		}
+		switch d.Bus {
+		case "", "virtio":
+			args = append(args, "-device", "virtio-blk-pci,drive="+id+serial)
+		case "nvme":
+			if serial == "" {
+				serial = ",serial=nvme" + id
+			}
+			args = append(args, "-device", "nvme,drive="+id+serial)
+		case "ahci":
+			// q35 has an AHCI controller built in.
+			args = append(args, "-device", fmt.Sprintf("ide-hd,drive=%s,bus=ide.%d%s", id, ahciPort, serial))
+			ahciPort++
+		case "usb":
+			if !usb {
+				args = append(args, "-device", "qemu-xhci,id=xhci")
+				usb = true
+			}
+			args = append(args, "-device", "usb-storage,bus=xhci.0,removable=on,drive="+id+serial)
+		default:
+			panic("unknown bus " + d.Bus)
+		}
+	}
+	if v.HTTPPort != 0 {
+		args = append(args,
+			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:%d", v.HTTPPort),
+			"-device", "virtio-net-pci,netdev=n0")
+	} else {
+		args = append(args, "-nic", "none")
+	}
+	return args
+}
+
+// Run boots the VM until it powers off or reboots (QEMU exits), or the
+// timeout passes. It returns the console output.
+func (v *VM) Run(ctx context.Context) (string, error) {
+	timeout := v.Timeout
+	if timeout == 0 {
+		timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", v.Args()...)
+	var out syncBuffer
+	var logw io.Writer = &out
+	if v.LogPath != "" {
+		f, err := os.Create(v.LogPath)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		logw = io.MultiWriter(&out, f)
+	}
+	cmd.Stdout, cmd.Stderr = logw, logw
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	go func() {
+		for _, k := range v.Keys {
+			for !strings.Contains(out.String(), k.When) {
+				if ctx.Err() != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(k.Delay)
+			io.WriteString(stdin, k.Send)
+		}
+	}()
+	err = cmd.Wait()
+	stdin.Close()
+	if ctx.Err() == context.DeadlineExceeded {
+		return out.String(), fmt.Errorf("QEMU did not finish within %s", timeout)
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("QEMU: %v", err)
+	}
+	return out.String(), nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
