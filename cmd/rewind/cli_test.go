@@ -168,7 +168,12 @@ func loop(t *testing.T, path string) string {
 		t.Skipf("losetup: %v", err)
 	}
 	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() {
+		// A restored table makes the kernel add partitions (BLKPG), which
+		// would outlive the loop device: remove them first.
+		exec.Command("partx", "-d", dev).Run()
+		exec.Command("losetup", "-d", dev).Run()
+	})
 	return dev
 }
 
