@@ -22,6 +22,7 @@ needs=(
 	"/usr/bin/time:time"
 	"losetup:mount"
 	"ip:iproute2"
+	"ping:iputils-ping"
 	"/usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu"
 	"/usr/share/OVMF/OVMF_CODE.fd:ovmf"
 )
