@@ -334,7 +334,6 @@ func hashRange(f *os.File, off, n int64) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-
 // SfdiskDump returns sfdisk --dump of an image with its file name taken out.
 func SfdiskDump(path string) (string, error) {
 	out, err := exec.Command("sfdisk", "--dump", path).CombinedOutput()

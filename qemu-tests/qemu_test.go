@@ -53,6 +53,7 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
+	RelayMain()
 	code := m.Run()
 	if shared.dir != "" {
 		os.RemoveAll(shared.dir)

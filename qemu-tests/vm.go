@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,29 @@ func Kernel() string {
 	return ks[len(ks)-1]
 }
 
+const relayEnv = "REWIND_QEMU_RELAY"
+
+// RelayMain must be called first by every program that runs VMs with
+// HTTPPort (TestMain, the demo): QEMU starts the program again per guest
+// connection, with the connection on stdin and stdout, to relay it to the
+// host's server on the loopback.
+func RelayMain() {
+	addr := os.Getenv(relayEnv)
+	if addr == "" {
+		return
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		os.Exit(1)
+	}
+	go func() {
+		io.Copy(conn, os.Stdin)
+		conn.(*net.TCPConn).CloseWrite()
+	}()
+	io.Copy(os.Stdout, conn)
+	os.Exit(0)
+}
+
 // Args returns QEMU's command line.
 func (v *VM) Args() []string {
 	mem := v.MemoryMB
@@ -105,8 +129,12 @@ func (v *VM) Args() []string {
 		}
 	}
 	if v.HTTPPort != 0 {
+		// guestfwd to a chardev ("-tcp:127.0.0.1:PORT") carries a single
+		// stream that every guest connection would share; "-cmd:" starts
+		// a relay per connection instead: this program, in relay mode.
+		exe, _ := os.Executable()
 		args = append(args,
-			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:%d", v.HTTPPort),
+			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/usr/bin/env %s=127.0.0.1:%d %s", relayEnv, v.HTTPPort, exe),
 			"-device", "virtio-net-pci,netdev=n0")
 	} else {
 		args = append(args, "-nic", "none")
