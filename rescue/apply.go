@@ -14,6 +14,7 @@ import (
 type ApplyOptions struct {
 	GrowLast    bool // on a larger disk, extend the last partition
 	FreshTarget bool // the target is a new sparse image file
+	Delta       bool // write only the chunks whose bytes differ on the target
 	Jobs        int
 	Progress    func(restore.Progress)
 	Log         func(msg string, args ...any) // notes and retries; may be nil
@@ -74,7 +75,7 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	}
 
 	a.Restore, err = restore.Run(ctx, snap, target, restore.Options{
-		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Progress: opts.Progress, Log: opts.Log, Skip: skip,
+		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Delta: opts.Delta, Progress: opts.Progress, Log: opts.Log, Skip: skip,
 	})
 	if err != nil {
 		if g.BlockDevice || a.LayoutWritten {

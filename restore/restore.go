@@ -31,6 +31,9 @@ type Options struct {
 	FreshTarget bool
 	// Skip lists chunks already on the target (a resumed restore).
 	Skip func(index int) bool
+	// Delta reads each chunk's range on the target first and writes only
+	// the chunks whose bytes differ (Result.BytesSkipped counts the rest).
+	Delta bool
 	// Log receives notices such as a re-fetched chunk; may be nil.
 	Log func(msg string, args ...any)
 }
@@ -49,9 +52,13 @@ type Result struct {
 	ZeroChunks   int   // of which all-zero
 	BytesWritten int64 // raw bytes of non-zero chunks written
 	BytesZeroed  int64 // raw bytes of zero chunks (holes, discards or zeros)
+	BytesSkipped int64 // with Delta: raw bytes already on the target, not written
 	Refetched    int   // chunks whose first read failed verification
 	Duration     time.Duration
 }
+
+// done is the raw bytes handled so far.
+func (r *Result) done() int64 { return r.BytesWritten + r.BytesZeroed + r.BytesSkipped }
 
 // Run restores snap onto target and flushes it before returning success.
 // On error nothing may be assumed about the target beyond the chunks the
@@ -73,6 +80,7 @@ func Verify(ctx context.Context, snap *snapshot.Snapshot, opts Options) (*Result
 type item struct {
 	index int
 	zero  bool
+	same  bool     // with Delta: the target already holds these bytes
 	bufs  *buffers // nil for a zero chunk that is not read
 	raw   []byte
 }
@@ -81,6 +89,7 @@ type item struct {
 type buffers struct {
 	frame []byte
 	raw   []byte
+	old   []byte // with Delta: the target's current bytes
 }
 
 type pipeline struct {
@@ -110,10 +119,14 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	slots := 2*opts.Jobs + 4
 	p.pool = make(chan *buffers, slots)
 	for range slots {
-		p.pool <- &buffers{
+		b := &buffers{
 			frame: make([]byte, 0, snapshot.FrameBound(int(m.ChunkSize))),
 			raw:   make([]byte, m.ChunkSize),
 		}
+		if opts.Delta {
+			b.old = make([]byte, m.ChunkSize)
+		}
+		p.pool <- b
 	}
 
 	todo := make(chan int, slots)
@@ -140,7 +153,7 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	res.Refetched = p.refetch
 	res.Duration = time.Since(start)
 	if opts.Progress != nil {
-		opts.Progress(Progress{Done: res.BytesWritten + res.BytesZeroed, Total: p.total(), Elapsed: res.Duration, Final: true})
+		opts.Progress(Progress{Done: res.done(), Total: p.total(), Elapsed: res.Duration, Final: true})
 	}
 	return res, nil
 }
@@ -201,18 +214,20 @@ func (p *pipeline) feed(ctx context.Context, todo chan<- int) {
 func (p *pipeline) fetch(ctx context.Context, todo <-chan int, out chan<- item) {
 	for i := range todo {
 		it := item{index: i, zero: p.m.Chunks[i].Zero}
-		if !it.zero || p.w == nil {
+		if !it.zero || p.w == nil || p.opts.Delta {
 			select {
 			case it.bufs = <-p.pool:
 			case <-ctx.Done():
 				return
 			}
-			frame, err := p.readVerified(ctx, i, it.bufs.frame)
-			if err != nil {
-				p.fail(err)
-				return
+			if !it.zero || p.w == nil {
+				frame, err := p.readVerified(ctx, i, it.bufs.frame)
+				if err != nil {
+					p.fail(err)
+					return
+				}
+				it.bufs.frame = frame
 			}
-			it.bufs.frame = frame
 		}
 		select {
 		case out <- it:
@@ -246,7 +261,7 @@ func (p *pipeline) readVerified(ctx context.Context, i int, buf []byte) ([]byte,
 // decompress turns verified frames into raw chunk bytes.
 func (p *pipeline) decompress(ctx context.Context, in <-chan item, out chan<- item) {
 	for it := range in {
-		if it.bufs != nil {
+		if it.bufs != nil && len(it.bufs.frame) > 0 {
 			c := p.m.Chunks[it.index]
 			it.raw = it.bufs.raw[:c.Length]
 			if err := snapshot.DecodeFrame(it.raw, it.bufs.frame); err != nil {
@@ -273,9 +288,15 @@ func (p *pipeline) write(ctx context.Context, in <-chan item, out chan<- item) {
 		if p.w != nil && ctx.Err() == nil {
 			c := p.m.Chunks[it.index]
 			var err error
-			if it.zero {
+			if p.opts.Delta {
+				it.same, err = p.w.holds(it.bufs.old[:c.Length], it.raw, c.Offset)
+			}
+			switch {
+			case err != nil:
+			case it.same:
+			case it.zero:
 				err = p.w.zero(c.Offset, c.Length)
-			} else {
+			default:
 				err = p.w.writeAt(it.raw, c.Offset)
 			}
 			if err != nil {
@@ -305,12 +326,17 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 		res.Chunks++
 		if it.zero {
 			res.ZeroChunks++
+		}
+		switch {
+		case it.same:
+			res.BytesSkipped += c.Length
+		case it.zero:
 			res.BytesZeroed += c.Length
-		} else {
+		default:
 			res.BytesWritten += c.Length
 		}
 		if p.opts.Progress != nil {
-			p.opts.Progress(Progress{Done: res.BytesWritten + res.BytesZeroed, Total: total, Elapsed: time.Since(start)})
+			p.opts.Progress(Progress{Done: res.done(), Total: total, Elapsed: time.Since(start)})
 		}
 	}
 	return res

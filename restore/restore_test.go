@@ -106,7 +106,7 @@ func restoreTo(t *testing.T, location, target string, opts restore.Options) (*re
 		return nil, err
 	}
 	defer snap.Close()
-	tg, err := restore.OpenTarget(target, snap.Manifest.RequiredSize(), snap.Manifest.DiskSize)
+	tg, err := restore.OpenTarget(target, snap.Manifest.RequiredSize(), snap.Manifest.DiskSize, opts.Delta)
 	if err != nil {
 		return nil, err
 	}
@@ -511,7 +511,7 @@ func TestChunkFailingVerificationIsReadOnceMore(t *testing.T) {
 			t.Fatal(err)
 		}
 		target := filepath.Join(t.TempDir(), "t.img")
-		tg, err := restore.OpenTarget(target, m.RequiredSize(), m.DiskSize)
+		tg, err := restore.OpenTarget(target, m.RequiredSize(), m.DiskSize, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -557,5 +557,51 @@ func TestVerify(t *testing.T) {
 	defer snap.Close()
 	if _, err := restore.Verify(context.Background(), snap, restore.Options{}); err == nil || !strings.Contains(err.Error(), "chunk 3 ") {
 		t.Fatalf("verify damaged snapshot: got %v, want an error naming chunk 3", err)
+	}
+}
+
+func TestDeltaRestoreWritesOnlyTheDifference(t *testing.T) {
+	src := sampleDisk(t)
+	fi, _ := os.Stat(src)
+	dir, m := capture(t, src, snapshot.CaptureOptions{ChunkSize: mib})
+	target := filepath.Join(t.TempDir(), "t.img")
+	if _, err := restoreTo(t, dir, target, restore.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Damage two data chunks and one zero chunk of the restored image.
+	var data, zero []int
+	for i, c := range m.Chunks {
+		if c.Zero {
+			zero = append(zero, i)
+		} else {
+			data = append(data, i)
+		}
+	}
+	if len(data) < 3 || len(zero) < 1 {
+		t.Fatalf("sample has %d data and %d zero chunks", len(data), len(zero))
+	}
+	f, _ := os.OpenFile(target, os.O_RDWR, 0)
+	damaged := []int{data[1], data[len(data)-1], zero[len(zero)/2]}
+	for _, i := range damaged {
+		f.WriteAt([]byte("scribble"), m.Chunks[i].Offset+4096)
+	}
+	f.Close()
+
+	res, err := restoreTo(t, dir, target, restore.Options{Delta: true})
+	if err != nil {
+		t.Fatalf("delta restore: %v", err)
+	}
+	if got, want := fileSHA(t, target, fi.Size()), fileSHA(t, src, fi.Size()); got != want {
+		t.Fatalf("after delta restore sha256 %s, source %s", got, want)
+	}
+	var changed int64
+	for _, i := range damaged {
+		changed += m.Chunks[i].Length
+	}
+	if got := res.BytesWritten + res.BytesZeroed; got != changed {
+		t.Errorf("delta restore wrote %d bytes, want only the %d bytes of the 3 damaged chunks", got, changed)
+	}
+	if res.BytesSkipped != m.DataBytes()-changed {
+		t.Errorf("delta restore skipped %d bytes, want %d", res.BytesSkipped, m.DataBytes()-changed)
 	}
 }

@@ -1,8 +1,10 @@
 package restore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"unsafe"
 
@@ -20,9 +22,11 @@ type Target struct {
 
 // OpenTarget opens path for a restore that needs at least minSize bytes.
 // A regular file (existing or not) is created anew at createSize bytes,
-// sparse. A block device is opened exclusively, so the kernel refuses it
-// while it or a partition of it is mounted, and must hold minSize bytes.
-func OpenTarget(path string, minSize, createSize int64) (*Target, error) {
+// sparse, unless keep is set: then an existing file keeps its contents (a
+// delta restore) and only grows to createSize. A block device is opened
+// exclusively, so the kernel refuses it while it or a partition of it is
+// mounted, and must hold minSize bytes.
+func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || err == nil && fi.Mode().IsRegular():
@@ -30,14 +34,21 @@ func OpenTarget(path string, minSize, createSize int64) (*Target, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open target %s: %w", path, err)
 		}
-		if err := f.Truncate(0); err == nil {
-			err = f.Truncate(createSize)
+		fresh := !keep || fi == nil
+		size := createSize
+		if !fresh {
+			size = max(fi.Size(), createSize)
+		} else {
+			err = f.Truncate(0)
+		}
+		if err == nil {
+			err = f.Truncate(size)
 		}
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("size target image %s to %d bytes: %w", path, createSize, err)
+			return nil, fmt.Errorf("size target image %s to %d bytes: %w", path, size, err)
 		}
-		return &Target{File: f, Path: path, Size: createSize, Fresh: true}, nil
+		return &Target{File: f, Path: path, Size: size, Fresh: fresh}, nil
 	case err != nil:
 		return nil, fmt.Errorf("target %s: %w", path, err)
 	case fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0:
@@ -90,6 +101,22 @@ func newWriter(f *os.File, fresh bool) *writer {
 func (w *writer) writeAt(p []byte, off int64) error {
 	_, err := w.f.WriteAt(p, off)
 	return err
+}
+
+// holds reads the target's bytes at off into old and reports whether they
+// equal want; a nil want means zeros.
+func (w *writer) holds(old, want []byte, off int64) (bool, error) {
+	n, err := w.f.ReadAt(old, off)
+	if n < len(old) {
+		if err == io.EOF {
+			return false, nil // past the end of a shorter image: write
+		}
+		return false, fmt.Errorf("read target at offset %d: %w", off, err)
+	}
+	if want == nil {
+		return isZero(old), nil
+	}
+	return bytes.Equal(old, want), nil
 }
 
 // zero makes [off, off+n) read as zeros: nothing on a fresh sparse file, a

@@ -25,6 +25,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 		yes      bool
 		progress string
 		growLast bool
+		delta    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT TARGET",
@@ -69,7 +70,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			if m.Layout != nil && m.Layout.Table != "none" {
 				minSize = 0 // the layout decides what fits: rescue.Apply checks
 			}
-			t, err := restore.OpenTarget(path, minSize, m.DiskSize)
+			t, err := restore.OpenTarget(path, minSize, m.DiskSize, delta)
 			if err != nil {
 				return err
 			}
@@ -81,6 +82,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			applied, err := rescue.Apply(ctx, snap, t.File, rescue.ApplyOptions{
 				GrowLast:    growLast,
 				FreshTarget: t.Fresh,
+				Delta:       delta,
 				Jobs:        jobs,
 				Progress:    pp.Update,
 				Log:         a.log.Warn,
@@ -99,6 +101,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before overwriting TARGET")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
+	cmd.Flags().BoolVar(&delta, "delta", false, "read TARGET first and write only the chunks that differ (re-imaging a disk that holds most of the snapshot)")
 	cmd.Flags().BoolVar(&growLast, "grow-last", false, "on a larger disk, extend the last partition to the end (its file system is not grown)")
 	return cmd
 }
@@ -154,6 +157,9 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 		restore.HumanBytes(res.BytesWritten), res.Chunks-res.ZeroChunks, restore.HumanBytes(res.BytesZeroed))
 	if secs > 0 {
 		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)
+	}
+	if res.BytesSkipped > 0 {
+		fmt.Fprintf(w, "  delta     %s already on the target, not written\n", restore.HumanBytes(res.BytesSkipped))
 	}
 	if res.Refetched > 0 {
 		fmt.Fprintf(w, "  re-read   %d chunks failed their first hash check and verified on the second read\n", res.Refetched)
