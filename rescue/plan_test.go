@@ -1,0 +1,159 @@
+package rescue
+
+import (
+	"strings"
+	"testing"
+)
+
+const fullPlan = `
+trust = ["media:/keys/lab.pub"]
+[countdown]
+seconds = 10
+default = "abort"
+[report]
+url = "http://10.0.2.100/report"
+
+[[machine]]
+name = "pc1"
+snapshot = "media:/snapshots/pc1"
+target = "size=8GiB"
+after = "poweroff"
+[machine.match]
+mac = ["52:54:00:12:34:56"]
+
+[[machine]]
+name = "lab"
+snapshot = "http://10.0.2.100/snapshots/lab"
+[machine.match]
+dmi_uuid = "0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060"
+
+[[machine]]
+name = "any"
+snapshot = "media:/snapshots/generic"
+`
+
+func TestParsePlan(t *testing.T) {
+	p, err := ParsePlan([]byte(fullPlan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := *p.Countdown.Seconds, 10; got != want {
+		t.Errorf("countdown.seconds: got %d, want %d", got, want)
+	}
+	if got, want := p.Countdown.Default, DefaultAbort; got != want {
+		t.Errorf("countdown.default: got %q, want %q", got, want)
+	}
+	if got, want := len(p.Machines), 3; got != want {
+		t.Fatalf("machines: got %d, want %d", got, want)
+	}
+	if got, want := p.Machines[0].Match.MAC[0], "52:54:00:12:34:56"; got != want {
+		t.Errorf("machine pc1 match.mac: got %q, want %q", got, want)
+	}
+	if got, want := p.Trust, []string{"media:/keys/lab.pub"}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("trust: got %q, want %q", got, want)
+	}
+}
+
+func TestParsePlanErrors(t *testing.T) {
+	for _, tc := range []struct{ name, plan, want string }{
+		{"unknown key", "[[machine]]\nsnapshot=\"x\"\ntraget=\"size=1G\"\n", "unknown keys machine.traget"},
+		{"no machine", "[countdown]\nseconds=3\n", "no [[machine]]"},
+		{"no snapshot", "[[machine]]\nname=\"a\"\n", "machine a has no snapshot"},
+		{"bad default", "[countdown]\ndefault=\"maybe\"\n[[machine]]\nsnapshot=\"x\"\n", "countdown.default"},
+		{"negative", "[countdown]\nseconds=-1\n[[machine]]\nsnapshot=\"x\"\n", "countdown.seconds"},
+		{"bad after", "[[machine]]\nsnapshot=\"x\"\nafter=\"halt\"\n", "after is \"halt\""},
+		{"bad report url", "[report]\nurl=\"ftp://x\"\n[[machine]]\nsnapshot=\"x\"\n", "report.url"},
+		{"not toml", "[[machine]\n", "not valid TOML"},
+	} {
+		_, err := ParsePlan([]byte(tc.plan))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestSelectMachine(t *testing.T) {
+	p, err := ParsePlan([]byte(fullPlan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id   Identity
+		want string
+	}{
+		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff", "52:54:00:12:34:56"}}, "pc1"},
+		{Identity{MACs: []string{"52-54-00-12-34-56"}}, "pc1"},
+		{Identity{DMIUUID: "0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060"}, "lab"},
+		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}, "any"},
+	} {
+		m, err := p.SelectMachine(tc.id)
+		if err != nil || m.Name != tc.want {
+			t.Errorf("identity %+v: got %v (%v), want %s", tc.id, m, err, tc.want)
+		}
+	}
+	p.Machines = p.Machines[:2]
+	if _, err := p.SelectMachine(Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}); err == nil {
+		t.Errorf("a machine matching no entry and no catch-all: got no error")
+	}
+}
+
+func TestParseCmdline(t *testing.T) {
+	o, err := ParseCmdline(`BOOT_IMAGE=/vmlinuz console=ttyS0 rewind.auto rewind.countdown=5 rewind.target="serial=ABC 123" rewind.after=shell rewind.plan=http://10.0.2.100/plan.toml rewind.bogus=1 quiet`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Auto || o.Countdown == nil || *o.Countdown != 5 || o.Target != "serial=ABC 123" || o.After != AfterShell ||
+		o.Plan != "http://10.0.2.100/plan.toml" || len(o.Unknown) != 1 || o.Unknown[0] != "rewind.bogus" {
+		t.Errorf("got %+v", o)
+	}
+	for _, bad := range []string{"rewind.countdown=x", "rewind.after=halt", "rewind.auto=maybe", "rewind.default=later"} {
+		if _, err := ParseCmdline(bad); err == nil {
+			t.Errorf("%s: got no error", bad)
+		}
+	}
+}
+
+func TestResolveOverrides(t *testing.T) {
+	p, err := ParsePlan([]byte(fullPlan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{MACs: []string{"52:54:00:12:34:56"}}
+	five := 5
+	for _, tc := range []struct {
+		name string
+		o    Overrides
+		want Settings
+	}{
+		{"plan only", Overrides{}, Settings{Countdown: 10, Default: DefaultAbort, After: AfterPoweroff}},
+		{"auto", Overrides{Auto: true}, Settings{Countdown: 0, Default: DefaultRestore, After: AfterPoweroff}},
+		{"countdown and after", Overrides{Countdown: &five, After: AfterShell}, Settings{Countdown: 5, Default: DefaultAbort, After: AfterShell}},
+		{"auto but default abort", Overrides{Auto: true, Default: DefaultAbort}, Settings{Countdown: 0, Default: DefaultAbort, After: AfterPoweroff}},
+	} {
+		s, err := p.Resolve(id, tc.o)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if s.Countdown != tc.want.Countdown || s.Default != tc.want.Default || s.After != tc.want.After {
+			t.Errorf("%s: got countdown %d default %s after %s, want %d %s %s", tc.name, s.Countdown, s.Default, s.After,
+				tc.want.Countdown, tc.want.Default, tc.want.After)
+		}
+	}
+	s, err := p.Resolve(id, Overrides{Target: "path=/dev/nvme0n1", Machine: "any"})
+	if err != nil || s.Machine.Name != "any" || s.Machine.Target != "path=/dev/nvme0n1" || s.After != AfterReboot || s.ReportURL == "" {
+		t.Errorf("machine and target override: got %+v, %v", s, err)
+	}
+	if _, err := p.Resolve(id, Overrides{Machine: "nope"}); err == nil {
+		t.Errorf("unknown rewind.machine: got no error")
+	}
+}
+
+func TestConsolePaths(t *testing.T) {
+	got := strings.Join(ConsolePaths("quiet console=tty0 console=ttyS0,115200n8 console=ttyS0"), " ")
+	if want := "/dev/tty0 /dev/ttyS0"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := ConsolePaths("quiet"); len(got) != 1 || got[0] != "/dev/console" {
+		t.Errorf("no console=: got %q, want /dev/console", got)
+	}
+}
