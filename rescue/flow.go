@@ -319,18 +319,14 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 }
 
 func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
-	disks, err := ListDisks("/sys")
-	if err != nil {
-		return Disk{}, fmt.Errorf("listing disks: %w", err)
+	var exclude []string
+	if r.media != nil {
+		exclude = append(exclude, r.media.Device)
 	}
+	disk, disks, err := selectTarget(spec, exclude)
 	for _, d := range disks {
 		r.log.Printf("disk: %s", describeTarget(d))
 	}
-	exclude := map[string]string{}
-	if r.media != nil {
-		exclude[r.media.Disk] = "the rescue media"
-	}
-	disk, err := SelectTarget(disks, spec, exclude)
 	if err != nil {
 		return Disk{}, err
 	}
@@ -338,7 +334,7 @@ func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
 		return Disk{}, fmt.Errorf("target %s holds %s but the snapshot needs %s; choose a larger disk",
 			describeTarget(disk), restore.HumanBytes(disk.Size), restore.HumanBytes(need))
 	}
-	if err := diskrestore.CheckNotMounted(disk.Path); err != nil && !errors.Is(err, diskrestore.ErrNotImplemented) {
+	if err := diskrestore.CheckNotMounted(disk.Path); err != nil {
 		return Disk{}, err
 	}
 	return disk, nil

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/restore"
 )
 
@@ -63,17 +64,7 @@ const (
 	whyCancelled = "cancelled"
 )
 
-func describeTarget(d Disk) string {
-	parts := []string{d.Path}
-	if d.Model != "" {
-		parts = append(parts, d.Model)
-	}
-	if d.Serial != "" {
-		parts = append(parts, "serial "+d.Serial)
-	}
-	parts = append(parts, restore.HumanBytes(d.Size))
-	return strings.Join(parts, ", ")
-}
+func describeTarget(d Disk) string { return diskrestore.DescribeDisk(d) }
 
 func describeSnapshot(location string, diskSize, data int64, signed bool) string {
 	s := fmt.Sprintf("%s (disk %s, %s of data", location, restore.HumanBytes(diskSize), restore.HumanBytes(data))

@@ -72,6 +72,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newKeyCmd(a),
 		newServeCmd(a),
 		newDisksCmd(),
+		newMediaCmd(),
 	)
 	return root
 }
