@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all setup build test qemu-test bench demo fuzz vet clean
+.PHONY: all setup build test qemu-test bench demo fuzz vet clean initramfs
 
 all: build
 
@@ -35,3 +35,12 @@ demo: setup
 
 clean:
 	rm -rf $(BIN) out
+
+# The base rescue initramfs (u-root core commands, rewind, rewind-init),
+# embedded into bin/rewind by builds with -tags rewind_embed.
+initramfs: setup
+	GOAMD64=v1 $(GO) run ./initramfs/mkbase -o initramfs/rewind-base.cpio.gz
+
+# Every QEMU recovery (USB, HTTP, countdown, NVMe/AHCI, damage, media build).
+qemu-test: setup
+	REWIND_QEMU_ALL=1 $(GO) test -count=1 -timeout 30m -v ./qemu-tests/

@@ -399,3 +399,35 @@ func TestCorruptSnapshot(t *testing.T) {
 		t.Errorf("target still has a partition table:\n%s", dump)
 	}
 }
+
+// The media 'rewind media build' writes (kernel + base archive + appended
+// overlay in one gzip stream) boots and restores: the plan comes from the
+// initramfs, the snapshot from a stick without a plan.
+func TestMediaBuild(t *testing.T) {
+	setup(t, true)
+	base, err := os.ReadFile(shared.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "media")
+	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(unattended), OutDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stick := filepath.Join(t.TempDir(), "stick.img")
+	if err := USBStick(stick, 96<<20, map[string]string{"/snapshots/pc1": shared.snap}); err != nil {
+		t.Fatal(err)
+	}
+	target := blank(t)
+	vm := &VM{Kernel: res.Kernel, Initrd: res.Initramfs, Cmdline: "rewind.after=poweroff",
+		Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: target}}, LogPath: filepath.Join(t.TempDir(), "console.log")}
+	console, err := vm.Run(context.Background())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, console)
+	}
+	r := consoleReport(t, console)
+	if r.Plan.Source != "rescue image "+rescue.OverlayPlan {
+		t.Errorf("plan source %q, want the rescue image", r.Plan.Source)
+	}
+	wantRestored(t, target, r)
+}
