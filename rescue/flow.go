@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"golang.org/x/sys/unix"
@@ -116,8 +117,8 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q", source, s.Machine.Name))
 	r.log.Printf("plan: %s, machine %q, snapshot %s, target %q, after %s", source, s.Machine.Name, s.Machine.Snapshot, s.Machine.Target, s.After)
 
-	// Network, when something is behind HTTP.
-	if isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
+	// Network, when the plan configures it or something is behind HTTP.
+	if s.Network != nil || isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
 		if err := r.network(ctx); err != nil {
 			return StatusFailed, err
 		}
@@ -176,6 +177,28 @@ func (r *Rescue) network(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
+	if r.settings != nil && r.settings.Network != nil {
+		rep, err := netcfg.Apply(ctx, r.settings.Network, netcfg.Options{Log: r.log.Printf})
+		if err != nil {
+			r.report.AddStep("network", StepFailed, start, err.Error())
+			return err
+		}
+		r.netUp = true
+		var nics []string
+		for _, n := range rep.NICs {
+			nics = append(nics, fmt.Sprintf("%s %s %s %s", n.Name, n.MAC, n.Mode, strings.Join(n.Addresses, " ")))
+		}
+		status := StepOK
+		if len(rep.Problems) > 0 {
+			status = StepFailed
+			for _, p := range rep.Problems {
+				r.log.Printf("network: %s", p)
+			}
+		}
+		// Problems are reported; the restore goes on while the snapshot is reachable.
+		r.report.AddStep("network", status, start, strings.Join(append(nics, rep.Problems...), "; "))
+		return nil
+	}
 	nic, err := NetworkUp(ctx, r.log.Printf)
 	if err != nil {
 		r.report.AddStep("network", StepFailed, start, err.Error())

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/rewind-bmr/rewind/netcfg"
 )
 
 // Actions at the end of the countdown and after a restore.
@@ -32,6 +33,10 @@ type Plan struct {
 	Countdown Countdown `toml:"countdown"`
 	Report    ReportTo  `toml:"report"`
 	Machines  []Machine `toml:"machine"`
+	// Network configures NICs by MAC (netcfg/, docs/network.md). Without
+	// it, the rescue environment asks DHCP on its first NIC when a
+	// snapshot or report URL is http(s).
+	Network *netcfg.Config `toml:"network"`
 	// Trust lists public key files (paths in the rescue environment or on
 	// the rescue media as media:/path) that a snapshot must be signed by,
 	// in addition to the keys under /etc/rewind/trust.
@@ -56,6 +61,8 @@ type Machine struct {
 	Target   string `toml:"target"`   // size=8GiB, serial=..., wwn=..., path=/dev/vda
 	After    string `toml:"after"`    // reboot (default), poweroff, shell
 	Match    Match  `toml:"match"`
+	// Network replaces the plan's [network] for this machine.
+	Network *netcfg.Config `toml:"network"`
 }
 
 // Match selects a machine entry by hardware identity. An empty Match
@@ -99,6 +106,11 @@ func (p *Plan) Validate() error {
 	if u := p.Report.URL; u != "" && !isHTTP(u) {
 		return fmt.Errorf("plan report.url %q is not an http(s) URL", u)
 	}
+	if p.Network != nil {
+		if err := p.Network.Validate(); err != nil {
+			return fmt.Errorf("plan [network]: %w", err)
+		}
+	}
 	if len(p.Machines) == 0 {
 		return fmt.Errorf("plan has no [[machine]] entry; add one with a snapshot and a target")
 	}
@@ -112,6 +124,11 @@ func (p *Plan) Validate() error {
 		}
 		if err := checkAfter(m.After); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
+		if m.Network != nil {
+			if err := m.Network.Validate(); err != nil {
+				return fmt.Errorf("plan machine %s [machine.network]: %w", name, err)
+			}
 		}
 	}
 	return nil
@@ -267,6 +284,7 @@ type Settings struct {
 	Default   string // restore or abort
 	After     string
 	ReportURL string
+	Network   *netcfg.Config // nil: DHCP on the first NIC when needed
 }
 
 // Resolve applies the overrides to the plan's entry for this machine.
@@ -287,7 +305,10 @@ func (p *Plan) Resolve(id Identity, o Overrides) (*Settings, error) {
 			return nil, err
 		}
 	}
-	s := &Settings{Machine: *m, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL}
+	s := &Settings{Machine: *m, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
+	if m.Network != nil {
+		s.Network = m.Network
+	}
 	if p.Countdown.Seconds != nil {
 		s.Countdown = *p.Countdown.Seconds
 	}

@@ -157,3 +157,28 @@ func TestConsolePaths(t *testing.T) {
 		t.Errorf("no console=: got %q, want /dev/console", got)
 	}
 }
+
+func TestPlanNetwork(t *testing.T) {
+	p, err := ParsePlan([]byte(`
+[network]
+default = "dhcp"
+[[machine]]
+name = "pc1"
+snapshot = "http://10.0.2.100/pc1"
+[machine.network]
+[[machine.network.interface]]
+mac = "52:54:00:12:34:56"
+address = ["192.168.77.10/24"]
+[[machine]]
+name = "pc2"
+snapshot = "http://10.0.2.100/pc2"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := p.Resolve(Identity{}, Overrides{Machine: "pc1"})
+	s2, _ := p.Resolve(Identity{}, Overrides{Machine: "pc2"})
+	if s1.Network == nil || len(s1.Network.Interfaces) != 1 || s2.Network == nil || s2.Network.Default != "dhcp" {
+		t.Errorf("network: pc1 %+v, pc2 %+v; want pc1's own, pc2 the plan's", s1.Network, s2.Network)
+	}
+}
