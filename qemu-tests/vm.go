@@ -45,7 +45,8 @@ type VM struct {
 	Keys     []Key
 	MemoryMB int
 	Timeout  time.Duration
-	LogPath  string // the serial console is copied here
+	LogPath  string    // the serial console is copied here
+	Echo     io.Writer // and here, live (the demo), if set
 }
 
 // GuestServer is the address the guest reaches the host's server at.
@@ -161,6 +162,9 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 		}
 		defer f.Close()
 		logw = io.MultiWriter(&out, f)
+	}
+	if v.Echo != nil {
+		logw = io.MultiWriter(logw, v.Echo)
 	}
 	cmd.Stdout, cmd.Stderr = logw, logw
 	stdin, err := cmd.StdinPipe()
