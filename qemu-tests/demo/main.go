@@ -139,7 +139,7 @@ after = "poweroff"
 	fmt.Printf("  rescue result     %s (report on the stick: rewind/reports/last.json)\n", r.Status)
 	fmt.Printf("  restored          %d bytes of %d extents in %.1f s (%.1f MB/s under TCG)\n",
 		r.BytesWritten+r.BytesZeroed, len(m.Extents), r.RestoreSeconds, r.BytesPerSecond/1e6)
-	fmt.Printf("  QEMU boot to off  %.1f s (5 s of it the countdown)\n", bootTime.Seconds())
+	fmt.Printf("  QEMU boot to off  %.1f s (of which 5 s countdown, 10 s pause to read the summary)\n", bootTime.Seconds())
 	if verr != nil {
 		fmt.Printf("  verification      FAILED: %v\n", verr)
 	} else {
