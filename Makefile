@@ -14,8 +14,10 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
-build: setup
-	$(GO) build -o $(BIN)/rewind ./cmd/rewind
+# bin/rewind carries the base rescue initramfs, so media can be built on a
+# machine without Go.
+build: setup initramfs
+	$(GO) build -tags rewind_embed -o $(BIN)/rewind ./cmd/rewind
 
 # Unit and integration tests on files, loop devices and HTTP on loopback,
 # plus a representative set of QEMU recoveries.
@@ -31,7 +33,7 @@ bench: setup
 
 # The main job end to end.
 demo: setup
-	bash scripts/demo.sh
+	bash qemu-tests/demo.sh
 
 clean:
 	rm -rf $(BIN) out
