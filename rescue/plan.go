@@ -5,6 +5,7 @@ package rescue
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -155,30 +156,88 @@ type Identity struct {
 	Serial  string   `json:"serial,omitempty"`
 }
 
-// SelectMachine returns the plan's entry for this machine: the first whose
-// match names one of its MACs or its DMI UUID, else the first without a
-// match (a catch-all), else an error.
-func (p *Plan) SelectMachine(id Identity) (*Machine, error) {
+// ErrNoMachine is wrapped by SelectMachine when no entry matches this
+// machine and the plan has no default entry: on a console the rescue
+// environment then offers a menu of the plan's machines.
+var ErrNoMachine = errors.New("no plan entry matches this machine")
+
+// SelectMachine returns the plan's entry for this machine and why it was
+// chosen. An entry matches when its [machine.match] names one of this
+// machine's MACs or its DMI system UUID. One match: that entry. Two or
+// more: refused, naming them, because restoring the wrong snapshot onto a
+// machine is worse than stopping. None: the plan's default entry, the one
+// without a [machine.match] (two defaults are ambiguous too); without a
+// default, ErrNoMachine.
+func (p *Plan) SelectMachine(id Identity) (*Machine, string, error) {
+	var matches []*Machine
+	var whys []string
 	for i := range p.Machines {
-		m := &p.Machines[i]
-		if m.Match.DMIUUID != "" && strings.EqualFold(m.Match.DMIUUID, id.DMIUUID) {
-			return m, nil
+		if why := p.Machines[i].Match.matches(id); why != "" {
+			matches = append(matches, &p.Machines[i])
+			whys = append(whys, why)
 		}
-		for _, want := range m.Match.MAC {
-			for _, have := range id.MACs {
-				if strings.EqualFold(normMAC(want), normMAC(have)) {
-					return m, nil
-				}
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0], whys[0], nil
+	case 0:
+	default:
+		var names []string
+		for i, m := range matches {
+			names = append(names, fmt.Sprintf("%s (%s)", machineName(p, m), whys[i]))
+		}
+		return nil, "", fmt.Errorf("this machine matches %d plan entries: %s; make the [machine.match] tables unique", len(matches), strings.Join(names, " and "))
+	}
+	var defaults []*Machine
+	for i := range p.Machines {
+		if m := &p.Machines[i]; len(m.Match.MAC) == 0 && m.Match.DMIUUID == "" {
+			defaults = append(defaults, m)
+		}
+	}
+	switch len(defaults) {
+	case 1:
+		return defaults[0], "the plan's default entry (no [machine.match]); no entry names this machine", nil
+	case 0:
+		return nil, "", fmt.Errorf("%w (MACs %s, DMI UUID %s): add a [[machine]] whose [machine.match] names it, or a default entry without a match",
+			ErrNoMachine, strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
+	default:
+		return nil, "", fmt.Errorf("no entry names this machine and the plan has %d default entries (%s, %s): keep one [[machine]] without a [machine.match]",
+			len(defaults), machineName(p, defaults[0]), machineName(p, defaults[1]))
+	}
+}
+
+// matches says why m names the machine id, or "" when it does not.
+func (m Match) matches(id Identity) string {
+	if m.DMIUUID != "" && strings.EqualFold(m.DMIUUID, id.DMIUUID) {
+		return "DMI UUID " + id.DMIUUID
+	}
+	for _, want := range m.MAC {
+		for _, have := range id.MACs {
+			if normMAC(want) == normMAC(have) {
+				return "MAC " + normMAC(have)
 			}
 		}
 	}
+	return ""
+}
+
+func machineName(p *Plan, m *Machine) string {
+	if m.Name != "" {
+		return m.Name
+	}
 	for i := range p.Machines {
-		if m := &p.Machines[i]; len(m.Match.MAC) == 0 && m.Match.DMIUUID == "" {
-			return m, nil
+		if &p.Machines[i] == m {
+			return fmt.Sprintf("#%d", i+1)
 		}
 	}
-	return nil, fmt.Errorf("no plan entry matches this machine (MACs %s, DMI UUID %s); add a [[machine]] with a matching [machine.match] or one without a match",
-		strings.Join(id.MACs, ", "), id.DMIUUID)
+	return "?"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func normMAC(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", ":") }
@@ -284,28 +343,38 @@ type Settings struct {
 	Default   string // restore or abort
 	After     string
 	ReportURL string
-	Network   *netcfg.Config // nil: DHCP on the first NIC when needed
+	Network   *netcfg.Config // nil: DHCP on every NIC when needed
+	Why       string         // why this machine entry was chosen
 }
 
 // Resolve applies the overrides to the plan's entry for this machine.
 func (p *Plan) Resolve(id Identity, o Overrides) (*Settings, error) {
-	var m *Machine
 	if o.Machine != "" {
 		for i := range p.Machines {
 			if p.Machines[i].Name == o.Machine {
-				m = &p.Machines[i]
+				return p.SettingsFor(&p.Machines[i], "named by rewind.machine on the kernel command line", o), nil
 			}
 		}
-		if m == nil {
-			return nil, fmt.Errorf("kernel command line names machine %q but the plan has no such [[machine]]", o.Machine)
-		}
-	} else {
-		var err error
-		if m, err = p.SelectMachine(id); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("kernel command line names machine %q but the plan has no such [[machine]]", o.Machine)
 	}
-	s := &Settings{Machine: *m, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
+	m, why, err := p.SelectMachine(id)
+	if err != nil {
+		return nil, err
+	}
+	return p.SettingsFor(m, why, o), nil
+}
+
+// Attended reports whether a person is expected at the console: the
+// countdown runs (it is not 0 and rewind.auto is not set).
+func (p *Plan) Attended(o Overrides) bool {
+	s := p.SettingsFor(&Machine{}, "", o)
+	return s.Countdown > 0
+}
+
+// SettingsFor applies the plan's defaults and the overrides to entry m,
+// chosen for the reason why.
+func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
+	s := &Settings{Machine: *m, Why: why, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
 	if m.Network != nil {
 		s.Network = m.Network
 	}
@@ -336,5 +405,5 @@ func (p *Plan) Resolve(id Identity, o Overrides) (*Settings, error) {
 	if s.After == "" {
 		s.After = AfterReboot
 	}
-	return s, nil
+	return s
 }

@@ -1,6 +1,7 @@
 package rescue
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -78,22 +79,38 @@ func TestSelectMachine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		id   Identity
-		want string
+		id      Identity
+		want    string
+		wantWhy string
 	}{
-		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff", "52:54:00:12:34:56"}}, "pc1"},
-		{Identity{MACs: []string{"52-54-00-12-34-56"}}, "pc1"},
-		{Identity{DMIUUID: "0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060"}, "lab"},
-		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}, "any"},
+		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff", "52:54:00:12:34:56"}}, "pc1", "MAC 52:54:00:12:34:56"},
+		{Identity{MACs: []string{"52-54-00-12-34-56"}}, "pc1", "MAC 52:54:00:12:34:56"},
+		{Identity{DMIUUID: "0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060"}, "lab", "DMI UUID"},
+		{Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}, "any", "default entry"},
 	} {
-		m, err := p.SelectMachine(tc.id)
-		if err != nil || m.Name != tc.want {
-			t.Errorf("identity %+v: got %v (%v), want %s", tc.id, m, err, tc.want)
+		m, why, err := p.SelectMachine(tc.id)
+		if err != nil || m.Name != tc.want || !strings.Contains(why, tc.wantWhy) {
+			t.Errorf("identity %+v: got %v, %q (%v), want %s because of %q", tc.id, m, why, err, tc.want, tc.wantWhy)
 		}
 	}
+
+	// Two entries name the machine: refused, naming both.
+	_, _, err = p.SelectMachine(Identity{MACs: []string{"52:54:00:12:34:56"}, DMIUUID: "0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060"})
+	if err == nil || !strings.Contains(err.Error(), "pc1 (MAC 52:54:00:12:34:56) and lab (DMI UUID") {
+		t.Errorf("two matches: got %v, want a refusal naming pc1 and lab", err)
+	}
+
+	// No match and no default: ErrNoMachine, so the console can offer a menu.
 	p.Machines = p.Machines[:2]
-	if _, err := p.SelectMachine(Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}); err == nil {
-		t.Errorf("a machine matching no entry and no catch-all: got no error")
+	_, _, err = p.SelectMachine(Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}})
+	if !errors.Is(err, ErrNoMachine) || !strings.Contains(err.Error(), "aa:bb:cc:dd:ee:ff") {
+		t.Errorf("no match, no default: got %v, want ErrNoMachine naming the MAC", err)
+	}
+
+	// Two defaults are ambiguous.
+	p.Machines = append(p.Machines, Machine{Name: "d1", Snapshot: "x"}, Machine{Name: "d2", Snapshot: "y"})
+	if _, _, err = p.SelectMachine(Identity{}); err == nil || !strings.Contains(err.Error(), "d1, d2") {
+		t.Errorf("two defaults: got %v, want a refusal naming d1 and d2", err)
 	}
 }
 
