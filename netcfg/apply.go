@@ -85,6 +85,9 @@ func Apply(ctx context.Context, cfg *Config, opts Options) (*Report, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		netlink.LinkSetUp(lo) // local services (and Go's resolver) expect it
+	}
 	links, err := ethernetLinks()
 	if err != nil {
 		return nil, err

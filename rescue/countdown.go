@@ -2,6 +2,8 @@ package rescue
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -52,6 +54,16 @@ const (
 // ends the prompt's default is done. The returned reason says why.
 func RunCountdown(ctx context.Context, consoles []Console, p Prompt) (Decision, string) {
 	writeAll(consoles, countdownBanner(p))
+	keys, stop := readKeys(consoles)
+	d, why := countdown(ctx, consoles, keys, p)
+	stop()
+	writeAll(consoles, countdownOutcome(d, why))
+	return d, why
+}
+
+// readKeys reads single key presses from every console until stop is
+// called; stop then gives the consoles back to whoever is next (the shell).
+func readKeys(consoles []Console) (<-chan keyEvent, func()) {
 	keys := make(chan keyEvent, 16)
 	var wg sync.WaitGroup
 	for i, c := range consoles {
@@ -74,8 +86,7 @@ func RunCountdown(ctx context.Context, consoles []Console, p Prompt) (Decision, 
 			}
 		}()
 	}
-	defer func() {
-		// Stop the readers, then give the consoles back to whoever is next.
+	return keys, func() {
 		for _, c := range consoles {
 			c.SetReadDeadline(time.Now())
 		}
@@ -83,11 +94,36 @@ func RunCountdown(ctx context.Context, consoles []Console, p Prompt) (Decision, 
 		for _, c := range consoles {
 			c.SetReadDeadline(time.Time{})
 		}
-	}()
+	}
+}
 
-	d, why := countdown(ctx, consoles, keys, p)
-	writeAll(consoles, countdownOutcome(d, why))
-	return d, why
+// ErrMenuAborted is returned by RunMenu when Esc is pressed or nobody
+// picks an entry in time.
+var ErrMenuAborted = errors.New("no entry was picked")
+
+// RunMenu shows text on every console and waits for a digit 1..n (the
+// entry picked, returned 0-based); Esc or the timeout abort.
+func RunMenu(ctx context.Context, consoles []Console, text string, n int, timeout time.Duration) (int, error) {
+	writeAll(consoles, text)
+	keys, stop := readKeys(consoles)
+	defer stop()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-t.C:
+			return -1, fmt.Errorf("%w within %s", ErrMenuAborted, timeout)
+		case k := <-keys:
+			if k.b == keyEsc && !escapeSequence(keys, k.console) {
+				return -1, fmt.Errorf("%w: Esc was pressed", ErrMenuAborted)
+			}
+			if i := int(k.b - '1'); k.b >= '1' && i < n {
+				return i, nil
+			}
+		}
+	}
 }
 
 func countdown(ctx context.Context, consoles []Console, keys <-chan keyEvent, p Prompt) (Decision, string) {

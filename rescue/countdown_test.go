@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -91,5 +92,51 @@ func TestCountdownReleasesConsoles(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if n, err := c.Read(buf); n != 1 || buf[0] != 'y' {
 		t.Errorf("after the countdown: read %q, %v; want \"y\"", buf[:n], err)
+	}
+}
+
+func TestMachineMenu(t *testing.T) {
+	p, err := ParsePlan([]byte(fullPlan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{MACs: []string{"aa:bb:cc:dd:ee:ff"}}
+	for _, tc := range []struct {
+		name    string
+		keys    string
+		want    int
+		wantErr string
+	}{
+		{"second entry", "x2", 1, ""},
+		{"out of range ignored", "93", 2, ""},
+		{"esc aborts", "\x1b", -1, "Esc was pressed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, w := newPipeConsole(t)
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				w.Write([]byte(tc.keys))
+			}()
+			got, err := RunMenu(context.Background(), []Console{c}, machineMenu(p, id), len(p.Machines), 5*time.Second)
+			if tc.wantErr != "" {
+				if !errors.Is(err, ErrMenuAborted) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %d, %v; want an abort with %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %d, %v; want entry %d", got, err, tc.want)
+			}
+			c.mu.Lock()
+			shown := c.out.String()
+			c.mu.Unlock()
+			if !strings.Contains(shown, "aa:bb:cc:dd:ee:ff") || !strings.Contains(shown, "2) lab") {
+				t.Errorf("menu does not name the MAC and the entries:\n%s", shown)
+			}
+		})
+	}
+	c, _ := newPipeConsole(t)
+	if _, err := RunMenu(context.Background(), []Console{c}, "menu", 3, 100*time.Millisecond); !errors.Is(err, ErrMenuAborted) {
+		t.Errorf("nobody at the console: got %v, want ErrMenuAborted", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -107,15 +108,19 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	id := ReadIdentity()
 	r.report.Machine.Identity = id
 	r.settings, err = plan.Resolve(id, r.over)
+	if errors.Is(err, ErrNoMachine) && plan.Attended(r.over) && len(r.ttys) > 0 {
+		r.log.Printf("plan: %v", err)
+		r.settings, err = r.pickMachine(ctx, plan, id)
+	}
 	if err != nil {
 		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
 	}
 	s := r.settings
-	r.report.Machine.Name = s.Machine.Name
+	r.report.Machine.Name, r.report.Machine.Selection = s.Machine.Name, s.Why
 	r.report.Plan.Target, r.report.Plan.After = s.Machine.Target, s.After
-	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q", source, s.Machine.Name))
-	r.log.Printf("plan: %s, machine %q, snapshot %s, target %q, after %s", source, s.Machine.Name, s.Machine.Snapshot, s.Machine.Target, s.After)
+	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q (%s)", source, s.Machine.Name, s.Why))
+	r.log.Printf("plan: %s, machine %q chosen by %s; snapshot %s, target %q, after %s", source, s.Machine.Name, s.Why, s.Machine.Snapshot, s.Machine.Target, s.After)
 
 	// Network, when the plan configures it or something is behind HTTP.
 	if s.Network != nil || isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
@@ -177,35 +182,39 @@ func (r *Rescue) network(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
+	cfg := &netcfg.Config{Default: netcfg.DefaultDHCP} // nothing planned: DHCP on every NIC
 	if r.settings != nil && r.settings.Network != nil {
-		rep, err := netcfg.Apply(ctx, r.settings.Network, netcfg.Options{Log: r.log.Printf})
-		if err != nil {
-			r.report.AddStep("network", StepFailed, start, err.Error())
-			return err
-		}
-		r.netUp = true
-		var nics []string
-		for _, n := range rep.NICs {
-			nics = append(nics, fmt.Sprintf("%s %s %s %s", n.Name, n.MAC, n.Mode, strings.Join(n.Addresses, " ")))
-		}
-		status := StepOK
-		if len(rep.Problems) > 0 {
-			status = StepFailed
-			for _, p := range rep.Problems {
-				r.log.Printf("network: %s", p)
-			}
-		}
-		// Problems are reported; the restore goes on while the snapshot is reachable.
-		r.report.AddStep("network", status, start, strings.Join(append(nics, rep.Problems...), "; "))
-		return nil
+		cfg = r.settings.Network
 	}
-	nic, err := NetworkUp(ctx, r.log.Printf)
+	log.SetOutput(io.Discard) // u-root's DHCP client logs every packet through the standard logger
+	rep, err := netcfg.Apply(ctx, cfg, netcfg.Options{Log: r.log.Printf})
 	if err != nil {
 		r.report.AddStep("network", StepFailed, start, err.Error())
 		return err
 	}
 	r.netUp = true
-	r.report.AddStep("network", StepOK, start, "DHCP on "+nic)
+	r.report.Network = rep
+	var nics []string
+	configured := 0
+	for _, n := range rep.NICs {
+		nics = append(nics, fmt.Sprintf("%s %s %s %s", n.Name, n.MAC, n.Mode, strings.Join(n.Addresses, " ")))
+		if n.OK() {
+			configured++
+		}
+	}
+	// Problems are reported; the restore goes on while the snapshot is
+	// reachable, and fails later, naming the source, when it is not.
+	status := StepOK
+	if len(rep.Problems) > 0 || configured == 0 {
+		status = StepFailed
+		for _, p := range rep.Problems {
+			r.log.Printf("network: %s", p)
+		}
+		if configured == 0 {
+			r.log.Printf("network: no NIC is configured")
+		}
+	}
+	r.report.AddStep("network", status, start, strings.Join(append(nics, rep.Problems...), "; "))
 	return nil
 }
 
@@ -364,16 +373,38 @@ func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
 }
 
 func (r *Rescue) countdown(ctx context.Context, p Prompt) (Decision, string) {
+	cs := r.keyConsoles()
+	defer r.lineConsoles()
+	return RunCountdown(ctx, cs, p)
+}
+
+// pickMachine lets the person at the console choose the plan entry when
+// none names this machine; the countdown has not started yet.
+func (r *Rescue) pickMachine(ctx context.Context, plan *Plan, id Identity) (*Settings, error) {
+	cs := r.keyConsoles()
+	defer r.lineConsoles()
+	i, err := RunMenu(ctx, cs, machineMenu(plan, id), min(len(plan.Machines), 9), 5*time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("%w; %v", ErrNoMachine, err)
+	}
+	return plan.SettingsFor(&plan.Machines[i], whyPicked(id), r.over), nil
+}
+
+// keyConsoles puts every console into single-key mode.
+func (r *Rescue) keyConsoles() []Console {
 	var cs []Console
 	for _, t := range r.ttys {
 		t.KeyMode()
 		cs = append(cs, t)
 	}
-	d, why := RunCountdown(ctx, cs, p)
+	return cs
+}
+
+// lineConsoles gives every console back its line mode.
+func (r *Rescue) lineConsoles() {
 	for _, t := range r.ttys {
 		t.Restore()
 	}
-	return d, why
 }
 
 // restore writes the layout and streams the data. After the table was

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rewind-bmr/rewind/netcfg"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,7 +41,8 @@ type Report struct {
 	Seconds  float64   `json:"seconds"`
 
 	Machine struct {
-		Name string `json:"name,omitempty"` // the plan's entry
+		Name      string `json:"name,omitempty"`      // the plan's entry
+		Selection string `json:"selection,omitempty"` // why that entry was chosen
 		Identity
 		Kernel string `json:"kernel,omitempty"`
 	} `json:"machine"`
@@ -63,16 +65,17 @@ type Report struct {
 		Size        int64  `json:"size,omitempty"`
 		Description string `json:"description,omitempty"`
 	} `json:"target"`
-	Countdown      string  `json:"countdown,omitempty"` // how the countdown ended
-	Layout         string  `json:"layout,omitempty"`    // gpt, mbr or none
-	LayoutWritten  bool    `json:"layout_written"`
-	TableCleared   bool    `json:"table_cleared"`
-	BytesWritten   int64   `json:"bytes_written"`
-	BytesZeroed    int64   `json:"bytes_zeroed"`
-	RestoreSeconds float64 `json:"restore_seconds,omitempty"`
-	BytesPerSecond float64 `json:"bytes_per_second,omitempty"`
-	Steps          []Step  `json:"steps"`
-	Error          string  `json:"error,omitempty"`
+	Network        *netcfg.Report `json:"network,omitempty"`   // every NIC: MAC, name, driver, link, settings, lease
+	Countdown      string         `json:"countdown,omitempty"` // how the countdown ended
+	Layout         string         `json:"layout,omitempty"`    // gpt, mbr or none
+	LayoutWritten  bool           `json:"layout_written"`
+	TableCleared   bool           `json:"table_cleared"`
+	BytesWritten   int64          `json:"bytes_written"`
+	BytesZeroed    int64          `json:"bytes_zeroed"`
+	RestoreSeconds float64        `json:"restore_seconds,omitempty"`
+	BytesPerSecond float64        `json:"bytes_per_second,omitempty"`
+	Steps          []Step         `json:"steps"`
+	Error          string         `json:"error,omitempty"`
 }
 
 // Step is one stage of the rescue flow.

@@ -143,3 +143,28 @@ func afterMessage(after string, d time.Duration) string {
 		return fmt.Sprintf("Rebooting in %s.", d)
 	}
 }
+
+// machineMenu is shown when no plan entry names this machine and the plan
+// has no default entry; the countdown waits until a machine is picked.
+func machineMenu(p *Plan, id Identity) string {
+	var b strings.Builder
+	b.WriteString("\r\n")
+	b.WriteString("================================ Rewind ================================\r\n")
+	fmt.Fprintf(&b, "  No plan entry names this machine (MACs %s, DMI UUID %s).\r\n", strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
+	b.WriteString("  Pick the machine to restore:\r\n\r\n")
+	for i, m := range p.Machines {
+		if i == 9 {
+			fmt.Fprintf(&b, "  (%d more entries: boot with rewind.machine=NAME to pick one of them)\r\n", len(p.Machines)-9)
+			break
+		}
+		fmt.Fprintf(&b, "  %d) %-16s %s\r\n", i+1, machineName(p, &p.Machines[i]), m.Snapshot)
+	}
+	b.WriteString("\r\n  Press its number, or Esc to abort (no disk is touched).\r\n")
+	b.WriteString("========================================================================\r\n")
+	return b.String()
+}
+
+// whyPicked is the report's reason for a machine picked from the menu.
+func whyPicked(id Identity) string {
+	return fmt.Sprintf("picked at the console: no entry names MACs %s, DMI UUID %s", strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
+}
