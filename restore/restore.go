@@ -36,6 +36,13 @@ type Options struct {
 	Delta bool
 	// Log receives notices such as a re-fetched chunk; may be nil.
 	Log func(msg string, args ...any)
+	// Checkpoint, when set, is called from the account stage about every
+	// CheckpointInterval (default 2 s) with the chunks known to be on the
+	// target: done[i] is true for chunks written (or skipped) before the
+	// target was flushed, never for one whose write may still be in a
+	// cache. A resume journal records it. An error is logged, not fatal.
+	Checkpoint         func(done []bool) error
+	CheckpointInterval time.Duration
 }
 
 // Progress is the state of a running restore or verify.
@@ -317,12 +324,33 @@ func (p *pipeline) write(ctx context.Context, in <-chan item, out chan<- item) {
 	}
 }
 
-// account counts finished chunks and reports progress.
+// account counts finished chunks, reports progress and, with a
+// Checkpoint, flushes the target now and then and reports what is on it.
 func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time) *Result {
 	res := &Result{}
 	total := p.total()
+	var done []bool
+	var last time.Time
+	if p.opts.Checkpoint != nil && p.w != nil {
+		done = make([]bool, len(p.m.Chunks))
+		for i := range done {
+			done[i] = p.opts.Skip != nil && p.opts.Skip(i)
+		}
+		last = time.Now()
+	}
+	interval := p.opts.CheckpointInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
 	for it := range in {
 		c := p.m.Chunks[it.index]
+		if done != nil {
+			done[it.index] = true
+			if time.Since(last) >= interval && ctx.Err() == nil {
+				p.checkpoint(done)
+				last = time.Now()
+			}
+		}
 		res.Chunks++
 		if it.zero {
 			res.ZeroChunks++
@@ -340,6 +368,20 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 		}
 	}
 	return res
+}
+
+// checkpoint flushes the target and hands a copy of done, taken before
+// the flush, to opts.Checkpoint: every chunk in it was written before the
+// flush began, so the flush made it durable.
+func (p *pipeline) checkpoint(done []bool) {
+	snap := append([]bool(nil), done...)
+	if err := p.w.flush(); err != nil {
+		p.opts.Log("checkpoint skipped", "error", err)
+		return
+	}
+	if err := p.opts.Checkpoint(snap); err != nil {
+		p.opts.Log("checkpoint not recorded", "error", err)
+	}
 }
 
 func isZero(b []byte) bool {

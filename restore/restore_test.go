@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 	"github.com/rewind-bmr/rewind/restore"
@@ -603,5 +604,85 @@ func TestDeltaRestoreWritesOnlyTheDifference(t *testing.T) {
 	}
 	if res.BytesSkipped != m.DataBytes()-changed {
 		t.Errorf("delta restore skipped %d bytes, want %d", res.BytesSkipped, m.DataBytes()-changed)
+	}
+}
+
+// A Checkpoint names only chunks whose bytes are on the target, and a
+// restore stopped after a checkpoint and resumed with Skip set to what it
+// named gives the source back.
+func TestCheckpointNeverClaimsUnwrittenChunksAndResumes(t *testing.T) {
+	src := sampleDisk(t)
+	fi, _ := os.Stat(src)
+	dir, m := capture(t, src, snapshot.CaptureOptions{ChunkSize: mib})
+	srcF, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcF.Close()
+	target := filepath.Join(t.TempDir(), "t.img")
+	tf, err := os.Create(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	tf.Truncate(m.DiskSize)
+	snap, err := snapshot.Open(context.Background(), dir, snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var last []bool
+	calls := 0
+	want, got := make([]byte, mib), make([]byte, mib)
+	check := func(done []bool) error {
+		calls++
+		for i, d := range done {
+			if !d {
+				continue
+			}
+			c := m.Chunks[i]
+			srcF.ReadAt(want[:c.Length], c.Offset)
+			tf.ReadAt(got[:c.Length], c.Offset)
+			if !bytes.Equal(want[:c.Length], got[:c.Length]) {
+				t.Errorf("checkpoint %d claims chunk %d (offset %d) but the target does not hold it", calls, i, c.Offset)
+			}
+		}
+		last = done
+		if calls == 5 {
+			cancel() // the power goes out
+		}
+		return nil
+	}
+	_, err = restore.Run(ctx, snap, tf, restore.Options{Jobs: 2, FreshTarget: true, Checkpoint: check, CheckpointInterval: time.Nanosecond})
+	if err == nil {
+		t.Fatalf("the interrupted restore reported success after %d checkpoints", calls)
+	}
+	n := 0
+	for _, d := range last {
+		if d {
+			n++
+		}
+	}
+	if n == 0 || n == len(m.Chunks) {
+		t.Fatalf("last checkpoint before the cut covers %d of %d chunks; want some", n, len(m.Chunks))
+	}
+	// Scribble over every chunk not covered: the resume must rewrite them.
+	for i, d := range last {
+		if !d {
+			tf.WriteAt([]byte("half-written"), m.Chunks[i].Offset)
+		}
+	}
+	res, err := restore.Run(context.Background(), snap, tf, restore.Options{Skip: func(i int) bool { return last[i] }})
+	if err != nil {
+		t.Fatalf("resumed restore: %v", err)
+	}
+	if res.Chunks != len(m.Chunks)-n {
+		t.Errorf("resumed restore handled %d chunks, want the %d not in the journal", res.Chunks, len(m.Chunks)-n)
+	}
+	if got, want := fileSHA(t, target, fi.Size()), fileSHA(t, src, fi.Size()); got != want {
+		t.Fatalf("after resume sha256 %s, source %s", got, want)
 	}
 }
