@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/restore"
@@ -18,6 +19,16 @@ type ApplyOptions struct {
 	Jobs        int
 	Progress    func(restore.Progress)
 	Log         func(msg string, args ...any) // notes and retries; may be nil
+	// Resume continues an interrupted restore: Skip names the chunks a
+	// journal says are on the target already, and the partition table,
+	// written by the interrupted run, is checked but not written again.
+	// A failure still clears it.
+	Resume bool
+	Skip   func(index int) bool
+	// Checkpoint and CheckpointInterval are passed to restore.Options: the
+	// chunks on the target after a flush, for a resume journal.
+	Checkpoint         func(done []bool) error
+	CheckpointInterval time.Duration
 }
 
 // Applied says what Apply did, for summaries and reports.
@@ -62,10 +73,12 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		a.Notes = append(notes, dropped...)
 		skip = skipOutside(m, keep)
 		wo.Logf = func(string, ...any) {} // the notes are in a.Notes already
-		if err := diskrestore.WriteLayout(target, l, wo); err != nil {
-			return a, fmt.Errorf("write the %s partition table: %w", l.Table, err)
+		if !opts.Resume {
+			if err := diskrestore.WriteLayout(target, l, wo); err != nil {
+				return a, fmt.Errorf("write the %s partition table: %w", l.Table, err)
+			}
+			a.LayoutWritten = true
 		}
-		a.LayoutWritten = true
 		for _, n := range a.Notes {
 			logf("layout: %s", n)
 		}
@@ -74,11 +87,16 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 			target.Name(), restore.HumanBytes(g.Size), restore.HumanBytes(need))
 	}
 
+	if opts.Skip != nil {
+		outside := skip
+		skip = func(i int) bool { return opts.Skip(i) || outside != nil && outside(i) }
+	}
 	a.Restore, err = restore.Run(ctx, snap, target, restore.Options{
 		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Delta: opts.Delta, Progress: opts.Progress, Log: opts.Log, Skip: skip,
+		Checkpoint: opts.Checkpoint, CheckpointInterval: opts.CheckpointInterval,
 	})
 	if err != nil {
-		if g.BlockDevice || a.LayoutWritten {
+		if g.BlockDevice || a.LayoutWritten || opts.Resume {
 			if cerr := diskrestore.ClearTable(target); cerr != nil {
 				err = fmt.Errorf("%w; clearing the partition table of %s also failed (%v): do not boot from this disk", err, target.Name(), cerr)
 			} else {

@@ -64,6 +64,10 @@ type Machine struct {
 	Match    Match  `toml:"match"`
 	// Network replaces the plan's [network] for this machine.
 	Network *netcfg.Config `toml:"network"`
+	// Delta reads the target first and writes only the chunks that differ.
+	Delta bool `toml:"delta"`
+	// InstallFiles are copied into the restored file systems afterwards.
+	InstallFiles []InstallFile `toml:"install_file"`
 }
 
 // Match selects a machine entry by hardware identity. An empty Match
@@ -129,6 +133,11 @@ func (p *Plan) Validate() error {
 		if m.Network != nil {
 			if err := m.Network.Validate(); err != nil {
 				return fmt.Errorf("plan machine %s [machine.network]: %w", name, err)
+			}
+		}
+		for _, f := range m.InstallFiles {
+			if _, err := f.Validate(); err != nil {
+				return fmt.Errorf("plan machine %s: %w", name, err)
 			}
 		}
 	}
