@@ -25,6 +25,12 @@ needs=(
 	"ping:iputils-ping"
 	"/usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu"
 	"/usr/share/OVMF/OVMF_CODE.fd:ovmf"
+	# boot loaders for 'rewind media build --format iso|usb' (docs/media.md)
+	"grub-mkimage:grub-common"
+	"grub-mkrescue:grub-common"
+	"/usr/lib/grub/i386-pc/boot.img:grub-pc-bin"
+	"/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin"
+	"xorriso:xorriso"
 )
 
 missing=()
