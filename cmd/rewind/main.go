@@ -73,6 +73,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newServeCmd(a),
 		newDisksCmd(),
 		newMediaCmd(),
+		newUSBCmd(a),
 	)
 	return root
 }
