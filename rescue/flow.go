@@ -173,8 +173,12 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		return StatusAborted, nil
 	}
 
-	// Layout and data.
-	return r.restore(ctx, snap, disk)
+	// Layout and data, then the files the plan installs into the restored system.
+	status, err := r.restore(ctx, snap, disk)
+	if err != nil || status != StatusSuccess {
+		return status, err
+	}
+	return r.install(ctx, snap, disk)
 }
 
 func (r *Rescue) network(ctx context.Context) error {
@@ -407,8 +411,10 @@ func (r *Rescue) lineConsoles() {
 	}
 }
 
-// restore writes the layout and streams the data. After the table was
-// written, any failure clears it again.
+// restore writes the layout and streams the data (Apply): after the table
+// was written, any failure clears it again. With a writable rescue media
+// it keeps a resume journal there, and continues an interrupted restore of
+// the same snapshot onto the same disk from it.
 func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk) (string, error) {
 	m := snap.Manifest
 	f, err := os.OpenFile(disk.Path, os.O_RDWR|unix.O_EXCL, 0)
@@ -417,60 +423,96 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	}
 	defer f.Close()
 
-	start := time.Now()
 	table := "none"
 	if m.Layout != nil {
 		table = m.Layout.Table
 	}
 	r.report.Layout = table
-	if table != "none" {
-		if err := diskrestore.WriteLayout(f, m.Layout, diskrestore.WriteOptions{}); err != nil {
-			r.report.AddStep("layout", StepFailed, start, err.Error())
-			r.clearTable(f)
-			return StatusFailed, fmt.Errorf("writing the %s partition table on %s: %w", table, disk.Path, err)
+	r.report.Delta = r.settings.Machine.Delta
+	jr := r.openJournal(ctx, snap, disk, f)
+	opts := ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Printf}
+	if jr != nil {
+		opts.Checkpoint = jr.checkpoint
+		if jr.resume != nil {
+			opts.Resume, opts.Skip = true, func(i int) bool { return jr.resume[i] }
 		}
-		r.report.LayoutWritten = true
-		r.report.AddStep("layout", StepOK, start, fmt.Sprintf("%s, %d partitions", table, len(m.Layout.Partitions)))
-		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, len(m.Layout.Partitions), disk.Path)
-	} else {
-		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
 	}
-
-	start = time.Now()
 	pp, _ := restore.NewProgressPrinter(r.log, restore.ProgressLive, true, "restore")
-	res, err := restore.Run(ctx, snap, f, restore.Options{Progress: pp.Update, Log: r.log.Printf})
-	if res != nil {
-		r.report.BytesWritten, r.report.BytesZeroed = res.BytesWritten, res.BytesZeroed
+	opts.Progress = pp.Update
+
+	start := time.Now()
+	a, err := Apply(ctx, snap, f, opts)
+	if a == nil {
+		r.report.AddStep("layout", StepFailed, start, err.Error())
+		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
+	}
+	r.report.LayoutWritten, r.report.TableCleared = a.LayoutWritten, a.TableCleared
+	switch {
+	case table == "none":
+		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
+	case opts.Resume && err == nil || opts.Resume && a.Restore != nil:
+		r.report.AddStep("layout", StepSkipped, start, fmt.Sprintf("%s table kept: written by the interrupted restore", table))
+	case a.LayoutWritten:
+		r.report.AddStep("layout", StepOK, start, fmt.Sprintf("%s, %d partitions", table, a.Partitions))
+		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, a.Partitions, disk.Path)
+	default:
+		r.report.AddStep("layout", StepFailed, start, err.Error())
+		return StatusFailed, fmt.Errorf("writing the %s partition table on %s: %w", table, disk.Path, err)
+	}
+	if res := a.Restore; res != nil {
+		r.report.BytesWritten, r.report.BytesZeroed, r.report.BytesSkipped = res.BytesWritten, res.BytesZeroed, res.BytesSkipped
 	}
 	if err != nil {
 		r.report.AddStep("restore", StepFailed, start, err.Error())
-		if r.report.LayoutWritten || table == "none" {
-			r.clearTable(f)
+		if a.TableCleared && jr != nil {
+			jr.remove() // the table is gone: the next boot starts over
+		}
+		if a.TableCleared {
+			r.log.Printf("the partition table of %s was cleared so that the half-restored disk cannot boot", disk.Path)
 		}
 		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
 	}
-	d := time.Since(start)
-	r.report.RestoreSeconds = d.Seconds()
-	if d > 0 {
-		r.report.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed) / d.Seconds()
+	res := a.Restore
+	r.report.RestoreSeconds = res.Duration.Seconds()
+	if res.Duration > 0 {
+		r.report.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed+res.BytesSkipped) / res.Duration.Seconds()
 	}
-	r.report.AddStep("restore", StepOK, start, fmt.Sprintf("%d chunks, %s", res.Chunks, restore.HumanBytes(res.BytesWritten+res.BytesZeroed)))
+	detail := fmt.Sprintf("%d chunks, %s", res.Chunks, restore.HumanBytes(res.BytesWritten+res.BytesZeroed))
+	if r.report.Delta {
+		detail += fmt.Sprintf("; delta: %s already on the disk, not written", restore.HumanBytes(res.BytesSkipped))
+	}
+	if rs := r.report.Resume; rs != nil {
+		detail += fmt.Sprintf("; resumed from chunk %d (%d of %d chunks were on the disk)", rs.FromChunk, rs.ChunksDone, rs.Chunks)
+	}
+	r.report.AddStep("restore", StepOK, start, detail)
+	for _, n := range a.Notes {
+		r.log.Printf("layout: %s", n)
+	}
+	if jr != nil {
+		jr.remove()
+	}
 	if table != "none" {
-		if err := diskrestore.RereadPartitions(f, nil); err != nil {
+		if err := diskrestore.RereadPartitions(f, partitionRanges(m.Layout)); err != nil {
 			r.log.Printf("layout: %v", err)
 		}
 	}
 	return StatusSuccess, nil
 }
 
-func (r *Rescue) clearTable(f *os.File) {
-	if err := diskrestore.ClearTable(f); err != nil {
-		r.log.Printf("CLEARING THE PARTITION TABLE OF %s FAILED: %v; do not boot this disk", f.Name(), err)
-		return
+// partitionRanges lists the layout's partitions for the kernel (BLKPG).
+func partitionRanges(l *snapshot.Layout) []diskrestore.PartitionRange {
+	var out []diskrestore.PartitionRange
+	ss := int64(l.LogicalSectorSize)
+	if ss == 0 {
+		ss = 512
 	}
-	f.Sync()
-	r.report.TableCleared = true
-	r.log.Printf("the partition table of %s was cleared so that the half-restored disk cannot boot", f.Name())
+	for _, p := range l.Partitions {
+		if p.Extended {
+			continue
+		}
+		out = append(out, diskrestore.PartitionRange{Number: p.Number, Start: int64(p.Start) * ss, Length: int64(p.Size) * ss})
+	}
+	return out
 }
 
 // finish completes the report and delivers it everywhere it goes.

@@ -143,3 +143,37 @@ func TestInstallSourceMissing(t *testing.T) {
 		t.Errorf("got %+v, want a failed required file naming the cause", out)
 	}
 }
+
+func TestPlanInstallFilesAndDelta(t *testing.T) {
+	p, err := ParsePlan([]byte(`
+[[machine]]
+name = "pc1"
+snapshot = "media:/snapshots/pc1"
+delta = true
+[[machine.install_file]]
+source = "media:/drivers/raid.ko"
+media_label = "Vendor driver stick"
+dest = "part:2:/lib/modules/extra/raid.ko"
+vendor = "Vendor Corp"
+flags = ["required"]
+mode = "0600"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.Machines[0]
+	if !m.Delta || len(m.InstallFiles) != 1 || m.InstallFiles[0].Dest != "part:2:/lib/modules/extra/raid.ko" || m.InstallFiles[0].Mode != "0600" {
+		t.Errorf("plan machine: delta %v, install files %+v", m.Delta, m.InstallFiles)
+	}
+	_, err = ParsePlan([]byte(`
+[[machine]]
+snapshot = "media:/snapshots/pc1"
+[[machine.install_file]]
+source = "media:/x"
+dest = "part:1:/x"
+flags = ["sometimes"]
+`))
+	if err == nil || !strings.Contains(err.Error(), "sometimes") {
+		t.Errorf("unknown install flag: got %v, want an error naming it", err)
+	}
+}

@@ -65,17 +65,30 @@ type Report struct {
 		Size        int64  `json:"size,omitempty"`
 		Description string `json:"description,omitempty"`
 	} `json:"target"`
-	Network        *netcfg.Report `json:"network,omitempty"`   // every NIC: MAC, name, driver, link, settings, lease
-	Countdown      string         `json:"countdown,omitempty"` // how the countdown ended
-	Layout         string         `json:"layout,omitempty"`    // gpt, mbr or none
-	LayoutWritten  bool           `json:"layout_written"`
-	TableCleared   bool           `json:"table_cleared"`
-	BytesWritten   int64          `json:"bytes_written"`
-	BytesZeroed    int64          `json:"bytes_zeroed"`
-	RestoreSeconds float64        `json:"restore_seconds,omitempty"`
-	BytesPerSecond float64        `json:"bytes_per_second,omitempty"`
-	Steps          []Step         `json:"steps"`
-	Error          string         `json:"error,omitempty"`
+	Network        *netcfg.Report   `json:"network,omitempty"`   // every NIC: MAC, name, driver, link, settings, lease
+	Countdown      string           `json:"countdown,omitempty"` // how the countdown ended
+	Layout         string           `json:"layout,omitempty"`    // gpt, mbr or none
+	LayoutWritten  bool             `json:"layout_written"`
+	TableCleared   bool             `json:"table_cleared"`
+	BytesWritten   int64            `json:"bytes_written"`
+	BytesZeroed    int64            `json:"bytes_zeroed"`
+	BytesSkipped   int64            `json:"bytes_skipped,omitempty"` // delta: chunks already on the target, not written
+	Delta          bool             `json:"delta,omitempty"`         // only chunks that differ were written
+	Resume         *Resume          `json:"resume,omitempty"`        // an interrupted restore was continued
+	RestoreSeconds float64          `json:"restore_seconds,omitempty"`
+	BytesPerSecond float64          `json:"bytes_per_second,omitempty"`
+	InstallFiles   []InstallOutcome `json:"install_files,omitempty"` // each file's outcome
+	Steps          []Step           `json:"steps"`
+	Error          string           `json:"error,omitempty"`
+}
+
+// Resume says how an interrupted restore was continued from its journal.
+type Resume struct {
+	Journal    string `json:"journal"`     // on the rescue media
+	FromChunk  int    `json:"from_chunk"`  // the first chunk not on the disk
+	ChunksDone int    `json:"chunks_done"` // chunks the journal had, not written again
+	Chunks     int    `json:"chunks"`
+	Verified   int    `json:"verified"` // of them, read back and compared before resuming
 }
 
 // Step is one stage of the rescue flow.
@@ -94,6 +107,16 @@ func NewReport(now time.Time) *Report {
 // AddStep records a finished step.
 func (r *Report) AddStep(name, status string, start time.Time, detail string) {
 	r.Steps = append(r.Steps, Step{Name: name, Status: status, Seconds: time.Since(start).Seconds(), Detail: detail})
+}
+
+// restored reports whether the restore step succeeded.
+func (r *Report) restored() bool {
+	for _, s := range r.Steps {
+		if s.Name == "restore" && s.Status == StepOK {
+			return true
+		}
+	}
+	return false
 }
 
 // Finish sets the final status and times.

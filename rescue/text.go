@@ -105,6 +105,12 @@ func Summary(r *Report) string {
 	if r.BytesWritten+r.BytesZeroed > 0 {
 		fmt.Fprintf(&b, "  Data:      %s written, %s zero\n", restore.HumanBytes(r.BytesWritten), restore.HumanBytes(r.BytesZeroed))
 	}
+	if r.Delta {
+		fmt.Fprintf(&b, "  Delta:     %s already on the disk, not written\n", restore.HumanBytes(r.BytesSkipped))
+	}
+	if r.Resume != nil {
+		fmt.Fprintf(&b, "  Resumed:   from chunk %d; %d of %d chunks were on the disk (%s)\n", r.Resume.FromChunk, r.Resume.ChunksDone, r.Resume.Chunks, r.Resume.Journal)
+	}
 	if r.RestoreSeconds > 0 {
 		fmt.Fprintf(&b, "  Time:      %s restoring (%.1f MB/s), %s in all\n",
 			time.Duration(r.RestoreSeconds*float64(time.Second)).Round(100*time.Millisecond),
@@ -120,13 +126,18 @@ func Summary(r *Report) string {
 		}
 		fmt.Fprintf(&b, "  [%s] %-10s %s\n", mark, s.Name, s.Detail)
 	}
+	for _, o := range r.InstallFiles {
+		fmt.Fprintf(&b, "  File:      %s\n", installLine(o))
+	}
 	if r.Error != "" {
 		fmt.Fprintf(&b, "  Error:     %s\n", r.Error)
 	}
 	if r.TableCleared {
 		b.WriteString("  The target's partition table was cleared so that the half-restored disk cannot boot.\n")
 	}
-	if r.Status == StatusFailed {
+	if r.Status == StatusFailed && r.restored() {
+		b.WriteString("  The disk was restored and its partition table kept, but a required file was not installed.\n")
+	} else if r.Status == StatusFailed {
 		b.WriteString("  Nothing was restored successfully. Fix the cause above and boot the rescue media again.\n")
 	}
 	fmt.Fprintf(&b, "%s\n", line)
@@ -167,4 +178,52 @@ func machineMenu(p *Plan, id Identity) string {
 // whyPicked is the report's reason for a machine picked from the menu.
 func whyPicked(id Identity) string {
 	return fmt.Sprintf("picked at the console: no entry names MACs %s, DMI UUID %s", strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
+}
+
+// Questions (AskYesNo) and the resume and install lines.
+
+func askPrompt(question string, timeout time.Duration) string {
+	return fmt.Sprintf("\r\n  %s\r\n  Press y for yes, n for no (no answer in %s: no). ", question, timeout)
+}
+
+const (
+	askYes        = "yes\r\n"
+	askNo         = "no\r\n"
+	askNoAnswer   = "no answer\r\n"
+	askUnattended = "no answer: nobody is asked on an unattended run"
+)
+
+func resumeQuestion(done, chunks int, when time.Time) string {
+	return fmt.Sprintf("An interrupted restore of this snapshot onto this disk was found (%d of %d chunks on the disk, %s). Resume it? n starts over.",
+		done, chunks, when.Format("2006-01-02 15:04 UTC"))
+}
+
+func resumeMessage(r *Resume) string {
+	return fmt.Sprintf("restore: resumed from chunk %d: %d of %d chunks are on the disk (journal %s; the last %d read back and verified)",
+		r.FromChunk, r.ChunksDone, r.Chunks, r.Journal, r.Verified)
+}
+
+func installLine(o InstallOutcome) string {
+	s := fmt.Sprintf("%s -> %s: %s", o.Source, o.Dest, o.Result)
+	if o.Why != "" {
+		s += " (" + o.Why + ")"
+	}
+	if o.Required {
+		s += " [required]"
+	}
+	return s
+}
+
+func installFailure(failed []InstallOutcome) string {
+	s := "required file"
+	if len(failed) > 1 {
+		s += "s"
+	}
+	for i, o := range failed {
+		if i > 0 {
+			s += ";"
+		}
+		s += fmt.Sprintf(" %s -> %s: %s", o.Source, o.Dest, o.Why)
+	}
+	return s + ". The disk itself was restored and its partition table kept; install the file by hand or fix the plan and boot again"
 }

@@ -1,0 +1,326 @@
+package rescue
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+// MediaJournals is where resume journals live on the rescue media.
+const MediaJournals = "rewind/journal"
+
+// JournalVersion is the version of the journal's schema.
+const JournalVersion = 1
+
+// Journal records which chunks of a restore are on the target, so that a
+// restore cut short by a power failure continues where it stopped instead
+// of starting over. It is written to the rescue media only after the
+// target was flushed (restore.Options.Checkpoint), so it never claims a
+// chunk that is not on the disk.
+type Journal struct {
+	Version  int          `json:"version"`
+	Snapshot string       `json:"snapshot"` // the snapshot's ID
+	Plan     string       `json:"plan"`     // PlanHash of the machine entry
+	Target   DiskIdentity `json:"target"`
+	Chunks   int          `json:"chunks"`  // chunks in the snapshot
+	Done     [][2]int     `json:"done"`    // runs [first, last] of chunks on the target
+	Updated  time.Time    `json:"updated"` // when the target was last flushed
+}
+
+// DiskIdentity tells one disk from another across boots: its kernel name
+// may change, its serial, WWN and size do not.
+type DiskIdentity struct {
+	Serial string `json:"serial,omitempty"`
+	WWN    string `json:"wwn,omitempty"`
+	Model  string `json:"model,omitempty"`
+	Size   int64  `json:"size"`
+}
+
+// IdentityOf returns d's identity.
+func IdentityOf(d Disk) DiskIdentity {
+	return DiskIdentity{Serial: d.Serial, WWN: d.WWN, Model: d.Model, Size: d.Size}
+}
+
+// key is the identity as part of a file name.
+func (id DiskIdentity) key() string {
+	s := id.Serial
+	if s == "" {
+		s = id.WWN
+	}
+	if s == "" {
+		s = "noserial"
+	}
+	s = strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			return c
+		}
+		return '_'
+	}, s)
+	return fmt.Sprintf("%s-%d", s, id.Size)
+}
+
+// PlanHash identifies a machine entry of a plan: a journal written under
+// another entry (other snapshot, target, delta or install settings) is not
+// resumed.
+func PlanHash(m Machine) string {
+	b, _ := json.Marshal(m)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// JournalPath is the journal's file for snapshot id and disk under dir.
+func JournalPath(dir, snapshotID string, disk DiskIdentity) string {
+	id := snapshotID
+	if len(id) > 16 {
+		id = id[:16]
+	}
+	return filepath.Join(dir, id+"-"+disk.key()+".json")
+}
+
+// SetDone records the chunks marked in done.
+func (j *Journal) SetDone(done []bool) {
+	j.Chunks = len(done)
+	j.Done = j.Done[:0]
+	for i := 0; i < len(done); i++ {
+		if !done[i] {
+			continue
+		}
+		k := i
+		for k+1 < len(done) && done[k+1] {
+			k++
+		}
+		j.Done = append(j.Done, [2]int{i, k})
+		i = k
+	}
+}
+
+// DoneSet returns the chunks on the target, one flag per chunk.
+func (j *Journal) DoneSet() []bool {
+	done := make([]bool, j.Chunks)
+	for _, r := range j.Done {
+		for i := max(r[0], 0); i <= r[1] && i < j.Chunks; i++ {
+			done[i] = true
+		}
+	}
+	return done
+}
+
+// Count is the number of chunks on the target.
+func (j *Journal) Count() int {
+	n := 0
+	for _, d := range j.DoneSet() {
+		if d {
+			n++
+		}
+	}
+	return n
+}
+
+// FirstMissing is the first chunk not on the target: where a resume starts.
+func (j *Journal) FirstMissing() int {
+	for i, d := range j.DoneSet() {
+		if !d {
+			return i
+		}
+	}
+	return j.Chunks
+}
+
+// Mismatch says why j cannot continue the restore that want describes, or
+// "" when it can.
+func (j *Journal) Mismatch(want *Journal) string {
+	switch {
+	case j.Version != JournalVersion:
+		return fmt.Sprintf("journal version %d, this rescue environment writes %d", j.Version, JournalVersion)
+	case j.Snapshot != want.Snapshot:
+		return "it is for another snapshot"
+	case j.Target != want.Target:
+		return "it is for another disk"
+	case j.Plan != want.Plan:
+		return "the plan's entry for this machine changed"
+	case j.Chunks != want.Chunks:
+		return fmt.Sprintf("it counts %d chunks, the snapshot %d", j.Chunks, want.Chunks)
+	}
+	return ""
+}
+
+// SaveJournal writes j to path durably: a temporary file, fsync, rename,
+// and an fsync of the directory.
+func SaveJournal(path string, j *Journal) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("journal %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// LoadJournal reads a journal; a missing file is fs.ErrNotExist.
+func LoadJournal(path string) (*Journal, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var j Journal
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("journal %s is damaged: %w", path, err)
+	}
+	return &j, nil
+}
+
+// VerifyJournal reads back the last n chunks the journal says are on the
+// target (the highest-numbered: the last written) and compares them with
+// the snapshot's verified, decompressed chunks. It returns how many it
+// checked, or an error naming the first chunk that differs.
+func VerifyJournal(ctx context.Context, snap *snapshot.Snapshot, target io.ReaderAt, j *Journal, n int) (int, error) {
+	m := snap.Manifest
+	done := j.DoneSet()
+	var check []int
+	for i := len(done) - 1; i >= 0 && len(check) < n; i-- {
+		if done[i] && i < len(m.Chunks) {
+			check = append(check, i)
+		}
+	}
+	frame := make([]byte, 0, snapshot.FrameBound(int(m.ChunkSize)))
+	want := make([]byte, m.ChunkSize)
+	got := make([]byte, m.ChunkSize)
+	for _, i := range check {
+		c := m.Chunks[i]
+		w := want[:c.Length]
+		if c.Zero {
+			clear(w)
+		} else {
+			f, err := snap.ReadFrame(ctx, i, frame)
+			if err == nil {
+				err = snap.CheckFrame(i, f)
+			}
+			if err == nil {
+				err = snapshot.DecodeFrame(w, f)
+			}
+			if err != nil {
+				return 0, snap.ChunkError(i, err)
+			}
+		}
+		if _, err := target.ReadAt(got[:c.Length], c.Offset); err != nil {
+			return 0, fmt.Errorf("read chunk %d back from the target at offset %d: %w", i, c.Offset, err)
+		}
+		if !bytes.Equal(got[:c.Length], w) {
+			return 0, fmt.Errorf("chunk %d at offset %d on the target differs from the snapshot", i, c.Offset)
+		}
+	}
+	return len(check), nil
+}
+
+// journalRun is the journal of the restore under way.
+type journalRun struct {
+	path   string
+	j      *Journal
+	resume []bool // chunks already on the disk; nil for a restore from the start
+}
+
+// checkpoint records done; restore calls it after a flush of the target.
+func (jr *journalRun) checkpoint(done []bool) error {
+	jr.j.SetDone(done)
+	jr.j.Updated = time.Now().UTC()
+	return SaveJournal(jr.path, jr.j)
+}
+
+func (jr *journalRun) remove() {
+	os.Remove(jr.path)
+	if d, err := os.Open(filepath.Dir(jr.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// journalVerify is how many of the last chunks a journal names are read
+// back and compared before a resume.
+const journalVerify = 4
+
+// openJournal prepares the resume journal on a writable rescue media and
+// looks for one an interrupted restore of the same snapshot onto the same
+// disk under the same plan entry left. When one is found, the person at
+// the console may start over instead (unattended, it is resumed), and its
+// last chunks are read back from the target and compared with the
+// snapshot: any difference starts over. It returns nil when there is no
+// writable media.
+func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk Disk, target io.ReaderAt) *journalRun {
+	if r.media == nil || !r.media.RW {
+		r.log.Printf("journal: no writable rescue media; an interrupted restore would start over")
+		return nil
+	}
+	want := &Journal{Version: JournalVersion, Snapshot: snap.ID, Plan: PlanHash(r.settings.Machine),
+		Target: IdentityOf(disk), Chunks: len(snap.Manifest.Chunks)}
+	jr := &journalRun{path: JournalPath(r.media.Path(MediaJournals), snap.ID, want.Target), j: want}
+	rel := "media:/" + MediaJournals + "/" + filepath.Base(jr.path)
+	old, err := LoadJournal(jr.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return jr
+	}
+	startOver := func(why string) *journalRun {
+		r.log.Printf("journal: %s: %s; the restore starts from the beginning", rel, why)
+		jr.remove()
+		return jr
+	}
+	if err != nil {
+		return startOver(err.Error())
+	}
+	if why := old.Mismatch(want); why != "" {
+		return startOver(why)
+	}
+	n := old.Count()
+	if n == 0 {
+		return startOver("no chunk was recorded")
+	}
+	if r.settings.Countdown > 0 && len(r.ttys) > 0 {
+		q := resumeQuestion(n, old.Chunks, old.Updated)
+		if yes, answered := r.asker().Ask(q, time.Duration(r.settings.Countdown)*time.Second); answered && !yes {
+			return startOver("starting over was chosen at the console")
+		}
+	}
+	verified, err := VerifyJournal(ctx, snap, target, old, journalVerify)
+	if err != nil {
+		return startOver(err.Error())
+	}
+	jr.resume = old.DoneSet()
+	r.report.Resume = &Resume{Journal: rel, FromChunk: old.FirstMissing(), ChunksDone: n, Chunks: old.Chunks, Verified: verified}
+	r.log.Printf("%s", resumeMessage(r.report.Resume))
+	return jr
+}
