@@ -113,14 +113,9 @@ func setup(t *testing.T, all bool) {
 func boot(t *testing.T, vm *VM, plan string) (string, *rescue.Report) {
 	t.Helper()
 	dir := t.TempDir()
-	o := &initramfs.Overlay{Modules: shared.modules}
-	if plan != "" {
-		o.Plan = []byte(plan)
-	}
 	vm.Kernel = shared.kernel
-	vm.Initrd = filepath.Join(dir, "initrd")
-	if err := Initrd(shared.base, vm.Initrd, o); err != nil {
-		t.Fatal(err)
+	if vm.Initrd == "" {
+		vm.Initrd = rescueInitrd(t, plan)
 	}
 	vm.LogPath = filepath.Join(dir, "console.log")
 	if !strings.Contains(vm.Cmdline, "rewind.after=") {
@@ -139,6 +134,20 @@ func boot(t *testing.T, vm *VM, plan string) (string, *rescue.Report) {
 		t.Fatal(err)
 	}
 	return out, consoleReport(t, out)
+}
+
+// rescueInitrd builds the rescue initramfs with plan in its overlay.
+func rescueInitrd(t *testing.T, plan string) string {
+	t.Helper()
+	o := &initramfs.Overlay{Modules: shared.modules}
+	if plan != "" {
+		o.Plan = []byte(plan)
+	}
+	path := filepath.Join(t.TempDir(), "initrd")
+	if err := Initrd(shared.base, path, o); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func consoleReport(t *testing.T, out string) *rescue.Report {

@@ -42,11 +42,26 @@ type VM struct {
 	// with restrict=on; the only host it can reach is 10.0.2.100:80,
 	// forwarded to 127.0.0.1:HTTPPort.
 	HTTPPort int
+	// MAC is the HTTPPort NIC's MAC address (default: QEMU's).
+	MAC string
+	// NICs are more NICs, each on its own user network (restrict=on).
+	NICs []NIC
+	// UUID is the machine's DMI system UUID (-uuid).
+	UUID     string
 	Keys     []Key
 	MemoryMB int
 	Timeout  time.Duration
 	LogPath  string    // the serial console is copied here
 	Echo     io.Writer // and here, live (the demo), if set
+}
+
+// NIC is an extra network card on its own QEMU user network, with
+// restrict=on. With HTTPPort set, Net's .100 address port 80 reaches
+// 127.0.0.1:HTTPPort on the host, as GuestServer does on the first NIC.
+type NIC struct {
+	MAC      string
+	Net      string // e.g. "10.0.3.0/24"; QEMU's DHCP server answers there
+	HTTPPort int
 }
 
 // GuestServer is the address the guest reaches the host's server at.
@@ -136,11 +151,36 @@ func (v *VM) Args() []string {
 		exe, _ := os.Executable()
 		args = append(args,
 			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/usr/bin/env %s=127.0.0.1:%d %s", relayEnv, v.HTTPPort, exe),
-			"-device", "virtio-net-pci,netdev=n0")
-	} else {
+			"-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC))
+	} else if len(v.NICs) == 0 {
 		args = append(args, "-nic", "none")
 	}
+	for i, n := range v.NICs {
+		id := fmt.Sprintf("n%d", i+1)
+		netdev := fmt.Sprintf("user,id=%s,restrict=on,net=%s", id, n.Net)
+		if n.HTTPPort != 0 {
+			exe, _ := os.Executable()
+			netdev += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:/usr/bin/env %s=127.0.0.1:%d %s", hostOn(n.Net, 100), relayEnv, n.HTTPPort, exe)
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev="+id+macOpt(n.MAC))
+	}
+	if v.UUID != "" {
+		args = append(args, "-uuid", v.UUID)
+	}
 	return args
+}
+
+func macOpt(mac string) string {
+	if mac == "" {
+		return ""
+	}
+	return ",mac=" + mac
+}
+
+// hostOn returns address .n of an IPv4 /24 network such as "10.0.3.0/24".
+func hostOn(network string, n int) string {
+	prefix := strings.TrimSuffix(network[:strings.LastIndex(network, ".")], "/")
+	return fmt.Sprintf("%s.%d", prefix, n)
 }
 
 // Run boots the VM until it powers off or reboots (QEMU exits), or the
