@@ -24,8 +24,13 @@ var DefaultModules = []string{
 	"usb_storage", "uas",
 	// keyboards for the countdown on a local console
 	"usbhid", "hid_generic",
-	// NICs
-	"e1000", "e1000e", "virtio_net",
+	// storage controllers of real servers and hypervisors
+	"mpt3sas", "megaraid_sas", "hpsa", "smartpqi", "vmw_pvscsi", "hv_storvsc", "xen_blkfront", "mmc_block", "sdhci_pci",
+	// NICs: QEMU, and the common chips of PCs and servers
+	"e1000", "e1000e", "virtio_net", "igb", "igc", "ixgbe", "i40e", "r8169", "tg3", "bnx2", "bnx2x",
+	"atlantic", "alx", "be2net", "vmxnet3", "hv_netvsc", "xen_netfront", "mlx4_en", "mlx5_core",
+	// tagged VLANs of the plan's [network] (netcfg)
+	"8021q",
 	// file systems of the rescue media
 	"ext4", "vfat", "fat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
 	"crc32c_generic", "crc32c_intel",

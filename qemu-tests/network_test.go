@@ -67,9 +67,10 @@ func findNIC(t *testing.T, r *rescue.Report, mac string) *struct {
 	return nil
 }
 
-// Two NICs with chosen MACs: one static (on the network the snapshot is
-// served from), one DHCP; the snapshot comes over HTTP and the report
-// shows both NICs configured.
+// Three NICs with chosen MACs: one static (on the network the snapshot is
+// served from), one DHCP, one with a tagged VLAN (the Debian kernel's
+// 8021q, which the host kernel lacks); the snapshot comes over HTTP and the
+// report shows every NIC configured.
 func TestTwoNICsStaticAndDHCP(t *testing.T) {
 	setup(t, false)
 	port := snapshotServer(t, map[string]string{"pc1": shared.snap})
@@ -87,6 +88,11 @@ dns = ["10.0.2.3"]
 [[network.interface]]
 mac = "52:54:00:00:aa:02"
 dhcp = true
+[[network.interface]]
+mac = "52:54:00:00:aa:03"
+vlan = 42
+mtu = 1400
+address = ["192.168.42.10/24"]
 [[machine]]
 name = "pc1"
 snapshot = "%s/snapshots/pc1"
@@ -96,7 +102,7 @@ after = "poweroff"
 	target := blank(t)
 	_, r := boot(t, &VM{
 		HTTPPort: port, MAC: "52:54:00:00:aa:01",
-		NICs:   []NIC{{MAC: "52:54:00:00:aa:02", Net: "10.0.3.0/24"}},
+		NICs:   []NIC{{MAC: "52:54:00:00:aa:02", Net: "10.0.3.0/24"}, {MAC: "52:54:00:00:aa:03", Net: "10.0.4.0/24"}},
 		Drives: []Drive{{Path: target, Serial: "target1"}},
 	}, plan)
 	wantRestored(t, target, r)
@@ -107,6 +113,11 @@ after = "poweroff"
 	dhcp := findNIC(t, r, "52:54:00:00:aa:02")
 	if !dhcp.OK || dhcp.Mode != "dhcp" || !strings.HasPrefix(dhcp.Lease, "10.0.3.") {
 		t.Errorf("DHCP NIC: %+v", dhcp)
+	}
+	for _, n := range r.Network.NICs {
+		if n.MAC == "52:54:00:00:aa:03" && (!strings.HasSuffix(n.Device, ".42") || strings.Join(n.Addresses, ",") != "192.168.42.10/24" || !n.OK()) {
+			t.Errorf("VLAN NIC: %+v", n)
+		}
 	}
 	if len(r.Network.Problems) > 0 {
 		t.Errorf("network problems: %q", r.Network.Problems)

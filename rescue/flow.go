@@ -190,6 +190,12 @@ func (r *Rescue) network(ctx context.Context) error {
 	if r.settings != nil && r.settings.Network != nil {
 		cfg = r.settings.Network
 	}
+	for _, in := range cfg.Interfaces {
+		if in.VLAN > 0 && r.drivers != nil {
+			r.drivers.Load("8021q") // VLAN devices need it; coldplug has no device to find it by
+			break
+		}
+	}
 	log.SetOutput(io.Discard) // u-root's DHCP client logs every packet through the standard logger
 	rep, err := netcfg.Apply(ctx, cfg, netcfg.Options{Log: r.log.Printf})
 	if err != nil {
