@@ -52,6 +52,8 @@ a mounted file system that changes while it is read is captured inconsistent.`,
 			if err != nil {
 				return err
 			}
+			// Capture reads front to back: ask the kernel for deep readahead.
+			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 			opts := snapshot.CaptureOptions{
 				DiskSize:    size,
 				ChunkSize:   int64(chunkSize),
