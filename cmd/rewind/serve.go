@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/rewind-bmr/rewind/rescue"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
 )
@@ -19,7 +21,12 @@ func newServeCmd(a *app) *cobra.Command {
 		Short: "Serve snapshots (and rescue media files) over HTTP with Range support",
 		Long: `Serve makes every file under DIR available over HTTP, with the Range requests
 restores use to fetch chunks and to resume after a dropped connection. A
-snapshot in DIR/pc1 is restored from http://HOST:PORT/pc1.`,
+snapshot in DIR/pc1 is restored from http://HOST:PORT/pc1.
+
+It also receives the reports of rescue environments: a plan with
+[report] url = "http://HOST:PORT/reports/" sends progress while it restores
+and its final report; http://HOST:PORT/reports/ shows every machine's latest
+state (reloading itself), and final reports are kept in DIR/reports/.`,
 		Example: `  rewind serve /srv/snapshots --listen 0.0.0.0:8080`,
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -30,12 +37,19 @@ snapshot in DIR/pc1 is restored from http://HOST:PORT/pc1.`,
 			if err != nil {
 				return fmt.Errorf("serve: listen on %s: %w", listen, err)
 			}
-			srv := &http.Server{Handler: snapshot.NewHandler(argv[0], a.log), ReadHeaderTimeout: 10 * time.Second}
+			reports, err := rescue.NewReportServer(filepath.Join(argv[0], "reports"))
+			if err != nil {
+				return err
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/reports/", http.StripPrefix("/reports", reports))
+			mux.Handle("/", snapshot.NewHandler(argv[0], a.log))
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-cmd.Context().Done()
 				srv.Close()
 			}()
-			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/\n", argv[0], ln.Addr())
+			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/ (machines' reports: http://%s/reports/)\n", argv[0], ln.Addr(), ln.Addr())
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
