@@ -444,7 +444,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 		}
 	}
 	pp, _ := restore.NewProgressPrinter(r.log, restore.ProgressLive, true, "restore")
-	opts.Progress = pp.Update
+	opts.Progress = r.progress(pp.Update)
 
 	start := time.Now()
 	a, err := Apply(ctx, snap, f, opts)

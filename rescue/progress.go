@@ -1,0 +1,45 @@
+package rescue
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/rewind-bmr/rewind/restore"
+)
+
+// progressEvery is how often a running restore tells the report server.
+const progressEvery = 5 * time.Second
+
+// progress wraps the console's progress display: with a report URL in the
+// plan, it also POSTs the report, marked running and with the bytes done,
+// every few seconds, so 'rewind serve' shows each machine's progress. The
+// POSTs run in the background and never slow the restore down; a slow or
+// absent server only loses updates.
+func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
+	url := ""
+	if r.settings != nil {
+		url = r.settings.ReportURL
+	}
+	if url == "" {
+		return show
+	}
+	var last time.Time
+	var busy atomic.Bool
+	return func(p restore.Progress) {
+		show(p)
+		if p.Final || time.Since(last) < progressEvery || !busy.CompareAndSwap(false, true) {
+			return
+		}
+		last = time.Now()
+		update := *r.report // a copy: the flow goes on filling in the original
+		update.Status = StatusRunning
+		update.BytesWritten, update.BytesZeroed, update.BytesSkipped = p.Done, 0, 0
+		go func() {
+			defer busy.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
+			defer cancel()
+			PostReport(ctx, url, &update)
+		}()
+	}
+}
