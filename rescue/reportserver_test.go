@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rewind-bmr/rewind/restore"
 )
 
 func TestReportServer(t *testing.T) {
@@ -89,4 +91,29 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A restore in progress reaches the report server as a running report.
+func TestProgressReachesReportServer(t *testing.T) {
+	s, _ := NewReportServer(t.TempDir())
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	r := &Rescue{report: NewReport(time.Now()), settings: &Settings{ReportURL: srv.URL + "/"}}
+	r.report.Machine.Name = "pc7"
+	r.report.Snapshot.DataBytes = 1 << 30
+	shown := 0
+	update := r.progress(func(restore.Progress) { shown++ })
+	update(restore.Progress{Done: 256 << 20, Total: 1 << 30})
+	update(restore.Progress{Done: 300 << 20, Total: 1 << 30}) // within 5 s: console only
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.Reports()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := s.Reports()
+	if len(got) != 1 || got[0].Status != StatusRunning || got[0].BytesWritten != 256<<20 || got[0].Machine.Name != "pc7" {
+		t.Fatalf("server has %+v, want pc7 running at 256 MiB", got)
+	}
+	if shown != 2 {
+		t.Errorf("console shown %d updates, want 2", shown)
+	}
 }
