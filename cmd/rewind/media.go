@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/rewind-bmr/rewind/initramfs"
@@ -27,10 +28,13 @@ func newMediaBuildCmd() *cobra.Command {
 		plan, kernel, modules, drivers, base, out string
 		trust, extra                              []string
 		noModules                                 bool
+		format, snap, cmdline                     string
+		menuTimeout                               int
+		dataSize                                  string
 	)
 	cmd := &cobra.Command{
-		Use:   "build --plan PLAN.toml --kernel VMLINUZ -o OUTDIR",
-		Short: "Write OUTDIR/vmlinuz and OUTDIR/initramfs.cpio.gz for a plan",
+		Use:   "build --plan PLAN.toml --kernel VMLINUZ -o OUTDIR [--format initramfs|pxe|iso|usb] [--snapshot DIR]",
+		Short: "Build rescue media for a plan: kernel and initramfs, a PXE bundle, a hybrid ISO or a USB image",
 		Long: `Build the rescue environment for a plan: OUTDIR/vmlinuz is the kernel,
 OUTDIR/initramfs.cpio.gz is Rewind's base initramfs (u-root's shell commands,
 rewind and rewind-init) with a second archive appended that holds the plan,
@@ -38,11 +42,35 @@ the trusted public keys, and the kernel modules for storage, USB, network and
 file systems with everything they depend on. No Go toolchain is needed: the
 base archive is built into rewind by 'make build' (or given with --base).
 
-Boot the two files from PXE, a boot loader or QEMU; see docs/rescue.md.`,
+--format chooses the medium (docs/media.md):
+  initramfs  OUTDIR/vmlinuz and OUTDIR/initramfs.cpio.gz (the default)
+  pxe        the same with boot.ipxe and a sample dnsmasq.conf
+  iso        OUTDIR/rewind.iso: boots on BIOS and UEFI, as a CD or written to a stick
+  usb        OUTDIR/rewind-usb.img: a GPT disk image (EFI system partition and a
+             FAT32 partition labelled REWIND) that boots on BIOS and UEFI
+Both images have a boot menu with "Restore" (the default after
+--menu-timeout seconds; Rewind's countdown then runs) and "Rescue shell".
+--snapshot DIR puts a snapshot on an iso or usb medium as
+media:/snapshots/NAME; without it, the plan fetches its snapshot.
+Write images onto a stick with 'rewind usb --create'.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if plan == "" || kernel == "" || out == "" {
 				return usageError{fmt.Errorf("--plan, --kernel and -o are required")}
+			}
+			if !slices.Contains(initramfs.Formats, format) {
+				return usageError{fmt.Errorf("--format %s: use one of %s", format, strings.Join(initramfs.Formats, ", "))}
+			}
+			image := format == initramfs.FormatISO || format == initramfs.FormatUSB
+			if snap != "" && !image {
+				return usageError{fmt.Errorf("--snapshot puts a snapshot on an iso or usb medium; --format %s has no room for one (serve it with 'rewind serve')", format)}
+			}
+			var minData int64
+			if dataSize != "" {
+				var err error
+				if minData, err = parseSize(dataSize); err != nil {
+					return usageError{fmt.Errorf("--data-size: %w", err)}
+				}
 			}
 			planData, err := os.ReadFile(plan)
 			if err != nil {
@@ -70,21 +98,61 @@ Boot the two files from PXE, a boot loader or QEMU; see docs/rescue.md.`,
 			if err != nil {
 				return err
 			}
+			kst, err := os.Stat(kernel)
+			if err != nil {
+				return err
+			}
+			need, err := initramfs.EstimateSize(format, kst.Size(), int64(len(baseData)), snap)
+			if err != nil {
+				return err
+			}
+			if err := initramfs.CheckOutDir(out, need+minData); err != nil {
+				return err
+			}
+			if snap != "" {
+				warnSnapshotNotInPlan(cmd, planData, snap)
+			}
+			bootDir := out
+			if image {
+				// The kernel and initramfs only go into the image.
+				if bootDir, err = os.MkdirTemp(out, ".rewind-build-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(bootDir)
+			}
 			var names []string
 			if len(extra) > 0 {
 				names = append(append(names, initramfs.DefaultModules...), extra...)
 			}
 			res, err := initramfs.BuildMedia(initramfs.MediaOptions{
 				Base: baseData, Kernel: kernel, ModulesDir: modules, Modules: names, NoModules: noModules,
-				DriversDir: drivers, Plan: planData, Trust: keys, OutDir: out,
+				DriversDir: drivers, Plan: planData, Trust: keys, OutDir: bootDir,
+			})
+			if err != nil {
+				return err
+			}
+			if menuTimeout <= 0 {
+				menuTimeout = -1 // BootOptions: 0 is the default, <0 none
+			}
+			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
+				Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs, Snapshot: snap,
+				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, OutDir: out,
 			})
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "kernel     %s (%s)\n", res.Kernel, orUnknown(res.KernelRelease))
+			if image {
+				st, _ := os.Stat(boot.Files[0])
+				fmt.Fprintf(w, "%-10s %s (%s)\n", format, boot.Files[0], restore.HumanBytes(st.Size()))
+			} else {
+				for _, f := range boot.Files[:len(boot.Files)-2] {
+					fmt.Fprintf(w, "%-10s %s\n", filepath.Ext(f)[1:], f)
+				}
+			}
+			fmt.Fprintf(w, "kernel     %s (%s)\n", filepath.Base(res.Kernel), orUnknown(res.KernelRelease))
 			st, _ := os.Stat(res.Initramfs)
-			fmt.Fprintf(w, "initramfs  %s (%s; base archive %s)\n", res.Initramfs, restore.HumanBytes(st.Size()), from)
+			fmt.Fprintf(w, "initramfs  %s (%s; base archive %s)\n", filepath.Base(res.Initramfs), restore.HumanBytes(st.Size()), from)
 			if res.Modules != nil {
 				fmt.Fprintf(w, "modules    %d from %s\n", len(res.Modules.Files), res.Modules.Dir)
 				if len(res.Modules.Missing) > 0 {
@@ -107,8 +175,29 @@ Boot the two files from PXE, a boot loader or QEMU; see docs/rescue.md.`,
 	f.StringVar(&drivers, "drivers", "", "a directory of extra kernel modules (*.ko) loaded at boot")
 	f.StringSliceVar(&trust, "trust", nil, "a public key (from 'rewind key generate') the snapshot must be signed with; repeatable")
 	f.StringVar(&base, "base", "", "the base initramfs from 'make initramfs' (default: built into rewind)")
-	f.StringVarP(&out, "output", "o", "", "directory to write vmlinuz and initramfs.cpio.gz to")
+	f.StringVarP(&out, "output", "o", "", "directory to write the media to")
+	f.StringVar(&format, "format", initramfs.FormatInitramfs, "the medium: initramfs, pxe, iso or usb")
+	f.StringVar(&snap, "snapshot", "", "a snapshot directory to put on an iso or usb medium (as media:/snapshots/NAME)")
+	f.StringVar(&cmdline, "cmdline", "", "more kernel command line for every boot menu entry (e.g. rewind.auto)")
+	f.IntVar(&menuTimeout, "menu-timeout", initramfs.DefaultMenuTimeout, "seconds the boot menu waits before Restore (0: start Restore at once)")
+	f.StringVar(&dataSize, "data-size", "", "usb: the least size of the REWIND partition, for reports and more snapshots (e.g. 4GiB)")
 	return cmd
+}
+
+// warnSnapshotNotInPlan says when no plan entry reads the snapshot put
+// on the medium.
+func warnSnapshotNotInPlan(cmd *cobra.Command, planData []byte, snap string) {
+	p, err := rescue.ParsePlan(planData)
+	if err != nil {
+		return
+	}
+	loc := "media:/snapshots/" + filepath.Base(filepath.Clean(snap))
+	for _, m := range p.Machines {
+		if strings.TrimSuffix(m.Snapshot, "/") == loc {
+			return
+		}
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "note: no [[machine]] of the plan has snapshot = %q; the snapshot on the medium is used only through rewind.snapshot=%s\n", loc, loc)
 }
 
 func orUnknown(s string) string {

@@ -1,0 +1,149 @@
+package initramfs
+
+// Boot menus and GRUB images for the ISO, USB and PXE media. GRUB comes
+// from Debian's grub-pc-bin (BIOS) and grub-efi-amd64-bin (UEFI x86-64)
+// packages; grub-mkimage assembles the images offline from their modules.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// GRUBDir holds GRUB's per-platform module directories.
+var GRUBDir = "/usr/lib/grub"
+
+// BaseCmdline is on every menu entry: the kernel and Rewind's messages go
+// to the screen and to the first serial port (headless servers, QEMU).
+// /dev/console is the last console=, so the serial port gets the shell.
+const BaseCmdline = "console=tty0 console=ttyS0,115200n8 quiet"
+
+// ShellCmdline makes a boot open the rescue shell without touching a disk:
+// no prompt, the default is abort, and after it the shell.
+const ShellCmdline = "rewind.countdown=0 rewind.default=abort rewind.after=shell"
+
+// MenuEntry is one boot menu entry.
+type MenuEntry struct {
+	ID      string // restore, shell
+	Title   string
+	Cmdline string
+}
+
+// Menu returns the boot menu: "Restore" (the default; Rewind's countdown
+// then runs as the plan says) and "Rescue shell". extra is appended to
+// both command lines.
+func Menu(extra string) []MenuEntry {
+	cl := func(s ...string) string { return strings.Join(strings.Fields(strings.Join(s, " ")), " ") }
+	return []MenuEntry{
+		{ID: "restore", Title: "Rewind: Restore", Cmdline: cl(BaseCmdline, extra)},
+		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, extra, ShellCmdline)},
+	}
+}
+
+// grubConfig is boot/grub/grub.cfg: a menu on the screen and the serial
+// port that picks Restore after timeout seconds, so the only countdown a
+// person meets is Rewind's own.
+func grubConfig(entries []MenuEntry, timeout int, kernel, initrd string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Rewind rescue media (rewind media build)
+if serial --unit=0 --speed=115200; then
+	terminal_input --append serial
+	terminal_output --append serial
+fi
+set default=0
+set timeout=%d
+set timeout_style=menu
+`, timeout)
+	for _, e := range entries {
+		fmt.Fprintf(&b, "\nmenuentry '%s' --id %s {\n\techo 'Loading the Rewind rescue environment...'\n\tlinux %s %s\n\tinitrd %s\n}\n",
+			e.Title, e.ID, kernel, e.Cmdline, initrd)
+	}
+	return b.String()
+}
+
+// ipxeScript is boot.ipxe: the same menu, loading the kernel and the
+// initramfs relative to the script's own URL (TFTP or HTTP alike).
+func ipxeScript(entries []MenuEntry, timeout int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "#!ipxe\n# Rewind rescue environment (rewind media build --format pxe)\n\nmenu Rewind\n")
+	for _, e := range entries {
+		fmt.Fprintf(&b, "item %s %s\n", e.ID, e.Title)
+	}
+	fmt.Fprintf(&b, "choose --default %s --timeout %d entry || goto %s\ngoto ${entry}\n", entries[0].ID, timeout*1000, entries[0].ID)
+	for _, e := range entries {
+		fmt.Fprintf(&b, "\n:%s\nkernel vmlinuz initrd=initramfs.cpio.gz %s\ninitrd initramfs.cpio.gz\nboot || goto failed\n", e.ID, e.Cmdline)
+	}
+	b.WriteString("\n:failed\necho Booting Rewind failed; dropping to the iPXE shell\nshell\n")
+	return b.String()
+}
+
+// grubModules are built into both GRUB images, so neither needs a module
+// directory on the media.
+var grubModules = []string{
+	"normal", "linux", "configfile", "echo", "test", "ls", "cat", "sleep", "halt", "reboot",
+	"search", "search_fs_uuid", "search_fs_file", "search_label",
+	"part_gpt", "part_msdos", "fat", "iso9660", "serial", "terminal", "gzio",
+}
+
+var grubPlatformModules = map[string][]string{
+	"i386-pc":    {"biosdisk"},
+	"x86_64-efi": {"efi_gop", "efi_uga", "all_video"},
+}
+
+// grubImage runs grub-mkimage for platform (i386-pc or x86_64-efi) with
+// prefix as GRUB's $prefix, and returns the image.
+func grubImage(ctx context.Context, platform, prefix string) ([]byte, error) {
+	tmp, err := os.CreateTemp("", "rewind-grub-*.img")
+	if err != nil {
+		return nil, err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	args := []string{"-d", GRUBDir + "/" + platform, "-O", platform, "-o", tmp.Name(), "-p", prefix}
+	args = append(append(args, grubModules...), grubPlatformModules[platform]...)
+	if err := runTool(ctx, "grub-mkimage", args...); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(tmp.Name())
+}
+
+// runTool runs a packaged tool; a failure carries its output and, when
+// the tool is missing, the package to install.
+func runTool(ctx context.Context, name string, args ...string) error {
+	if _, err := exec.LookPath(name); err != nil {
+		return fmt.Errorf("%s is not installed (Debian package %s; scripts/setup.sh installs it)", name, toolPackage[name])
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1", "LC_ALL=C")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+var toolPackage = map[string]string{
+	"grub-mkimage":  "grub-common, with grub-pc-bin and grub-efi-amd64-bin",
+	"grub-mkrescue": "grub-common, with grub-pc-bin, grub-efi-amd64-bin, xorriso and mtools",
+	"xorriso":       "xorriso",
+	"sgdisk":        "gdisk",
+	"mkfs.vfat":     "dosfstools",
+	"mcopy":         "mtools",
+	"mmd":           "mtools",
+}
+
+// checkGRUB reports a missing GRUB platform directory with the package
+// that provides it.
+func checkGRUB(platforms ...string) error {
+	pkg := map[string]string{"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
+	for _, p := range platforms {
+		if _, err := os.Stat(GRUBDir + "/" + p + "/linux.mod"); err != nil {
+			return fmt.Errorf("GRUB for %s is not installed in %s/%s (Debian package %s; scripts/setup.sh installs it)", p, GRUBDir, p, pkg[p])
+		}
+	}
+	return nil
+}

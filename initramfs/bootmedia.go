@@ -1,0 +1,157 @@
+package initramfs
+
+// Boot media around a kernel and a rescue initramfs: a PXE bundle, a
+// hybrid ISO and a USB disk image. See docs/media.md.
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Media formats of 'rewind media build --format'.
+const (
+	FormatInitramfs = "initramfs" // vmlinuz and initramfs.cpio.gz only
+	FormatPXE       = "pxe"       // plus boot.ipxe and dnsmasq.conf
+	FormatISO       = "iso"       // rewind.iso: hybrid ISO 9660, BIOS and UEFI, CD or USB
+	FormatUSB       = "usb"       // rewind-usb.img: GPT disk image, BIOS and UEFI
+)
+
+// Formats lists the formats in the order the CLI shows them.
+var Formats = []string{FormatInitramfs, FormatPXE, FormatISO, FormatUSB}
+
+// Names of the files the formats write into the output directory.
+const (
+	ISOName      = "rewind.iso"
+	USBImageName = "rewind-usb.img"
+	IPXEName     = "boot.ipxe"
+	DnsmasqName  = "dnsmasq.conf"
+)
+
+// DefaultMenuTimeout is how long a boot menu waits before it starts the
+// Restore entry, whose countdown is Rewind's own.
+const DefaultMenuTimeout = 5
+
+// BootOptions describes boot media around a built kernel and initramfs.
+type BootOptions struct {
+	Format    string
+	Kernel    string // the kernel, as BuildMedia wrote it
+	Initramfs string // the rescue initramfs, as BuildMedia wrote it
+	// Snapshot is a snapshot directory to put on the medium under
+	// snapshots/SnapshotName (iso, usb); "" for none: the plan then
+	// fetches its snapshot over the network.
+	Snapshot     string
+	SnapshotName string // default: the directory's base name
+	Cmdline      string // appended to every menu entry's kernel command line
+	MenuTimeout  int    // seconds; 0 is DefaultMenuTimeout, <0 none (start Restore at once)
+	// DataSize is the least size of a USB image's REWIND partition, for
+	// reports and more snapshots; 0 fits the snapshot plus 32 MiB.
+	DataSize int64
+	OutDir   string
+}
+
+// BootResult names what a build wrote.
+type BootResult struct {
+	Files []string // paths, the image first
+}
+
+// BuildBoot writes the medium of opts.Format into opts.OutDir.
+func BuildBoot(ctx context.Context, opts BootOptions) (*BootResult, error) {
+	if opts.Snapshot != "" && opts.SnapshotName == "" {
+		opts.SnapshotName = filepath.Base(filepath.Clean(opts.Snapshot))
+	}
+	if opts.Snapshot != "" {
+		if _, err := os.Stat(filepath.Join(opts.Snapshot, "manifest.json")); err != nil {
+			return nil, fmt.Errorf("--snapshot %s is not a snapshot directory (no manifest.json): %w", opts.Snapshot, err)
+		}
+	}
+	switch opts.Format {
+	case FormatInitramfs, "":
+		return &BootResult{Files: []string{opts.Kernel, opts.Initramfs}}, nil
+	case FormatPXE:
+		return buildPXE(opts)
+	case FormatISO:
+		return buildISO(ctx, opts)
+	case FormatUSB:
+		return buildUSB(ctx, opts)
+	}
+	return nil, fmt.Errorf("unknown media format %q: use initramfs, pxe, iso or usb", opts.Format)
+}
+
+// EstimateSize is about how many bytes a build of format needs in its
+// output directory, given the kernel and base archive sizes and the
+// snapshot directory (or ""), counting the temporary files.
+func EstimateSize(format string, kernel, base int64, snapshotDir string) (int64, error) {
+	const slack = 64 << 20 // modules, boot loaders, file system overhead
+	boot := kernel + 2*base + slack
+	var snap int64
+	if snapshotDir != "" && (format == FormatISO || format == FormatUSB) {
+		var err error
+		if snap, err = dirSize(snapshotDir); err != nil {
+			return 0, fmt.Errorf("--snapshot %s: %w", snapshotDir, err)
+		}
+	}
+	switch format {
+	case FormatISO, FormatUSB:
+		// The staged boot files and the image.
+		return 2*boot + snap + snap/16, nil
+	}
+	return boot, nil
+}
+
+func menuTimeout(t int) int {
+	switch {
+	case t == 0:
+		return DefaultMenuTimeout
+	case t < 0:
+		return 0
+	}
+	return t
+}
+
+// seedOf hashes the boot files, so that GUIDs and volume IDs are the same
+// for the same inputs (reproducible images) and differ otherwise.
+func seedOf(files ...string) ([]byte, error) {
+	h := sha256.New()
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(h, r)
+		r.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return h.Sum(nil), nil
+}
+
+// guidFrom derives a version-4-shaped GUID from seed and a purpose.
+func guidFrom(seed []byte, purpose string) string {
+	h := sha256.Sum256(append(append([]byte{}, seed...), purpose...))
+	h[6] = h[6]&0x0f | 0x40
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%X-%X-%X-%X-%X", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// copyFile copies src to dst.
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
