@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"path/filepath"
@@ -172,6 +173,7 @@ func cutChunks(extents []Extent, size int64) []Chunk {
 // readChunks is the read stage: it reads the chunks sequentially from src.
 func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan []byte, out chan<- *captureJob) {
 	defer close(out)
+	holes := newHoleFinder(src)
 	for i, c := range chunks {
 		var raw []byte
 		select {
@@ -180,7 +182,9 @@ func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan 
 			return
 		}
 		j := &captureJob{index: i, raw: raw[:c.Length]}
-		if _, err := src.ReadAt(j.raw, c.Offset); err != nil {
+		if holes.covers(c.Offset, c.Length) {
+			j.zero = true // a hole of a sparse image reads as zeros: skip the read
+		} else if _, err := src.ReadAt(j.raw, c.Offset); err != nil {
 			j.err = fmt.Errorf("read source at offset %d (chunk %d): %w", c.Offset, i, err)
 		}
 		select {
@@ -194,12 +198,50 @@ func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan 
 	}
 }
 
+// holeFinder finds the holes of a sparse regular file with SEEK_DATA, as
+// bmaptool does, so that capture need not read what the file system knows
+// to be zeros. For other sources it finds nothing.
+type holeFinder struct {
+	fd       int
+	nextData int64 // the first data offset at or after the last query, or -1 past the end
+	queried  int64 // the offset nextData was found for
+}
+
+func newHoleFinder(src io.ReaderAt) *holeFinder {
+	f, ok := src.(*os.File)
+	if !ok {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	return &holeFinder{fd: int(f.Fd()), queried: -1}
+}
+
+// covers reports whether [off, off+n) lies entirely in a hole.
+func (h *holeFinder) covers(off, n int64) bool {
+	if h == nil {
+		return false
+	}
+	if h.queried < 0 || off < h.queried || h.nextData >= 0 && off > h.nextData {
+		d, err := unix.Seek(h.fd, off, unix.SEEK_DATA)
+		switch {
+		case err == unix.ENXIO:
+			d = -1 // no data after off: the rest of the file is a hole
+		case err != nil:
+			return false // SEEK_DATA unsupported: read everything
+		}
+		h.nextData, h.queried = d, off
+	}
+	return h.nextData < 0 || h.nextData >= off+n
+}
+
 // compressChunks is the compress stage, run on several workers.
 func compressChunks(ctx context.Context, chunks []Chunk, in <-chan *captureJob, out chan<- *captureJob, framePool chan []byte, zeros *zeroFrames) {
 	var enc Encoder
 	for j := range in {
 		if j.err == nil {
-			if isZero(j.raw) {
+			if j.zero || isZero(j.raw) {
 				j.zero = true
 				j.frame, j.sum, j.err = zeros.get(len(j.raw))
 			} else {

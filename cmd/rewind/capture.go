@@ -31,7 +31,8 @@ func newCaptureCmd(a *app) *cobra.Command {
 snapshot into DIR, which must be new or empty. The partition table is recorded
 in the manifest and recreated at restore; the partitions and any non-zero boot
 areas (MBR boot code, the gap GRUB uses) are cut into chunks, each stored as one
-independent LZ4 frame. All-zero chunks are detected and stored as tiny frames.
+independent LZ4 frame. All-zero chunks are detected and stored as tiny frames;
+the holes of a sparse image file are not even read.
 
 Capture from a disk that is not in use (unmounted, or a snapshot of a volume):
 a mounted file system that changes while it is read is captured inconsistent.`,
