@@ -456,7 +456,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	switch {
 	case table == "none":
 		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
-	case opts.Resume && err == nil || opts.Resume && a.Restore != nil:
+	case opts.Resume:
 		r.report.AddStep("layout", StepSkipped, start, fmt.Sprintf("%s table kept: written by the interrupted restore", table))
 	case a.LayoutWritten:
 		r.report.AddStep("layout", StepOK, start, fmt.Sprintf("%s, %d partitions", table, a.Partitions))

@@ -264,6 +264,7 @@ func (jr *journalRun) checkpoint(done []bool) error {
 
 func (jr *journalRun) remove() {
 	os.Remove(jr.path)
+	os.Remove(jr.path + ".tmp") // left by a power cut during SaveJournal
 	if d, err := os.Open(filepath.Dir(jr.path)); err == nil {
 		d.Sync()
 		d.Close()
