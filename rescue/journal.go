@@ -156,50 +156,142 @@ func (j *Journal) Mismatch(want *Journal) string {
 	return ""
 }
 
-// SaveJournal writes j to path durably: a temporary file, fsync, rename,
-// and an fsync of the directory.
-func SaveJournal(path string, j *Journal) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+// A journal file holds two slots of journalSlot bytes, written in turn
+// in place: after the file is created, a checkpoint changes no directory
+// entry and no allocation, so a power cut in the middle of one cannot
+// damage the media's file system, and leaves the other slot intact. Each
+// slot starts with a header "RWJ1 SEQ LEN SHA256\n" over the JSON after it.
+const (
+	journalSlot   = 32 << 10
+	journalHeader = 4 + 1 + 16 + 1 + 8 + 1 + 64 + 1
+)
+
+// journalFile is an open journal file.
+type journalFile struct {
+	f   *os.File
+	seq uint64
+}
+
+// openJournalFile opens the journal at path, creating it at its full size.
+func openJournalFile(path string) (*journalFile, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+			return nil, err
+		}
+		// Allocate both slots now: writes later only overwrite them.
+		if _, err = f.WriteAt(make([]byte, 2*journalSlot), 0); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("journal %s: %w", path, err)
+		}
+		syncDir(filepath.Dir(path))
 	}
+	if err != nil {
+		return nil, err
+	}
+	jf := &journalFile{f: f}
+	for i := range 2 {
+		if seq, _, ok := readSlot(f, i); ok && seq > jf.seq {
+			jf.seq = seq
+		}
+	}
+	return jf, nil
+}
+
+// write puts j in the older slot and flushes it.
+func (jf *journalFile) write(j *Journal) error {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
+	if journalHeader+len(b) > journalSlot {
+		// Scattered holes: keep only the contiguous prefix, always small.
+		k := *j
+		k.Done = nil
+		if first := j.FirstMissing(); first > 0 {
+			k.Done = [][2]int{{0, first - 1}}
+		}
+		if b, err = json.Marshal(&k); err != nil {
+			return err
+		}
 	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
+	jf.seq++
+	sum := sha256.Sum256(b)
+	slot := make([]byte, journalSlot)
+	n := copy(slot, fmt.Sprintf("RWJ1 %016x %08x %x\n", jf.seq, len(b), sum))
+	copy(slot[n:], b)
+	if _, err := jf.f.WriteAt(slot, int64(jf.seq%2)*journalSlot); err != nil {
+		return fmt.Errorf("journal %s: %w", jf.f.Name(), err)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("journal %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
+	if err := jf.f.Sync(); err != nil {
+		return fmt.Errorf("journal %s: %w", jf.f.Name(), err)
 	}
 	return nil
 }
 
-// LoadJournal reads a journal; a missing file is fs.ErrNotExist.
+// readSlot returns the sequence number and JSON of slot i when intact.
+func readSlot(r io.ReaderAt, i int) (uint64, []byte, bool) {
+	slot := make([]byte, journalSlot)
+	if n, _ := r.ReadAt(slot, int64(i)*journalSlot); n != journalSlot {
+		return 0, nil, false
+	}
+	var seq uint64
+	var n int
+	var sum string
+	if _, err := fmt.Sscanf(string(slot[:journalHeader]), "RWJ1 %x %x %s\n", &seq, &n, &sum); err != nil || n < 0 || journalHeader+n > journalSlot {
+		return 0, nil, false
+	}
+	b := slot[journalHeader : journalHeader+n]
+	if got := sha256.Sum256(b); hex.EncodeToString(got[:]) != sum {
+		return 0, nil, false
+	}
+	return seq, b, true
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// SaveJournal writes j to the journal file at path, creating it.
+func SaveJournal(path string, j *Journal) error {
+	jf, err := openJournalFile(path)
+	if err != nil {
+		return err
+	}
+	defer jf.f.Close()
+	return jf.write(j)
+}
+
+// LoadJournal reads the newest intact slot of the journal at path; a
+// missing file is fs.ErrNotExist.
 func LoadJournal(path string) (*Journal, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	var best []byte
+	var bestSeq uint64
+	for i := range 2 {
+		if seq, b, ok := readSlot(f, i); ok && seq > bestSeq {
+			best, bestSeq = b, seq
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("journal %s holds no intact record", path)
+	}
 	var j Journal
-	if err := json.Unmarshal(b, &j); err != nil {
+	if err := json.Unmarshal(best, &j); err != nil {
 		return nil, fmt.Errorf("journal %s is damaged: %w", path, err)
 	}
 	return &j, nil
@@ -252,23 +344,31 @@ func VerifyJournal(ctx context.Context, snap *snapshot.Snapshot, target io.Reade
 type journalRun struct {
 	path   string
 	j      *Journal
-	resume []bool // chunks already on the disk; nil for a restore from the start
+	file   *journalFile // opened at the first checkpoint
+	resume []bool       // chunks already on the disk; nil for a restore from the start
 }
 
 // checkpoint records done; restore calls it after a flush of the target.
 func (jr *journalRun) checkpoint(done []bool) error {
+	if jr.file == nil {
+		jf, err := openJournalFile(jr.path)
+		if err != nil {
+			return err
+		}
+		jr.file = jf
+	}
 	jr.j.SetDone(done)
 	jr.j.Updated = time.Now().UTC()
-	return SaveJournal(jr.path, jr.j)
+	return jr.file.write(jr.j)
 }
 
 func (jr *journalRun) remove() {
-	os.Remove(jr.path)
-	os.Remove(jr.path + ".tmp") // left by a power cut during SaveJournal
-	if d, err := os.Open(filepath.Dir(jr.path)); err == nil {
-		d.Sync()
-		d.Close()
+	if jr.file != nil {
+		jr.file.f.Close()
+		jr.file = nil
 	}
+	os.Remove(jr.path)
+	syncDir(filepath.Dir(jr.path))
 }
 
 // journalVerify is how many of the last chunks a journal names are read

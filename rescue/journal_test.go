@@ -3,6 +3,7 @@ package rescue
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,5 +154,29 @@ func TestAskYesNo(t *testing.T) {
 		if yes != tc.yes || answered != tc.answered {
 			t.Errorf("keys %q, timeout %s: yes %v answered %v; want %v %v", tc.keys, tc.timeout, yes, answered, tc.yes, tc.answered)
 		}
+	}
+}
+
+// A checkpoint cut short leaves the other slot: the journal loads the last
+// intact record.
+func TestJournalTornWriteKeepsTheOtherSlot(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "j.json")
+	j := &Journal{Version: JournalVersion, Snapshot: "s1"}
+	j.SetDone([]bool{true, false, false})
+	if err := SaveJournal(p, j); err != nil {
+		t.Fatal(err)
+	}
+	j.SetDone([]bool{true, true, false})
+	if err := SaveJournal(p, j); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadJournal(p); err != nil || got.Count() != 2 {
+		t.Fatalf("after two checkpoints: %v, %v; want 2 chunks", got, err)
+	}
+	f, _ := os.OpenFile(p, os.O_RDWR, 0)
+	f.WriteAt([]byte("torn"), 0*journalSlot+journalHeader+3) // the second write went to slot 0
+	f.Close()
+	if got, err := LoadJournal(p); err != nil || got.Count() != 1 {
+		t.Fatalf("newest slot torn: %v, %v; want the older record with 1 chunk", got, err)
 	}
 }
