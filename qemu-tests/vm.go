@@ -21,8 +21,9 @@ import (
 // Drive is a virtual disk attached to the VM.
 type Drive struct {
 	Path   string // raw image file
-	Bus    string // virtio (default), nvme, ahci, usb
+	Bus    string // virtio (default), nvme, ahci, usb, cdrom (AHCI CD-ROM, read-only)
 	Serial string
+	Boot   bool // the firmware boots this drive first (bootindex=0)
 }
 
 // Key is input typed on the serial console once the console shows When.
@@ -47,7 +48,15 @@ type VM struct {
 	// NICs are more NICs, each on its own user network (restrict=on).
 	NICs []NIC
 	// UUID is the machine's DMI system UUID (-uuid).
-	UUID     string
+	UUID string
+	// UEFIVars, when set, boots OVMF (UEFI) instead of SeaBIOS, with
+	// this writable copy of OVMF_VARS.fd (see OVMFVars).
+	UEFIVars string
+	// TFTP, when set, is served by QEMU's user network on the first NIC,
+	// whose DHCP names BootFile, and the firmware boots that NIC first
+	// (PXE with QEMU's iPXE ROM).
+	TFTP     string
+	BootFile string
 	Keys     []Key
 	MemoryMB int
 	Timeout  time.Duration
@@ -111,16 +120,31 @@ func (v *VM) Args() []string {
 	args := []string{
 		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(mem),
 		"-nographic", "-no-reboot",
-		"-kernel", v.Kernel, "-initrd", v.Initrd,
-		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + v.Cmdline),
+	}
+	// Without a kernel, the firmware boots a drive or the network.
+	if v.Kernel != "" {
+		args = append(args, "-kernel", v.Kernel, "-initrd", v.Initrd,
+			"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 "+v.Cmdline))
+	}
+	if v.UEFIVars != "" {
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+v.UEFIVars)
 	}
 	usb, ahciPort := false, 0
 	for i, d := range v.Drives {
 		id := fmt.Sprintf("d%d", i)
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=%s,cache=unsafe", d.Path, id))
+		media := ""
+		if d.Bus == "cdrom" {
+			media = ",media=cdrom,readonly=on"
+		}
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=%s,cache=unsafe%s", d.Path, id, media))
 		serial := ""
 		if d.Serial != "" {
 			serial = ",serial=" + d.Serial
+		}
+		if d.Boot {
+			serial += ",bootindex=0"
 		}
 		switch d.Bus {
 		case "", "virtio":
@@ -133,6 +157,9 @@ func (v *VM) Args() []string {
 		case "ahci":
 			// q35 has an AHCI controller built in.
 			args = append(args, "-device", fmt.Sprintf("ide-hd,drive=%s,bus=ide.%d%s", id, ahciPort, serial))
+			ahciPort++
+		case "cdrom":
+			args = append(args, "-device", fmt.Sprintf("ide-cd,drive=%s,bus=ide.%d%s", id, ahciPort, serial))
 			ahciPort++
 		case "usb":
 			if !usb {
@@ -150,8 +177,10 @@ func (v *VM) Args() []string {
 		// a relay per connection instead: this program, in relay mode.
 		exe, _ := os.Executable()
 		args = append(args,
-			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/usr/bin/env %s=127.0.0.1:%d %s", relayEnv, v.HTTPPort, exe),
-			"-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC))
+			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/usr/bin/env %s=127.0.0.1:%d %s", relayEnv, v.HTTPPort, exe)+v.tftpOpt(),
+			"-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC)+v.pxeBootOpt())
+	} else if v.TFTP != "" {
+		args = append(args, "-netdev", "user,id=n0,restrict=on"+v.tftpOpt(), "-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC)+v.pxeBootOpt())
 	} else if len(v.NICs) == 0 {
 		args = append(args, "-nic", "none")
 	}
@@ -168,6 +197,33 @@ func (v *VM) Args() []string {
 		args = append(args, "-uuid", v.UUID)
 	}
 	return args
+}
+
+// OVMFCode is the UEFI firmware (Debian package ovmf).
+const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
+
+// OVMFVars copies OVMF's variable store template into dir, for VM.UEFIVars.
+func OVMFVars(dir string) (string, error) {
+	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
+	if err != nil {
+		return "", fmt.Errorf("OVMF is not installed (scripts/setup.sh): %w", err)
+	}
+	p := filepath.Join(dir, "OVMF_VARS.fd")
+	return p, os.WriteFile(p, b, 0o644)
+}
+
+func (v *VM) tftpOpt() string {
+	if v.TFTP == "" {
+		return ""
+	}
+	return fmt.Sprintf(",tftp=%s,bootfile=%s", v.TFTP, v.BootFile)
+}
+
+func (v *VM) pxeBootOpt() string {
+	if v.TFTP == "" {
+		return ""
+	}
+	return ",bootindex=0"
 }
 
 func macOpt(mac string) string {

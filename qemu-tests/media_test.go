@@ -1,0 +1,229 @@
+package qemutests
+
+// These tests boot the media 'rewind media build --format pxe|iso|usb'
+// writes, the way a machine does: through its firmware and boot loader,
+// with no -kernel. The VMs (q35, TCG, 1 GiB) have:
+//
+//	firmware   SeaBIOS, or OVMF (UEFI) with a copy of OVMF_VARS.fd
+//	medium     the USB image on qemu-xhci + usb-storage, the ISO on an AHCI
+//	           CD-ROM or as a USB disk, or PXE: QEMU's iPXE ROM on virtio-net,
+//	           with QEMU's user network (restrict=on) serving the bundle
+//	           over TFTP and the snapshot over HTTP (guestfwd to 127.0.0.1)
+//	target     blank 64 MiB virtio disk, serial target1
+//
+// The medium's plan counts down 2 s and restores when the count ends; the
+// boot menu starts "Restore" after 1 s and passes rewind.after=poweroff on
+// the kernel command line. The host checks that the countdown was shown,
+// that the target's extents and sfdisk --dump equal the source's, and that
+// the report says success.
+//
+// 'go test' runs the USB image under SeaBIOS; REWIND_QEMU_ALL=1 the rest.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewind-bmr/rewind/initramfs"
+	"github.com/rewind-bmr/rewind/rescue"
+)
+
+// mediaPlan counts down, so that the test sees Rewind's own prompt after
+// the boot menu, and restores when the count ends.
+func mediaPlan(snapshot string) string {
+	return fmt.Sprintf(`
+[countdown]
+seconds = 2
+default = "restore"
+[[machine]]
+name = "pc1"
+snapshot = %q
+target = "serial=target1"
+`, snapshot)
+}
+
+// buildMedium runs what 'rewind media build --format FORMAT' runs and
+// returns the output directory and the file to boot (the image, or the
+// PXE bundle's directory).
+func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, medium string) {
+	t.Helper()
+	for _, tool := range []string{"sgdisk", "mkfs.vfat", "mcopy", "grub-mkimage", "grub-mkrescue", "xorriso"} {
+		if _, err := os.Stat("/usr/bin/" + tool); err != nil {
+			if _, err := os.Stat("/usr/sbin/" + tool); err != nil && format != initramfs.FormatPXE {
+				t.Skipf("%s is not installed (scripts/setup.sh)", tool)
+			}
+		}
+	}
+	base, err := os.ReadFile(shared.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	bootDir := dir
+	if format != initramfs.FormatPXE {
+		bootDir = filepath.Join(dir, "boot")
+	}
+	start := time.Now()
+	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(plan), OutDir: bootDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := initramfs.BootOptions{
+		Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs,
+		Cmdline: "rewind.after=poweroff", MenuTimeout: 1, OutDir: dir,
+	}
+	if withSnapshot {
+		opts.Snapshot = shared.snap
+	}
+	out, err := initramfs.BuildBoot(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built %s media in %.1fs: %s", format, time.Since(start).Seconds(), out.Files[0])
+	if format == initramfs.FormatPXE {
+		return dir, dir
+	}
+	return dir, out.Files[0]
+}
+
+// bootMedium boots vm (no kernel: the firmware finds the medium) and
+// checks that Rewind counted down and restored the target.
+func bootMedium(t *testing.T, vm *VM, target string) {
+	t.Helper()
+	vm.LogPath = filepath.Join(t.TempDir(), "console.log")
+	if vm.Timeout == 0 {
+		vm.Timeout = 150 * time.Second
+	}
+	start := time.Now()
+	out, err := vm.Run(context.Background())
+	t.Logf("QEMU ran for %.1fs (firmware, boot loader, rescue, restore)", time.Since(start).Seconds())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("console (%s):\n%s", vm.LogPath, out)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Press any key to restore now") {
+		t.Errorf("the console shows no countdown prompt")
+	}
+	r := consoleReport(t, out)
+	if !strings.HasPrefix(r.Countdown, "restore") {
+		t.Errorf("countdown ended %q, want restore when the count ended", r.Countdown)
+	}
+	wantRestored(t, target, r)
+}
+
+func uefiVars(t *testing.T) string {
+	t.Helper()
+	p, err := OVMFVars(t.TempDir())
+	if err != nil {
+		t.Skip(err)
+	}
+	return p
+}
+
+func mediaVM(medium, bus, target string) *VM {
+	return &VM{Drives: []Drive{{Path: medium, Bus: bus, Boot: true}, {Path: target, Serial: "target1"}}}
+}
+
+// The USB image (GPT: BIOS boot, EFI system, REWIND) as a USB disk under
+// SeaBIOS: boot.img in the MBR, GRUB's core image in the BIOS boot
+// partition; the snapshot is on the REWIND partition, the report goes there.
+func TestMediaUSBImageBIOS(t *testing.T) {
+	setup(t, false)
+	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
+	target := blank(t)
+	bootMedium(t, mediaVM(img, "usb", target), target)
+}
+
+// The same image under OVMF: EFI/BOOT/BOOTX64.EFI on the EFI system partition.
+func TestMediaUSBImageUEFI(t *testing.T) {
+	setup(t, true)
+	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
+	target := blank(t)
+	vm := mediaVM(img, "usb", target)
+	vm.UEFIVars = uefiVars(t)
+	bootMedium(t, vm, target)
+}
+
+// The hybrid ISO on a CD-ROM under SeaBIOS (El Torito, GRUB's cdboot).
+func TestMediaISOCDBIOS(t *testing.T) {
+	setup(t, true)
+	_, iso := buildMedium(t, initramfs.FormatISO, mediaPlan("media:/snapshots/pc1"), true)
+	target := blank(t)
+	bootMedium(t, mediaVM(iso, "cdrom", target), target)
+}
+
+// The hybrid ISO on a CD-ROM under OVMF (El Torito EFI image).
+func TestMediaISOCDUEFI(t *testing.T) {
+	setup(t, true)
+	_, iso := buildMedium(t, initramfs.FormatISO, mediaPlan("media:/snapshots/pc1"), true)
+	target := blank(t)
+	vm := mediaVM(iso, "cdrom", target)
+	vm.UEFIVars = uefiVars(t)
+	bootMedium(t, vm, target)
+}
+
+// The hybrid ISO written to a USB stick, as 'rewind usb --create' does,
+// under SeaBIOS (the ISO's MBR boot code) and OVMF (its EFI partition).
+func TestMediaISOAsUSBDisk(t *testing.T) {
+	setup(t, true)
+	_, iso := buildMedium(t, initramfs.FormatISO, mediaPlan("media:/snapshots/pc1"), true)
+	for _, fw := range []string{"bios", "uefi"} {
+		t.Run(fw, func(t *testing.T) {
+			target := blank(t)
+			vm := mediaVM(iso, "usb", target)
+			if fw == "uefi" {
+				vm.UEFIVars = uefiVars(t)
+			}
+			bootMedium(t, vm, target)
+		})
+	}
+}
+
+// PXE: QEMU's iPXE ROM gets boot.ipxe from the bundle over TFTP (QEMU's
+// user network: DHCP and TFTP, restrict=on), the script loads the kernel
+// and initramfs next to it, and the plan fetches the snapshot over HTTP.
+func TestMediaPXE(t *testing.T) {
+	setup(t, true)
+	mux := http.NewServeMux()
+	mux.Handle("/snapshots/", http.StripPrefix("/snapshots/", http.FileServer(http.Dir(filepath.Dir(shared.snap)))))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	bundle, _ := buildMedium(t, initramfs.FormatPXE, mediaPlan(GuestServer+"/snapshots/pc1"), false)
+	target := blank(t)
+	vm := &VM{
+		HTTPPort: ln.Addr().(*net.TCPAddr).Port,
+		TFTP:     bundle, BootFile: initramfs.IPXEName,
+		Drives: []Drive{{Path: target, Serial: "target1"}},
+	}
+	bootMedium(t, vm, target)
+}
+
+// The rescue shell menu entry touches no disk.
+func TestMediaMenuHasShell(t *testing.T) {
+	menu := initramfs.Menu("")
+	if len(menu) != 2 || menu[0].ID != "restore" || menu[1].ID != "shell" {
+		t.Fatalf("menu %+v, want restore then shell", menu)
+	}
+	o, err := rescue.ParseCmdline(menu[1].Cmdline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Default != rescue.DefaultAbort || o.After != rescue.AfterShell || o.Countdown == nil || *o.Countdown != 0 {
+		t.Errorf("shell entry %q: overrides %+v, want countdown 0, default abort, after shell", menu[1].Cmdline, o)
+	}
+}
