@@ -1,0 +1,169 @@
+package initramfs
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckOutDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "media")
+	if err := CheckOutDir(dir, 1<<20); err != nil {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".rewind-write-test")); !os.IsNotExist(err) {
+		t.Errorf("%s: the test file was left behind (%v)", dir, err)
+	}
+	if err := CheckOutDir(dir, 1<<60); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "MiB free") {
+		t.Errorf("%s, 1 EiB needed: got %v, want an error naming the directory and its free space", dir, err)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	bad := filepath.Join(file, "media")
+	if err := CheckOutDir(bad, 1); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("%s under a file: got %v, want an error naming it", bad, err)
+	}
+}
+
+func TestMenus(t *testing.T) {
+	menu := Menu("rewind.auto")
+	cfg := grubConfig(menu, 5, "/boot/vmlinuz", "/boot/initramfs.cpio.gz")
+	for _, want := range []string{
+		"set default=0\nset timeout=5\n",
+		"menuentry 'Rewind: Restore' --id restore {",
+		"linux /boot/vmlinuz " + BaseCmdline + " rewind.auto\n",
+		"menuentry 'Rewind: Rescue shell' --id shell {",
+		"linux /boot/vmlinuz " + BaseCmdline + " rewind.auto " + ShellCmdline + "\n",
+		"initrd /boot/initramfs.cpio.gz\n",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("grub.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+	script := ipxeScript(menu, 3)
+	for _, want := range []string{
+		"#!ipxe\n",
+		"choose --default restore --timeout 3000 entry",
+		":restore\nkernel vmlinuz initrd=initramfs.cpio.gz " + BaseCmdline + " rewind.auto\ninitrd initramfs.cpio.gz\nboot",
+		":shell\nkernel vmlinuz initrd=initramfs.cpio.gz " + BaseCmdline + " rewind.auto " + ShellCmdline + "\n",
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("boot.ipxe lacks %q:\n%s", want, script)
+		}
+	}
+}
+
+func TestPlanUSB(t *testing.T) {
+	for _, tc := range []struct {
+		boot, snap, dataMin  int64
+		esp, dataSize, total int64
+	}{
+		{20 << 20, 0, 0, 64 << 20, 64 << 20, 2<<20 + 128<<20 + 1<<20},
+		{80 << 20, 3 << 30, 0, 98 << 20, 3<<30 + 96<<20 + 32<<20, 2<<20 + 98<<20 + 3<<30 + 128<<20 + 1<<20},
+		{20 << 20, 0, 1 << 30, 64 << 20, 1 << 30, 2<<20 + 64<<20 + 1<<30 + 1<<20},
+	} {
+		l := planUSB(tc.boot, tc.snap, tc.dataMin)
+		if l.espSize != tc.esp || l.dataSize != tc.dataSize || l.total != tc.total {
+			t.Errorf("boot %d, snapshot %d, data at least %d: got ESP %d, data %d, total %d; want %d, %d, %d",
+				tc.boot, tc.snap, tc.dataMin, l.espSize, l.dataSize, l.total, tc.esp, tc.dataSize, tc.total)
+		}
+	}
+}
+
+// TestBuildUSBImage builds a USB image around stand-in boot files and a
+// stand-in snapshot, and reads it back with sfdisk and mtools. Booting it
+// is qemu-tests' job.
+func TestBuildUSBImage(t *testing.T) {
+	for _, tool := range []string{"sgdisk", "sfdisk", "mkfs.vfat", "mcopy", "mdir", "grub-mkimage"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (scripts/setup.sh)", tool)
+		}
+	}
+	if checkGRUB("i386-pc", "x86_64-efi") != nil {
+		t.Skip("GRUB images are not installed (scripts/setup.sh)")
+	}
+	dir := t.TempDir()
+	rnd := rand.New(rand.NewSource(6))
+	write := func(name string, n int) string {
+		b := make([]byte, n)
+		rnd.Read(b)
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	kernel, initrd := write("vmlinuz", 1<<20), write("initramfs.cpio.gz", 2<<20)
+	write("snap/manifest.json", 1000)
+	write("snap/data.000", 3<<20)
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+	res, err := BuildBoot(context.Background(), BootOptions{Format: FormatUSB, Kernel: kernel, Initramfs: initrd,
+		Snapshot: filepath.Join(dir, "snap"), SnapshotName: "pc1", OutDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := res.Files[0]
+	dump, err := exec.Command("sfdisk", "--dump", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"label: gpt",
+		"start=        2048, size=        2048, type=21686148-6449-6E6F-744E-656564454649",
+		"start=        4096, size=      131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+		"type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
+		`name="REWIND"`,
+	} {
+		if !strings.Contains(string(dump), want) {
+			t.Errorf("%s: sfdisk --dump lacks %q:\n%s", img, want, dump)
+		}
+	}
+	f, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(f[bootKernelSector:]); got != biosBootLBA {
+		t.Errorf("%s: MBR boot code loads sector %d, want %d", img, got, biosBootLBA)
+	}
+	if got := binary.LittleEndian.Uint64(f[biosBootLBA*sector+diskbootListStart:]); got != biosBootLBA+1 {
+		t.Errorf("%s: core image continues at sector %d, want %d", img, got, biosBootLBA+1)
+	}
+	if !bytes.Equal(f[510:512], []byte{0x55, 0xaa}) {
+		t.Errorf("%s: no MBR signature", img)
+	}
+	l := planUSB(3<<20, 3<<20+1000, 0)
+	for _, c := range []struct {
+		off  int64
+		dir  string
+		want []string
+	}{
+		{espLBA * sector, "::/EFI/BOOT", []string{"BOOTX64.EFI"}},
+		{espLBA * sector, "::/boot", []string{"vmlinuz", "initramfs.cpio.gz", "grub"}},
+		{l.dataStart, "::/snapshots/pc1", []string{"manifest.json", "data.000"}},
+		{l.dataStart, "::/rewind", []string{"reports"}},
+	} {
+		cmd := exec.Command("mdir", "-b", "-i", fat(img, c.off), c.dir)
+		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("mdir %s at %d: %v %s", c.dir, c.off, err, b)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(b), c.dir+"/"+w) {
+				t.Errorf("%s at offset %d: %s missing; have %s", img, c.off, w, b)
+			}
+		}
+	}
+	if label := strings.TrimSpace(string(f[l.dataStart+0x47 : l.dataStart+0x47+11])); label != "REWIND" {
+		t.Errorf("%s: data partition label %q, want REWIND", img, label)
+	}
+}
