@@ -351,7 +351,7 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 		}
 		where = p
 	}
-	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Printf})
+	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Event})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", loc, err)
 	}
@@ -436,7 +436,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	r.report.Layout = table
 	r.report.Delta = r.settings.Machine.Delta
 	jr := r.openJournal(ctx, snap, disk, f)
-	opts := ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Printf}
+	opts := ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Event}
 	if jr != nil {
 		opts.Checkpoint = jr.checkpoint
 		if jr.resume != nil {

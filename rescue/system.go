@@ -150,6 +150,21 @@ func (l *Logger) Printf(format string, args ...any) {
 	}
 }
 
+// Event logs one line from a message and key-value pairs, the calling
+// convention of restore.Options.Log and snapshot.OpenOptions.Log:
+// Event("retrying", "chunk", 7) logs "retrying chunk=7".
+func (l *Logger) Event(msg string, args ...any) {
+	var b strings.Builder
+	b.WriteString(msg)
+	for i := 0; i+1 < len(args); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", args[i], args[i+1])
+	}
+	if len(args)%2 == 1 {
+		fmt.Fprintf(&b, " %v", args[len(args)-1])
+	}
+	l.Printf("%s", b.String())
+}
+
 // Write writes raw text (the progress bar, the summary) to every console.
 func (l *Logger) Write(p []byte) (int, error) {
 	l.mu.Lock()
