@@ -213,6 +213,30 @@ func TestMediaPXE(t *testing.T) {
 	bootMedium(t, vm, target)
 }
 
+// The boot menu's "Rescue shell" entry, chosen on the serial console
+// (GRUB draws its menu there too): no countdown, no disk touched, the
+// rescue shell starts. QEMU is stopped once it does.
+func TestMediaRescueShellEntry(t *testing.T) {
+	setup(t, true)
+	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
+	target := blank(t)
+	vm := mediaVM(img, "usb", target)
+	vm.Keys = []Key{{When: "Rewind: Rescue shell", Send: "\x1b[B"}, {When: "Rewind: Rescue shell", Send: "\r", Delay: 300 * time.Millisecond}}
+	vm.StopWhen = "Starting the rescue shell"
+	vm.LogPath = filepath.Join(t.TempDir(), "console.log")
+	vm.Timeout = 150 * time.Second
+	start := time.Now()
+	out, err := vm.Run(context.Background())
+	t.Logf("QEMU ran for %.1fs", time.Since(start).Seconds())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(out, "Press any key to restore now") {
+		t.Errorf("the rescue shell entry showed the countdown")
+	}
+	wantUntouched(t, target, consoleReport(t, out), rescue.StatusAborted)
+}
+
 // The rescue shell menu entry touches no disk.
 func TestMediaMenuHasShell(t *testing.T) {
 	menu := initramfs.Menu("")

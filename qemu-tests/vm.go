@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,6 +58,9 @@ type VM struct {
 	// (PXE with QEMU's iPXE ROM).
 	TFTP     string
 	BootFile string
+	// StopWhen, when set, stops QEMU once the console shows it; Run then
+	// returns the console without an error.
+	StopWhen string
 	Keys     []Key
 	MemoryMB int
 	Timeout  time.Duration
@@ -282,8 +286,24 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 			io.WriteString(stdin, k.Send)
 		}
 	}()
+	var stopped atomic.Bool
+	if v.StopWhen != "" {
+		go func() {
+			for !strings.Contains(out.String(), v.StopWhen) {
+				if ctx.Err() != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			stopped.Store(true)
+			cmd.Process.Kill()
+		}()
+	}
 	err = cmd.Wait()
 	stdin.Close()
+	if stopped.Load() {
+		return out.String(), nil
+	}
 	if ctx.Err() == context.DeadlineExceeded {
 		return out.String(), fmt.Errorf("QEMU did not finish within %s", timeout)
 	}
