@@ -1,7 +1,6 @@
 package diskrestore
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -297,7 +296,7 @@ func readMBR(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 			}
 			tables = append(tables, span{int64(ebr)*ss + mbrTableOffset, int64(ebr)*ss + mbrSize})
 			ents, ok := parseMBREntries(buf)
-			if !ok && ebr == uint64(e.Start) && isZero(buf) {
+			if !ok && ebr == uint64(e.Start) && snapshot.IsZero(buf) {
 				break // an extended partition without any logical one
 			}
 			if !ok {
@@ -371,7 +370,7 @@ func nonZeroRuns(r io.ReaderAt, free span, ss int64) ([]span, error) {
 		for i := int64(0); i < n; {
 			// Window: up to the next sector boundary, inside free.
 			end := min((pos+i)/ss*ss+ss-pos, n)
-			if !isZero(buf[i:end]) {
+			if !snapshot.IsZero(buf[i:end]) {
 				a, b := pos+i, pos+end
 				if k := len(runs) - 1; k >= 0 && a-runs[k].End < bootAreaMergeGap {
 					runs[k].End = b
@@ -384,17 +383,4 @@ func nonZeroRuns(r io.ReaderAt, free span, ss int64) ([]span, error) {
 		pos += n
 	}
 	return runs, nil
-}
-
-var zeroSector = make([]byte, 64<<10)
-
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroSector))
-		if !bytes.Equal(b[:n], zeroSector[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }

@@ -3,8 +3,9 @@ package diskrestore
 import (
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/rewind-bmr/rewind/internal/units"
 )
 
 // Spec chooses a restore target. Every field set must match.
@@ -75,12 +76,12 @@ func (s Spec) String() string { return s.text }
 func parseSizeRange(v string) (lo, hi int64, err error) {
 	if a, b, ok := strings.Cut(v, "-"); ok {
 		if a != "" {
-			if lo, err = ParseSize(a); err != nil {
+			if lo, err = units.ParseSize(a); err != nil {
 				return 0, 0, err
 			}
 		}
 		if b != "" {
-			if hi, err = ParseSize(b); err != nil {
+			if hi, err = units.ParseSize(b); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -89,36 +90,11 @@ func parseSizeRange(v string) (lo, hi int64, err error) {
 		}
 		return lo, hi, nil
 	}
-	n, err := ParseSize(v)
+	n, err := units.ParseSize(v)
 	if err != nil {
 		return 0, 0, err
 	}
 	return int64(float64(n) * (1 - sizeTolerance)), int64(float64(n) * (1 + sizeTolerance)), nil
-}
-
-// ParseSize parses "8GiB", "8G", "500GB", "1.5T" or a plain byte count.
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := s, ""
-	if i >= 0 {
-		num, unit = s[:i], strings.TrimSpace(s[i:])
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 {
-		return 0, fmt.Errorf("size %q is not a number with a unit like 8GiB or 500GB", s)
-	}
-	mult := map[string]float64{
-		"": 1, "b": 1,
-		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
-		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
-		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
-	}[strings.ToLower(unit)]
-	if mult == 0 {
-		return 0, fmt.Errorf("size %q has an unknown unit %q (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, unit)
-	}
-	return int64(f * mult), nil
 }
 
 // Matches reports whether d fits every term of the spec.
@@ -216,7 +192,7 @@ func SelectTarget(disks []Disk, spec Spec, exclude []string) (Disk, error) {
 
 // DescribeDisk is a one-line description of d for messages and listings.
 func DescribeDisk(d Disk) string {
-	parts := []string{humanBytes(d.Size)}
+	parts := []string{units.Bytes(d.Size)}
 	if d.Transport != "" {
 		parts = append(parts, d.Transport)
 	}

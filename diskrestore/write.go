@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
@@ -128,10 +129,10 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 	case "none":
 		if size < l.DiskSize {
 			return nil, nil, fmt.Errorf("the target (%s, %d bytes) is smaller than the captured disk (%s, %d bytes), which has no partition table: pick a disk of at least %d bytes",
-				humanBytes(size), size, humanBytes(l.DiskSize), l.DiskSize, l.DiskSize)
+				units.Bytes(size), size, units.Bytes(l.DiskSize), l.DiskSize, l.DiskSize)
 		}
 		if size > l.DiskSize {
-			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk; the space after byte %d is left as it is", humanBytes(size-l.DiskSize), l.DiskSize))
+			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk; the space after byte %d is left as it is", units.Bytes(size-l.DiskSize), l.DiskSize))
 		}
 		return &t, notes, nil
 	case "gpt":
@@ -153,7 +154,7 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 			t.LastUsableLBA = maxLast
 		}
 		if size > l.DiskSize {
-			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk: the backup GPT goes to its end, last usable sector %d", humanBytes(size-l.DiskSize), t.LastUsableLBA))
+			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk: the backup GPT goes to its end, last usable sector %d", units.Bytes(size-l.DiskSize), t.LastUsableLBA))
 		}
 		first, last = t.FirstUsableLBA, t.LastUsableLBA
 		need = func(end uint64) int64 { return int64(end+1+esec+1) * int64(ss) }
@@ -161,7 +162,7 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 		first, last = 1, min(sectors, 1<<32)-1
 		need = func(end uint64) int64 { return int64(end+1) * int64(ss) }
 		if size > l.DiskSize {
-			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk", humanBytes(size-l.DiskSize)))
+			notes = append(notes, fmt.Sprintf("the target is %s larger than the captured disk", units.Bytes(size-l.DiskSize)))
 		}
 	default:
 		return nil, nil, fmt.Errorf("layout table %q is not gpt, mbr or none", l.Table)
@@ -178,11 +179,11 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 		}
 		if end > last {
 			return nil, nil, fmt.Errorf("partition %d (sectors %d-%d, %s) does not fit on the target of %s (%d bytes), whose last usable sector is %d: pick a disk of at least %s (%d bytes)",
-				p.Number, p.Start, end, humanBytes(int64(p.Size)*int64(ss)), humanBytes(size), size, last, humanBytes(need(maxEnd)), need(maxEnd))
+				p.Number, p.Start, end, units.Bytes(int64(p.Size)*int64(ss)), units.Bytes(size), size, last, units.Bytes(need(maxEnd)), need(maxEnd))
 		}
 	}
 	if size < l.DiskSize {
-		notes = append(notes, fmt.Sprintf("the target is %s smaller than the captured disk; every partition fits", humanBytes(l.DiskSize-size)))
+		notes = append(notes, fmt.Sprintf("the target is %s smaller than the captured disk; every partition fits", units.Bytes(l.DiskSize-size)))
 	}
 	if opts.GrowLast {
 		notes = append(notes, growLast(&t, last, ss))
@@ -222,7 +223,7 @@ func growLast(t *snapshot.Layout, last uint64, ss int) string {
 		}
 	}
 	return fmt.Sprintf("--grow-last: partition %d grows from %d to %d sectors (%s to %s); the file system inside is NOT grown: grow it after the restore (resize2fs, xfs_growfs, ntfsresize, ...)",
-		p.Number, old, p.Size, humanBytes(int64(old)*int64(ss)), humanBytes(int64(p.Size)*int64(ss)))
+		p.Number, old, p.Size, units.Bytes(int64(old)*int64(ss)), units.Bytes(int64(p.Size)*int64(ss)))
 }
 
 // tableWrite is one sector run WriteLayout writes. Table is the part of it
@@ -470,18 +471,4 @@ func ClearTable(target *os.File) error {
 		return fmt.Errorf("%s: flush: %w", target.Name(), err)
 	}
 	return nil
-}
-
-// humanBytes formats n in binary units: "64.0 MiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -84,7 +85,7 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		}
 	} else if need := m.RequiredSize(); g.Size < need {
 		return a, fmt.Errorf("target %s holds %s but the snapshot needs %s: choose a larger disk",
-			target.Name(), restore.HumanBytes(g.Size), restore.HumanBytes(need))
+			target.Name(), units.Bytes(g.Size), units.Bytes(need))
 	}
 
 	if opts.Skip != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -139,7 +140,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	m := snap.Manifest
 	r.report.Snapshot.Location, r.report.Snapshot.ID, r.report.Snapshot.Signed = s.Machine.Snapshot, snap.ID, snap.Verified
 	r.report.Snapshot.DiskSize, r.report.Snapshot.DataBytes = m.DiskSize, m.DataBytes()
-	r.report.AddStep("snapshot", StepOK, start, fmt.Sprintf("id %.16s, %s of data", snap.ID, restore.HumanBytes(m.DataBytes())))
+	r.report.AddStep("snapshot", StepOK, start, fmt.Sprintf("id %.16s, %s of data", snap.ID, units.Bytes(m.DataBytes())))
 
 	// Target.
 	start = time.Now()
@@ -356,7 +357,7 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 		return nil, fmt.Errorf("snapshot %s: %w", loc, err)
 	}
 	r.log.Printf("snapshot: %s: %s disk, %s of data, id %.16s, %d trusted keys", loc,
-		restore.HumanBytes(snap.Manifest.DiskSize), restore.HumanBytes(snap.Manifest.DataBytes()), snap.ID, len(trust))
+		units.Bytes(snap.Manifest.DiskSize), units.Bytes(snap.Manifest.DataBytes()), snap.ID, len(trust))
 	return snap, nil
 }
 
@@ -374,7 +375,7 @@ func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
 	}
 	if disk.Size < need {
 		return Disk{}, fmt.Errorf("target %s holds %s but the snapshot needs %s; choose a larger disk",
-			describeTarget(disk), restore.HumanBytes(disk.Size), restore.HumanBytes(need))
+			describeTarget(disk), units.Bytes(disk.Size), units.Bytes(need))
 	}
 	if err := diskrestore.CheckNotMounted(disk.Path); err != nil {
 		return Disk{}, err
@@ -483,9 +484,9 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	if res.Duration > 0 {
 		r.report.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed+res.BytesSkipped) / res.Duration.Seconds()
 	}
-	detail := fmt.Sprintf("%d chunks, %s", res.Chunks, restore.HumanBytes(res.BytesWritten+res.BytesZeroed))
+	detail := fmt.Sprintf("%d chunks, %s", res.Chunks, units.Bytes(res.BytesWritten+res.BytesZeroed))
 	if r.report.Delta {
-		detail += fmt.Sprintf("; delta: %s already on the disk, not written", restore.HumanBytes(res.BytesSkipped))
+		detail += fmt.Sprintf("; delta: %s already on the disk, not written", units.Bytes(res.BytesSkipped))
 	}
 	if rs := r.report.Resume; rs != nil {
 		detail += fmt.Sprintf("; resumed from chunk %d (%d of %d chunks were on the disk)", rs.FromChunk, rs.ChunksDone, rs.Chunks)

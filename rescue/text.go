@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
-	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/internal/units"
 )
 
 // This file holds every sentence the rescue console shows a person:
@@ -67,7 +67,7 @@ const (
 func describeTarget(d Disk) string { return diskrestore.DescribeDisk(d) }
 
 func describeSnapshot(location string, diskSize, data int64, signed bool) string {
-	s := fmt.Sprintf("%s (disk %s, %s of data", location, restore.HumanBytes(diskSize), restore.HumanBytes(data))
+	s := fmt.Sprintf("%s (disk %s, %s of data", location, units.Bytes(diskSize), units.Bytes(data))
 	if signed {
 		s += ", signature verified"
 	}
@@ -103,10 +103,10 @@ func Summary(r *Report) string {
 		fmt.Fprintf(&b, "  Layout:    %s partition table written\n", strings.ToUpper(r.Layout))
 	}
 	if r.BytesWritten+r.BytesZeroed > 0 {
-		fmt.Fprintf(&b, "  Data:      %s written, %s zero\n", restore.HumanBytes(r.BytesWritten), restore.HumanBytes(r.BytesZeroed))
+		fmt.Fprintf(&b, "  Data:      %s written, %s zero\n", units.Bytes(r.BytesWritten), units.Bytes(r.BytesZeroed))
 	}
 	if r.Delta {
-		fmt.Fprintf(&b, "  Delta:     %s already on the disk, not written\n", restore.HumanBytes(r.BytesSkipped))
+		fmt.Fprintf(&b, "  Delta:     %s already on the disk, not written\n", units.Bytes(r.BytesSkipped))
 	}
 	if r.Resume != nil {
 		fmt.Fprintf(&b, "  Resumed:   from chunk %d; %d of %d chunks were on the disk (%s)\n", r.Resume.FromChunk, r.Resume.ChunksDone, r.Resume.Chunks, r.Resume.Journal)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rewind-bmr/rewind/internal/units"
 )
 
 // Progress display modes.
@@ -94,7 +96,7 @@ func FormatProgress(label string, p Progress) string {
 		tail = "done in " + formatDuration(p.Elapsed)
 	}
 	return fmt.Sprintf("%s [%s] %5.1f%%  %s / %s  %.1f MB/s  %s",
-		label, bar, pc, HumanBytes(p.Done), HumanBytes(p.Total), rate(p)/1e6, tail)
+		label, bar, pc, units.Bytes(p.Done), units.Bytes(p.Total), rate(p)/1e6, tail)
 }
 
 func percent(p Progress) float64 {

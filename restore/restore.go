@@ -275,7 +275,7 @@ func (p *pipeline) decompress(ctx context.Context, in <-chan item, out chan<- it
 				p.fail(p.snap.ChunkError(it.index, err))
 				return
 			}
-			if it.zero && !isZero(it.raw) {
+			if it.zero && !snapshot.IsZero(it.raw) {
 				p.fail(p.snap.ChunkError(it.index, errors.New("chunk is marked all-zero but its frame holds data")))
 				return
 			}
@@ -383,17 +383,3 @@ func (p *pipeline) checkpoint(done []bool) {
 		p.opts.Log("checkpoint not recorded", "error", err)
 	}
 }
-
-func isZero(b []byte) bool {
-	for len(b) >= 64 && string(b[:64]) == zero64 {
-		b = b[64:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-var zero64 = string(make([]byte, 64))

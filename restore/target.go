@@ -9,6 +9,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rewind-bmr/rewind/internal/units"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // Target is an opened restore target.
@@ -69,7 +72,7 @@ func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, err
 	if size < minSize {
 		f.Close()
 		return nil, fmt.Errorf("target %s holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
-			path, HumanBytes(size), size, HumanBytes(minSize), minSize)
+			path, units.Bytes(size), size, units.Bytes(minSize), minSize)
 	}
 	return &Target{File: f, Path: path, Size: size, Block: true}, nil
 }
@@ -114,7 +117,7 @@ func (w *writer) holds(old, want []byte, off int64) (bool, error) {
 		return false, fmt.Errorf("read target at offset %d: %w", off, err)
 	}
 	if want == nil {
-		return isZero(old), nil
+		return snapshot.IsZero(old), nil
 	}
 	return bytes.Equal(old, want), nil
 }
@@ -151,18 +154,4 @@ func (w *writer) flush() error {
 		return fmt.Errorf("flush target %s: %w", w.f.Name(), err)
 	}
 	return nil
-}
-
-// HumanBytes formats n with a binary unit: "1.5 GiB".
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

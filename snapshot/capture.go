@@ -241,7 +241,7 @@ func compressChunks(ctx context.Context, chunks []Chunk, in <-chan *captureJob, 
 	var enc Encoder
 	for j := range in {
 		if j.err == nil {
-			if j.zero || isZero(j.raw) {
+			if j.zero || IsZero(j.raw) {
 				j.zero = true
 				j.frame, j.sum, j.err = zeros.get(len(j.raw))
 			} else {
@@ -306,8 +306,8 @@ func storeChunks(m *Manifest, in <-chan *captureJob, w *segmentWriter, rawPool, 
 	return nil
 }
 
-// isZero reports whether b holds only zero bytes.
-func isZero(b []byte) bool {
+// IsZero reports whether b holds only zero bytes.
+func IsZero(b []byte) bool {
 	for len(b) >= 64 && string(b[:64]) == zero64 {
 		b = b[64:]
 	}

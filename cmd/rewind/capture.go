@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
@@ -139,7 +140,7 @@ func printCaptureSummary(cmd *cobra.Command, m *snapshot.Manifest, dir string, t
 		table = fmt.Sprintf("%s, %d partitions", m.Layout.Table, len(m.Layout.Partitions))
 	}
 	fmt.Fprintf(w, "captured %s into %s in %s\n", m.Origin.Path, dir, took.Round(time.Millisecond))
-	fmt.Fprintf(w, "  disk      %s (%d bytes), table %s\n", restore.HumanBytes(m.DiskSize), m.DiskSize, table)
-	fmt.Fprintf(w, "  data      %s in %d chunks (%d all-zero)\n", restore.HumanBytes(m.DataBytes()), len(m.Chunks), zero)
-	fmt.Fprintf(w, "  stored    %s in %d segments\n", restore.HumanBytes(m.StoredBytes()), len(m.Segments))
+	fmt.Fprintf(w, "  disk      %s (%d bytes), table %s\n", units.Bytes(m.DiskSize), m.DiskSize, table)
+	fmt.Fprintf(w, "  data      %s in %d chunks (%d all-zero)\n", units.Bytes(m.DataBytes()), len(m.Chunks), zero)
+	fmt.Fprintf(w, "  stored    %s in %d segments\n", units.Bytes(m.StoredBytes()), len(m.Segments))
 }

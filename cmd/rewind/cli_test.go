@@ -68,7 +68,7 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{[]string{"capture"}, 2, "accepts 1 arg"},
 		{[]string{"capture", "x.img"}, 2, "-o DIR"},
 		{[]string{"restore", "--bogus", "a", "b"}, 2, "unknown flag"},
-		{[]string{"capture", "--chunk-size", "4 furlongs", "x", "-o", "y"}, 2, "not a number"},
+		{[]string{"capture", "--chunk-size", "4 furlongs", "x", "-o", "y"}, 2, `unknown unit "furlongs"`},
 		{[]string{"verify", filepath.Join(dir, "nothing")}, 1, "not a Rewind snapshot"},
 		{[]string{"capture", filepath.Join(dir, "missing.img"), "-o", filepath.Join(dir, "s")}, 1, "no such file"},
 		{[]string{"restore", "--progress", "fancy", filepath.Join(dir, "nothing"), filepath.Join(dir, "t")}, 1, "not a Rewind snapshot"},

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/spf13/cobra"
 )
 
@@ -40,7 +41,7 @@ The serial, WWN and size shown are what a restore's target spec matches:
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PATH\tSIZE\tTRANSPORT\tMODEL\tSERIAL\tWWN\tNOTES")
 			for _, d := range disks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, disksSize(d.Size), disksDash(d.Transport),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, units.Bytes(d.Size), disksDash(d.Transport),
 					disksDash(d.Model), disksDash(d.Serial), disksDash(d.WWN), disksDash(diskNotes(d)))
 			}
 			return tw.Flush()
@@ -83,18 +84,4 @@ func disksDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// disksSize formats n in binary units: "64.0 MiB".
-func disksSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
 )
@@ -43,10 +43,10 @@ func newInspectCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "id         %s\n", snap.ID)
 			fmt.Fprintf(w, "format     %s version %d, signed: %v\n", m.Format, m.Version, snap.Signed)
 			fmt.Fprintf(w, "captured   %s from %s on %s\n", m.Created.Format("2006-01-02 15:04:05 MST"), m.Origin.Path, m.Origin.Hostname)
-			fmt.Fprintf(w, "disk       %s (%d bytes)\n", restore.HumanBytes(m.DiskSize), m.DiskSize)
+			fmt.Fprintf(w, "disk       %s (%d bytes)\n", units.Bytes(m.DiskSize), m.DiskSize)
 			fmt.Fprintf(w, "data       %s in %d chunks of %s (%d all-zero), stored as %s in %d segments\n",
-				restore.HumanBytes(m.DataBytes()), len(m.Chunks), restore.HumanBytes(m.ChunkSize), zero,
-				restore.HumanBytes(m.StoredBytes()), len(m.Segments))
+				units.Bytes(m.DataBytes()), len(m.Chunks), units.Bytes(m.ChunkSize), zero,
+				units.Bytes(m.StoredBytes()), len(m.Segments))
 			if l := m.Layout; l != nil {
 				id := l.DiskGUID
 				if l.Table == "mbr" {
@@ -61,7 +61,7 @@ func newInspectCmd(a *app) *cobra.Command {
 						name = p.FSLabel
 					}
 					fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\n", p.Number, p.Start, p.Size,
-						restore.HumanBytes(int64(p.Size)*int64(l.LogicalSectorSize)), p.Type, name)
+						units.Bytes(int64(p.Size)*int64(l.LogicalSectorSize)), p.Type, name)
 				}
 				tw.Flush()
 			}

@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/rewind-bmr/rewind/initramfs"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/rescue"
-	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
 )
@@ -68,7 +68,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			var minData int64
 			if dataSize != "" {
 				var err error
-				if minData, err = parseSize(dataSize); err != nil {
+				if minData, err = units.ParseSize(dataSize); err != nil {
 					return usageError{fmt.Errorf("--data-size: %w", err)}
 				}
 			}
@@ -144,7 +144,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			w := cmd.OutOrStdout()
 			if image {
 				st, _ := os.Stat(boot.Files[0])
-				fmt.Fprintf(w, "%-10s %s (%s)\n", format, boot.Files[0], restore.HumanBytes(st.Size()))
+				fmt.Fprintf(w, "%-10s %s (%s)\n", format, boot.Files[0], units.Bytes(st.Size()))
 			} else {
 				for _, f := range boot.Files[:len(boot.Files)-2] {
 					fmt.Fprintf(w, "%-10s %s\n", filepath.Ext(f)[1:], f)
@@ -152,7 +152,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			}
 			fmt.Fprintf(w, "kernel     %s (%s)\n", filepath.Base(res.Kernel), orUnknown(res.KernelRelease))
 			st, _ := os.Stat(res.Initramfs)
-			fmt.Fprintf(w, "initramfs  %s (%s; base archive %s)\n", filepath.Base(res.Initramfs), restore.HumanBytes(st.Size()), from)
+			fmt.Fprintf(w, "initramfs  %s (%s; base archive %s)\n", filepath.Base(res.Initramfs), units.Bytes(st.Size()), from)
 			if res.Modules != nil {
 				fmt.Fprintf(w, "modules    %d from %s\n", len(res.Modules.Files), res.Modules.Dir)
 				if len(res.Modules.Missing) > 0 {

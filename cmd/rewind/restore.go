@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/rescue"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -134,7 +135,7 @@ func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
 		return usageError{fmt.Errorf("restore would overwrite everything on %s and there is no terminal to confirm on: pass --yes", path)}
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Restore snapshot of %s (%s) onto %s?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
-		m.Origin.Path, restore.HumanBytes(m.DiskSize), path, path)
+		m.Origin.Path, units.Bytes(m.DiskSize), path, path)
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	if strings.TrimSpace(strings.ToLower(answer)) != "yes" {
 		return errors.New("restore cancelled: nothing was written")
@@ -154,12 +155,12 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 		fmt.Fprintf(w, "  note      %s\n", n)
 	}
 	fmt.Fprintf(w, "  written   %s in %d chunks, %s of zero chunks not written\n",
-		restore.HumanBytes(res.BytesWritten), res.Chunks-res.ZeroChunks, restore.HumanBytes(res.BytesZeroed))
+		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed))
 	if secs > 0 {
 		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)
 	}
 	if res.BytesSkipped > 0 {
-		fmt.Fprintf(w, "  delta     %s already on the target, not written\n", restore.HumanBytes(res.BytesSkipped))
+		fmt.Fprintf(w, "  delta     %s already on the target, not written\n", units.Bytes(res.BytesSkipped))
 	}
 	if res.Refetched > 0 {
 		fmt.Fprintf(w, "  re-read   %d chunks failed their first hash check and verified on the second read\n", res.Refetched)

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rewind-bmr/rewind/initramfs"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -129,7 +130,7 @@ func listUSB(cmd *cobra.Command) error {
 			}
 			mounted = "yes: " + strings.Join(points, ", ")
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", d.Number, d.Path, d.Description(), restore.HumanBytes(d.Size), mounted)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", d.Number, d.Path, d.Description(), units.Bytes(d.Size), mounted)
 	}
 	return tw.Flush()
 }
@@ -141,7 +142,7 @@ func confirmUSB(cmd *cobra.Command, dev initramfs.USBDevice, image string) error
 		return usageError{fmt.Errorf("writing would erase everything on %s and there is no terminal to confirm on: pass --force", dev.Path)}
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Write %s onto %s (%s, %s)?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
-		image, dev.Path, dev.Description(), restore.HumanBytes(dev.Size), dev.Path)
+		image, dev.Path, dev.Description(), units.Bytes(dev.Size), dev.Path)
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	if strings.TrimSpace(strings.ToLower(answer)) != "yes" {
 		return errors.New("cancelled: nothing was written")

@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ its SHA-256 against the manifest, decompresses it and checks its length; with
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "snapshot %s is intact: %d chunks, %s, checked in %s\n", argv[0], res.Chunks,
-				restore.HumanBytes(res.BytesWritten+res.BytesZeroed), res.Duration.Round(time.Millisecond))
+				units.Bytes(res.BytesWritten+res.BytesZeroed), res.Duration.Round(time.Millisecond))
 			fmt.Fprintf(w, "  id %s%s\n", snap.ID, signedNote(snap))
 			return nil
 		},

@@ -135,7 +135,6 @@ func RandomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-
 // copyTree copies regular files from src into dst until limit bytes,
 // skipping what cannot be read. The walk order is lexical, so the result is
 // the same on the same machine.
