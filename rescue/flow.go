@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"net/http"
 	"os"
@@ -564,12 +565,30 @@ func (r *Rescue) end(after, status string) {
 	for {
 		r.log.Printf("%s", afterMessage(after, pause))
 		if after == AfterShell {
-			tty := "/dev/console"
+			// A shell on every console: a serial-only server and a PC
+			// with a screen both get one. Leaving any of them reboots.
+			ttys := []string{"/dev/console"}
 			if len(r.ttys) > 0 {
-				tty = r.ttys[0].Name()
+				ttys = ttys[:0]
+				for _, t := range r.ttys {
+					ttys = append(ttys, t.Name())
+				}
 			}
-			if err := Shell(tty); err != nil {
-				r.log.Printf("shell: %v", err)
+			exited := make(chan error, len(ttys))
+			for _, tty := range ttys {
+				go func() { exited <- Shell(tty) }()
+			}
+			// The first shell a person leaves ends the wait; a console
+			// that cannot run one does not.
+			for range ttys {
+				err := <-exited
+				if err != nil {
+					r.log.Printf("shell: %v", err)
+				}
+				var notStarted *fs.PathError
+				if !errors.As(err, &notStarted) {
+					break
+				}
 			}
 			after, pause = AfterReboot, 0
 			continue
