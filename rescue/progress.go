@@ -24,7 +24,7 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 	if url == "" {
 		return show
 	}
-	var last time.Time
+	last := time.Now() // the first update after progressEvery, not at once
 	var busy atomic.Bool
 	return func(p restore.Progress) {
 		show(p)
