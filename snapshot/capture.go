@@ -89,7 +89,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	}
 	go func() { wg.Wait(); close(results) }()
 
-	w := &segmentWriter{dir: dir, limit: m.SegmentSize}
+	w := &segmentWriter{dir: dir, limit: m.SegmentSize, digits: segmentDigits(m)}
 	err := storeChunks(m, results, w, rawPool, framePool, opts.Progress, total)
 	cancel()
 	for range results { // let the workers finish before returning buffers to GC
@@ -356,20 +356,32 @@ func (z *zeroFrames) get(n int) ([]byte, [sha256.Size]byte, error) {
 type segmentWriter struct {
 	dir      string
 	limit    int64
+	digits   int // of segment names
 	f        *os.File
 	size     int64
 	segments []Segment
 }
 
-// SegmentName returns the file name of segment i.
-func SegmentName(i int) string { return fmt.Sprintf("data.%03d", i) }
+// segmentName returns the file name of segment i: data.000, data.001, ...
+// with at least width digits, so that names sort in segment order and
+// "cat data.*" concatenates them in order however many there are.
+func segmentName(i, width int) string { return fmt.Sprintf("data.%0*d", width, i) }
+
+// segmentDigits is the name width for the most segments m's chunks can
+// need (each segment holds at least SegmentSize/FrameBound(ChunkSize)
+// frames): 3 digits up to 1000 segments, more beyond.
+func segmentDigits(m *Manifest) int {
+	perSegment := max(1, m.SegmentSize/int64(FrameBound(int(m.ChunkSize))))
+	most := (int64(len(m.Chunks)) + perSegment - 1) / perSegment
+	return max(3, len(fmt.Sprint(most-1)))
+}
 
 func (w *segmentWriter) write(frame []byte) (seg int, off int64, err error) {
 	if w.f == nil || w.size+int64(len(frame)) > w.limit {
 		if err := w.finish(); err != nil {
 			return 0, 0, err
 		}
-		name := SegmentName(len(w.segments))
+		name := segmentName(len(w.segments), w.digits)
 		w.f, err = os.OpenFile(filepath.Join(w.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
 			return 0, 0, fmt.Errorf("create segment: %w", err)

@@ -42,3 +42,26 @@ func TestHoleFinder(t *testing.T) {
 		t.Error("hole finder for a non-file source")
 	}
 }
+
+func TestSegmentNamesSortInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		chunks      int
+		segmentSize int64
+		want        int
+	}{
+		{10, DefaultSegmentSize, 3},
+		{999, int64(FrameBound(MinChunkSize)), 3},
+		{5000, int64(FrameBound(MinChunkSize)), 4},
+	} {
+		m := &Manifest{ChunkSize: MinChunkSize, SegmentSize: tc.segmentSize}
+		for range tc.chunks {
+			m.Chunks = append(m.Chunks, Chunk{Length: MinChunkSize})
+		}
+		if got := segmentDigits(m); got != tc.want {
+			t.Errorf("%d chunks in segments of %d: %d digits, want %d", tc.chunks, tc.segmentSize, got, tc.want)
+		}
+	}
+	if a, b := segmentName(999, 4), segmentName(1000, 4); a >= b {
+		t.Errorf("%s sorts after %s", a, b)
+	}
+}

@@ -189,7 +189,10 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	ext := 0
-	var covered int64
+	var next int64
+	if len(m.Extents) > 0 {
+		next = m.Extents[0].Offset
+	}
 	for i, c := range m.Chunks {
 		if c.Length <= 0 || c.Length > m.ChunkSize {
 			return fmt.Errorf("chunk %d has length %d (chunk size %d)", i, c.Length, m.ChunkSize)
@@ -210,20 +213,21 @@ func (m *Manifest) Validate() error {
 		if _, err := hex.DecodeString(c.SHA256); err != nil {
 			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
 		}
-		for ext < len(m.Extents) && c.Offset >= m.Extents[ext].Offset+m.Extents[ext].Length {
+		// Chunks tile the extents: each starts where the previous one
+		// ended, or at the start of the next extent.
+		if ext < len(m.Extents) && next == m.Extents[ext].Offset+m.Extents[ext].Length {
 			ext++
+			if ext < len(m.Extents) {
+				next = m.Extents[ext].Offset
+			}
 		}
-		if ext == len(m.Extents) || c.Offset < m.Extents[ext].Offset || c.Offset+c.Length > m.Extents[ext].Offset+m.Extents[ext].Length {
-			return fmt.Errorf("chunk %d (offset %d, length %d) is not inside an extent, or chunks are out of order", i, c.Offset, c.Length)
+		if ext == len(m.Extents) || c.Offset != next || c.Offset+c.Length > m.Extents[ext].Offset+m.Extents[ext].Length {
+			return fmt.Errorf("chunk %d (offset %d, length %d) does not continue the chunks before it at offset %d inside an extent: the index has a gap, an overlap or a stray chunk", i, c.Offset, c.Length, next)
 		}
-		covered += c.Length
+		next += c.Length
 	}
-	var want int64
-	for _, e := range m.Extents {
-		want += e.Length
-	}
-	if covered != want {
-		return fmt.Errorf("chunks cover %d bytes but the extents hold %d", covered, want)
+	if len(m.Extents) > 0 && (ext < len(m.Extents)-1 || next != m.Extents[len(m.Extents)-1].Offset+m.Extents[len(m.Extents)-1].Length) {
+		return fmt.Errorf("the chunks end at offset %d and leave extents uncovered", next)
 	}
 	return nil
 }

@@ -29,13 +29,19 @@ func TestParseManifest(t *testing.T) {
 		{"newer version", `"version": 1`, `"version": 2`, "version 2"},
 		{"zstd", `"lz4-frame"`, `"zstd"`, "compression"},
 		{"chunk outside segment", `"frame_offset": 1000, "frame_length": 1000`, `"frame_offset": 1500, "frame_length": 1000`, "outside segment"},
-		{"chunk past its extent", `"length": 2097152}]`, `"length": 1048577}]`, "not inside an extent"},
+		{"chunk past its extent", `"length": 2097152}]`, `"length": 1048577}]`, "does not continue"},
+		{"overlapping chunks", `{"offset": 1048576, "length": 1048576, "segment": 0, "frame_offset": 1000`, `{"offset": 0, "length": 1048576, "segment": 0, "frame_offset": 1000`, "an overlap"},
 		{"extent past the disk", `"disk_size": 2097152`, `"disk_size": 1048576`, "outside the disk"},
 		{"bad hash", `"1111111111111111111111111111111111111111111111111111111111111111"`, `"11"`, "malformed sha256"},
 		{"segment path escape", `"name": "data.000"`, `"name": "../etc/passwd"`, "invalid name"},
 		{"unknown segment", `"segment": 0, "frame_offset": 1000`, `"segment": 3, "frame_offset": 1000`, "names segment 3"},
 		{"tiny chunk size", `"chunk_size": 1048576`, `"chunk_size": 512`, "chunk_size"},
 		{"not json", `{`, `[`, "not valid JSON"},
+	}
+	uncovered := strings.Replace(strings.Replace(validManifest, `"disk_size": 2097152`, `"disk_size": 4194304`, 1),
+		`"length": 2097152}]`, `"length": 2097152}, {"kind": "boot-area", "offset": 3000000, "length": 10}]`, 1)
+	if _, err := ParseManifest([]byte(uncovered)); err == nil || !strings.Contains(err.Error(), "uncovered") {
+		t.Errorf("extent without chunks: got %v, want an error saying extents are uncovered", err)
 	}
 	for _, tt := range tests {
 		bad := strings.Replace(validManifest, tt.from, tt.to, 1)
