@@ -718,3 +718,61 @@ func TestSparseImageRoundTrip(t *testing.T) {
 		t.Fatalf("restored sha256 %s, source %s", got, want)
 	}
 }
+
+// stallingHandler sends part of the first few ranged responses and then
+// neither sends more nor closes: a stalled proxy or half-dead server.
+type stallingHandler struct {
+	next   http.Handler
+	stalls atomic.Int32
+	max    int32
+	done   chan struct{}
+}
+
+func (h *stallingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Range") != "" && strings.Contains(r.URL.Path, "data.") && h.stalls.Add(1) <= h.max {
+		rec := httptest.NewRecorder()
+		h.next.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
+		w.(http.Flusher).Flush()
+		<-h.done // hang until the test ends
+		return
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+func TestHTTPRestoreRetriesAStalledConnection(t *testing.T) {
+	src := sampleDisk(t)
+	fi, _ := os.Stat(src)
+	dir, _ := capture(t, src, snapshot.CaptureOptions{ChunkSize: mib})
+	h := &stallingHandler{next: snapshot.NewHandler(dir, nil), max: 2, done: make(chan struct{})}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer close(h.done)
+
+	hs := snapshot.NewHTTPSource(srv.URL, nil, time.Minute, nil)
+	hs.SetStallTimeout(300 * time.Millisecond)
+	snap, err := snapshot.OpenSource(context.Background(), hs, snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	target := filepath.Join(t.TempDir(), "t.img")
+	tg, err := restore.OpenTarget(target, snap.Manifest.RequiredSize(), snap.Manifest.DiskSize, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.File.Close()
+	if _, err := restore.Run(context.Background(), snap, tg.File, restore.Options{FreshTarget: true}); err != nil {
+		t.Fatalf("restore through stalled connections: %v", err)
+	}
+	if h.stalls.Load() < h.max {
+		t.Fatalf("only %d responses stalled", h.stalls.Load())
+	}
+	if got, want := fileSHA(t, target, fi.Size()), fileSHA(t, src, fi.Size()); got != want {
+		t.Fatalf("restored sha256 %s, source %s", got, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // OpenOptions controls Open.
@@ -21,8 +22,10 @@ type OpenOptions struct {
 	Trust []ed25519.PublicKey
 	// HTTPClient is used for http(s) locations; nil means a default client.
 	HTTPClient *http.Client
-	// Retries bounds the attempts of one HTTP range read; 0 means 8.
-	Retries int
+	// RetryFor is how long an HTTP read keeps retrying after failures
+	// (dropped connections, a server restarting, a switch rebooting)
+	// before it gives up; 0 means DefaultRetryFor.
+	RetryFor time.Duration
 	// Log receives retry notices from HTTP sources; may be nil.
 	Log func(msg string, args ...any)
 }
@@ -45,7 +48,7 @@ type Snapshot struct {
 func Open(ctx context.Context, location string, opts OpenOptions) (*Snapshot, error) {
 	var src Source
 	if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
-		src = NewHTTPSource(location, opts.HTTPClient, opts.Retries, opts.Log)
+		src = NewHTTPSource(location, opts.HTTPClient, opts.RetryFor, opts.Log)
 	} else {
 		if filepath.Base(location) == ManifestName {
 			location = filepath.Dir(location)

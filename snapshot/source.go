@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -100,29 +101,43 @@ func (d *DirSource) Close() error {
 }
 
 // HTTPSource reads a snapshot from an HTTP(S) server with Range requests.
-// A read that fails or is cut off is retried with backoff from the first
-// byte not yet received.
+// A read that fails, is cut off or stalls is retried with backoff from the
+// first byte not yet received, for as long as RetryFor allows.
 type HTTPSource struct {
-	base    *url.URL
-	raw     string
-	client  *http.Client
-	retries int
-	log     func(msg string, args ...any)
+	base     *url.URL
+	raw      string
+	client   *http.Client
+	retryFor time.Duration
+	stall    time.Duration
+	log      func(msg string, args ...any)
 }
 
+// Timeouts of HTTP sources.
+const (
+	// DefaultRetryFor is how long a failing read keeps retrying: long
+	// enough to ride out a server restart or a switch reboot.
+	DefaultRetryFor = 10 * time.Minute
+	// StallTimeout ends a response that delivers no byte for this long,
+	// so that a stalled connection becomes a retry instead of a hang.
+	StallTimeout = 60 * time.Second
+)
+
 // NewHTTPSource returns a Source for the snapshot at base, a URL of its
-// directory. retries bounds the attempts of one read (0 means 8).
-func NewHTTPSource(base string, client *http.Client, retries int, log func(string, ...any)) *HTTPSource {
+// directory. retryFor bounds how long one read retries (0: DefaultRetryFor).
+func NewHTTPSource(base string, client *http.Client, retryFor time.Duration, log func(string, ...any)) *HTTPSource {
 	if client == nil {
 		client = &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			MaxIdleConnsPerHost: 32,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   15 * time.Second,
+			ResponseHeaderTimeout: StallTimeout,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			DisableCompression:    true,
 		}}
 	}
-	if retries <= 0 {
-		retries = 8
+	if retryFor <= 0 {
+		retryFor = DefaultRetryFor
 	}
 	if log == nil {
 		log = func(string, ...any) {}
@@ -131,7 +146,7 @@ func NewHTTPSource(base string, client *http.Client, retries int, log func(strin
 	if err != nil {
 		u = &url.URL{Scheme: "invalid", Opaque: base}
 	}
-	return &HTTPSource{base: u, raw: base, client: client, retries: retries, log: log}
+	return &HTTPSource{base: u, raw: base, client: client, retryFor: retryFor, stall: StallTimeout, log: log}
 }
 
 func (h *HTTPSource) String() string { return h.raw }
@@ -205,7 +220,13 @@ func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
 	got := 0
 	return h.retry(ctx, fmt.Sprintf("GET %s bytes %d-%d", name, off, off+int64(len(p))-1), func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url(name), nil)
+		// A watchdog cancels the request when no byte arrives for
+		// StallTimeout; the retry then asks for the rest.
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		watchdog := time.AfterFunc(h.stall, cancel)
+		defer watchdog.Stop()
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, h.url(name), nil)
 		if err != nil {
 			return false, err
 		}
@@ -231,9 +252,12 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 		if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, "bytes "+strconv.FormatInt(start, 10)+"-") {
 			return false, fmt.Errorf("server answered Content-Range %q for bytes %d-%d of %s", cr, start, end, name)
 		}
-		n, err := io.ReadFull(resp.Body, p[got:])
+		n, err := io.ReadFull(&stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, p[got:])
 		got += n
 		if err != nil {
+			if ctx.Err() == nil && rctx.Err() != nil {
+				err = fmt.Errorf("no data for %s", h.stall)
+			}
 			return true, fmt.Errorf("connection dropped after %d of %d bytes: %w", got, len(p), err)
 		}
 		return false, nil
@@ -241,18 +265,24 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 }
 
 // retry runs attempt until it succeeds, fails for good (retry false), the
-// context ends, or the attempts run out; waits double from 250 ms to 8 s.
+// context ends, or h.retryFor has passed since the first failure; waits
+// double from 250 ms to 15 s.
 func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (retry bool, err error)) error {
 	wait := 250 * time.Millisecond
 	var err error
+	var failing time.Time
 	for i := 1; ; i++ {
 		var again bool
 		again, err = attempt()
 		if err == nil || !again || ctx.Err() != nil {
 			break
 		}
-		if i == h.retries {
-			return fmt.Errorf("%s from %s: gave up after %d attempts: %w", what, h.raw, i, err)
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		if time.Since(failing) >= h.retryFor {
+			return fmt.Errorf("%s from %s: gave up after %d attempts in %s: %w; check that the server is up and reachable, then run the restore again (a rescue boot resumes from its journal)",
+				what, h.raw, i, time.Since(failing).Round(time.Second), err)
 		}
 		h.log("retrying", "request", what, "attempt", i, "wait", wait, "err", err)
 		select {
@@ -260,7 +290,7 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		wait = min(2*wait, 8*time.Second)
+		wait = min(2*wait, 15*time.Second)
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		if ctx.Err() != nil {
@@ -270,6 +300,25 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 	}
 	return err
 }
+
+// stallReader re-arms the watchdog whenever bytes arrive.
+type stallReader struct {
+	r        io.Reader
+	watchdog *time.Timer
+	after    time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.watchdog.Reset(s.after)
+	}
+	return n, err
+}
+
+// SetStallTimeout changes how long a response may deliver nothing before
+// it is retried (StallTimeout by default).
+func (h *HTTPSource) SetStallTimeout(d time.Duration) { h.stall = d }
 
 // Close implements Source.
 func (h *HTTPSource) Close() error {
