@@ -450,6 +450,16 @@ func FitExtents(target *snapshot.Layout, extents []snapshot.Extent) ([]snapshot.
 	return keep, notes, nil
 }
 
+// ClearedSpans returns the byte ranges ClearTable zeroes on a disk of size
+// bytes with ss-byte sectors: [0, head) — the MBR, the primary GPT and the
+// gap where stale headers of either sector size lie — and [tail, size),
+// the backup GPT.
+func ClearedSpans(size, ss int64) (head, tail int64) {
+	head = min(34*ss, size)
+	tail = max(size-33*ss, head)
+	return head, tail
+}
+
 // ClearTable destroys the partition table on target (both GPT headers and the
 // MBR's table) so that a half-restored disk cannot boot. It zeroes the first
 // 34 and the last 33 logical sectors (512 bytes for an image file, which
@@ -459,9 +469,7 @@ func ClearTable(target *os.File) error {
 	if err != nil {
 		return err
 	}
-	ss := int64(max(g.LogicalSectorSize, 512))
-	head := min(34*ss, g.Size)
-	tail := max(g.Size-33*ss, head)
+	head, tail := ClearedSpans(g.Size, int64(max(g.LogicalSectorSize, 512)))
 	for _, s := range []span{{0, head}, {tail, g.Size}} {
 		if _, err := target.WriteAt(make([]byte, s.End-s.Off), s.Off); err != nil {
 			return fmt.Errorf("%s: clear partition table at byte %d: %w", target.Name(), s.Off, err)

@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -21,9 +22,10 @@ type ApplyOptions struct {
 	Progress    func(restore.Progress)
 	Log         func(msg string, args ...any) // notes and retries; may be nil
 	// Resume continues an interrupted restore: Skip names the chunks a
-	// journal says are on the target already, and the partition table,
-	// written by the interrupted run, is checked but not written again.
-	// A failure still clears it.
+	// journal says are on the target already. The partition table is
+	// written again (the interrupted run may have cleared it on its way
+	// out), and the chunks on the sectors that clearing and rewriting a
+	// table touch are restored again whatever Skip says.
 	Resume bool
 	Skip   func(index int) bool
 	// Checkpoint and CheckpointInterval are passed to restore.Options: the
@@ -44,9 +46,11 @@ type Applied struct {
 
 // Apply restores snap onto target, the one sequence the host CLI and the
 // rescue environment share: check that the layout fits the target (before
-// anything is written), write the partition table, stream the extents
-// that fit, flush, and tell the kernel. A failure after the table was
-// written clears the table again, so a half-restored disk cannot boot.
+// anything is written), write the partition table (which tells the
+// kernel), then stream the extents that fit; restore.Run flushes. A
+// failure after something was written clears the table again, so a
+// half-restored disk cannot boot; a resume journal stays valid, because a
+// resumed run writes the table and those sectors again.
 func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts ApplyOptions) (*Applied, error) {
 	logf := func(format string, args ...any) {
 		if opts.Log != nil {
@@ -59,7 +63,7 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		return nil, err
 	}
 	a := &Applied{Table: "none"}
-	var skip func(int) bool
+	var exclude func(int) bool
 	if l := m.Layout; l != nil && l.Table != "none" {
 		a.Table, a.Partitions = l.Table, len(l.Partitions)
 		wo := diskrestore.WriteOptions{GrowLast: opts.GrowLast}
@@ -72,14 +76,12 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 			return a, fmt.Errorf("%s: %w", target.Name(), err)
 		}
 		a.Notes = append(notes, dropped...)
-		skip = skipOutside(m, keep)
+		exclude = skipOutside(m, keep)
 		wo.Logf = func(string, ...any) {} // the notes are in a.Notes already
-		if !opts.Resume {
-			if err := diskrestore.WriteLayout(target, l, wo); err != nil {
-				return a, fmt.Errorf("write the %s partition table: %w", l.Table, err)
-			}
-			a.LayoutWritten = true
+		if err := diskrestore.WriteLayout(target, l, wo); err != nil {
+			return a, fmt.Errorf("write the %s partition table: %w", l.Table, err)
 		}
+		a.LayoutWritten = true
 		for _, n := range a.Notes {
 			logf("layout: %s", n)
 		}
@@ -88,16 +90,20 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 			target.Name(), units.Bytes(g.Size), units.Bytes(need))
 	}
 
-	if opts.Skip != nil {
-		outside := skip
-		skip = func(i int) bool { return opts.Skip(i) || outside != nil && outside(i) }
+	skip := opts.Skip
+	if opts.Resume && skip != nil {
+		redo := tableAreaChunks(m, g.Size, sectorSize(m, g))
+		skip = func(i int) bool { return opts.Skip(i) && !redo[i] }
 	}
 	a.Restore, err = restore.Run(ctx, snap, target, restore.Options{
-		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Delta: opts.Delta, Progress: opts.Progress, Log: opts.Log, Skip: skip,
+		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Delta: opts.Delta, Progress: opts.Progress, Log: opts.Log,
+		Skip: skip, Exclude: exclude,
 		Checkpoint: opts.Checkpoint, CheckpointInterval: opts.CheckpointInterval,
 	})
 	if err != nil {
-		if g.BlockDevice || a.LayoutWritten || opts.Resume {
+		wrote := a.LayoutWritten || opts.Resume || errors.Is(err, restore.ErrWrite) ||
+			a.Restore != nil && a.Restore.BytesWritten+a.Restore.BytesZeroed > 0
+		if wrote && (g.BlockDevice || a.LayoutWritten) {
 			if cerr := diskrestore.ClearTable(target); cerr != nil {
 				err = fmt.Errorf("%w; clearing the partition table of %s also failed (%v): do not boot from this disk", err, target.Name(), cerr)
 			} else {
@@ -109,6 +115,32 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		return a, err
 	}
 	return a, nil
+}
+
+// sectorSize is the logical sector size that table areas are counted in.
+func sectorSize(m *snapshot.Manifest, g diskrestore.Geometry) int64 {
+	switch {
+	case g.LogicalSectorSize > 0:
+		return int64(g.LogicalSectorSize)
+	case m.Layout != nil && m.Layout.LogicalSectorSize > 0:
+		return int64(m.Layout.LogicalSectorSize)
+	}
+	return 512
+}
+
+// tableAreaChunks marks the chunks that touch the sectors ClearTable zeroes
+// (the first 34 and the last 33 logical sectors), which also hold every
+// stale header WriteLayout zeroes: a resumed restore writes them again.
+func tableAreaChunks(m *snapshot.Manifest, size, ss int64) map[int]bool {
+	head, tail := diskrestore.ClearedSpans(size, ss)
+	redo := make(map[int]bool)
+	for i, c := range m.Chunks {
+		end := c.Offset + c.Length
+		if c.Offset < head || end > tail {
+			redo[i] = true
+		}
+	}
+	return redo
 }
 
 // skipOutside returns a Skip function for the chunks that lie in none of

@@ -458,10 +458,12 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	switch {
 	case table == "none":
 		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
-	case opts.Resume:
-		r.report.AddStep("layout", StepSkipped, start, fmt.Sprintf("%s table kept: written by the interrupted restore", table))
 	case a.LayoutWritten:
-		r.report.AddStep("layout", StepOK, start, fmt.Sprintf("%s, %d partitions", table, a.Partitions))
+		detail := fmt.Sprintf("%s, %d partitions", table, a.Partitions)
+		if opts.Resume {
+			detail += "; written again for the resumed restore"
+		}
+		r.report.AddStep("layout", StepOK, start, detail)
 		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, a.Partitions, disk.Path)
 	default:
 		r.report.AddStep("layout", StepFailed, start, err.Error())
@@ -472,9 +474,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	}
 	if err != nil {
 		r.report.AddStep("restore", StepFailed, start, err.Error())
-		if a.TableCleared && jr != nil {
-			jr.remove() // the table is gone: the next boot starts over
-		}
+		// The journal stays: a resumed restore writes the table again.
 		if a.TableCleared {
 			r.log.Printf("the partition table of %s was cleared so that the half-restored disk cannot boot", disk.Path)
 		}
@@ -499,28 +499,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	if jr != nil {
 		jr.remove()
 	}
-	if table != "none" {
-		if err := diskrestore.RereadPartitions(f, partitionRanges(m.Layout)); err != nil {
-			r.log.Printf("layout: %v", err)
-		}
-	}
 	return StatusSuccess, nil
-}
-
-// partitionRanges lists the layout's partitions for the kernel (BLKPG).
-func partitionRanges(l *snapshot.Layout) []diskrestore.PartitionRange {
-	var out []diskrestore.PartitionRange
-	ss := int64(l.LogicalSectorSize)
-	if ss == 0 {
-		ss = 512
-	}
-	for _, p := range l.Partitions {
-		if p.Extended {
-			continue
-		}
-		out = append(out, diskrestore.PartitionRange{Number: p.Number, Start: int64(p.Start) * ss, Length: int64(p.Size) * ss})
-	}
-	return out
 }
 
 // finish completes the report and delivers it everywhere it goes.

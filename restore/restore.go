@@ -29,8 +29,12 @@ type Options struct {
 	// FreshTarget says the target is a newly created sparse file: zero
 	// chunks are left as holes instead of being written.
 	FreshTarget bool
-	// Skip lists chunks already on the target (a resumed restore).
+	// Skip lists chunks already on the target (a resumed restore): they
+	// count as done for Checkpoint.
 	Skip func(index int) bool
+	// Exclude lists chunks not to restore at all (extents that do not fit
+	// a smaller target): they are neither written nor counted as done.
+	Exclude func(index int) bool
 	// Delta reads each chunk's range on the target first and writes only
 	// the chunks whose bytes differ (Result.BytesSkipped counts the rest).
 	Delta bool
@@ -44,6 +48,10 @@ type Options struct {
 	Checkpoint         func(done []bool) error
 	CheckpointInterval time.Duration
 }
+
+// ErrWrite is wrapped by errors writing to the target (as opposed to
+// reading the snapshot): after one, the target holds a partial restore.
+var ErrWrite = errors.New("write to the target failed")
 
 // Progress is the state of a running restore or verify.
 type Progress struct {
@@ -146,15 +154,17 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	stage(max(2, opts.Jobs), func() { p.write(ctx, decoded, written) }, func() { close(written) })
 	res := p.account(ctx, written, start)
 
+	// On failure the partial counts come back with the error: they say
+	// whether anything reached the target.
 	if err := p.err(); err != nil {
-		return nil, err
+		return res, err
 	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, err
+		return res, err
 	}
 	if w != nil {
 		if err := w.flush(); err != nil {
-			return nil, err
+			return res, err
 		}
 	}
 	res.Refetched = p.refetch
@@ -193,18 +203,23 @@ func (p *pipeline) err() error {
 func (p *pipeline) total() int64 {
 	var n int64
 	for i, c := range p.m.Chunks {
-		if p.opts.Skip == nil || !p.opts.Skip(i) {
+		if !p.skipped(i) {
 			n += c.Length
 		}
 	}
 	return n
 }
 
+// skipped reports whether chunk i is left out of this run.
+func (p *pipeline) skipped(i int) bool {
+	return p.opts.Skip != nil && p.opts.Skip(i) || p.opts.Exclude != nil && p.opts.Exclude(i)
+}
+
 // feed lists the chunks to restore in disk order.
 func (p *pipeline) feed(ctx context.Context, todo chan<- int) {
 	defer close(todo)
 	for i := range p.m.Chunks {
-		if p.opts.Skip != nil && p.opts.Skip(i) {
+		if p.skipped(i) {
 			continue
 		}
 		select {
@@ -307,7 +322,7 @@ func (p *pipeline) write(ctx context.Context, in <-chan item, out chan<- item) {
 				err = p.w.writeAt(it.raw, c.Offset)
 			}
 			if err != nil {
-				p.fail(fmt.Errorf("write chunk %d at disk offset %d: %w", it.index, c.Offset, err))
+				p.fail(fmt.Errorf("%w: chunk %d at disk offset %d: %w", ErrWrite, it.index, c.Offset, err))
 				return
 			}
 		}

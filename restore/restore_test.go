@@ -776,3 +776,38 @@ func TestHTTPRestoreRetriesAStalledConnection(t *testing.T) {
 		t.Fatalf("restored sha256 %s, source %s", got, want)
 	}
 }
+
+// Excluded chunks (extents that do not fit a smaller disk) are neither
+// written nor ever reported done to a journal; skipped ones (a resume) are.
+func TestExcludedChunksAreNotDone(t *testing.T) {
+	src := sampleDisk(t)
+	dir, m := capture(t, src, snapshot.CaptureOptions{ChunkSize: mib})
+	snap, err := snapshot.Open(context.Background(), dir, snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	tg, err := restore.OpenTarget(filepath.Join(t.TempDir(), "t.img"), 0, m.DiskSize, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.File.Close()
+	last := len(m.Chunks) - 1
+	var final []bool
+	res, err := restore.Run(context.Background(), snap, tg.File, restore.Options{
+		FreshTarget:        true,
+		Skip:               func(i int) bool { return i == 0 },
+		Exclude:            func(i int) bool { return i == last },
+		Checkpoint:         func(done []bool) error { final = done; return nil },
+		CheckpointInterval: time.Nanosecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chunks != len(m.Chunks)-2 {
+		t.Errorf("restored %d chunks, want %d (all but the skipped and the excluded)", res.Chunks, len(m.Chunks)-2)
+	}
+	if final == nil || !final[0] || final[last] {
+		t.Errorf("last checkpoint: skipped chunk done=%v, excluded chunk done=%v; want true and false", final != nil && final[0], final != nil && final[last])
+	}
+}
