@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,6 +141,11 @@ func WriteImage(ctx context.Context, opts WriteOptions) error {
 		return fmt.Errorf("opening %s for writing: %w", path, err)
 	}
 	defer dev.Close()
+	// The device may have changed since the listing (a stick swapped while
+	// the prompt waited): it must still be the one that was checked.
+	if g, err := diskrestore.GeometryOf(dev); err != nil || g.Size != opts.Device.Size {
+		return fmt.Errorf("%s is no longer the %s device that was listed (size now %d bytes, was %d): list the devices again", path, units.Bytes(opts.Device.Size), g.Size, opts.Device.Size)
+	}
 	report := func(p WriteProgress) {
 		if opts.Progress != nil {
 			opts.Progress(p)
@@ -165,13 +171,23 @@ func WriteImage(ctx context.Context, opts WriteOptions) error {
 		done += int64(n)
 		report(WriteProgress{Stage: "write", Done: done, Total: size, Elapsed: time.Since(start)})
 	}
+	// A GPT the stick had before keeps its backup header at the end, where
+	// firmware and tools would find a table that contradicts the image.
+	if tail := opts.Device.Size - size; tail > 0 {
+		n := min(tail, 1<<20)
+		if _, err := dev.WriteAt(make([]byte, n), opts.Device.Size-n); err != nil {
+			return fmt.Errorf("clearing the old backup partition table at the end of %s: %w", path, err)
+		}
+	}
 	if err := dev.Sync(); err != nil {
 		return fmt.Errorf("flushing %s: %w", path, err)
 	}
 	report(WriteProgress{Stage: "write", Done: done, Total: size, Elapsed: time.Since(start), Final: true})
 
 	// Read back what the device holds, not what the page cache kept.
-	dropCache(dev)
+	if err := dropCache(dev); err != nil {
+		return fmt.Errorf("%s: cannot drop its cached pages to read the image back (%v): the write is flushed but unverified", path, err)
+	}
 	start = time.Now()
 	got := sha256.New()
 	for off := int64(0); off < size; {
@@ -197,8 +213,10 @@ func WriteImage(ctx context.Context, opts WriteOptions) error {
 
 // dropCache flushes the device's buffers and drops its cached pages, so
 // that a read goes to the device.
-func dropCache(f *os.File) {
+func dropCache(f *os.File) error {
 	fd := int(f.Fd())
-	unix.IoctlSetInt(fd, unix.BLKFLSBUF, 0)
-	unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+	if err := unix.IoctlSetInt(fd, unix.BLKFLSBUF, 0); err != nil {
+		return err
+	}
+	return unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
 }
