@@ -131,7 +131,11 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	p := &pipeline{snap: snap, m: m, w: w, opts: opts, cancel: cancel}
-	slots := 2*opts.Jobs + 4
+	perSlot := int64(snapshot.FrameBound(int(m.ChunkSize))) + m.ChunkSize
+	if opts.Delta {
+		perSlot += m.ChunkSize
+	}
+	slots := snapshot.BufferSlots(opts.Jobs, perSlot)
 	p.pool = make(chan *buffers, slots)
 	for range slots {
 		b := &buffers{

@@ -71,7 +71,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	inflight := 2*opts.Jobs + 2
+	inflight := BufferSlots(opts.Jobs, m.ChunkSize+int64(FrameBound(int(m.ChunkSize))))
 	rawPool := make(chan []byte, inflight)
 	framePool := make(chan []byte, inflight)
 	for range inflight {
