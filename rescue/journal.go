@@ -297,6 +297,10 @@ func LoadJournal(path string) (*Journal, error) {
 	return &j, nil
 }
 
+// errJournalSource marks a VerifyJournal failure to read the snapshot, as
+// opposed to a difference on the target: the journal is not to blame.
+var errJournalSource = errors.New("the snapshot could not be read to check the journal")
+
 // VerifyJournal reads back the last n chunks the journal says are on the
 // target (the highest-numbered: the last written) and compares them with
 // the snapshot's verified, decompressed chunks. It returns how many it
@@ -323,10 +327,10 @@ func VerifyJournal(ctx context.Context, snap *snapshot.Snapshot, target io.Reade
 			if err == nil {
 				err = snap.CheckFrame(i, f)
 			}
-			if err == nil {
-				err = snapshot.DecodeFrame(w, f)
-			}
 			if err != nil {
+				return 0, fmt.Errorf("%w: %w", errJournalSource, err)
+			}
+			if err := snapshot.DecodeFrame(w, f); err != nil {
 				return 0, snap.ChunkError(i, err)
 			}
 		}
@@ -417,6 +421,11 @@ func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk 
 		}
 	}
 	verified, err := VerifyJournal(ctx, snap, target, old, journalVerify)
+	if errors.Is(err, errJournalSource) {
+		// Keep the journal for a later boot; this run goes without one.
+		r.log.Printf("journal: %s kept, not used: %v", rel, err)
+		return nil
+	}
 	if err != nil {
 		return startOver(err.Error())
 	}

@@ -43,7 +43,7 @@ func NewProgressPrinter(w io.Writer, mode string, isTerminal bool, label string)
 	every := map[string]time.Duration{ProgressLive: 200 * time.Millisecond, ProgressPlain: 5 * time.Second, ProgressJSON: time.Second, ProgressNone: 0}
 	d, ok := every[mode]
 	if !ok {
-		return nil, fmt.Errorf("unknown progress mode %q: use auto, plain, json or none", mode)
+		return nil, fmt.Errorf("unknown progress mode %q: use auto, live, plain, json or none", mode)
 	}
 	return &ProgressPrinter{w: w, mode: mode, label: label, every: d}, nil
 }

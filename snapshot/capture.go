@@ -69,6 +69,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	m.Chunks = cutChunks(m.Extents, m.ChunkSize)
 	total := m.DataBytes()
 
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	inflight := BufferSlots(opts.Jobs, m.ChunkSize+int64(FrameBound(int(m.ChunkSize))))
@@ -97,8 +98,11 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	if cerr := w.close(); err == nil {
 		err = cerr
 	}
+	if parent.Err() != nil && err != nil {
+		err = fmt.Errorf("interrupted: %w", parent.Err())
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; %s has no manifest.json and is not a snapshot: delete it and capture again", err, dir)
 	}
 	m.Segments = w.segments
 	data, err := m.Marshal()

@@ -95,7 +95,7 @@ a mounted file system that changes while it is read is captured inconsistent.`,
 	cmd.Flags().IntVar(&sectorSize, "sector-size", 0, "logical sector size of an image file (default 512; devices report their own)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "compression workers (default: one per CPU)")
 	cmd.Flags().StringVar(&signKey, "sign", "", "sign the manifest with this private key (see 'rewind key generate')")
-	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd
 }
 

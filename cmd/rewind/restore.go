@@ -101,7 +101,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "decompress workers (default: one per CPU)")
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before overwriting TARGET")
-	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	cmd.Flags().BoolVar(&delta, "delta", false, "read TARGET first and write only the chunks that differ (re-imaging a disk that holds most of the snapshot)")
 	cmd.Flags().BoolVar(&growLast, "grow-last", false, "on a larger disk, extend the last partition to the end (its file system is not grown)")
 	return cmd
@@ -154,7 +154,7 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 	for _, n := range applied.Notes {
 		fmt.Fprintf(w, "  note      %s\n", n)
 	}
-	fmt.Fprintf(w, "  written   %s in %d chunks, %s of zero chunks not written\n",
+	fmt.Fprintf(w, "  written   %s in %d chunks, plus %s of zero chunks (holes in an image file, zeroed on a disk)\n",
 		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed))
 	if secs > 0 {
 		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)

@@ -52,6 +52,6 @@ its SHA-256 against the manifest, decompresses it and checks its length; with
 	}
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "decompress workers (default: one per CPU)")
-	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, plain, json or none")
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd
 }
