@@ -1,8 +1,10 @@
 package diskrestore
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -466,5 +468,36 @@ func TestDirtyTarget(t *testing.T) {
 				t.Errorf("sgdisk -p %s still finds the old GPT beside the new MBR:\n%s", dst, out)
 			}
 		})
+	}
+}
+
+// ProbeFS against file systems made by the real tools.
+func TestProbeFS(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		mkfs  []string
+		want  FS
+		mount string
+	}{
+		{"vfat", []string{"mkfs.vfat", "-F", "32", "-n", "REWIND", "-i", "1234ABCD"}, FS{Type: "vfat", Label: "REWIND", UUID: "1234-ABCD"}, "vfat"},
+		{"ext4", []string{"mkfs.ext4", "-q", "-L", "root", "-U", "6f0b1d4e-2b1c-4f7a-9d6e-0a1b2c3d4e5f"}, FS{Type: "ext4", Label: "root", UUID: "6f0b1d4e-2b1c-4f7a-9d6e-0a1b2c3d4e5f"}, "ext4"},
+		{"ext2", []string{"mkfs.ext2", "-q", "-L", "old"}, FS{Type: "ext2", Label: "old"}, "ext4"},
+	} {
+		img := filepath.Join(dir, tc.name+".img")
+		os.WriteFile(img, nil, 0o644)
+		os.Truncate(img, 64<<20)
+		if out, err := exec.Command(tc.mkfs[0], append(tc.mkfs[1:], img)...).CombinedOutput(); err != nil {
+			t.Skipf("%s: %v %s", tc.mkfs[0], err, out)
+		}
+		f, _ := os.Open(img)
+		got := ProbeFS(f)
+		f.Close()
+		if got.Type != tc.want.Type || got.Label != tc.want.Label || tc.want.UUID != "" && got.UUID != tc.want.UUID || got.MountType() != tc.mount {
+			t.Errorf("%s: got %+v (mount %q), want %+v (mount %q)", tc.name, got, got.MountType(), tc.want, tc.mount)
+		}
+	}
+	if got := ProbeFS(bytes.NewReader(make([]byte, 64<<10))); got != (FS{}) {
+		t.Errorf("zeros: got %+v", got)
 	}
 }

@@ -87,7 +87,8 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		if p.Extended {
 			continue // its logical partitions and EBRs are captured, not the container
 		}
-		p.FSType, p.FSLabel = detectFS(io.NewSectionReader(r, off, n))
+		fs := ProbeFS(io.NewSectionReader(r, off, n))
+		p.FSType, p.FSLabel = fs.Type, fs.Label
 		extents = append(extents, snapshot.Extent{Kind: snapshot.ExtentPartition, Offset: off, Length: n, Partition: p.Number})
 		used = append(used, span{off, off + n})
 	}

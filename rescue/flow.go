@@ -291,29 +291,50 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 
 // readLocation reads a small file from media:/path, a local path or http(s).
 func (r *Rescue) readLocation(ctx context.Context, loc string) ([]byte, error) {
-	if isHTTP(loc) {
-		if err := r.network(ctx); err != nil {
-			return nil, err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s answered %s", loc, resp.Status)
-		}
-		return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	}
-	p, err := r.localPath(loc)
+	rc, err := r.openLocation(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(p)
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, 1<<20))
+}
+
+// openLocation opens media:/path on the rescue media, a local path, or an
+// http(s) URL (bringing the network up first).
+func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, error) {
+	if !isHTTP(loc) {
+		p, err := r.localPath(loc)
+		if err != nil {
+			return nil, err
+		}
+		return os.Open(p)
+	}
+	if err := r.network(ctx); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s answered %s", loc, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// httpClient fetches plans and install files and sends reports: a stalled
+// server gives up instead of holding the machine forever.
+func httpClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: time.Minute,
+	}}
 }
 
 // localPath resolves media:/path against the mounted rescue media.

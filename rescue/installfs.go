@@ -2,11 +2,9 @@ package rescue
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -149,29 +148,7 @@ func (in *installer) unmountAll() error {
 // open reads an install source: media:/path on the rescue media, or an
 // http(s) URL.
 func (in *installer) open(source string) (io.ReadCloser, error) {
-	if !isHTTP(source) {
-		p, err := in.r.localPath(source)
-		if err != nil {
-			return nil, err
-		}
-		return os.Open(p)
-	}
-	if err := in.r.network(in.ctx); err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(in.ctx, http.MethodGet, source, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("%s answered %s", source, resp.Status)
-	}
-	return resp.Body, nil
+	return in.r.openLocation(in.ctx, source)
 }
 
 // partition returns the device node of the partition d names on the
@@ -210,10 +187,9 @@ func (in *installer) partition(d Dest) (string, error) {
 		if err != nil {
 			continue
 		}
-		_, label := FSLabel(f)
-		uuid := fsUUID(f)
+		fs := diskrestore.ProbeFS(f)
 		f.Close()
-		if d.Label != "" && strings.EqualFold(label, d.Label) || d.UUID != "" && strings.EqualFold(uuid, d.UUID) {
+		if d.Label != "" && strings.EqualFold(fs.Label, d.Label) || d.UUID != "" && strings.EqualFold(fs.UUID, d.UUID) {
 			return dev, nil
 		}
 	}
@@ -261,38 +237,5 @@ func probeFSType(dev string) string {
 		return ""
 	}
 	defer f.Close()
-	if t, _ := FSLabel(f); t == "vfat" || t == "ext4" {
-		return t
-	}
-	b := make([]byte, 16)
-	if n, _ := f.ReadAt(b, 0); n == len(b) && string(b[3:11]) == "NTFS    " {
-		return "ntfs3"
-	}
-	return ""
-}
-
-// fsUUID reads an ext2/3/4 UUID or a FAT volume serial (XXXX-XXXX), as
-// blkid shows them; "" for anything else.
-func fsUUID(r io.ReaderAt) string {
-	b := make([]byte, 2048)
-	if n, _ := r.ReadAt(b, 0); n < len(b) {
-		return ""
-	}
-	if binary.LittleEndian.Uint16(b[1024+0x38:]) == 0xef53 {
-		u := b[1024+0x68 : 1024+0x78]
-		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-	}
-	if b[510] == 0x55 && b[511] == 0xaa {
-		var id uint32
-		switch {
-		case string(b[0x52:0x57]) == "FAT32":
-			id = binary.LittleEndian.Uint32(b[0x43:])
-		case string(b[0x36:0x39]) == "FAT":
-			id = binary.LittleEndian.Uint32(b[0x27:])
-		default:
-			return ""
-		}
-		return fmt.Sprintf("%04X-%04X", id>>16, id&0xffff)
-	}
-	return ""
+	return diskrestore.ProbeFS(f).MountType()
 }

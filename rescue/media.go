@@ -1,17 +1,16 @@
 package rescue
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
 )
 
 // MediaLabel is the file-system label of Rewind's rescue media.
@@ -32,42 +31,6 @@ type Media struct {
 // Path resolves a media:/path location to a path under the mount point.
 func (m *Media) Path(p string) string {
 	return filepath.Join(m.Dir, filepath.Clean("/"+p))
-}
-
-// FSLabel reads the type and label of the file system on r: FAT12/16/32,
-// ext2/3/4 or ISO 9660. It returns "" for anything else.
-func FSLabel(r io.ReaderAt) (fstype, label string) {
-	buf := make([]byte, 4096)
-	if n, _ := r.ReadAt(buf[:2048], 0); n >= 512 && buf[510] == 0x55 && buf[511] == 0xaa {
-		switch {
-		case bytes.HasPrefix(buf[0x52:], []byte("FAT32")):
-			return "vfat", fatLabel(buf[0x47 : 0x47+11])
-		case bytes.HasPrefix(buf[0x36:], []byte("FAT1")):
-			return "vfat", fatLabel(buf[0x2b : 0x2b+11])
-		}
-	}
-	if n, _ := r.ReadAt(buf[:1024], 1024); n == 1024 && binary.LittleEndian.Uint16(buf[0x38:]) == 0xef53 {
-		return "ext4", cString(buf[0x78 : 0x78+16])
-	}
-	if n, _ := r.ReadAt(buf[:2048], 0x8000); n == 2048 && string(buf[1:6]) == "CD001" {
-		return "iso9660", strings.TrimSpace(string(buf[40:72]))
-	}
-	return "", ""
-}
-
-func fatLabel(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if s == "NO NAME" {
-		return ""
-	}
-	return s
-}
-
-func cString(b []byte) string {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
-	}
-	return string(b)
 }
 
 // blockDevices lists every block device and partition with the whole
@@ -107,11 +70,12 @@ func FindMedia(drivers *Drivers) (*Media, error) {
 		if err != nil {
 			continue
 		}
-		fstype, label := FSLabel(f)
+		fs := diskrestore.ProbeFS(f)
 		f.Close()
-		if !strings.EqualFold(label, MediaLabel) {
+		if !strings.EqualFold(fs.Label, MediaLabel) {
 			continue
 		}
+		fstype := fs.MountType()
 		switch fstype {
 		case "vfat":
 			drivers.Load("vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii")

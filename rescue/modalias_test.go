@@ -61,26 +61,6 @@ func TestGlobMatch(t *testing.T) {
 	}
 }
 
-func TestFSLabel(t *testing.T) {
-	// A FAT32 boot sector with the label at 0x47 and the type at 0x52.
-	b := make([]byte, 64<<10)
-	copy(b[0x47:], "REWIND     ")
-	copy(b[0x52:], "FAT32   ")
-	b[510], b[511] = 0x55, 0xaa
-	if fs, label := FSLabel(bytesReaderAt(b)); fs != "vfat" || label != "REWIND" {
-		t.Errorf("FAT32: got %q %q, want vfat REWIND", fs, label)
-	}
-	e := make([]byte, 64<<10)
-	e[1024+0x38], e[1024+0x39] = 0x53, 0xef
-	copy(e[1024+0x78:], "REWIND")
-	if fs, label := FSLabel(bytesReaderAt(e)); fs != "ext4" || label != "REWIND" {
-		t.Errorf("ext4: got %q %q, want ext4 REWIND", fs, label)
-	}
-	if fs, label := FSLabel(bytesReaderAt(make([]byte, 64<<10))); fs != "" || label != "" {
-		t.Errorf("zeros: got %q %q, want nothing", fs, label)
-	}
-}
-
 type bytesReaderAt []byte
 
 func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
