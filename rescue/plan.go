@@ -205,7 +205,7 @@ func (p *Plan) SelectMachine(id Identity) (*Machine, string, error) {
 	}
 	switch len(defaults) {
 	case 1:
-		return defaults[0], "the plan's default entry (no [machine.match]); no entry names this machine", nil
+		return defaults[0], "the plan's default entry: no entry names this machine", nil
 	case 0:
 		return nil, "", fmt.Errorf("%w (MACs %s, DMI UUID %s): add a [[machine]] whose [machine.match] names it, or a default entry without a match",
 			ErrNoMachine, strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
