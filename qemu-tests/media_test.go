@@ -100,17 +100,7 @@ func bootMedium(t *testing.T, vm *VM, target string) {
 	if vm.Timeout == 0 {
 		vm.Timeout = 150 * time.Second
 	}
-	start := time.Now()
-	out, err := vm.Run(context.Background())
-	t.Logf("QEMU ran for %.1fs (firmware, boot loader, rescue, restore)", time.Since(start).Seconds())
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("console (%s):\n%s", vm.LogPath, out)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := runLogged(t, vm, " (firmware, boot loader, rescue, restore)")
 	if !strings.Contains(out, "Press any key to restore now") {
 		t.Errorf("the console shows no countdown prompt")
 	}

@@ -121,9 +121,17 @@ func boot(t *testing.T, vm *VM, plan string) (string, *rescue.Report) {
 		// A failure before the plan is read would open the shell.
 		vm.Cmdline += " rewind.after=poweroff"
 	}
+	out := runLogged(t, vm, "")
+	return out, consoleReport(t, out)
+}
+
+// runLogged runs vm, logs how long QEMU ran (what names the stages), and
+// prints the console if the test fails.
+func runLogged(t *testing.T, vm *VM, what string) string {
+	t.Helper()
 	start := time.Now()
 	out, err := vm.Run(context.Background())
-	t.Logf("QEMU ran for %.1fs", time.Since(start).Seconds())
+	t.Logf("QEMU ran for %.1fs%s", time.Since(start).Seconds(), what)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("console (%s):\n%s", vm.LogPath, out)
@@ -132,7 +140,7 @@ func boot(t *testing.T, vm *VM, plan string) (string, *rescue.Report) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out, consoleReport(t, out)
+	return out
 }
 
 // rescueInitrd builds the rescue initramfs with plan in its overlay.
