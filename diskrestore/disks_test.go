@@ -3,10 +3,11 @@ package diskrestore
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/internal/sysfixture"
 )
 
 // sysFixture builds a sysfs and procfs tree under a temporary root:
@@ -20,34 +21,14 @@ import (
 //	loop0    nothing attached (size 0), ram0: left out
 func sysFixture(t *testing.T) string {
 	t.Helper()
-	root := t.TempDir()
-	put := func(path, content string) {
-		t.Helper()
-		p := filepath.Join(root, path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tree := sysfixture.New(t)
+	root, put := tree.Root, tree.Put
 	disk := func(name, devPath string, sectors string, files map[string]string) {
 		t.Helper()
-		dir := "sys/devices/" + devPath + "/block/" + name
-		put(dir+"/size", sectors)
-		put(dir+"/queue/logical_block_size", "512")
-		put(dir+"/queue/physical_block_size", "4096")
-		put(dir+"/removable", "0")
-		put(dir+"/ro", "0")
-		for f, c := range files {
-			put(dir+"/"+f, c)
+		if _, ok := files["queue/physical_block_size"]; !ok {
+			files["queue/physical_block_size"] = "4096"
 		}
-		if err := os.MkdirAll(filepath.Join(root, "sys/block"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink("../devices/"+devPath+"/block/"+name, filepath.Join(root, "sys/block", name)); err != nil {
-			t.Fatal(err)
-		}
+		tree.Disk(name, devPath, sectors, files)
 	}
 	const mib64 = "131072"
 	disk("sda", "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0", mib64, map[string]string{
@@ -74,12 +55,7 @@ func sysFixture(t *testing.T) string {
 	disk("loop0", "virtual", "0", map[string]string{"dev": "7:0"})
 	disk("ram0", "virtual", "8192", map[string]string{"dev": "1:0"})
 	// sys/class/block/dm-0, as the holders lookup uses it.
-	if err := os.MkdirAll(filepath.Join(root, "sys/class/block"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("../../devices/virtual/block/dm-0", filepath.Join(root, "sys/class/block/dm-0")); err != nil {
-		t.Fatal(err)
-	}
+	tree.Link("sys/class/block/dm-0", "../../devices/virtual/block/dm-0")
 	put("proc/self/mountinfo", strings.Join([]string{
 		"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
 		"23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw",

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/sysfixture"
 )
 
 // usbFixture is a sysfs and mount table tree:
@@ -21,32 +22,12 @@ import (
 //	mmcblk0  32 MiB SD card, removable, no vendor
 func usbFixture(t *testing.T) string {
 	t.Helper()
-	root := t.TempDir()
-	put := func(path, content string) {
-		t.Helper()
-		p := filepath.Join(root, path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tree := sysfixture.New(t)
+	root, put := tree.Root, tree.Put
 	disk := func(name, devPath, sectors, removable string, files map[string]string) {
 		t.Helper()
-		dir := "sys/devices/" + devPath + "/block/" + name
-		put(dir+"/size", sectors)
-		put(dir+"/queue/logical_block_size", "512")
-		put(dir+"/queue/physical_block_size", "512")
-		put(dir+"/removable", removable)
-		put(dir+"/ro", "0")
-		for f, c := range files {
-			put(dir+"/"+f, c)
-		}
-		os.MkdirAll(filepath.Join(root, "sys/block"), 0o755)
-		if err := os.Symlink("../devices/"+devPath+"/block/"+name, filepath.Join(root, "sys/block", name)); err != nil {
-			t.Fatal(err)
-		}
+		files["removable"] = removable
+		tree.Disk(name, devPath, sectors, files)
 	}
 	disk("sda", "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0", "131072", "0", map[string]string{
 		"dev": "8:0", "device/vendor": "ATA", "device/model": "Samsung SSD 870", "sda1/partition": "1", "sda1/dev": "8:1",
