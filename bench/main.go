@@ -36,6 +36,22 @@ type result struct {
 	limit   bool // the write limit
 }
 
+// measure runs cmd runs times, calling before ahead of each run, and
+// records the times and the peak RSS; the first failure ends it.
+func (r *result) measure(cmd string, runs int, before func()) {
+	for i := range runs {
+		before()
+		secs, rss, err := timed(cmd)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.seconds = append(r.seconds, secs)
+		r.rssKiB = max(r.rssKiB, rss)
+		fmt.Fprintf(os.Stderr, "bench: %-22s run %d: %.2fs\n", r.name, i+1, secs)
+	}
+}
+
 func (r *result) median() float64 {
 	s := slices.Clone(r.seconds)
 	slices.Sort(s)
@@ -97,18 +113,7 @@ func run(size int64, runs int, dir string, keep bool) error {
 		{&result{name: "zstd -1 -T0", bytes: size, peer: true}, fmt.Sprintf("zstd -1 -T0 -q -f %s -o %s.zst && sync %s.zst", q(img), q(img), q(img)), img + ".zst"},
 	}
 	for _, c := range caps {
-		for i := range runs {
-			os.RemoveAll(c.out)
-			dropCaches()
-			secs, rss, err := timed(c.cmd)
-			if err != nil {
-				c.r.err = err
-				break
-			}
-			c.r.seconds = append(c.r.seconds, secs)
-			c.r.rssKiB = max(c.r.rssKiB, rss)
-			fmt.Fprintf(os.Stderr, "bench: %-22s run %d: %.2fs\n", c.r.name, i+1, secs)
-		}
+		c.r.measure(c.cmd, runs, func() { os.RemoveAll(c.out); dropCaches() })
 		if fi, err := os.Stat(c.out); err == nil && !fi.IsDir() {
 			c.r.note = fmt.Sprintf("%d MiB out", fi.Size()/mib)
 		} else if out, err := exec.Command("du", "-sm", c.out).Output(); err == nil {
@@ -149,17 +154,7 @@ func run(size int64, runs int, dir string, keep bool) error {
 	}
 	var want []byte
 	for _, c := range restores {
-		for i := range runs {
-			fresh()
-			secs, rss, err := timed(c.cmd)
-			if err != nil {
-				c.r.err = err
-				break
-			}
-			c.r.seconds = append(c.r.seconds, secs)
-			c.r.rssKiB = max(c.r.rssKiB, rss)
-			fmt.Fprintf(os.Stderr, "bench: %-22s run %d: %.2fs\n", c.r.name, i+1, secs)
-		}
+		c.r.measure(c.cmd, runs, fresh)
 		if c.r.err == nil && c.r.bytes == size {
 			sum, err := exec.Command("sha256sum", target).Output()
 			if err == nil {
