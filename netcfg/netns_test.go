@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 		var req struct {
 			Config     Config
 			ResolvConf string
+			RenewFor   time.Duration
 		}
 		if err := json.Unmarshal([]byte(cfgJSON), &req); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -38,6 +39,12 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "apply:", err)
 			os.Exit(4)
+		}
+		if req.RenewFor > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), req.RenewFor)
+			KeepLeases(ctx, rep, RenewOptions{Every: time.Second, Log: logf})
+			<-ctx.Done()
+			cancel()
 		}
 		json.NewEncoder(os.Stdout).Encode(rep)
 		os.Exit(0)
@@ -92,7 +99,7 @@ func (l *lab) veth(cliName, mac, srvName, srvAddr string) {
 }
 
 // dnsmasq serves DHCP on iface in srv until the test ends.
-func (l *lab) dnsmasq(iface, from, to string, options ...string) {
+func (l *lab) dnsmasq(iface, from, to string, options ...string) func() string {
 	l.t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -120,10 +127,22 @@ func (l *lab) dnsmasq(iface, from, to string, options ...string) {
 		}
 	})
 	time.Sleep(200 * time.Millisecond)
+	return func() string {
+		cmd.Process.Signal(os.Interrupt)
+		time.Sleep(100 * time.Millisecond)
+		return log.String()
+	}
 }
 
 // apply runs Apply(cfg) inside cli and returns its report and resolv.conf.
 func (l *lab) apply(cfg Config) (*Report, string) {
+	rep, resolv, _ := l.applyRenewing(cfg, 0)
+	return rep, resolv
+}
+
+// applyRenewing is apply, then KeepLeases renewing every second for d; it
+// also returns the child's log.
+func (l *lab) applyRenewing(cfg Config, d time.Duration) (*Report, string, string) {
 	l.t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -133,7 +152,8 @@ func (l *lab) apply(cfg Config) (*Report, string) {
 	req, _ := json.Marshal(struct {
 		Config     Config
 		ResolvConf string
-	}{cfg, resolv})
+		RenewFor   time.Duration
+	}{cfg, resolv, d})
 	cmd := exec.Command("ip", "netns", "exec", l.cli, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(req))
 	var stdout, stderr bytes.Buffer
@@ -147,7 +167,7 @@ func (l *lab) apply(cfg Config) (*Report, string) {
 		l.t.Fatalf("report: %v: %s", err, stdout.String())
 	}
 	rc, _ := os.ReadFile(resolv)
-	return &rep, string(rc)
+	return &rep, string(rc), stderr.String()
 }
 
 func (r *Report) nic(t *testing.T, mac string) NIC {
@@ -255,5 +275,24 @@ func TestNetworkProblemsAreReported(t *testing.T) {
 	}
 	if n := rep.nic(t, "52:54:00:aa:00:06"); n.Mode != "none" || n.Planned {
 		t.Errorf("unplanned NIC with default none: %+v", n)
+	}
+}
+
+// A lease is renewed for the same address while a long restore runs.
+func TestDHCPLeaseIsRenewed(t *testing.T) {
+	l := newLab(t)
+	l.veth("eth0", "52:54:00:aa:00:07", "s-dhcp", "192.168.80.1/24")
+	serverLog := l.dnsmasq("s-dhcp", "192.168.80.100", "192.168.80.150")
+	rep, _, childLog := l.applyRenewing(Config{Interfaces: []Interface{{MAC: "52:54:00:aa:00:07", DHCP: true}}}, 3500*time.Millisecond)
+	n := rep.nic(t, "52:54:00:aa:00:07")
+	if n.Lease == nil {
+		t.Fatalf("no lease: %+v", n)
+	}
+	if got := strings.Count(childLog, "DHCP lease "+n.Lease.Address+" renewed"); got < 2 {
+		t.Errorf("renewed %d times in 3.5 s at 1 s intervals, want at least 2; log:\n%s", got, childLog)
+	}
+	acks := strings.Count(serverLog(), "DHCPACK(s-dhcp) "+strings.Split(n.Lease.Address, "/")[0]+" 52:54:00:aa:00:07")
+	if acks < 3 {
+		t.Errorf("dnsmasq acknowledged the address %d times, want the first lease and at least 2 renewals", acks)
 	}
 }

@@ -206,6 +206,9 @@ func (r *Rescue) network(ctx context.Context) error {
 	}
 	r.netUp = true
 	r.report.Network = rep
+	// Leases are renewed for as long as the rescue environment runs: a
+	// restore may outlast them.
+	netcfg.KeepLeases(context.Background(), rep, netcfg.RenewOptions{Log: r.log.Printf})
 	var nics []string
 	configured := 0
 	for _, n := range rep.NICs {
