@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rewind-bmr/rewind/internal/sysfixture"
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 // sysFixture builds a sysfs and procfs tree under a temporary root:
@@ -224,7 +225,7 @@ func TestCheckNotMounted(t *testing.T) {
 	// A whole loop device, mounted.
 	whole := newImage(t, "whole.img", 32*MiB)
 	run(t, "", "mkfs.ext4", "-q", "-F", whole)
-	dev := attachLoop(t, whole, 512)
+	dev := testdisk.Loop(t, whole, 512)
 	if err := CheckNotMounted(dev); err != nil {
 		t.Errorf("CheckNotMounted(%s), not mounted yet: %v", dev, err)
 	}
@@ -238,7 +239,7 @@ func TestCheckNotMounted(t *testing.T) {
 	parted := newImage(t, "parted.img", 64*MiB)
 	run(t, "", "sgdisk", "-o", "-n", "1:2048:+32M", parted)
 	l, _ := readLayoutOf(t, parted, 0)
-	pdev := attachLoop(t, parted, 512)
+	pdev := testdisk.Loop(t, parted, 512)
 	f, err := os.OpenFile(pdev, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

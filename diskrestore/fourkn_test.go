@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 // Test4KnRoundTrip recreates layouts of a 4Kn disk (a loop device with
@@ -44,7 +46,7 @@ func Test4KnRoundTrip(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			const size = 64 * MiB
-			src := attachLoop(t, newImage(t, "src.img", size), 4096)
+			src := testdisk.Loop(t, newImage(t, "src.img", size), 4096)
 			tc.build(t, src)
 			l, extents := readLayoutOf(t, src, 0)
 			if l.LogicalSectorSize != 4096 || l.Table != tc.table {
@@ -55,7 +57,7 @@ func Test4KnRoundTrip(t *testing.T) {
 			}
 			checkExtents(t, l, extents)
 
-			dst := attachLoop(t, newImage(t, "dst.img", size), 4096)
+			dst := testdisk.Loop(t, newImage(t, "dst.img", size), 4096)
 			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
 				t.Fatalf("WriteLayout(%s): %v", dst, err)
 			}
@@ -74,7 +76,7 @@ func Test4KnRoundTrip(t *testing.T) {
 
 			// Crossing sector sizes is refused before anything is written.
 			img512 := newImage(t, "512.img", size)
-			dev512 := attachLoop(t, img512, 512)
+			dev512 := testdisk.Loop(t, img512, 512)
 			if err := restoreOnto(t, src, dev512, l, extents, WriteOptions{}); err == nil || !strings.Contains(err.Error(), "4096-byte logical sectors but the target has 512-byte") {
 				t.Errorf("4Kn layout onto 512-byte %s: error %v, want a sector size refusal", dev512, err)
 			}
@@ -100,7 +102,7 @@ func TestWriteLayoutTellsKernel(t *testing.T) {
 	src := newImage(t, "src.img", 16*MiB)
 	run(t, "", "sgdisk", "-o", "-n", "1:2048:+4M", "-n", "2:0:+2M", src)
 	l, _ := readLayoutOf(t, src, 0)
-	dev := attachLoop(t, newImage(t, "dst.img", 16*MiB), 512)
+	dev := testdisk.Loop(t, newImage(t, "dst.img", 16*MiB), 512)
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -86,27 +86,6 @@ func scribble(t *testing.T, path string, off int64, n int, seed uint64) {
 	}
 }
 
-// attachLoop attaches path to a loop device with the given logical sector
-// size and detaches it when the test ends.
-func attachLoop(t *testing.T, path string, sectorSize int) string {
-	t.Helper()
-	needRoot(t)
-	needTools(t, "losetup")
-	out, err := exec.Command("losetup", "--sector-size", strconv.Itoa(sectorSize), "-f", "--show", path).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup --sector-size %d failed (no loop devices here?): %v: %s", sectorSize, err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		// Partitions that BLKPG added outlive the loop device's detach.
-		exec.Command("partx", "-d", dev).Run()
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
 // readLayoutOf opens path and reads its layout.
 func readLayoutOf(t *testing.T, path string, sectorSize int) (*snapshot.Layout, []snapshot.Extent) {
 	t.Helper()

@@ -5,13 +5,13 @@ import (
 	"context"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/sysfixture"
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 // usbFixture is a sysfs and mount table tree:
@@ -118,15 +118,7 @@ func TestWriteImageLoop(t *testing.T) {
 	if err := os.WriteFile(backing, make([]byte, 16<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup: %v %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		exec.Command("partx", "-d", loop).Run()
-		exec.Command("losetup", "-d", loop).Run()
-	})
+	loop := testdisk.Loop(t, backing, 0)
 	disks, err := diskrestore.ListDisks(diskrestore.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -211,21 +211,6 @@ func TestStockLZ4ReadsSegments(t *testing.T) {
 	}
 }
 
-// losetup attaches path to a loop device and detaches it at cleanup.
-func losetup(t *testing.T, path string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	out, err := exec.Command("losetup", "-f", "--show", path).Output()
-	if err != nil {
-		t.Skipf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
-}
-
 func TestRoundTripOntoLoopDevice(t *testing.T) {
 	src := sampleDisk(t)
 	fi, _ := os.Stat(src)
@@ -233,7 +218,7 @@ func TestRoundTripOntoLoopDevice(t *testing.T) {
 	// The target holds garbage: zero chunks must be zeroed, not skipped.
 	backing := filepath.Join(t.TempDir(), "disk.img")
 	writeFile(t, backing, bytes.Repeat([]byte{0xA5}, int(fi.Size())))
-	dev := losetup(t, backing)
+	dev := testdisk.Loop(t, backing, 0)
 	if _, err := restoreTo(t, snapDir, dev, restore.Options{Jobs: 2}); err != nil {
 		t.Fatalf("restore onto %s: %v", dev, err)
 	}
@@ -247,7 +232,7 @@ func TestRefusesTooSmallAndMountedTargets(t *testing.T) {
 	snapDir, _ := capture(t, src, snapshot.CaptureOptions{ChunkSize: mib})
 	small := filepath.Join(t.TempDir(), "small.img")
 	writeFile(t, small, make([]byte, 32*mib))
-	dev := losetup(t, small)
+	dev := testdisk.Loop(t, small, 0)
 	_, err := restoreTo(t, snapDir, dev, restore.Options{})
 	if err == nil || !strings.Contains(err.Error(), "choose a larger disk") || !strings.Contains(err.Error(), dev) {
 		t.Errorf("restore onto a 32 MiB %s: got %v, want an error naming the device and asking for a larger disk", dev, err)
@@ -259,7 +244,7 @@ func TestRefusesTooSmallAndMountedTargets(t *testing.T) {
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", ext).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.ext4: %v %s", err, out)
 	}
-	mdev := losetup(t, ext)
+	mdev := testdisk.Loop(t, ext, 0)
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", mdev, mnt).CombinedOutput(); err != nil {
 		t.Skipf("mount: %v %s", err, out)

@@ -157,26 +157,6 @@ func waitListening(t *testing.T, addr string) {
 	t.Fatalf("nothing listens on %s", addr)
 }
 
-// loop attaches a file to a loop device for the test's duration.
-func loop(t *testing.T, path string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	out, err := exec.Command("losetup", "-f", "--show", path).Output()
-	if err != nil {
-		t.Skipf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		// A restored table makes the kernel add partitions (BLKPG), which
-		// would outlive the loop device: remove them first.
-		exec.Command("partx", "-d", dev).Run()
-		exec.Command("losetup", "-d", dev).Run()
-	})
-	return dev
-}
-
 func output(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -233,11 +213,11 @@ func TestCLIRestoreMBROntoLoopDevice(t *testing.T) {
 	blank := filepath.Join(dir, "blank.img")
 	os.WriteFile(blank, nil, 0o644)
 	os.Truncate(blank, 64<<20)
-	dev := loop(t, blank)
+	dev := testdisk.Loop(t, blank, 0)
 	if code, out := rewind(t, "restore", snap, dev, "--yes", "--progress", "none"); code != 0 {
 		t.Fatalf("restore onto %s: %s", dev, out)
 	}
-	want, got := dumpLines(t, loop(t, src)), dumpLines(t, dev)
+	want, got := dumpLines(t, testdisk.Loop(t, src, 0)), dumpLines(t, dev)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("sfdisk --dump of %s:\n%s\nwant (source):\n%s", dev, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -264,7 +244,7 @@ func TestCLIRestoreGPTOntoLargerLoopDevice(t *testing.T) {
 	big := filepath.Join(dir, "big.img")
 	os.WriteFile(big, nil, 0o644)
 	os.Truncate(big, 128<<20)
-	dev := loop(t, big)
+	dev := testdisk.Loop(t, big, 0)
 	code, out := rewind(t, "restore", snap, dev, "--yes", "--grow-last", "--progress", "none")
 	if code != 0 {
 		t.Fatalf("restore onto larger %s: %s", dev, out)
