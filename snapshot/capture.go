@@ -37,7 +37,8 @@ type captureJob struct {
 	raw   []byte // pooled, ChunkSize long
 	frame []byte // pooled encoded frame, or the shared zero frame
 	zero  bool
-	sum   [sha256.Size]byte
+	sum   [sha256.Size]byte // of frame
+	raw32 [sha256.Size]byte // of raw, for non-zero chunks
 	err   error
 }
 
@@ -262,6 +263,7 @@ func compressChunks(ctx context.Context, chunks []Chunk, in <-chan *captureJob, 
 					j.err = fmt.Errorf("compress chunk %d at offset %d: %w", j.index, chunks[j.index].Offset, j.err)
 				}
 				j.sum = sha256.Sum256(j.frame)
+				j.raw32 = sha256.Sum256(j.raw)
 			}
 		}
 		out <- j
@@ -293,6 +295,9 @@ func storeChunks(m *Manifest, in <-chan *captureJob, w *segmentWriter, rawPool, 
 			c.Segment, c.FrameOffset, c.FrameLength = seg, off, int64(len(j.frame))
 			c.Zero = j.zero
 			c.SHA256 = hex.EncodeToString(j.sum[:])
+			if !j.zero {
+				c.RawSHA256 = hex.EncodeToString(j.raw32[:])
+			}
 			rawPool <- j.raw[:cap(j.raw)]
 			if !j.zero {
 				framePool <- j.frame[:0]

@@ -22,8 +22,11 @@ import (
 const (
 	// FormatName is the value of the manifest's "format" field.
 	FormatName = "rewind-snapshot"
-	// FormatVersion is the manifest version this package writes and reads.
-	FormatVersion = 1
+	// FormatVersion is the manifest version this package writes. Version 2
+	// adds each non-zero chunk's raw_sha256; version 1 manifests still read.
+	FormatVersion = 2
+	// MinFormatVersion is the oldest manifest version this package reads.
+	MinFormatVersion = 1
 	// ManifestName is the manifest's file name inside a snapshot.
 	ManifestName = "manifest.json"
 	// SignatureName is the detached ed25519 signature of the manifest's bytes.
@@ -129,6 +132,10 @@ type Chunk struct {
 	FrameLength int64  `json:"frame_length"` // stored length of the frame
 	Zero        bool   `json:"zero,omitempty"`
 	SHA256      string `json:"sha256"` // of the stored frame bytes
+	// RawSHA256 is the SHA-256 of the raw (decompressed) bytes of a
+	// non-zero chunk (format version 2 on): a resume or a delta restore
+	// checks what a target holds without fetching the chunk again.
+	RawSHA256 string `json:"raw_sha256,omitempty"`
 }
 
 // ErrUnsupportedVersion is returned for a manifest written by a newer Rewind.
@@ -145,8 +152,8 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	if m.Format != FormatName {
 		return nil, fmt.Errorf("manifest format is %q, want %q: this is not a Rewind snapshot", m.Format, FormatName)
 	}
-	if m.Version != FormatVersion {
-		return nil, fmt.Errorf("%w %d (this Rewind reads version %d): upgrade Rewind to restore it", ErrUnsupportedVersion, m.Version, FormatVersion)
+	if m.Version < MinFormatVersion || m.Version > FormatVersion {
+		return nil, fmt.Errorf("%w %d (this Rewind reads versions %d to %d): upgrade Rewind to restore it", ErrUnsupportedVersion, m.Version, MinFormatVersion, FormatVersion)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -213,6 +220,9 @@ func (m *Manifest) Validate() error {
 		if _, err := hex.DecodeString(c.SHA256); err != nil {
 			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
 		}
+		if err := m.checkRawHash(i, c); err != nil {
+			return err
+		}
 		// Chunks tile the extents: each starts where the previous one
 		// ended, or at the start of the next extent.
 		if ext < len(m.Extents) && next == m.Extents[ext].Offset+m.Extents[ext].Length {
@@ -228,6 +238,26 @@ func (m *Manifest) Validate() error {
 	}
 	if len(m.Extents) > 0 && (ext < len(m.Extents)-1 || next != m.Extents[len(m.Extents)-1].Offset+m.Extents[len(m.Extents)-1].Length) {
 		return fmt.Errorf("the chunks end at offset %d and leave extents uncovered", next)
+	}
+	return nil
+}
+
+// checkRawHash checks chunk i's raw_sha256 against the format version: a
+// version 2 manifest has one on every non-zero chunk and none on zero
+// chunks; a version 1 manifest has none.
+func (m *Manifest) checkRawHash(i int, c Chunk) error {
+	switch {
+	case m.Version < 2 && c.RawSHA256 != "":
+		return fmt.Errorf("chunk %d has a raw_sha256, which format version %d does not have", i, m.Version)
+	case m.Version < 2:
+		return nil
+	case c.Zero && c.RawSHA256 != "":
+		return fmt.Errorf("chunk %d is marked all-zero but has a raw_sha256", i)
+	case c.Zero:
+		return nil
+	}
+	if b, err := hex.DecodeString(c.RawSHA256); err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("chunk %d has a malformed raw_sha256 %q", i, c.RawSHA256)
 	}
 	return nil
 }

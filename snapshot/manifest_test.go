@@ -22,11 +22,25 @@ func TestParseManifest(t *testing.T) {
 	if _, err := ParseManifest([]byte(validManifest)); err != nil {
 		t.Fatalf("valid manifest refused: %v", err)
 	}
+	v2 := strings.Replace(strings.Replace(validManifest, `"version": 1`, `"version": 2`, 1), `"frame_length": 1000,
+   "sha256": "1111`, `"frame_length": 1000, "raw_sha256": "2222222222222222222222222222222222222222222222222222222222222222",
+   "sha256": "1111`, 1)
+	if _, err := ParseManifest([]byte(v2)); err != nil {
+		t.Fatalf("valid version 2 manifest refused: %v", err)
+	}
+	zeroRaw := strings.Replace(v2, `"zero": true,`, `"zero": true, "raw_sha256": "2222222222222222222222222222222222222222222222222222222222222222",`, 1)
+	if _, err := ParseManifest([]byte(zeroRaw)); err == nil || !strings.Contains(err.Error(), "all-zero but has a raw_sha256") {
+		t.Errorf("zero chunk with raw_sha256: got %v", err)
+	}
 	tests := []struct {
 		name, from, to, wantErr string
 	}{
 		{"other format", `"rewind-snapshot"`, `"tarball"`, "not a Rewind snapshot"},
-		{"newer version", `"version": 1`, `"version": 2`, "version 2"},
+		{"newer version", `"version": 1`, `"version": 3`, "version 3"},
+		{"v2 without raw hash", `"version": 1`, `"version": 2`, "malformed raw_sha256"},
+		{"v1 with raw hash", `"frame_length": 1000,
+   "sha256": "1111`, `"frame_length": 1000, "raw_sha256": "2222222222222222222222222222222222222222222222222222222222222222",
+   "sha256": "1111`, "which format version 1 does not have"},
 		{"zstd", `"lz4-frame"`, `"zstd"`, "compression"},
 		{"chunk outside segment", `"frame_offset": 1000, "frame_length": 1000`, `"frame_offset": 1500, "frame_length": 1000`, "outside segment"},
 		{"chunk past its extent", `"length": 2097152}]`, `"length": 1048577}]`, "does not continue"},
