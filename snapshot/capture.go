@@ -192,12 +192,13 @@ func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan 
 		} else if _, err := src.ReadAt(j.raw, c.Offset); err != nil {
 			j.err = fmt.Errorf("read source at offset %d (chunk %d): %w", c.Offset, i, err)
 		}
+		failed := j.err != nil // read before the job is handed to a worker, which may set j.err
 		select {
 		case out <- j:
 		case <-ctx.Done():
 			return
 		}
-		if j.err != nil {
+		if failed {
 			return
 		}
 	}
