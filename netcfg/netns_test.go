@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -114,8 +115,10 @@ func (l *lab) dnsmasq(iface, from, to string, options ...string) func() string {
 		args = append(args, "--dhcp-option="+o)
 	}
 	cmd := exec.Command("ip", args...)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
+	// dnsmasq writes its log from the goroutine exec starts to copy its
+	// output while the test reads it: the buffer is shared under a lock.
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -132,6 +135,25 @@ func (l *lab) dnsmasq(iface, from, to string, options ...string) func() string {
 		time.Sleep(100 * time.Millisecond)
 		return log.String()
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a writing goroutine and a reading
+// test can share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // apply runs Apply(cfg) inside cli and returns its report and resolv.conf.
