@@ -49,6 +49,14 @@ type Rescue struct {
 	report   *Report
 	settings *Settings
 	netUp    bool
+	// builtin is the plan built into the rescue image, kept when
+	// rewind.plan= loads another: its trust list stays required.
+	builtin *Plan
+	// trustDir holds the keys built into the image (media build
+	// --trust); "" is OverlayTrust.
+	trustDir string
+	// mediaIDFile records the rescue medium's identity; "" is OverlayMediaID.
+	mediaIDFile string
 }
 
 // Main runs the rescue flow as PID 1 and never returns: it ends by
@@ -83,10 +91,8 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	var err error
 	start := time.Now()
 	if r.over, err = ParseCmdline(cmdline); err != nil {
+		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
-	}
-	for _, k := range r.over.Unknown {
-		r.log.Printf("ignoring unknown kernel command line key %s", k)
 	}
 
 	// Drivers: coldplug, the initramfs' extra drivers, then again after USB settles.
@@ -131,9 +137,10 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		}
 	}
 
-	// Snapshot.
+	// Snapshot: signed as the image requires and, when the entry pins it,
+	// the one it expects.
 	start = time.Now()
-	snap, err := r.openSnapshot(ctx, plan, s.Machine.Snapshot)
+	snap, err := r.snapshotFor(ctx, plan, &s.Machine)
 	if err != nil {
 		r.report.AddStep("snapshot", StepFailed, start, err.Error())
 		return StatusFailed, err
@@ -289,7 +296,41 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if err != nil {
 		return nil, source, fmt.Errorf("plan %s: %w", source, err)
 	}
+	if statErr == nil {
+		if r.over.Plan == "" {
+			r.builtin = plan
+		} else if r.builtin, err = readPlanFile(OverlayPlan); err != nil {
+			return nil, source, err
+		}
+	}
+	imageKeys, _ := filepath.Glob(filepath.Join(r.trustDirectory(), "*"))
+	if r.builtin != nil {
+		imageKeys = append(imageKeys, r.builtin.Trust...)
+	}
+	if err := plan.ValidateFor(len(imageKeys)); err != nil {
+		return nil, source, fmt.Errorf("plan %s: %w", source, err)
+	}
 	return plan, source, nil
+}
+
+// readPlanFile reads and checks the plan at path.
+func readPlanFile(path string) (*Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading plan %s: %w", path, err)
+	}
+	p, err := ParsePlan(data)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	return p, nil
+}
+
+func (r *Rescue) trustDirectory() string {
+	if r.trustDir != "" {
+		return r.trustDir
+	}
+	return OverlayTrust
 }
 
 // readLocation reads a small file from media:/path, a local path or http(s).
@@ -352,22 +393,71 @@ func (r *Rescue) localPath(loc string) (string, error) {
 	return r.media.Path(rest), nil
 }
 
-func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*snapshot.Snapshot, error) {
-	var trust []ed25519.PublicKey
-	keyFiles, _ := filepath.Glob(filepath.Join(OverlayTrust, "*"))
-	for _, k := range plan.Trust {
+// trustedKeys returns the keys a snapshot must be signed with, and a note
+// for the log when a plan's keys were set aside. The rescue image's keys
+// (media build --trust, and the trust list of the plan built into the
+// image) are always required. A plan loaded later (rewind.plan=, the
+// medium's rewind/plan.toml) comes from outside the image: its keys make
+// signing required when the image has none, and are set aside when it
+// has some, so that a plan fetched from a hostile server cannot add the
+// key its own snapshots are signed with.
+func (r *Rescue) trustedKeys(plan *Plan) ([]ed25519.PublicKey, string, error) {
+	files, _ := filepath.Glob(filepath.Join(r.trustDirectory(), "*"))
+	var locs []string
+	if r.builtin != nil {
+		locs = r.builtin.Trust
+	}
+	note := ""
+	if plan != r.builtin && len(plan.Trust) > 0 {
+		if len(files)+len(locs) == 0 {
+			locs = plan.Trust
+		} else {
+			note = fmt.Sprintf("the plan's trust keys (%s) are not added: the rescue image has its own, and a plan from outside the image cannot widen them",
+				strings.Join(plan.Trust, ", "))
+		}
+	}
+	for _, k := range locs {
 		p, err := r.localPath(k)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		keyFiles = append(keyFiles, p)
+		files = append(files, p)
 	}
-	for _, f := range keyFiles {
+	var keys []ed25519.PublicKey
+	for _, f := range files {
 		k, err := snapshot.LoadPublicKey(f)
 		if err != nil {
-			return nil, fmt.Errorf("trusted key %s: %w", f, err)
+			return nil, "", fmt.Errorf("trusted key %s: %w", f, err)
 		}
-		trust = append(trust, k)
+		keys = append(keys, k)
+	}
+	return keys, note, nil
+}
+
+// snapshotFor opens machine m's snapshot, signed as trustedKeys requires,
+// and refuses it when it is not the one m's [machine.expect] pins.
+func (r *Rescue) snapshotFor(ctx context.Context, plan *Plan, m *Machine) (*snapshot.Snapshot, error) {
+	snap, err := r.openSnapshot(ctx, plan, m.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Expect.Check(snap, time.Now()); err != nil {
+		snap.Close()
+		return nil, fmt.Errorf("machine %s: %w", orNone(m.Name), err)
+	}
+	if !m.Expect.IsZero() {
+		r.log.Printf("snapshot: %s is the one [machine.expect] pins", m.Snapshot)
+	}
+	return snap, nil
+}
+
+func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*snapshot.Snapshot, error) {
+	trust, note, err := r.trustedKeys(plan)
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		r.log.Printf("trust: %s", note)
 	}
 	where := loc
 	if !isHTTP(loc) {

@@ -29,7 +29,11 @@ type InstallFile struct {
 	Dest       string   `toml:"dest" json:"dest"`               // part:N:/path, label=L:/path, uuid=U:/path
 	Vendor     string   `toml:"vendor" json:"vendor,omitempty"`
 	Flags      []string `toml:"flags" json:"flags,omitempty"`
-	Mode       string   `toml:"mode" json:"mode,omitempty"` // octal, default 0644
+	Mode       string   `toml:"mode" json:"mode,omitempty"` // octal permissions 0000-0777, default 0644
+	// SHA256 is the source's expected hash (hex, as sha256sum prints it):
+	// a source that differs is not installed. Required for http(s) sources
+	// when snapshots must be signed.
+	SHA256 string `toml:"sha256" json:"sha256,omitempty"`
 }
 
 // Install outcomes.
@@ -84,6 +88,9 @@ func (f *InstallFile) Validate() (Dest, error) {
 	if _, err := f.mode(); err != nil {
 		return Dest{}, err
 	}
+	if f.SHA256 != "" && (len(f.SHA256) != 64 || !hexID.MatchString(f.SHA256)) {
+		return Dest{}, fmt.Errorf("install_file %s: sha256 %q is not 64 hex digits (sha256sum FILE prints it)", f.Source, f.SHA256)
+	}
 	return ParseDest(f.Dest)
 }
 
@@ -96,6 +103,11 @@ func (f *InstallFile) mode() (fs.FileMode, error) {
 	m, err := strconv.ParseUint(f.Mode, 8, 32)
 	if err != nil || m > 0o7777 {
 		return 0, fmt.Errorf("install_file %s: mode %q is not an octal permission such as 0644", f.Source, f.Mode)
+	}
+	if m > 0o777 {
+		// Set-ID and sticky bits: a file dropped into a restored system
+		// with setuid is a privilege escalation waiting for a typo.
+		return 0, fmt.Errorf("install_file %s: mode %s sets the setuid, setgid or sticky bit; Rewind installs permissions 0000-0777 only", f.Source, f.Mode)
 	}
 	return fs.FileMode(m), nil
 }
