@@ -1,6 +1,9 @@
 package rescue
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -243,13 +246,18 @@ func InstallInto(root string, f InstallFile, open func(source string) (io.ReadCl
 		}
 	}
 	// Write beside the destination, then rename: a failed copy never
-	// leaves half a file in place of a good one.
-	tmp := d.Path + ".rewind-tmp"
-	w, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	// leaves half a file in place of a good one. The temporary file is
+	// new (O_EXCL) under a random name: a name planted in the restored
+	// file system, a symbolic link to its /etc/shadow, is never opened.
+	tmp, w, err := createTemp(r, d.Path)
 	if err != nil {
 		return fail("create %s: %v", f.Dest, err)
 	}
-	_, err = io.Copy(w, src)
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(w, h), src)
+	if got := hex.EncodeToString(h.Sum(nil)); err == nil && f.SHA256 != "" && !strings.EqualFold(got, f.SHA256) {
+		err = fmt.Errorf("its sha256 is %s, the plan says %s: the source changed or was tampered with; nothing was installed", got, strings.ToLower(f.SHA256))
+	}
 	if err == nil {
 		err = w.Chmod(mode)
 	}
@@ -271,4 +279,22 @@ func InstallInto(root string, f InstallFile, open func(source string) (io.ReadCl
 		out.Result = InstallReplaced
 	}
 	return out
+}
+
+// createTemp creates a new file beside name inside r, under a random name,
+// readable by its owner only until it is complete.
+func createTemp(r *os.Root, name string) (string, *os.File, error) {
+	for range 10 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", nil, err
+		}
+		tmp := path.Join(path.Dir(name), "."+path.Base(name)+".rewind-"+hex.EncodeToString(b[:]))
+		w, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return tmp, w, err
+	}
+	return "", nil, fmt.Errorf("cannot create a temporary file beside %s", name)
 }
