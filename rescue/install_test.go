@@ -226,8 +226,10 @@ func TestInstallPlantedTempSymlink(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(etc, "motd")); string(got) != motd {
 		t.Errorf("/etc/motd: got %q, want %q", got, motd)
 	}
-	if fi, err := os.Lstat(filepath.Join(etc, "motd")); err != nil || fi.Mode() != 0o644 {
-		t.Errorf("/etc/motd: got %v (%v), want a regular file with mode 0644", err, fi.Mode())
+	if fi, err := os.Lstat(filepath.Join(etc, "motd")); err != nil {
+		t.Errorf("/etc/motd: %v", err)
+	} else if fi.Mode() != 0o644 {
+		t.Errorf("/etc/motd: got mode %v, want a regular file with mode 0644", fi.Mode())
 	}
 }
 
