@@ -27,6 +27,7 @@ const (
 	OverlayPlan    = "/etc/rewind/plan.toml"
 	OverlayTrust   = "/etc/rewind/trust"
 	OverlayDrivers = "/etc/rewind/drivers"
+	OverlayMediaID = "/etc/rewind/media-id"
 	MediaPlan      = "rewind/plan.toml"
 	MediaReports   = "rewind/reports"
 )
@@ -57,6 +58,8 @@ type Rescue struct {
 	trustDir string
 	// mediaIDFile records the rescue medium's identity; "" is OverlayMediaID.
 	mediaIDFile string
+	mediaID     MediaID
+	mediaErr    error // why no medium was used, when candidates were refused
 }
 
 // Main runs the rescue flow as PID 1 and never returns: it ends by
@@ -250,19 +253,38 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if havePlan {
 		wait = 3 * time.Second
 	}
-	waitFor(wait, func() bool {
-		m, err := FindMedia(r.drivers)
-		if err == nil {
-			r.media = m
-			return true
+	idFile := r.mediaIDFile
+	if idFile == "" {
+		idFile = OverlayMediaID
+	}
+	id, err := ReadMediaID(idFile)
+	if err != nil {
+		return nil, "", err
+	}
+	r.mediaID = id
+	var lastErr error
+	if id.None {
+		r.log.Printf("media: none (the rescue image was built for network boot)")
+	} else {
+		waitFor(wait, func() bool {
+			m, err := FindMedia(r.drivers, id)
+			if err == nil {
+				r.media = m
+				return true
+			}
+			lastErr = err
+			if !errors.Is(err, errNoMedia) {
+				r.log.Printf("media: %v", err)
+				r.mediaErr = err
+				return true
+			}
+			r.drivers.Coldplug()
+			return false
+		})
+		if r.media == nil && lastErr != nil && errors.Is(lastErr, errNoMedia) && id.Type != "" {
+			r.log.Printf("media: %v", lastErr)
 		}
-		if !errors.Is(err, errNoMedia) {
-			r.log.Printf("media: %v", err)
-			return true
-		}
-		r.drivers.Coldplug()
-		return false
-	})
+	}
 	if r.media != nil {
 		r.log.Printf("media: %s (%s) mounted on %s%s", r.media.Device, r.media.FSType, r.media.Dir, map[bool]string{false: " read-only", true: ""}[r.media.RW])
 		for _, dir := range []string{"drivers", "rewind/drivers"} {
@@ -275,7 +297,6 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 
 	var data []byte
 	var source string
-	var err error
 	switch {
 	case r.over.Plan != "":
 		source = r.over.Plan
@@ -287,7 +308,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 		source = "media:/" + MediaPlan
 		data, err = os.ReadFile(r.media.Path(MediaPlan))
 	default:
-		return nil, "", fmt.Errorf("no plan: none built into the rescue image, no file system labelled %s with %s attached, and no rewind.plan= on the kernel command line", MediaLabel, MediaPlan)
+		return nil, "", fmt.Errorf("no plan: none built into the rescue image, no rescue medium with %s attached, and no rewind.plan= on the kernel command line", MediaPlan)
 	}
 	if err != nil {
 		return nil, source, fmt.Errorf("reading plan %s: %w", source, err)
@@ -388,6 +409,15 @@ func (r *Rescue) localPath(loc string) (string, error) {
 		return loc, nil
 	}
 	if r.media == nil {
+		if r.mediaErr != nil {
+			return "", fmt.Errorf("%s is on the rescue media, but none was used: %w", loc, r.mediaErr)
+		}
+		if r.mediaID.None {
+			return "", fmt.Errorf("%s is on the rescue media, but this rescue image was built for network boot and has none; use an http(s) location", loc)
+		}
+		if r.mediaID.Type != "" {
+			return "", fmt.Errorf("%s is on the rescue media, but no file system with this image's identity (%s) was found; attach the stick or disc this image was built with", loc, r.mediaID)
+		}
 		return "", fmt.Errorf("%s is on the rescue media, but no file system labelled %s was found; attach the media or check its label", loc, MediaLabel)
 	}
 	return r.media.Path(rest), nil
