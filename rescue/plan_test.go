@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 const fullPlan = `
@@ -271,5 +272,29 @@ func TestSelectMachineMACForms(t *testing.T) {
 	}
 	if m, _, err := p.SelectMachine(Identity{MACs: []string{"52:54:00:12:34:56"}}); err != nil || m.Name != "pc1" {
 		t.Errorf("MAC 52:54:00:12:34:56 against match.mac 5254.0012.3456: got %v, %v; want pc1", m, err)
+	}
+}
+
+func TestParsePlanExpect(t *testing.T) {
+	p, err := ParsePlan([]byte(`
+[[machine]]
+name = "pc1"
+snapshot = "http://10.0.0.1/snapshots/pc1"
+[machine.expect]
+id = "3F2A9C0B51E4D7A8"
+hostname = "pc1"
+min_created = 2026-11-01T00:00:00Z
+max_age = "30d"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := p.Machines[0].Expect
+	want := Expect{ID: "3F2A9C0B51E4D7A8", Hostname: "pc1", MinCreated: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), MaxAge: "30d"}
+	if e.ID != want.ID || e.Hostname != want.Hostname || !e.MinCreated.Equal(want.MinCreated) || e.MaxAge != want.MaxAge {
+		t.Errorf("machine pc1 [machine.expect]: got %+v, want %+v", e, want)
+	}
+	if _, err := ParsePlan([]byte("[[machine]]\nsnapshot = \"/s\"\n[machine.expect]\nhost = \"pc1\"\n")); err == nil || !strings.Contains(err.Error(), "machine.expect.host") {
+		t.Errorf("misspelt expect key: got %v, want an unknown-key error naming machine.expect.host", err)
 	}
 }
