@@ -688,3 +688,74 @@ func TestProgressReachesReportServer(t *testing.T) {
 		t.Errorf("console shown %d updates, want 3", shown)
 	}
 }
+
+// A large file downloads at any steady speed even when that takes longer
+// than the write timeout (each MiB moves the deadline on); a client that
+// stops reading is cut off. The timeout is set short here.
+func TestLabServerWriteTimeout(t *testing.T) {
+	dir := t.TempDir()
+	const size = 64 << 20
+	f, err := os.Create(filepath.Join(dir, "big.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.WriteAt([]byte("end"), size-3)
+	f.Close()
+	srv, err := NewLabServer(dir, LabServerConfig{WriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	closed := make(chan struct{}, 16)
+	srv.HTTP.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	url := "http://" + ln.Addr().String() + "/big.img"
+
+	// Steady: 1 MiB every 50 ms, 64 MiB in all: longer than the timeout.
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int64
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		got += int64(n)
+		if err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp.Body.Close()
+	if got != size {
+		t.Errorf("steady download of big.img: got %d bytes, want %d", got, size)
+	}
+
+	// Stalled: read 1 MiB, stop. The server closes the connection.
+	for len(closed) > 0 {
+		<-closed
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /big.img HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Minute): // a hang guard, not a speed check
+		t.Fatal("the server still holds a connection whose client stopped reading")
+	}
+}
