@@ -5,14 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rewind-bmr/rewind/netcfg"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/rewind-bmr/rewind/netcfg"
 )
 
 // Report statuses.

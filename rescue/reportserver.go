@@ -1,6 +1,7 @@
 package rescue
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -197,7 +198,7 @@ func (s *ReportServer) readStored(name string) (*Report, machineID, error) {
 	if int64(len(b)) > s.cfg.MaxReportSize {
 		return nil, machineID{}, fmt.Errorf("larger than %d bytes", s.cfg.MaxReportSize)
 	}
-	return decodeReport(strings.NewReader(string(b)))
+	return decodeReport(bytes.NewReader(b))
 }
 
 // ServeHTTP takes POSTed reports and shows the table on GET (HTML, or
@@ -757,7 +758,7 @@ func (s *ReportServer) page(now time.Time) pageView {
 		case r.Status == StatusRunning:
 			pr.Took = now.Sub(row.firstSeen).Round(time.Second).String()
 		case r.Seconds >= 0 && r.Seconds < 30*24*3600:
-			pr.Took = (time.Duration(r.Seconds) * time.Second).String()
+			pr.Took = time.Duration(r.Seconds * float64(time.Second)).Round(time.Second).String()
 		default:
 			pr.Took = "?"
 		}

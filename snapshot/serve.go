@@ -198,8 +198,8 @@ func (h *fileHandler) directory(w http.ResponseWriter, r *http.Request, f *os.Fi
 	if err := listing.Execute(w, struct {
 		Dir   string
 		Items []item
-	}{"/" + strings.TrimPrefix(name, "."), items}); err != nil && !errors.Is(err, syscall.EPIPE) {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}{"/" + strings.TrimPrefix(name, "."), items}); err != nil && h.opt.Log != nil {
+		h.opt.Log.Debug("http listing", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
 	}
 }
 
