@@ -666,7 +666,7 @@ func (r *Rescue) finish(status string, err error) {
 	}
 	if r.settings != nil && r.settings.ReportURL != "" {
 		if err := r.network(context.Background()); err == nil {
-			if err := PostReport(context.Background(), r.settings.ReportURL, r.report); err != nil {
+			if err := PostReport(context.Background(), r.settings.ReportURL, r.settings.ReportToken, r.report); err != nil {
 				r.log.Printf("report: %v", err)
 			} else {
 				r.log.Printf("report: sent to %s", r.settings.ReportURL)

@@ -64,6 +64,9 @@ type Countdown struct {
 // ReportTo says where reports go besides the console and the rescue media.
 type ReportTo struct {
 	URL string `toml:"url"` // the JSON report is POSTed here
+	// Token is the lab's report token, sent as a bearer token with every
+	// POST; rewind serve --report-token holds the same.
+	Token string `toml:"token"`
 }
 
 // Machine is one machine a plan knows.
@@ -235,6 +238,14 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 	for _, k := range p.Trust {
 		if err := checkKeyLocation(k); err != nil {
 			return fmt.Errorf("plan trust: %w", err)
+		}
+	}
+	if t := p.Report.Token; t != "" {
+		if p.Report.URL == "" {
+			return fmt.Errorf("plan report.token is set but report.url is not; add the report server's url or drop the token")
+		}
+		if err := CheckReportToken(t); err != nil {
+			return fmt.Errorf("plan report.token: %w", err)
 		}
 	}
 	if p.Network != nil {
@@ -570,6 +581,9 @@ type Settings struct {
 	ReportURL string
 	Network   *netcfg.Config // nil: DHCP on every NIC when needed
 	Why       string         // why this machine entry was chosen
+
+	// ReportToken goes with every POST to ReportURL.
+	ReportToken string
 }
 
 // Resolve applies the overrides to the plan's entry for this machine.
@@ -600,6 +614,7 @@ func (p *Plan) Attended(o Overrides) bool {
 // chosen for the reason why.
 func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	s := &Settings{Machine: *m, Why: why, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
+	s.ReportToken = p.Report.Token
 	if m.Network != nil {
 		s.Network = m.Network
 	}
