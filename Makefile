@@ -19,10 +19,13 @@ vet:
 build: setup initramfs
 	$(GO) build -tags rewind_embed -o $(BIN)/rewind ./cmd/rewind
 
-# Unit and integration tests on files, loop devices and HTTP on loopback,
-# plus a representative set of QEMU recoveries.
+# Unit and integration tests on files, loop devices and HTTP on loopback run
+# under the race detector; then a representative set of QEMU recoveries
+# (those test the guest, so the host side runs without -race).
+UNIT_PKGS = $$($(GO) list ./... | grep -v /qemu-tests)
 test: setup vet
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -race -count=1 -timeout 25m $(UNIT_PKGS)
+	$(GO) test -count=1 -timeout 25m ./qemu-tests/...
 
 fuzz:
 	$(GO) test ./snapshot -run '^$$' -fuzz FuzzParseManifest -fuzztime 60s
