@@ -92,6 +92,16 @@ func (k *Leases) Wait(ctx context.Context) error {
 		strings.Join(nics, "; "), strings.Join(rep.Problems, "; "))
 }
 
+// Up reports whether some NIC has an address.
+func (k *Leases) Up() bool {
+	select {
+	case <-k.up:
+		return true
+	default:
+		return false
+	}
+}
+
 // Pending is the number of DHCP NICs still asking for their first lease.
 func (k *Leases) Pending() int {
 	k.mu.Lock()

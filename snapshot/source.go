@@ -189,7 +189,7 @@ func LoadCertPool(files ...string) (*x509.CertPool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("CA file: %w", err)
 		}
-		if err := AddCerts(pool, f, data); err != nil {
+		if err := AddCerts(pool, "CA file "+f, data); err != nil {
 			return nil, err
 		}
 	}
@@ -210,13 +210,13 @@ func AddCerts(pool *x509.CertPool, where string, data []byte) error {
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return fmt.Errorf("CA file %s: certificate %d: %w", where, n+1, err)
+			return fmt.Errorf("%s: certificate %d: %w", where, n+1, err)
 		}
 		pool.AddCert(c)
 		n++
 	}
 	if n == 0 {
-		return fmt.Errorf("CA file %s holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA's certificate, not its key", where)
+		return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA's certificate, not its key", where)
 	}
 	return nil
 }
@@ -241,8 +241,11 @@ func (e *httpStatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.ur
 // TLS certificate is not trusted.
 var ErrCertificate = errors.New("the server's TLS certificate is not trusted")
 
-// certError returns a clear error when err is a certificate problem, else nil.
-func certError(err error) error {
+// CertError returns a clear error, wrapping ErrCertificate, when err is
+// a TLS certificate problem (unknown authority, expired, wrong name; or a
+// server that does not speak TLS at all), and
+// nil otherwise: such errors are reported at once, never retried.
+func CertError(err error) error {
 	var (
 		verify   *tls.CertificateVerificationError
 		unknown  x509.UnknownAuthorityError
@@ -490,7 +493,7 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 	for i := 1; ; i++ {
 		var again bool
 		again, err = attempt()
-		if ce := certError(err); ce != nil {
+		if ce := CertError(err); ce != nil {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
 		}
 		if err == nil || !again || ctx.Err() != nil {
