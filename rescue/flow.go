@@ -137,7 +137,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
 	}
-	if r.roots, err = planRoots(plan); err != nil {
+	if r.roots, err = planRoots(r.builtin, plan); err != nil {
 		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
 	}
@@ -444,7 +444,9 @@ func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, e
 	}
 	client := r.client
 	if client == nil {
-		client = httpClient(r.roots)
+		// Before the plan is known (rewind.plan= over https), the plan
+		// built into the image lends its ca.
+		client = httpClient(imageRoots())
 	}
 	resp, err := client.Do(req)
 	if ce := snapshot.CertError(err); ce != nil {
@@ -477,20 +479,39 @@ func httpClient(roots *x509.CertPool) *http.Client {
 	return &http.Client{Timeout: 5 * time.Minute, Transport: t}
 }
 
-// planRoots returns the rescue image's CA bundle plus the plan's ca
-// certificates, or nil when the plan adds none.
-func planRoots(p *Plan) (*x509.CertPool, error) {
-	if p.CA == "" {
-		return nil, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if err := snapshot.AddCerts(pool, "the plan's ca key", []byte(p.CA)); err != nil {
-		return nil, err
+// planRoots returns the rescue image's CA bundle plus the ca certificates
+// of the plans (nil ones skipped), or nil when they add none.
+func planRoots(plans ...*Plan) (*x509.CertPool, error) {
+	var pool *x509.CertPool
+	for _, p := range plans {
+		if p == nil || p.CA == "" {
+			continue
+		}
+		if pool == nil {
+			var err error
+			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+		}
+		if err := snapshot.AddCerts(pool, "the plan's ca key", []byte(p.CA)); err != nil {
+			return nil, err
+		}
 	}
 	return pool, nil
+}
+
+// imageRoots is planRoots of the plan built into the rescue image, or nil.
+func imageRoots() *x509.CertPool {
+	data, err := os.ReadFile(OverlayPlan)
+	if err != nil {
+		return nil
+	}
+	p, err := ParsePlan(data)
+	if err != nil {
+		return nil
+	}
+	roots, _ := planRoots(p)
+	return roots
 }
 
 // localPath resolves media:/path against the mounted rescue media.
