@@ -200,3 +200,39 @@ dmi_uuid = "%[2]s"
 		t.Errorf("stranger: error %q, want one naming its MAC and the missing entry", stranger.report.Error)
 	}
 }
+
+// A guest without an RNG device and with QEMU's default CPU (no RDRAND)
+// boots with an empty random pool: DHCP must not wait for it (its
+// transaction IDs need no cryptographic randomness). The guest gets its
+// lease and restores over HTTP.
+func TestDHCPWithoutRandomPool(t *testing.T) {
+	setup(t, false)
+	port := snapshotServer(t, map[string]string{"pc1": shared.snap})
+	plan := fmt.Sprintf(`
+[countdown]
+seconds = 0
+[[machine]]
+name = "pc1"
+snapshot = "%s/snapshots/pc1"
+target = "serial=target1"
+after = "poweroff"
+`, GuestServer)
+	target := blank(t)
+	console, r := boot(t, &VM{
+		HTTPPort: port, MAC: "52:54:00:00:cc:01", DefaultCPU: true,
+		Drives: []Drive{{Path: target, Serial: "target1"}},
+	}, plan)
+	wantRestored(t, target, r)
+	n := findNIC(t, r, "52:54:00:00:cc:01")
+	if n.Mode != "dhcp" || !strings.HasPrefix(n.Lease, "10.0.2.") || len(n.Problems) > 0 {
+		t.Errorf("NIC 52:54:00:00:cc:01: %+v; want a DHCP lease from QEMU's 10.0.2.0/24 and no problems", n)
+	}
+	if strings.Contains(console, "random number") {
+		t.Errorf("the console mentions waiting for random numbers:\n%s", console)
+	}
+	for _, s := range r.Steps {
+		if s.Name == "drivers" && strings.Contains(s.Detail, "virtio_rng") {
+			t.Errorf("virtio_rng was loaded (%s): the VM has an RNG device, so this test proves nothing", s.Detail)
+		}
+	}
+}
