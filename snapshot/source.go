@@ -453,12 +453,9 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 		case http.StatusRequestedRangeNotSatisfiable:
 			return false, fmt.Errorf("%s has no bytes %d-%d on the server: the segment is truncated", name, start, end)
 		case http.StatusOK:
-			if known && header.Get("If-Range") != "" {
-				// If-Range did not match: the server sends the whole new file.
-				how := first.differs(validatorOf(resp))
-				if how == "" {
-					how = "If-Range " + first.ifRange() + " no longer matches"
-				}
+			// The whole file: either If-Range did not match (a new file
+			// with another validator or size) or ranges are not served.
+			if how := first.differs(validatorOf(resp)); known && how != "" {
 				return false, changedError(name, how)
 			}
 			return false, fmt.Errorf("server for %s ignores Range requests (answered 200, want 206): serve the snapshot with a server that supports ranges, such as 'rewind serve'", h.url(name))

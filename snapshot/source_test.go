@@ -316,8 +316,11 @@ func TestHTTPSourceSegmentReplaced(t *testing.T) {
 			v := &versioned{dir: dir, etag: "a", ignoreIfRange: true}
 			return v, func() { v.mu.Lock(); v.etag = "b"; v.mu.Unlock() }
 		}, `segment data.000 changed on the server during the restore (ETag "a" then "b"): restore again`},
-		{"Last-Modified with If-Range (rewind serve)", func(dir string) (http.Handler, func()) {
+		{"rewind serve", func(dir string) (http.Handler, func()) {
 			return NewHandler(filepath.Dir(dir), nil), func() {}
+		}, `segment data.000 changed on the server during the restore (ETag "`},
+		{"Last-Modified with If-Range (http.FileServer)", func(dir string) (http.Handler, func()) {
+			return http.FileServer(http.Dir(filepath.Dir(dir))), func() {}
 		}, `segment data.000 changed on the server during the restore (Last-Modified `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
