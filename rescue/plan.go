@@ -277,6 +277,8 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			name = fmt.Sprintf("#%d", i+1)
 		} else if j, dup := names[m.Name]; dup {
 			return fmt.Errorf("plan machines #%d and #%d are both named %q; rewind.machine= and reports need unique names", j+1, i+1, m.Name)
+		} else if err := checkMachineName(m.Name); err != nil {
+			return fmt.Errorf("plan machine #%d: %w", i+1, err)
 		}
 		names[m.Name] = i
 		if m.Snapshot == "" {

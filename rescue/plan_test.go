@@ -236,6 +236,8 @@ func TestPlanValidateRefusals(t *testing.T) {
 		{"setuid", pc1 + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/usr/bin/x\"\nmode = \"4755\"\n", 0, "mode 4755 sets the setuid, setgid or sticky bit"},
 		{"setgid", pc1 + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/usr/bin/x\"\nmode = \"2755\"\n", 0, "mode 2755 sets the setuid"},
 		{"duplicate name", pc1 + pc1, 0, `plan machines #1 and #2 are both named "pc1"`},
+		{"name with a space", "[[machine]]\nname = \"pc 1\"\nsnapshot = \"media:/snapshots/pc1\"\n", 0, `machine name "pc 1": use letters, digits`},
+		{"name with a slash", "[[machine]]\nname = \"../pc1\"\nsnapshot = \"media:/snapshots/pc1\"\n", 0, `machine name "../pc1"`},
 		{"duplicate MAC", pc1 + "[machine.match]\nmac = [\"52:54:00:12:34:56\"]\n" + pc2 + "[machine.match]\nmac = [\"52-54-00-12-34-56\"]\n", 0,
 			"plan machines pc1 and pc2 both match MAC 52:54:00:12:34:56"},
 		{"duplicate DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060\"\n" + pc2 + "[machine.match]\ndmi_uuid = \"0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060\"\n", 0,

@@ -466,7 +466,7 @@ func validateReport(r *Report) (machineID, error) {
 		return id, fmt.Errorf("report status %q is not one of %s, %s, %s, %s", r.Status, StatusRunning, StatusSuccess, StatusFailed, StatusAborted)
 	}
 	if err := checkMachineName(r.Machine.Name); err != nil {
-		return id, err
+		return id, fmt.Errorf("report machine.name: %w", err)
 	}
 	id.name = r.Machine.Name
 	if len(r.Machine.MACs) > maxReportMACs {
@@ -501,12 +501,12 @@ func checkMachineName(name string) error {
 		return nil
 	}
 	if len(name) > maxMachineName {
-		return fmt.Errorf("report machine.name is %d bytes long; at most %d", len(name), maxMachineName)
+		return fmt.Errorf("machine name is %d bytes long; at most %d", len(name), maxMachineName)
 	}
 	for i, c := range []byte(name) {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
 		if !ok {
-			return fmt.Errorf("report machine.name %q: use letters, digits, '.', '_' and '-' (starting with a letter or digit)", name)
+			return fmt.Errorf("machine name %q: use letters, digits, '.', '_' and '-' (starting with a letter or digit)", name)
 		}
 	}
 	return nil

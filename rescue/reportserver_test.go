@@ -702,7 +702,7 @@ func TestLabServerWriteTimeout(t *testing.T) {
 	f.Truncate(size)
 	f.WriteAt([]byte("end"), size-3)
 	f.Close()
-	srv, err := NewLabServer(dir, LabServerConfig{WriteTimeout: time.Second})
+	srv, err := NewLabServer(dir, LabServerConfig{WriteTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,7 +720,8 @@ func TestLabServerWriteTimeout(t *testing.T) {
 	go srv.Serve(ln)
 	url := "http://" + ln.Addr().String() + "/big.img"
 
-	// Steady: 1 MiB every 50 ms, 64 MiB in all: longer than the timeout.
+	// Steady: 1 MiB every 100 ms, 64 MiB in all: twice the timeout, with a
+	// wide margin per MiB for a loaded machine.
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -733,7 +734,7 @@ func TestLabServerWriteTimeout(t *testing.T) {
 		if err != nil {
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	resp.Body.Close()
 	if got != size {
