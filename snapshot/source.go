@@ -342,9 +342,10 @@ func (h *HTTPSource) known(name string) (validator, bool) {
 	return v, ok
 }
 
-// do sends req with a watchdog that cancels it when no response, and then
-// no byte of the body, arrives for the stall timeout. The caller reads the
-// body through the returned reader, then calls done.
+// do sends a method request for file name with header, under a watchdog
+// that cancels it when no response, and then no byte of the body, arrives
+// for the stall timeout. The caller reads the body through the returned
+// reader, then calls done.
 func (h *HTTPSource) do(ctx context.Context, method, name string, header http.Header) (resp *http.Response, body io.Reader, done func(), err error) {
 	rctx, cancel := context.WithCancel(ctx)
 	watchdog := time.AfterFunc(h.stall, cancel)
