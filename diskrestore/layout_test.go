@@ -2,6 +2,8 @@ package diskrestore
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -500,4 +502,251 @@ func TestProbeFS(t *testing.T) {
 	if got := ProbeFS(bytes.NewReader(make([]byte, 64<<10))); got != (FS{}) {
 		t.Errorf("zeros: got %+v", got)
 	}
+}
+
+// ebrEntry is one entry of a hand-made MBR or EBR, start relative as the
+// format wants it.
+type ebrEntry struct {
+	slot        int
+	status, typ byte
+	start, size uint32
+	chs         []byte // start and end CHS (6 bytes); nil: 0xfe 0xff 0xff twice
+}
+
+// putSector writes an MBR-style sector at sector lba of img: the entries
+// and the 0x55AA mark.
+func putSector(t *testing.T, img string, lba int64, ents ...ebrEntry) {
+	t.Helper()
+	b := make([]byte, 512)
+	for _, e := range ents {
+		p := b[446+16*e.slot:]
+		p[0], p[4] = e.status, e.typ
+		chs := e.chs
+		if chs == nil {
+			chs = []byte{0xfe, 0xff, 0xff, 0xfe, 0xff, 0xff}
+		}
+		copy(p[1:4], chs[:3])
+		copy(p[5:8], chs[3:])
+		binary.LittleEndian.PutUint32(p[8:], e.start)
+		binary.LittleEndian.PutUint32(p[12:], e.size)
+	}
+	b[510], b[511] = 0x55, 0xaa
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b[:446], lba*512); err != nil { // keep what is in front of the table
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, lba*512); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// partxList is `partx -g -o NR,START,SECTORS` of an image: libblkid's
+// reading of the table, which follows the kernel's rules for EBR chains.
+func partxList(t *testing.T, img string) string {
+	t.Helper()
+	return strings.Join(strings.Fields(run(t, "", "partx", "-g", "-o", "NR,START,SECTORS", img)), " ")
+}
+
+// TestMBRChainShapes captures EBR chains of the shapes the kernel accepts,
+// made by hand, by sfdisk and by fdisk, restores them onto a blank disk and
+// compares LBA 0 and every EBR byte for byte, the whole image by hash, and
+// what sfdisk and partx (libblkid, the kernel's rules) read from both.
+func TestMBRChainShapes(t *testing.T) {
+	needTools(t, "sfdisk", "partx")
+	const size = 64 * MiB
+	// A 0x0f extended partition at 2048 of 100000 sectors.
+	ext := ebrEntry{slot: 1, typ: 0x0f, start: 2048, size: 100000}
+	tests := []struct {
+		name  string
+		build func(t *testing.T, img string)
+		want  string // partition: start+size, as ReadLayout numbers them
+	}{
+		{"sfdisk", mbrSource, "1:2048+69632 2:71680+8192 3:81920+40000 5:83968+10000 6:96256+20000 7:118784+2000"},
+		{"empty-first-EBR-links-on", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 1000}, ext)
+			putSector(t, img, 2048, ebrEntry{slot: 1, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 4096, ebrEntry{slot: 0, typ: 0x83, start: 1, size: 2047}, ebrEntry{slot: 1, typ: 0x05, start: 6144, size: 2048})
+			putSector(t, img, 8192, ebrEntry{slot: 0, typ: 0x07, start: 2048, size: 1000})
+		}, "1:64+1000 2:2048+100000 5:4097+2047 6:10240+1000"},
+		{"logical-in-slot-2-link-in-slot-1", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 1000}, ext)
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x85, start: 4096, size: 8192}, ebrEntry{slot: 1, typ: 0x83, start: 64, size: 2000})
+			putSector(t, img, 6144, ebrEntry{slot: 0, typ: 0x05, start: 10240, size: 3000}, ebrEntry{slot: 1, typ: 0x82, start: 100, size: 4000, status: 0x80})
+			putSector(t, img, 12288, ebrEntry{slot: 1, typ: 0x83, start: 8, size: 800})
+		}, "1:64+1000 2:2048+100000 5:2112+2000 6:6244+4000 7:12296+800"},
+		{"linux-extended-0x85-two-data-entries", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 2, typ: 0x85, start: 2048, size: 100000}, ebrEntry{slot: 3, typ: 0x0c, start: 120000, size: 1000, status: 0x80})
+			// OS/2 style: data in slots 1 and 3, the link in slot 2.
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 16, size: 1000}, ebrEntry{slot: 1, typ: 0x0f, start: 20000, size: 5000}, ebrEntry{slot: 2, typ: 0x83, start: 2000, size: 1000})
+			putSector(t, img, 22048, ebrEntry{slot: 0, typ: 0x83, start: 32, size: 4000})
+		}, "3:2048+100000 4:120000+1000 5:2064+1000 6:4048+1000 7:22080+4000"},
+	}
+	// 300 logical partitions, each of 64 sectors behind its EBR: a long
+	// chain, not a loop.
+	var long []string
+	long = append(long, "1:2048+100000")
+	for i := range 300 {
+		long = append(long, fmt.Sprintf("%d:%d+64", 5+i, 2048+i*128+64))
+	}
+	tests = append(tests, struct {
+		name  string
+		build func(t *testing.T, img string)
+		want  string
+	}{"300-logicals", func(t *testing.T, img string) {
+		putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 100000})
+		for i := range 300 {
+			e := []ebrEntry{{slot: 0, typ: 0x83, start: 64, size: 64}}
+			if i < 299 {
+				e = append(e, ebrEntry{slot: 1, typ: 0x05, start: uint32(i+1) * 128, size: 128})
+			}
+			putSector(t, img, 2048+int64(i)*128, e...)
+		}
+	}, strings.Join(long, " ")})
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", size)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			var got []string
+			for _, p := range l.Partitions {
+				got = append(got, fmt.Sprintf("%d:%d+%d", p.Number, p.Start, p.Size))
+				if !p.Extended {
+					scribble(t, src, int64(p.Start)*512, 512, uint64(p.Number))
+				}
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Fatalf("%s: partitions %s, want %s", src, g, tc.want)
+			}
+			l, extents = readLayoutOf(t, src, 0) // again, with the data
+			if len(tc.want) < 400 {
+				// libblkid follows the kernel's rules (sfdisk does not
+				// show a second data entry of one EBR).
+				var want []string
+				for _, p := range l.Partitions {
+					want = append(want, fmt.Sprintf("%d %d %d", p.Number, p.Start, p.Size))
+				}
+				if g := partxList(t, src); g != strings.Join(want, " ") {
+					t.Errorf("partx -g %s: %s, want Rewind's reading %s", src, g, strings.Join(want, " "))
+				}
+			}
+			dst := newImage(t, "dst.img", size)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatalf("restore onto %s: %v", dst, err)
+			}
+			sectors := []int64{0}
+			for _, tb := range l.MBRTables {
+				if tb.Sector != 0 {
+					sectors = append(sectors, int64(tb.Sector))
+				}
+			}
+			if len(sectors) < 2 {
+				t.Fatalf("%s: no EBR recorded: %+v", src, l.MBRTables)
+			}
+			for _, s := range sectors {
+				if got, want := sumRange(t, dst, s*512, 512), sumRange(t, src, s*512, 512); got != want {
+					t.Errorf("%s: sector %d (MBR/EBR) differs from the source's", dst, s)
+				}
+			}
+			if got, want := sfdiskDump(t, dst), sfdiskDump(t, src); got != want {
+				t.Errorf("sfdisk --dump of the target differs from the source:\n%s", diffLines(got, want))
+			}
+			if got, want := partxList(t, dst), partxList(t, src); got != want {
+				t.Errorf("partx -g %s: %s, want the source's %s", dst, got, want)
+			}
+			if got, want := sumRange(t, dst, 0, size), sumRange(t, src, 0, size); got != want {
+				t.Errorf("target image sha256 %s, want the source's %s", got, want)
+			}
+		})
+	}
+}
+
+// TestProtectiveMBRKept restores GPT disks whose LBA 0 is not the plain
+// protective MBR sgdisk writes: a hybrid MBR (sgdisk -h), and a protective
+// MBR with the boot flag set, bytes 444-445 used and an end CHS of
+// 0xfeffff. On a disk of the same size LBA 0 comes back byte for byte; on
+// a larger one only the 0xEE entry's size (and its computed CHS) follows
+// the new size.
+func TestProtectiveMBRKept(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	tests := []struct {
+		name  string
+		build func(t *testing.T, img string)
+	}{
+		{"hybrid", func(t *testing.T, img string) {
+			gptSource(t, img)
+			run(t, "", "sgdisk", "-h", "1:2", img)
+		}},
+		{"boot-flag-reserved-odd-chs", func(t *testing.T, img string) {
+			gptSource(t, img)
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.WriteAt([]byte{0x5a, 0xa5, 0x80}, 444) // bytes 444-445, then the 0xEE entry's status
+			f.WriteAt([]byte{0xfe, 0xff, 0xff}, 446+5)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", 64*MiB)
+			tc.build(t, src)
+			srcLBA0 := readSector(t, src, 0)
+			l, extents := readLayoutOf(t, src, 0)
+			if l.Table != "gpt" || len(l.MBRTables) != 1 {
+				t.Fatalf("%s: table %q with MBR tables %+v, want gpt with the protective MBR recorded", src, l.Table, l.MBRTables)
+			}
+			dst := newImage(t, "dst.img", 64*MiB)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := readSector(t, dst, 0); !bytes.Equal(got, srcLBA0) {
+				t.Errorf("%s: LBA 0 differs from the source's:\n got  %x\n want %x", dst, got[440:], srcLBA0[440:])
+			}
+			if got, want := sumRange(t, dst, 0, 64*MiB), sumRange(t, src, 0, 64*MiB); got != want {
+				t.Errorf("whole target image sha256 %s, want the source's %s", got, want)
+			}
+			if got, want := sgdiskPrint(t, dst, []int{1, 2, 3}), sgdiskPrint(t, src, []int{1, 2, 3}); got != want {
+				t.Errorf("sgdisk -p/-i of the target differs from the source:\n%s", diffLines(got, want))
+			}
+
+			big := newImage(t, "big.img", 96*MiB)
+			if err := restoreOnto(t, src, big, l, extents, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got, want := readSector(t, big, 0), bytes.Clone(srcLBA0)
+			for i, e := range rawMBREntries(want) {
+				if e.Type == mbrTypeProtected && e.Start+e.Size-1 == 64*MiB/512-1 { // a hybrid's 0xEE entry covers the GPT only
+					p := want[446+16*i:]
+					binary.LittleEndian.PutUint32(p[12:], 96*MiB/512-1)
+					if bytes.Equal(p[5:8], chs(64*MiB/512-1)) {
+						copy(p[5:8], chs(96*MiB/512-1))
+					}
+				}
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s (larger): LBA 0 from byte 440:\n got  %x\n want %x", big, got[440:], want[440:])
+			}
+			sgdiskVerify(t, big)
+		})
+	}
+}
+
+func readSector(t *testing.T, img string, lba int64) []byte {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	if _, err := f.ReadAt(b, lba*512); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
