@@ -750,3 +750,97 @@ func readSector(t *testing.T, img string, lba int64) []byte {
 	}
 	return b
 }
+
+// writeLayoutBytes renders l's table sectors with the encoder, without
+// TargetLayout's checks, into img: a way to make tables no tool would.
+func writeLayoutBytes(t *testing.T, img string, l *snapshot.Layout) {
+	t.Helper()
+	writes, err := encodeLayout(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, w := range writes {
+		if _, err := f.WriteAt(w.Data, w.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHostileTables reads tables that are damaged or made to mislead:
+// each is refused with an error that names the problem, or read with a
+// note that says what was repaired.
+func TestHostileTables(t *testing.T) {
+	const size = 16 * MiB
+	linux := "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+	gpt := func(parts ...snapshot.Partition) *snapshot.Layout {
+		return &snapshot.Layout{Table: "gpt", LogicalSectorSize: 512, DiskSize: size, PartitionEntries: 128, PartitionEntriesLBA: 2,
+			FirstUsableLBA: 34, LastUsableLBA: size/512 - 34, DiskGUID: "11111111-2222-3333-4444-555555555555", Partitions: parts}
+	}
+	tests := []struct {
+		name            string
+		build           func(t *testing.T, img string)
+		wantErr, wantNote string
+	}{
+		{"gpt-partition-at-2^55", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 1 << 55, Size: 8, Type: linux}))
+		}, "partition 1 (start sector 36028797018963968, 8 sectors) lies outside the disk", ""},
+		{"gpt-partition-wraps", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 2048, Size: 1<<64 - 2040, Type: linux}))
+		}, "ends (sector 7) before it starts (sector 2048)", ""},
+		{"gpt-partition-on-entries", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 20, Size: 2000, Type: linux}))
+		}, "lies on the partition table's own sectors", ""},
+		{"gpt-primary-entries-far-away", func(t *testing.T, img string) {
+			l := gpt(snapshot.Partition{Number: 1, Start: 2048, Size: 2048, Type: linux})
+			writeLayoutBytes(t, img, l)
+			l.PartitionEntriesLBA = 1 << 60 // the primary header points far away; the backup is good
+			w, _ := encodeLayout(l)
+			f, _ := os.OpenFile(img, os.O_RDWR, 0)
+			f.WriteAt(w[2].Data, w[2].Off) // primary header only
+			f.Close()
+		}, "", "the primary GPT is damaged"},
+		{"mbr-ebr-loop", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 20000})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 4096, size: 1000})
+			putSector(t, img, 6144, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 0, size: 1000})
+		}, "the EBR at sector 6144 links back to sector 2048", ""},
+		{"mbr-ebr-outside-container", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 10000, size: 1000})
+		}, "EBR at sector 12048 (linked from sector 2048) lies outside extended partition 1", ""},
+		{"mbr-logical-past-disk", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 0xfff00000, size: 100})
+		}, "partition 5 (start sector 4293920768, 100 sectors) lies outside the disk", ""},
+		{"no-table", func(t *testing.T, img string) { scribble(t, img, 4096, 100, 3) }, "", "no partition table was recognised"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := newImage(t, "hostile.img", size)
+			tc.build(t, img)
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			l, _, err := ReadLayout(f, size, 512)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ReadLayout(%s): error %v, want one containing %q", img, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ReadLayout(%s): %v", img, err)
+			}
+			if !strings.Contains(strings.Join(l.Notes, "\n"), tc.wantNote) {
+				t.Errorf("ReadLayout(%s): notes %q, want one containing %q", img, l.Notes, tc.wantNote)
+			}
+		})
+	}
+}
