@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -127,7 +128,33 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 				describeExtent(a), a.Offset, a.Length, describeExtent(b), b.Offset)
 		}
 	}
+	if err := CheckRestorable(l, extents); err != nil {
+		return nil, nil, err
+	}
 	return l, extents, nil
+}
+
+// CheckRestorable runs what a restore checks before it writes, as a dry
+// run onto a disk of the layout's own size: TargetLayout, the table
+// encoder and FitExtents, which must keep every extent. Capture calls it
+// (through ReadLayout) so that it never writes a snapshot that restore
+// refuses or restores only in part.
+func CheckRestorable(l *snapshot.Layout, extents []snapshot.Extent) error {
+	if l == nil || l.Table == "none" {
+		return nil
+	}
+	t, _, err := TargetLayout(l, l.DiskSize, 0, WriteOptions{})
+	if err != nil {
+		return fmt.Errorf("the %s table read from the disk could not be restored onto the same disk: %w; fix the table (sgdisk -v, fdisk) or capture the disk as a raw image", l.Table, err)
+	}
+	keep, dropped, err := FitExtents(t, extents)
+	if err == nil && len(keep) != len(extents) {
+		err = fmt.Errorf("%d extents would be left out: %s", len(extents)-len(keep), strings.Join(dropped, "; "))
+	}
+	if err != nil {
+		return fmt.Errorf("the %s table read from the disk could not be restored onto the same disk: %w", l.Table, err)
+	}
+	return nil
 }
 
 func describeExtent(e snapshot.Extent) string {

@@ -204,6 +204,15 @@ func ParseManifest(data []byte) (*Manifest, error) {
 // inside the disk, not overlapping), extents that match the layout, and
 // chunks that tile the extents.
 func (m *Manifest) Validate() error {
+	if err := m.validateShape(); err != nil {
+		return err
+	}
+	return m.validateIndex()
+}
+
+// validateShape checks what a capture knows before it reads a byte: the
+// sizes, the extents, the layout and the chunk count.
+func (m *Manifest) validateShape() error {
 	if m.Compression != "lz4-frame" {
 		return fmt.Errorf("manifest compression %q is not supported (want lz4-frame)", m.Compression)
 	}
@@ -219,9 +228,9 @@ func (m *Manifest) Validate() error {
 	if m.SegmentSize <= 0 || m.SegmentSize > MaxSegmentSize {
 		return fmt.Errorf("manifest segment_size %d is outside 1..%d", m.SegmentSize, int64(MaxSegmentSize))
 	}
-	if len(m.Extents) > MaxExtents || len(m.Chunks) > MaxChunks || len(m.Segments) > max(len(m.Chunks), 1) {
-		return fmt.Errorf("manifest has %d extents, %d chunks and %d segments: at most %d extents, %d chunks and one segment per chunk",
-			len(m.Extents), len(m.Chunks), len(m.Segments), MaxExtents, MaxChunks)
+	if len(m.Extents) > MaxExtents || len(m.Chunks) > MaxChunks {
+		return fmt.Errorf("manifest has %d extents and %d chunks: at most %d extents and %d chunks (a larger chunk_size makes fewer)",
+			len(m.Extents), len(m.Chunks), MaxExtents, MaxChunks)
 	}
 	for i, e := range m.Extents {
 		if e.Offset < 0 || e.Length <= 0 || e.Length > m.DiskSize-e.Offset {
@@ -237,8 +246,14 @@ func (m *Manifest) Validate() error {
 	if l := m.Layout; m.Version < 2 && l != nil && (len(l.MBRTables) > 0 || l.MBRReserved != "" || len(l.Notes) > 0) {
 		return fmt.Errorf("layout has mbr_tables, mbr_reserved or notes, which format version %d does not have", m.Version)
 	}
-	if err := m.validateLayout(); err != nil {
-		return err
+	return m.validateLayout()
+}
+
+// validateIndex checks the segments and the chunk index: every frame
+// inside its segment, chunks that tile the extents.
+func (m *Manifest) validateIndex() error {
+	if len(m.Segments) > max(len(m.Chunks), 1) {
+		return fmt.Errorf("manifest has %d segments for %d chunks: at most one segment per chunk", len(m.Segments), len(m.Chunks))
 	}
 	for i, s := range m.Segments {
 		if s.Name == "" || s.Size <= 0 || s.Size > m.SegmentSize || !validSegmentName(s.Name) {
