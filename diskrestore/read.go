@@ -31,16 +31,25 @@ const bootAreaMergeGap = 64 << 10
 // look for a GPT header at 512 and 4096 bytes, else 512.
 func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Layout, []snapshot.Extent, error) {
 	ss, pss := logicalSectorSize, 0
+	device := false
 	if f, ok := r.(*os.File); ok {
 		if g, err := GeometryOf(f); err == nil && g.BlockDevice {
 			if ss == 0 {
 				ss = g.LogicalSectorSize
 			}
-			pss = g.PhysicalSectorSize
+			pss, device = g.PhysicalSectorSize, true
 		}
 	}
+	guessed := ss == 0
+	var guessNote string
 	if ss == 0 {
-		ss = guessSectorSize(r)
+		ss, guessNote = guessSectorSize(r, size)
+	} else if ss == 512 && !device {
+		// An image read with 512-byte sectors on request: refuse what
+		// only fits 4096-byte sectors rather than capture it wrong.
+		if _, note := guessSectorSize(r, size); note != "" {
+			return nil, nil, fmt.Errorf("512-byte sectors were asked for, but %s: give --sector-size 4096", strings.SplitN(note, ":", 2)[0])
+		}
 	}
 	switch ss {
 	case 512, 1024, 2048, 4096:
@@ -54,6 +63,9 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors, or too small", size, ss)
 	}
 	l := &snapshot.Layout{Table: "none", LogicalSectorSize: ss, PhysicalSectorSize: pss, DiskSize: size, Partitions: []snapshot.Partition{}}
+	if guessNote != "" {
+		l.Notes = append(l.Notes, guessNote)
+	}
 
 	lba0 := make([]byte, ss)
 	lba1 := make([]byte, ss)
@@ -91,8 +103,12 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		// Bound the sector numbers before multiplying: a table entry
 		// starting at sector 2^55 would otherwise wrap to byte 0.
 		if p.Start == 0 || p.Size == 0 || p.Start >= sectors || p.Size > sectors-p.Start {
-			return nil, nil, fmt.Errorf("partition %d (start sector %d, %d sectors) lies outside the disk of %d sectors (%d bytes): the table is damaged; fix it with fdisk or sgdisk first",
-				p.Number, p.Start, p.Size, sectors, size)
+			hint := "the table is damaged; fix it with fdisk or sgdisk first"
+			if guessed && ss == 512 {
+				hint += ", or, if this is an image of a disk with 4096-byte sectors, give --sector-size 4096"
+			}
+			return nil, nil, fmt.Errorf("partition %d (start sector %d, %d sectors) lies outside the disk of %d sectors (%d bytes): %s",
+				p.Number, p.Start, p.Size, sectors, size, hint)
 		}
 		off, n := int64(p.Start)*int64(ss), int64(p.Size)*int64(ss)
 		if p.Extended {
@@ -175,15 +191,75 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 	return fmt.Errorf("read %d bytes at offset %d: %w", len(b), off, err)
 }
 
-// guessSectorSize finds a GPT header at 512 or 4096 bytes.
-func guessSectorSize(r io.ReaderAt) int {
-	b := make([]byte, 8)
-	for _, ss := range []int{512, 4096} {
-		if readFull(r, b, int64(ss)) == nil && string(b) == gptSignature {
-			return ss
+// guessSectorSize decides the logical sector size of an image file, which
+// does not say: a valid GPT header at byte 512 or 4096, else an MBR whose
+// partitions and EBRs only make sense (or make more sense: file systems
+// and EBRs where its entries point) in 4096-byte sectors, else 512. note
+// says when 4096 was chosen, and why.
+func guessSectorSize(r io.ReaderAt, size int64) (ss int, note string) {
+	switch {
+	case gptAt(r, 512):
+		return 512, ""
+	case gptAt(r, 4096):
+		return 4096, "the image has a GPT for 4096-byte sectors: it is read as a disk with 4096-byte logical sectors"
+	}
+	lba0 := make([]byte, mbrSize)
+	if readFull(r, lba0, 0) != nil {
+		return 512, ""
+	}
+	ok512, ev512 := mbrPlausible(r, size, lba0, 512)
+	ok4k, ev4k := mbrPlausible(r, size, lba0, 4096)
+	if ok4k && (!ok512 || ev4k > ev512) {
+		return 4096, "the image's MBR only makes sense with 4096-byte sectors (its partitions, EBRs and file systems are where 4096-byte sectors put them): it is read as a disk with 4096-byte logical sectors; give --sector-size 512 to override"
+	}
+	return 512, ""
+}
+
+// gptAt reports a valid GPT header (signature and CRC) at byte off.
+func gptAt(r io.ReaderAt, off int64) bool {
+	b := make([]byte, 512)
+	if readFull(r, b, off) != nil {
+		return false
+	}
+	_, err := parseGPTHeader(b)
+	return err == nil
+}
+
+// mbrPlausible reports whether the MBR in lba0 fits a disk of size bytes
+// with ss-byte sectors, and how much evidence backs that: an EBR with its
+// 0x55AA mark where an extended partition starts, a file system where a
+// partition starts.
+func mbrPlausible(r io.ReaderAt, size int64, lba0 []byte, ss int64) (ok bool, evidence int) {
+	entries, valid := parseMBREntries(lba0)
+	if !valid {
+		return false, 0
+	}
+	buf := make([]byte, ss)
+	for _, e := range entries {
+		if !e.used() || e.Type == mbrTypeProtected {
+			continue
+		}
+		start, end := int64(e.Start)*ss, (int64(e.Start)+int64(e.Size))*ss
+		if end > size {
+			return false, 0
+		}
+		if isExtendedType(e.Type) {
+			if readFull(r, buf, start) != nil {
+				return false, 0
+			}
+			switch {
+			case buf[510] == 0x55 && buf[511] == 0xaa:
+				evidence += 2
+			case !snapshot.IsZero(buf):
+				evidence--
+			}
+			continue
+		}
+		if ProbeFS(io.NewSectionReader(r, start, end-start)).Type != "" {
+			evidence++
 		}
 	}
-	return 512
+	return true, evidence
 }
 
 // detectTable decides between "gpt", "mbr" and "none" from LBA 0 and 1.

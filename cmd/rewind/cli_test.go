@@ -289,3 +289,25 @@ func lineWith(s, prefix string) string {
 	}
 	return ""
 }
+
+// TestCLICaptureNotes: what capture normalised or could not recognise is
+// said in its summary and by inspect (here: a disk without a partition
+// table is captured whole).
+func TestCLICaptureNotes(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "raw.img")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("not a table "), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(dir, "snap")
+	const want = "no partition table was recognised"
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 || !strings.Contains(out, "note      "+want) {
+		t.Errorf("capture of %s: exit %d, summary %q, want a note %q", src, code, out, want)
+	}
+	if code, out := rewind(t, "inspect", snap); code != 0 || !strings.Contains(out, "note       "+want) {
+		t.Errorf("inspect %s: exit %d, %q, want a note %q", snap, code, out, want)
+	}
+}
