@@ -782,8 +782,8 @@ func TestHostileTables(t *testing.T) {
 			FirstUsableLBA: 34, LastUsableLBA: size/512 - 34, DiskGUID: "11111111-2222-3333-4444-555555555555", Partitions: parts}
 	}
 	tests := []struct {
-		name            string
-		build           func(t *testing.T, img string)
+		name              string
+		build             func(t *testing.T, img string)
 		wantErr, wantNote string
 	}{
 		{"gpt-partition-at-2^55", func(t *testing.T, img string) {

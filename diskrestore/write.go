@@ -3,8 +3,8 @@ package diskrestore
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
