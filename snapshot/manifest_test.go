@@ -73,7 +73,7 @@ func TestParseManifestStrict(t *testing.T) {
 		{"nested case variant", gptManifest, `"frame_offset": 500,`, `"frame_offset": 500, "Frame_Offset": 0,`, `chunks[1]: keys "frame_offset" and "Frame_Offset" differ only in case`},
 		{"duplicate key", gptManifest, `"chunk_size": 1048576,`, `"chunk_size": 1048576, "chunk_size": 65536,`, `key "chunk_size" appears twice`},
 		{"trailing object", gptManifest, "\n}", "\n}{}", "data after its JSON object"},
-		{"trailing garbage", gptManifest, "\n}", "\n} x", "not valid JSON"},
+		{"trailing garbage", gptManifest, "\n}", "\n} x", "data after its JSON object"},
 		{"frame offset overflow", gptManifest, `"frame_offset": 500, "frame_length": 1000`, `"frame_offset": 9223372036854775000, "frame_length": 1000`, "chunks[1] frame"},
 		{"extent overflow", gptManifest, `{"kind": "boot-area", "offset": 0, "length": 440}`, `{"kind": "boot-area", "offset": 9223372036854775000, "length": 9223372036854775000}`, "extents[0]"},
 		{"partition at 2^55", gptManifest, `"start": 2048, "size": 2048`, `"start": 36028797018963968, "size": 2048`, "partition 1 (start sector 36028797018963968"},
