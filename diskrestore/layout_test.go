@@ -799,7 +799,7 @@ func TestHostileTables(t *testing.T) {
 			l := gpt(snapshot.Partition{Number: 1, Start: 40, Size: 2000, Type: linux})
 			l.FirstUsableLBA = 2048 // restore refuses this; so must capture
 			writeLayoutBytes(t, img, l)
-		}, "could not be restored onto the same disk: partition 1 starts at sector 40, before the first usable sector 2048", ""},
+		}, "could not be restored even onto a disk of its own size: partition 1 starts at sector 40, before the first usable sector 2048", ""},
 		{"gpt-primary-entries-far-away", func(t *testing.T, img string) {
 			l := gpt(snapshot.Partition{Number: 1, Start: 2048, Size: 2048, Type: linux})
 			writeLayoutBytes(t, img, l)

@@ -145,7 +145,7 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		}
 	}
 	if err := CheckRestorable(l, extents); err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w; fix the table (sgdisk -v, fdisk) or capture the disk as a raw image", err)
 	}
 	return l, extents, nil
 }
@@ -160,15 +160,16 @@ func CheckRestorable(l *snapshot.Layout, extents []snapshot.Extent) error {
 		return nil
 	}
 	t, _, err := TargetLayout(l, l.DiskSize, 0, WriteOptions{})
-	if err != nil {
-		return fmt.Errorf("the %s table read from the disk could not be restored onto the same disk: %w; fix the table (sgdisk -v, fdisk) or capture the disk as a raw image", l.Table, err)
+	if err == nil {
+		var keep []snapshot.Extent
+		var dropped []string
+		keep, dropped, err = FitExtents(t, extents)
+		if err == nil && len(keep) != len(extents) {
+			err = fmt.Errorf("%d extents would be left out: %s", len(extents)-len(keep), strings.Join(dropped, "; "))
+		}
 	}
-	keep, dropped, err := FitExtents(t, extents)
-	if err == nil && len(keep) != len(extents) {
-		err = fmt.Errorf("%d extents would be left out: %s", len(extents)-len(keep), strings.Join(dropped, "; "))
-	}
 	if err != nil {
-		return fmt.Errorf("the %s table read from the disk could not be restored onto the same disk: %w", l.Table, err)
+		return fmt.Errorf("the %s layout could not be restored even onto a disk of its own size: %w", l.Table, err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // rewindBin is the CLI built once for these tests.
@@ -309,5 +310,54 @@ func TestCLICaptureNotes(t *testing.T) {
 	}
 	if code, out := rewind(t, "inspect", snap); code != 0 || !strings.Contains(out, "note       "+want) {
 		t.Errorf("inspect %s: exit %d, %q, want a note %q", snap, code, out, want)
+	}
+}
+
+// TestCLIRefusedLayoutTouchesNoTarget: a manifest whose recorded MBR
+// tables disagree with its partitions is refused before the target image
+// is opened for writing (restore used to truncate it first).
+func TestCLIRefusedLayoutTouchesNoTarget(t *testing.T) {
+	if _, err := exec.LookPath("sfdisk"); err != nil {
+		t.Skip("sfdisk not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "mbr.img")
+	if err := os.WriteFile(src, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sf := exec.Command("sfdisk", "-q", src)
+	sf.Stdin = strings.NewReader("label: dos\nstart=2048,size=2048,type=83\n")
+	if out, err := sf.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v %s", err, out)
+	}
+	snap := filepath.Join(dir, "snap")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 {
+		t.Fatalf("capture: %d %s", code, out)
+	}
+	mpath := filepath.Join(snap, snapshot.ManifestName)
+	data, err := os.ReadFile(mpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := snapshot.ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Layout.MBRTables[0].Entries = strings.Repeat("0", 128) // LBA 0 now says: no partition
+	data, _ = m.Marshal()
+	if err := os.WriteFile(mpath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target.img")
+	old := bytes.Repeat([]byte("keep me "), 1<<16)
+	if err := os.WriteFile(target, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := rewind(t, "restore", snap, target, "--yes", "--progress", "none")
+	if code == 0 || !strings.Contains(out, "mbr_tables") {
+		t.Errorf("restore of an inconsistent layout: exit %d %q, want a failure naming mbr_tables", code, out)
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, old) {
+		t.Errorf("%s was changed (%d bytes now) although the snapshot was refused", target, len(got))
 	}
 }
