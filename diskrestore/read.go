@@ -232,7 +232,7 @@ func gptAt(r io.ReaderAt, off int64) bool {
 // partition starts.
 func mbrPlausible(r io.ReaderAt, size int64, lba0 []byte, ss int64) (ok bool, evidence int) {
 	entries, valid := parseMBREntries(lba0)
-	if !valid {
+	if !valid || size%ss != 0 {
 		return false, 0
 	}
 	buf := make([]byte, ss)
