@@ -486,12 +486,8 @@ func readEBRChain(r io.ReaderAt, l *snapshot.Layout, number int, e mbrEntry, nex
 		if buf[510] != 0x55 || buf[511] != 0xaa {
 			if this == first {
 				// No chain at all: the kernel sees no logical partition.
-				// Restore writes an empty EBR there, as util-linux does.
-				if !snapshot.IsZero(buf[mbrTableOffset:]) {
-					l.Notes = append(l.Notes, fmt.Sprintf("extended partition %d: its first sector %d holds no EBR (no 0x55AA mark), so it has no logical partitions; restore writes an empty EBR there", number, this))
-				}
-				recordMBRTable(l, this, make([]byte, mbrSize))
-				tables = append(tables, span{int64(this)*ss + mbrTableOffset, int64(this)*ss + mbrSize})
+				// The sector is not a table: whatever it holds is
+				// captured and restored as it is.
 				return tables, nil
 			}
 			l.Notes = append(l.Notes, fmt.Sprintf("extended partition %d: the EBR chain ends at sector %d (linked from sector %d), which has no 0x55AA mark, as the kernel ends it", number, this, prev))

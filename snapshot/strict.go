@@ -424,13 +424,14 @@ func (l *Layout) tableSpans() spans {
 }
 
 // ebrSectors returns the sectors of an MBR layout's extended boot records:
-// the container's first sector, every logical partition's EBR and every
-// recorded table sector after LBA 0.
+// every logical partition's EBR and every recorded table sector after LBA
+// 0, and, when no tables are recorded, the container's first sector (where
+// restore then writes an empty EBR).
 func (l *Layout) ebrSectors() []uint64 {
 	var out []uint64
 	for _, p := range l.Partitions {
-		if p.Extended {
-			out = append(out, p.Start)
+		if p.Extended && len(l.MBRTables) == 0 {
+			out = append(out, p.Start) // where restore writes an empty EBR
 		}
 		if p.Logical && p.EBR != 0 {
 			out = append(out, p.EBR)
@@ -589,9 +590,6 @@ func (l *Layout) checkMBR(sectors uint64) error {
 			return fmt.Errorf("layout.mbr_tables[%d]: sector %d is not a distinct sector of the extended partition", i, t.Sector)
 		}
 		ebrs[t.Sector] = true
-	}
-	if ext != nil && len(l.MBRTables) > 0 && !ebrs[ext.Start] {
-		return fmt.Errorf("layout.mbr_tables has no table at sector %d, where the extended partition starts", ext.Start)
 	}
 	for _, p := range logicals {
 		if ext == nil {
