@@ -46,9 +46,13 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		ss, guessNote = guessSectorSize(r, size)
 	} else if ss == 512 && !device {
 		// An image read with 512-byte sectors on request: refuse what
-		// only fits 4096-byte sectors rather than capture it wrong.
+		// only fits 4096-byte sectors rather than capture it wrong (what
+		// fits both is read as asked).
+		if why := only4096(r, size); why != "" {
+			return nil, nil, fmt.Errorf("512-byte sectors were asked for, but %s: give --sector-size 4096", why)
+		}
 		if _, note := guessSectorSize(r, size); note != "" {
-			return nil, nil, fmt.Errorf("512-byte sectors were asked for, but %s: give --sector-size 4096", strings.SplitN(note, ":", 2)[0])
+			guessNote = "512-byte sectors were asked for, but the image's MBR looks like one of a disk with 4096-byte sectors (EBRs and file systems are where 4096-byte sectors put them): if so, capture it again with --sector-size 4096 (every non-zero byte is captured either way)"
 		}
 	}
 	switch ss {
@@ -214,6 +218,24 @@ func guessSectorSize(r io.ReaderAt, size int64) (ss int, note string) {
 		return 4096, "the image's MBR only makes sense with 4096-byte sectors (its partitions, EBRs and file systems are where 4096-byte sectors put them): it is read as a disk with 4096-byte logical sectors; give --sector-size 512 to override"
 	}
 	return 512, ""
+}
+
+// only4096 says why an image's table fits 4096-byte sectors and not 512,
+// or "".
+func only4096(r io.ReaderAt, size int64) string {
+	if gptAt(r, 4096) && !gptAt(r, 512) {
+		return "the image has a GPT for 4096-byte sectors"
+	}
+	lba0 := make([]byte, mbrSize)
+	if readFull(r, lba0, 0) != nil {
+		return ""
+	}
+	ok512, _ := mbrPlausible(r, size, lba0, 512)
+	ok4k, _ := mbrPlausible(r, size, lba0, 4096)
+	if ok4k && !ok512 {
+		return "the image's MBR has partitions that only fit 4096-byte sectors"
+	}
+	return ""
 }
 
 // gptAt reports a valid GPT header (signature and CRC) at byte off.
