@@ -357,6 +357,9 @@ func patchMBRTables(l, t *snapshot.Layout) ([]snapshot.MBRTable, error) {
 			if !ok || newEnd == end {
 				continue
 			}
+			if newEnd < start {
+				return nil, fmt.Errorf("MBR entry %d of the table at sector %d starts at sector %d, past the target's last sector %d", slot+1, tb.Sector, start, newLast)
+			}
 			binary.LittleEndian.PutUint32(b[12:16], uint32(newEnd-start+1))
 			if bytes.Equal(b[5:8], chs(end)) {
 				copy(b[5:8], chs(newEnd))
