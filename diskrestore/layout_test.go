@@ -3,6 +3,7 @@ package diskrestore
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
@@ -963,5 +964,78 @@ func TestReadLayoutRandomTables(t *testing.T) {
 			binary.LittleEndian.PutUint32(b[512+16:], crc32.ChecksumIEEE(b[512:512+92]))
 		}
 		t.Run(fmt.Sprintf("%s-%d", name, i), func(t *testing.T) { checkReadLayoutSafe(t, b, size) })
+	}
+}
+
+// TestAcceptedManifestsAreSafe mutates the manifests of real captures (the
+// recorded MBR tables byte by byte, partitions moved with their extents)
+// and checks that whatever snapshot.ParseManifest accepts, the restore side
+// handles without a panic onto disks of the same, a larger and a smaller
+// size, and that any layout TargetLayout accepts encodes to tables that
+// decode to its partitions (TargetLayout checks that itself).
+func TestAcceptedManifestsAreSafe(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	hybrid := func(t *testing.T, img string) {
+		gptSource(t, img)
+		run(t, "", "sgdisk", "-h", "1:2", img)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for name, build := range map[string]func(*testing.T, string){"gpt-hybrid": hybrid, "mbr": mbrSource} {
+		src := newImage(t, name+".img", 64*MiB)
+		build(t, src)
+		l, extents := readLayoutOf(t, src, 0)
+		base, err := snapshot.ParseManifest(manifestFor(t, l, extents))
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted, restorable := 0, 0
+		for i := range 400 {
+			data, _ := base.Marshal()
+			m, _ := snapshot.ParseManifest(data) // a deep copy
+			ml := m.Layout
+			switch k := r.IntN(3); {
+			case k == 0 && len(ml.MBRTables) > 0:
+				tb := &ml.MBRTables[r.IntN(len(ml.MBRTables))]
+				b, _ := hex.DecodeString(tb.Entries)
+				b[r.IntN(len(b))] = byte(r.Uint32())
+				tb.Entries = hex.EncodeToString(b)
+			case k == 1:
+				p := &ml.Partitions[r.IntN(len(ml.Partitions))]
+				p.Size = uint64(int64(p.Size) + int64(r.IntN(4096)) - 2048)
+				for j := range m.Extents {
+					if m.Extents[j].Partition == p.Number && m.Extents[j].Kind == snapshot.ExtentPartition {
+						m.Extents[j].Length = int64(p.Size) * 512
+					}
+				}
+			default:
+				ml.MBRReserved = fmt.Sprintf("%04x", r.IntN(1<<16))
+			}
+			m.Chunks, m.Segments = nil, nil
+			data = manifestFor(t, ml, m.Extents)
+			pm, err := snapshot.ParseManifest(data)
+			if err != nil {
+				continue
+			}
+			accepted++
+			for _, size := range []int64{64 * MiB, 96 * MiB, 40 * MiB} {
+				for _, grow := range []bool{false, true} {
+					tl, _, err := TargetLayout(pm.Layout, size, 0, WriteOptions{GrowLast: grow})
+					if err != nil {
+						continue
+					}
+					if size == 64*MiB && !grow {
+						restorable++
+					}
+					if _, err := encodeLayout(tl); err != nil {
+						t.Errorf("%s mutant %d onto %d bytes: TargetLayout accepted a layout the encoder refuses: %v", name, i, size, err)
+					}
+					FitExtents(tl, pm.Extents)
+				}
+			}
+		}
+		t.Logf("%s: %d of 400 mutants accepted by ParseManifest, %d restorable onto the same size", name, accepted, restorable)
+		if accepted == 0 {
+			t.Errorf("%s: no mutant was accepted: the test checks nothing", name)
+		}
 	}
 }
