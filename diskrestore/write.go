@@ -245,6 +245,9 @@ func mbrTableSectors(l *snapshot.Layout) (memDisk, error) {
 		b[510], b[511] = 0x55, 0xaa
 		d[int64(tb.Sector)*ss] = b
 	}
+	if d[0] == nil {
+		return nil, errors.New("layout.mbr_tables has no table for LBA 0")
+	}
 	return d, nil
 }
 
@@ -265,7 +268,7 @@ func checkMBRTables(l *snapshot.Layout) error {
 			case e.Type == mbrTypeProtected:
 				protective = true
 			case e.Size != 0 && uint64(e.Start)+uint64(e.Size) > sectors:
-				return fmt.Errorf("hybrid MBR entry %d (sectors %d-%d) lies past the end of the target (%d sectors)", i+1, e.Start, uint64(e.Start)+uint64(e.Size)-1, sectors)
+				return fmt.Errorf("hybrid MBR entry %d (sectors %d-%d) lies past the end of the disk (%d sectors)", i+1, e.Start, uint64(e.Start)+uint64(e.Size)-1, sectors)
 			}
 		}
 		if !protective {
