@@ -86,6 +86,7 @@ func TestParseManifestStrict(t *testing.T) {
 		{"extent of no partition", gptManifest, `"length": 1048576, "partition": 1}`, `"length": 1048576, "partition": 3}`, "partition 3, which the layout does not have"},
 		{"partition without extent", gptManifest, `{"kind": "partition", "offset": 1048576`, `{"kind": "boot-area", "offset": 1048576`, "partition 1 has no extent"},
 		{"boot area on the table", gptManifest, `"offset": 0, "length": 440}`, `"offset": 0, "length": 1000}`, "lies on table sectors (bytes 440-"},
+		{"boot area naming a partition", gptManifest, `"offset": 0, "length": 440}`, `"offset": 0, "length": 440, "partition": 1}`, "is a boot area but names partition 1"},
 		{"disk extent with a table", gptManifest, `{"kind": "boot-area"`, `{"kind": "disk"`, `kind "disk", which a disk with a gpt table does not have`},
 		{"absurd disk size", gptManifest, `"disk_size": 4194304, "chunk_size"`, `"disk_size": 1152921504606846976, "chunk_size"`, "disk_size 1152921504606846976 is outside"},
 		{"layout disk size differs", gptManifest, `"physical_sector_size": 4096, "disk_size": 4194304`, `"physical_sector_size": 4096, "disk_size": 8388608`, "layout.disk_size 8388608 differs"},

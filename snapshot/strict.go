@@ -301,6 +301,9 @@ func (m *Manifest) validateLayout() error {
 			}
 			captured[p.Number] = true
 		case ExtentBootArea:
+			if e.Partition != 0 {
+				return fmt.Errorf("extents[%d] is a boot area but names partition %d", i, e.Partition)
+			}
 		default:
 			return fmt.Errorf("extents[%d] has kind %q, which a disk with a %s table does not have (want %s or %s)", i, e.Kind, l.Table, ExtentPartition, ExtentBootArea)
 		}
