@@ -84,7 +84,7 @@ func TestParseManifestStrict(t *testing.T) {
 		{"overlapping partitions", gptManifest, `"name": "root"}]`, `"name": "root"}, {"number": 2, "start": 4000, "size": 100, "type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}]`, "partitions 1 and 2 overlap"},
 		{"extent not the partition", gptManifest, `"offset": 1048576, "length": 1048576, "partition": 1`, `"offset": 1048576, "length": 1048064, "partition": 1`, "does not match partition 1"},
 		{"extent of no partition", gptManifest, `"length": 1048576, "partition": 1}`, `"length": 1048576, "partition": 3}`, "partition 3, which the layout does not have"},
-		{"partition without extent", gptManifest, `{"kind": "partition", "offset": 1048576`, `{"kind": "boot-area", "offset": 1048576`, "partition 1 has no extent"},
+		{"partition without extent", gptManifest, `{"kind": "partition", "offset": 1048576, "length": 1048576, "partition": 1}`, `{"kind": "boot-area", "offset": 1048576, "length": 1048576}`, "partition 1 has no extent"},
 		{"boot area on the table", gptManifest, `"offset": 0, "length": 440}`, `"offset": 0, "length": 1000}`, "lies on table sectors (bytes 440-"},
 		{"boot area naming a partition", gptManifest, `"offset": 0, "length": 440}`, `"offset": 0, "length": 440, "partition": 1}`, "is a boot area but names partition 1"},
 		{"disk extent with a table", gptManifest, `{"kind": "boot-area"`, `{"kind": "disk"`, `kind "disk", which a disk with a gpt table does not have`},
