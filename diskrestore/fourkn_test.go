@@ -132,3 +132,99 @@ func TestWriteLayoutTellsKernel(t *testing.T) {
 		}
 	}
 }
+
+// Test4KnImage captures image files of 4Kn disks, which carry no sector
+// size: the tables are made on a 4Kn loop device, then the image file
+// behind it is read. Rewind must read it as the kernel reads the device
+// (4096-byte sectors), say so in a note, refuse 512-byte sectors for a GPT
+// with an error that names --sector-size 4096 (and name it in a note for
+// an MBR), and restore it byte for byte (read with 512-byte sectors, a 4Kn
+// MBR image lost its logical partitions and restore wrote an EBR's 0x55AA
+// into partition 1's data).
+func Test4KnImage(t *testing.T) {
+	needRoot(t)
+	needTools(t, "losetup", "sgdisk", "sfdisk", "mkfs.vfat")
+	tests := []struct {
+		name  string
+		build func(t *testing.T, dev string)
+	}{
+		{"gpt", func(t *testing.T, dev string) {
+			run(t, "", "sgdisk", "-o", "-n", "1:256:+8M", "-t", "1:ef00", "-n", "2:0:+16M", dev)
+			scribble(t, dev, 256*4096, 8192, 31)
+		}},
+		{"mbr", func(t *testing.T, dev string) {
+			run(t, "label: dos\nlabel-id: 0x4b4b4b4b\nstart=256,size=2048,type=c\nstart=2304,size=8192,type=5\nstart=2560,size=2048,type=83\nstart=4864,size=1024,type=83\n", "sfdisk", "-q", "--no-reread", dev)
+			fs := newImage(t, "fs.img", 2048*4096)
+			run(t, "", "mkfs.vfat", "-S", "4096", "-n", "FOURK", fs)
+			b, err := os.ReadFile(fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(dev, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt(b, 256*4096); err != nil {
+				t.Fatal(err)
+			}
+			scribble(t, dev, 2560*4096, 8192, 32) // logical 5
+			scribble(t, dev, 4864*4096, 8192, 33) // logical 6
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 64 * MiB
+			img := newImage(t, "4kn.img", size)
+			dev := testdisk.Loop(t, img, 4096)
+			tc.build(t, dev)
+			want, _ := readLayoutOf(t, dev, 0)
+			got, extents := readLayoutOf(t, img, 0)
+			if got.LogicalSectorSize != 4096 || got.Table != want.Table || len(got.Partitions) != len(want.Partitions) {
+				t.Fatalf("%s: table %s with %d-byte sectors and %d partitions, want %s with 4096 and %d as the kernel reads %s",
+					img, got.Table, got.LogicalSectorSize, len(got.Partitions), want.Table, len(want.Partitions), dev)
+			}
+			for i, p := range got.Partitions {
+				if w := want.Partitions[i]; p.Number != w.Number || p.Start != w.Start || p.Size != w.Size || p.Type != w.Type {
+					t.Errorf("%s: partition %d: start %d size %d type %s, want %d %d %s", img, p.Number, p.Start, p.Size, p.Type, w.Start, w.Size, w.Type)
+				}
+			}
+			if !strings.Contains(strings.Join(got.Notes, "\n"), "4096-byte") {
+				t.Errorf("%s: notes %q do not say the image was read with 4096-byte sectors", img, got.Notes)
+			}
+			// Asked for 512-byte sectors: a GPT that only fits 4096 is
+			// refused; an MBR, whose sector numbers fit both, is read as
+			// asked with a note, and still restored byte for byte.
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l512, ext512, err := ReadLayout(f, size, 512)
+			f.Close()
+			switch {
+			case tc.name == "gpt" && (err == nil || !strings.Contains(err.Error(), "--sector-size 4096")):
+				t.Errorf("ReadLayout(%s) with 512-byte sectors: error %v, want one naming --sector-size 4096", img, err)
+			case tc.name == "mbr" && err != nil:
+				t.Errorf("ReadLayout(%s) with 512-byte sectors: %v", img, err)
+			case tc.name == "mbr":
+				if !strings.Contains(strings.Join(l512.Notes, "\n"), "--sector-size 4096") {
+					t.Errorf("ReadLayout(%s) with 512-byte sectors: notes %q, want one naming --sector-size 4096", img, l512.Notes)
+				}
+				dst := newImage(t, "dst512.img", size)
+				if err := restoreOnto(t, img, dst, l512, ext512, WriteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if g, w := sumRange(t, dst, 0, size), sumRange(t, img, 0, size); g != w {
+					t.Errorf("image read with 512-byte sectors and restored: sha256 %s, want the source's %s", g, w)
+				}
+			}
+			dst := newImage(t, "dst.img", size)
+			if err := restoreOnto(t, img, dst, got, extents, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if g, w := sumRange(t, dst, 0, size), sumRange(t, img, 0, size); g != w {
+				t.Errorf("restored image sha256 %s, want the source's %s", g, w)
+			}
+		})
+	}
+}

@@ -102,7 +102,34 @@ func readLayoutOf(t *testing.T, path string, sectorSize int) (*snapshot.Layout, 
 	if err != nil {
 		t.Fatalf("ReadLayout(%s): %v", path, err)
 	}
+	// What capture records, restore must accept.
+	if _, err := snapshot.ParseManifest(manifestFor(t, l, ext)); err != nil {
+		t.Fatalf("ReadLayout(%s) gives a layout that a manifest may not hold: %v", path, err)
+	}
 	return l, ext
+}
+
+// manifestFor returns the manifest a capture of l and extents would
+// write, with an index of all-zero chunks of 1 MiB.
+func manifestFor(t testing.TB, l *snapshot.Layout, extents []snapshot.Extent) []byte {
+	t.Helper()
+	const chunk = 1 << 20
+	m := &snapshot.Manifest{Format: snapshot.FormatName, Version: snapshot.FormatVersion, DiskSize: l.DiskSize, ChunkSize: chunk,
+		SegmentSize: snapshot.DefaultSegmentSize, Compression: "lz4-frame", Hash: "sha256", Layout: l, Extents: extents}
+	for _, e := range extents {
+		for off := int64(0); off < e.Length; off += chunk {
+			m.Chunks = append(m.Chunks, snapshot.Chunk{Offset: e.Offset + off, Length: min(chunk, e.Length-off),
+				FrameOffset: int64(len(m.Chunks)), FrameLength: 1, Zero: true, SHA256: strings.Repeat("0", 64)})
+		}
+	}
+	if len(m.Chunks) > 0 {
+		m.Segments = []snapshot.Segment{{Name: "data.000", Size: int64(len(m.Chunks))}}
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // restoreOnto writes l onto dst and copies the extents that fit from src,

@@ -2,6 +2,11 @@ package diskrestore
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
@@ -499,5 +505,537 @@ func TestProbeFS(t *testing.T) {
 	}
 	if got := ProbeFS(bytes.NewReader(make([]byte, 64<<10))); got != (FS{}) {
 		t.Errorf("zeros: got %+v", got)
+	}
+}
+
+// ebrEntry is one entry of a hand-made MBR or EBR, start relative as the
+// format wants it.
+type ebrEntry struct {
+	slot        int
+	status, typ byte
+	start, size uint32
+	chs         []byte // start and end CHS (6 bytes); nil: 0xfe 0xff 0xff twice
+}
+
+// putSector writes an MBR-style sector at sector lba of img: the entries
+// and the 0x55AA mark.
+func putSector(t *testing.T, img string, lba int64, ents ...ebrEntry) {
+	t.Helper()
+	b := make([]byte, 512)
+	for _, e := range ents {
+		p := b[446+16*e.slot:]
+		p[0], p[4] = e.status, e.typ
+		chs := e.chs
+		if chs == nil {
+			chs = []byte{0xfe, 0xff, 0xff, 0xfe, 0xff, 0xff}
+		}
+		copy(p[1:4], chs[:3])
+		copy(p[5:8], chs[3:])
+		binary.LittleEndian.PutUint32(p[8:], e.start)
+		binary.LittleEndian.PutUint32(p[12:], e.size)
+	}
+	b[510], b[511] = 0x55, 0xaa
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b[:446], lba*512); err != nil { // keep what is in front of the table
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, lba*512); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// partxList is `partx -g -o NR,START,SECTORS` of an image: libblkid's
+// reading of the table, which follows the kernel's rules for EBR chains.
+func partxList(t *testing.T, img string) string {
+	t.Helper()
+	return strings.Join(strings.Fields(run(t, "", "partx", "-g", "-o", "NR,START,SECTORS", img)), " ")
+}
+
+// TestMBRChainShapes captures EBR chains of the shapes the kernel accepts,
+// made by hand, by sfdisk and by fdisk, restores them onto a blank disk and
+// compares LBA 0 and every EBR byte for byte, the whole image by hash, and
+// what sfdisk and partx (libblkid, the kernel's rules) read from both.
+func TestMBRChainShapes(t *testing.T) {
+	needTools(t, "sfdisk", "partx")
+	const size = 64 * MiB
+	// A 0x0f extended partition at 2048 of 100000 sectors.
+	ext := ebrEntry{slot: 1, typ: 0x0f, start: 2048, size: 100000}
+	tests := []struct {
+		name  string
+		build func(t *testing.T, img string)
+		want  string // partition: start+size, as ReadLayout numbers them
+	}{
+		{"sfdisk", mbrSource, "1:2048+69632 2:71680+8192 3:81920+40000 5:83968+10000 6:96256+20000 7:118784+2000"},
+		{"fdisk", func(t *testing.T, img string) {
+			needTools(t, "fdisk")
+			run(t, "o\nn\np\n1\n2048\n+10M\nn\ne\n2\n\n\nn\nl\n\n+5M\nn\nl\n\n+5M\nt\n5\n7\nw\n", "fdisk", img)
+		}, "1:2048+20480 2:22528+108544 5:24576+10240 6:36864+10240"},
+		{"extended-without-EBR", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 1000}, ext)
+			scribble(t, img, 2048*512, 512, 7) // no 0x55AA: no logical partitions, kept as it is
+		}, "1:64+1000 2:2048+100000"},
+		{"empty-first-EBR-links-on", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 1000}, ext)
+			putSector(t, img, 2048, ebrEntry{slot: 1, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 4096, ebrEntry{slot: 0, typ: 0x83, start: 1, size: 2047}, ebrEntry{slot: 1, typ: 0x05, start: 6144, size: 2048})
+			putSector(t, img, 8192, ebrEntry{slot: 0, typ: 0x07, start: 2048, size: 1000})
+		}, "1:64+1000 2:2048+100000 5:4097+2047 6:10240+1000"},
+		{"logical-in-slot-2-link-in-slot-1", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 1000}, ext)
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x85, start: 4096, size: 8192}, ebrEntry{slot: 1, typ: 0x83, start: 64, size: 2000})
+			putSector(t, img, 6144, ebrEntry{slot: 0, typ: 0x05, start: 10240, size: 3000}, ebrEntry{slot: 1, typ: 0x82, start: 100, size: 4000, status: 0x80})
+			putSector(t, img, 12288, ebrEntry{slot: 1, typ: 0x83, start: 8, size: 800})
+		}, "1:64+1000 2:2048+100000 5:2112+2000 6:6244+4000 7:12296+800"},
+		{"linux-extended-0x85-two-data-entries", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 2, typ: 0x85, start: 2048, size: 100000}, ebrEntry{slot: 3, typ: 0x0c, start: 120000, size: 1000, status: 0x80})
+			// OS/2 style: data in slots 1 and 3, the link in slot 2.
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 16, size: 1000}, ebrEntry{slot: 1, typ: 0x0f, start: 20000, size: 5000}, ebrEntry{slot: 2, typ: 0x83, start: 2000, size: 1000})
+			putSector(t, img, 22048, ebrEntry{slot: 0, typ: 0x83, start: 32, size: 4000})
+		}, "3:2048+100000 4:120000+1000 5:2064+1000 6:4048+1000 7:22080+4000"},
+	}
+	// 300 logical partitions, each of 64 sectors behind its EBR: a long
+	// chain, not a loop.
+	var long []string
+	long = append(long, "1:2048+100000")
+	for i := range 300 {
+		long = append(long, fmt.Sprintf("%d:%d+64", 5+i, 2048+i*128+64))
+	}
+	tests = append(tests, struct {
+		name  string
+		build func(t *testing.T, img string)
+		want  string
+	}{"300-logicals", func(t *testing.T, img string) {
+		putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 100000})
+		for i := range 300 {
+			e := []ebrEntry{{slot: 0, typ: 0x83, start: 64, size: 64}}
+			if i < 299 {
+				e = append(e, ebrEntry{slot: 1, typ: 0x05, start: uint32(i+1) * 128, size: 128})
+			}
+			putSector(t, img, 2048+int64(i)*128, e...)
+		}
+	}, strings.Join(long, " ")})
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", size)
+			tc.build(t, src)
+			l, extents := readLayoutOf(t, src, 0)
+			var got []string
+			for _, p := range l.Partitions {
+				got = append(got, fmt.Sprintf("%d:%d+%d", p.Number, p.Start, p.Size))
+				if !p.Extended {
+					scribble(t, src, int64(p.Start)*512, 512, uint64(p.Number))
+				}
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Fatalf("%s: partitions %s, want %s", src, g, tc.want)
+			}
+			l, extents = readLayoutOf(t, src, 0) // again, with the data
+			if len(tc.want) < 400 {
+				// libblkid follows the kernel's rules (sfdisk does not
+				// show a second data entry of one EBR).
+				var want []string
+				for _, p := range l.Partitions {
+					want = append(want, fmt.Sprintf("%d %d %d", p.Number, p.Start, p.Size))
+				}
+				if g := partxList(t, src); g != strings.Join(want, " ") {
+					t.Errorf("partx -g %s: %s, want Rewind's reading %s", src, g, strings.Join(want, " "))
+				}
+			}
+			dst := newImage(t, "dst.img", size)
+			if os.Geteuid() == 0 {
+				dst = testdisk.Loop(t, dst, 512) // a block device, as restore meets it
+			}
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatalf("restore onto %s: %v", dst, err)
+			}
+			sectors := []int64{0}
+			for _, tb := range l.MBRTables {
+				if tb.Sector != 0 {
+					sectors = append(sectors, int64(tb.Sector))
+				}
+			}
+			if len(sectors) < 2 && strings.Contains(tc.want, " 5:") {
+				t.Fatalf("%s: no EBR recorded: %+v", src, l.MBRTables)
+			}
+			for _, s := range sectors {
+				if got, want := sumRange(t, dst, s*512, 512), sumRange(t, src, s*512, 512); got != want {
+					t.Errorf("%s: sector %d (MBR/EBR) differs from the source's", dst, s)
+				}
+			}
+			if got, want := strings.ReplaceAll(sfdiskDump(t, dst), "DEVp", "DEV"), sfdiskDump(t, src); got != want {
+				t.Errorf("sfdisk --dump of the target differs from the source:\n%s", diffLines(got, want))
+			}
+			if got, want := partxList(t, dst), partxList(t, src); got != want {
+				t.Errorf("partx -g %s: %s, want the source's %s", dst, got, want)
+			}
+			if got, want := sumRange(t, dst, 0, size), sumRange(t, src, 0, size); got != want {
+				t.Errorf("target image sha256 %s, want the source's %s", got, want)
+			}
+		})
+	}
+}
+
+// TestProtectiveMBRKept restores GPT disks whose LBA 0 is not the plain
+// protective MBR sgdisk writes: a hybrid MBR (sgdisk -h), and a protective
+// MBR with the boot flag set, bytes 444-445 used and an end CHS of
+// 0xfeffff. On a disk of the same size LBA 0 comes back byte for byte; on
+// a larger one only the 0xEE entry's size (and its computed CHS) follows
+// the new size.
+func TestProtectiveMBRKept(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	tests := []struct {
+		name  string
+		build func(t *testing.T, img string)
+	}{
+		{"hybrid", func(t *testing.T, img string) {
+			gptSource(t, img)
+			run(t, "", "sgdisk", "-h", "1:2", img)
+		}},
+		{"boot-flag-reserved-odd-chs", func(t *testing.T, img string) {
+			gptSource(t, img)
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.WriteAt([]byte{0x5a, 0xa5, 0x80}, 444) // bytes 444-445, then the 0xEE entry's status
+			f.WriteAt([]byte{0xfe, 0xff, 0xff}, 446+5)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newImage(t, "src.img", 64*MiB)
+			tc.build(t, src)
+			srcLBA0 := readSector(t, src, 0)
+			l, extents := readLayoutOf(t, src, 0)
+			if l.Table != "gpt" || len(l.MBRTables) != 1 {
+				t.Fatalf("%s: table %q with MBR tables %+v, want gpt with the protective MBR recorded", src, l.Table, l.MBRTables)
+			}
+			dst := newImage(t, "dst.img", 64*MiB)
+			if err := restoreOnto(t, src, dst, l, extents, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := readSector(t, dst, 0); !bytes.Equal(got, srcLBA0) {
+				t.Errorf("%s: LBA 0 differs from the source's:\n got  %x\n want %x", dst, got[440:], srcLBA0[440:])
+			}
+			if got, want := sumRange(t, dst, 0, 64*MiB), sumRange(t, src, 0, 64*MiB); got != want {
+				t.Errorf("whole target image sha256 %s, want the source's %s", got, want)
+			}
+			if got, want := sgdiskPrint(t, dst, []int{1, 2, 3}), sgdiskPrint(t, src, []int{1, 2, 3}); got != want {
+				t.Errorf("sgdisk -p/-i of the target differs from the source:\n%s", diffLines(got, want))
+			}
+
+			big := newImage(t, "big.img", 96*MiB)
+			if err := restoreOnto(t, src, big, l, extents, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got, want := readSector(t, big, 0), bytes.Clone(srcLBA0)
+			for i, e := range rawMBREntries(want) {
+				if e.Type == mbrTypeProtected && e.Start+e.Size-1 == 64*MiB/512-1 { // a hybrid's 0xEE entry covers the GPT only
+					p := want[446+16*i:]
+					binary.LittleEndian.PutUint32(p[12:], 96*MiB/512-1)
+					if bytes.Equal(p[5:8], chs(64*MiB/512-1)) {
+						copy(p[5:8], chs(96*MiB/512-1))
+					}
+				}
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s (larger): LBA 0 from byte 440:\n got  %x\n want %x", big, got[440:], want[440:])
+			}
+			sgdiskVerify(t, big)
+		})
+	}
+}
+
+func readSector(t *testing.T, img string, lba int64) []byte {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	if _, err := f.ReadAt(b, lba*512); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// writeLayoutBytes renders l's table sectors with the encoder, without
+// TargetLayout's checks, into img: a way to make tables no tool would.
+func writeLayoutBytes(t *testing.T, img string, l *snapshot.Layout) {
+	t.Helper()
+	writes, err := encodeLayout(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, w := range writes {
+		if _, err := f.WriteAt(w.Data, w.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHostileTables reads tables that are damaged or made to mislead:
+// each is refused with an error that names the problem, or read with a
+// note that says what was repaired.
+func TestHostileTables(t *testing.T) {
+	const size = 16 * MiB
+	linux := "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+	gpt := func(parts ...snapshot.Partition) *snapshot.Layout {
+		return &snapshot.Layout{Table: "gpt", LogicalSectorSize: 512, DiskSize: size, PartitionEntries: 128, PartitionEntriesLBA: 2,
+			FirstUsableLBA: 34, LastUsableLBA: size/512 - 34, DiskGUID: "11111111-2222-3333-4444-555555555555", Partitions: parts}
+	}
+	tests := []struct {
+		name              string
+		build             func(t *testing.T, img string)
+		wantErr, wantNote string
+	}{
+		{"gpt-partition-at-2^55", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 1 << 55, Size: 8, Type: linux}))
+		}, "partition 1 (start sector 36028797018963968, 8 sectors) lies outside the disk", ""},
+		{"gpt-partition-wraps", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 2048, Size: 1<<64 - 2040, Type: linux}))
+		}, "ends (sector 7) before it starts (sector 2048)", ""},
+		{"gpt-partition-on-entries", func(t *testing.T, img string) {
+			writeLayoutBytes(t, img, gpt(snapshot.Partition{Number: 1, Start: 20, Size: 2000, Type: linux}))
+		}, "lies on the partition table's own sectors", ""},
+		{"gpt-partition-before-first-usable", func(t *testing.T, img string) {
+			l := gpt(snapshot.Partition{Number: 1, Start: 40, Size: 2000, Type: linux})
+			l.FirstUsableLBA = 2048 // restore refuses this; so must capture
+			writeLayoutBytes(t, img, l)
+		}, "could not be restored even onto a disk of its own size: partition 1 starts at sector 40, before the first usable sector 2048", ""},
+		{"gpt-primary-entries-far-away", func(t *testing.T, img string) {
+			l := gpt(snapshot.Partition{Number: 1, Start: 2048, Size: 2048, Type: linux})
+			writeLayoutBytes(t, img, l)
+			l.PartitionEntriesLBA = 1 << 60 // the primary header points far away; the backup is good
+			w, _ := encodeLayout(l)
+			f, _ := os.OpenFile(img, os.O_RDWR, 0)
+			f.WriteAt(w[2].Data, w[2].Off) // primary header only
+			f.Close()
+		}, "", "the primary GPT is damaged"},
+		{"mbr-ebr-loop", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 20000})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 4096, size: 1000})
+			putSector(t, img, 6144, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 0, size: 1000})
+		}, "the EBR at sector 6144 links back to sector 2048", ""},
+		{"mbr-ebr-outside-container", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 64, size: 100}, ebrEntry{slot: 1, typ: 0x05, start: 10000, size: 1000})
+		}, "EBR at sector 12048 (linked from sector 2048) lies outside extended partition 1", ""},
+		{"mbr-logical-past-disk", func(t *testing.T, img string) {
+			putSector(t, img, 0, ebrEntry{slot: 0, typ: 0x05, start: 2048, size: 4096})
+			putSector(t, img, 2048, ebrEntry{slot: 0, typ: 0x83, start: 0xfff00000, size: 100})
+		}, "partition 5 (start sector 4293920768, 100 sectors) lies outside the disk", ""},
+		{"no-table", func(t *testing.T, img string) { scribble(t, img, 4096, 100, 3) }, "", "no partition table was recognised"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := newImage(t, "hostile.img", size)
+			tc.build(t, img)
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			l, _, err := ReadLayout(f, size, 512)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ReadLayout(%s): error %v, want one containing %q", img, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ReadLayout(%s): %v", img, err)
+			}
+			if !strings.Contains(strings.Join(l.Notes, "\n"), tc.wantNote) {
+				t.Errorf("ReadLayout(%s): notes %q, want one containing %q", img, l.Notes, tc.wantNote)
+			}
+		})
+	}
+}
+
+// FuzzReadLayout reads tables made of fuzzed bytes at the start of a 1 MiB
+// disk: ReadLayout must not panic, and whatever it accepts, a manifest
+// may hold and restore can write (capture never writes a snapshot that
+// restore refuses).
+func FuzzReadLayout(f *testing.F) {
+	const size = 1 * MiB
+	seed := func(l *snapshot.Layout) {
+		w, err := encodeLayout(l)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b := make([]byte, 64<<10)
+		for _, x := range w {
+			if x.Off+int64(len(x.Data)) <= int64(len(b)) {
+				copy(b[x.Off:], x.Data)
+			}
+		}
+		f.Add(b)
+	}
+	seed(&snapshot.Layout{Table: "mbr", LogicalSectorSize: 512, DiskSize: size, MBRSignature: "0x01020304", Partitions: []snapshot.Partition{
+		{Number: 1, Start: 8, Size: 100, Type: "0x83", Bootable: true}, {Number: 2, Start: 200, Size: 1000, Type: "0x05", Extended: true},
+		{Number: 5, Start: 210, Size: 20, Type: "0x83", Logical: true, EBR: 200}, {Number: 6, Start: 300, Size: 20, Type: "0x07", Logical: true, EBR: 290}}})
+	seed(&snapshot.Layout{Table: "gpt", LogicalSectorSize: 512, DiskSize: size, PartitionEntries: 128, PartitionEntriesLBA: 2, FirstUsableLBA: 34, LastUsableLBA: size/512 - 34,
+		Partitions: []snapshot.Partition{{Number: 1, Start: 40, Size: 60, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}}})
+	f.Fuzz(func(t *testing.T, head []byte) { checkReadLayoutSafe(t, head, size) })
+}
+
+// checkReadLayoutSafe reads the table in head at the start of a disk of
+// size bytes: whatever ReadLayout accepts, a manifest may hold, and
+// TargetLayout and the encoder take.
+func checkReadLayoutSafe(t *testing.T, head []byte, size int64) {
+	t.Helper()
+	{
+		disk := make([]byte, size)
+		copy(disk, head)
+		l, extents, err := ReadLayout(bytes.NewReader(disk), size, 0)
+		if err != nil {
+			return
+		}
+		if _, err := snapshot.ParseManifest(manifestFor(t, l, extents)); err != nil {
+			t.Fatalf("ReadLayout accepted a layout that a manifest may not hold: %v\nlayout %+v", err, l)
+		}
+		tl, _, err := TargetLayout(l, size, 0, WriteOptions{})
+		if err != nil {
+			t.Fatalf("ReadLayout accepted a layout that TargetLayout refuses: %v", err)
+		}
+		if _, err := encodeLayout(tl); err != nil {
+			t.Fatalf("ReadLayout accepted a layout that cannot be encoded: %v", err)
+		}
+	}
+}
+
+// TestReadLayoutRandomTables mutates valid MBR and GPT sectors at random
+// (the fuzzer's job, done here with a fixed seed so that every run of
+// make test covers it) and checks each with checkReadLayoutSafe.
+func TestReadLayoutRandomTables(t *testing.T) {
+	const size = 1 * MiB
+	base := map[string][]byte{}
+	for name, l := range map[string]*snapshot.Layout{
+		"mbr": {Table: "mbr", LogicalSectorSize: 512, DiskSize: size, MBRSignature: "0x01020304", Partitions: []snapshot.Partition{
+			{Number: 1, Start: 8, Size: 100, Type: "0x83"}, {Number: 2, Start: 200, Size: 1000, Type: "0x05", Extended: true},
+			{Number: 5, Start: 210, Size: 20, Type: "0x83", Logical: true, EBR: 200}, {Number: 6, Start: 300, Size: 20, Type: "0x07", Logical: true, EBR: 290}}},
+		"gpt": {Table: "gpt", LogicalSectorSize: 512, DiskSize: size, PartitionEntries: 128, PartitionEntriesLBA: 2, FirstUsableLBA: 34, LastUsableLBA: size/512 - 34,
+			Partitions: []snapshot.Partition{{Number: 1, Start: 40, Size: 60, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}}},
+	} {
+		w, err := encodeLayout(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 160<<10)
+		for _, x := range w {
+			if x.Off+int64(len(x.Data)) <= int64(len(b)) {
+				copy(b[x.Off:], x.Data)
+			}
+		}
+		base[name] = b
+	}
+	r := rand.New(rand.NewPCG(10, 10))
+	for i := range 500 {
+		name := "mbr"
+		if i%2 == 1 {
+			name = "gpt"
+		}
+		b := bytes.Clone(base[name])
+		for range 1 + r.IntN(4) {
+			// Mostly the entry fields: table bytes of LBA 0 and the EBRs,
+			// the GPT header and the first entries.
+			offs := []int{446 + r.IntN(64), 512 + r.IntN(92), 1024 + r.IntN(256), 200*512 + 446 + r.IntN(64), 290*512 + 446 + r.IntN(64)}
+			b[offs[r.IntN(len(offs))]] = byte(r.Uint32())
+		}
+		if name == "gpt" && i%4 == 1 {
+			// Keep the CRCs right half of the time, so that the mutated
+			// header and entries are read, not refused for their CRC.
+			arr := b[1024 : 1024+128*128]
+			binary.LittleEndian.PutUint32(b[512+88:], crc32.ChecksumIEEE(arr))
+			clear(b[512+16 : 512+20])
+			binary.LittleEndian.PutUint32(b[512+16:], crc32.ChecksumIEEE(b[512:512+92]))
+		}
+		t.Run(fmt.Sprintf("%s-%d", name, i), func(t *testing.T) { checkReadLayoutSafe(t, b, size) })
+	}
+}
+
+// TestAcceptedManifestsAreSafe mutates the manifests of real captures (the
+// recorded MBR tables byte by byte, partitions moved with their extents)
+// and checks that whatever snapshot.ParseManifest accepts, the restore side
+// handles without a panic onto disks of the same, a larger and a smaller
+// size, and that any layout TargetLayout accepts encodes to tables that
+// decode to its partitions (TargetLayout checks that itself).
+func TestAcceptedManifestsAreSafe(t *testing.T) {
+	needTools(t, "sgdisk", "sfdisk")
+	hybrid := func(t *testing.T, img string) {
+		gptSource(t, img)
+		run(t, "", "sgdisk", "-h", "1:2", img)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for name, build := range map[string]func(*testing.T, string){"gpt-hybrid": hybrid, "mbr": mbrSource} {
+		src := newImage(t, name+".img", 64*MiB)
+		build(t, src)
+		l, extents := readLayoutOf(t, src, 0)
+		base, err := snapshot.ParseManifest(manifestFor(t, l, extents))
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted, restorable := 0, 0
+		for i := range 400 {
+			data, _ := base.Marshal()
+			m, _ := snapshot.ParseManifest(data) // a deep copy
+			ml := m.Layout
+			switch k := r.IntN(3); {
+			case k == 0 && len(ml.MBRTables) > 0:
+				tb := &ml.MBRTables[r.IntN(len(ml.MBRTables))]
+				b, _ := hex.DecodeString(tb.Entries)
+				b[r.IntN(len(b))] = byte(r.Uint32())
+				tb.Entries = hex.EncodeToString(b)
+			case k == 1:
+				p := &ml.Partitions[r.IntN(len(ml.Partitions))]
+				p.Size = uint64(int64(p.Size) + int64(r.IntN(4096)) - 2048)
+				for j := range m.Extents {
+					if m.Extents[j].Partition == p.Number && m.Extents[j].Kind == snapshot.ExtentPartition {
+						m.Extents[j].Length = int64(p.Size) * 512
+					}
+				}
+			default:
+				ml.MBRReserved = fmt.Sprintf("%04x", r.IntN(1<<16))
+			}
+			m.Chunks, m.Segments = nil, nil
+			data = manifestFor(t, ml, m.Extents)
+			pm, err := snapshot.ParseManifest(data)
+			if err != nil {
+				continue
+			}
+			accepted++
+			for _, size := range []int64{64 * MiB, 96 * MiB, 40 * MiB} {
+				for _, grow := range []bool{false, true} {
+					tl, _, err := TargetLayout(pm.Layout, size, 0, WriteOptions{GrowLast: grow})
+					if err != nil {
+						continue
+					}
+					if size == 64*MiB && !grow {
+						restorable++
+					}
+					if _, err := encodeLayout(tl); err != nil {
+						t.Errorf("%s mutant %d onto %d bytes: TargetLayout accepted a layout the encoder refuses: %v", name, i, size, err)
+					}
+					FitExtents(tl, pm.Extents)
+				}
+			}
+		}
+		t.Logf("%s: %d of 400 mutants accepted by ParseManifest, %d restorable onto the same size", name, accepted, restorable)
+		if accepted == 0 {
+			t.Errorf("%s: no mutant was accepted: the test checks nothing", name)
+		}
 	}
 }

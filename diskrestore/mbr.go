@@ -55,6 +55,21 @@ func parseMBREntries(b []byte) (entries [4]mbrEntry, ok bool) {
 	return entries, true
 }
 
+// rawMBREntries decodes the four entries of an MBR-style sector as they
+// are, without judging them.
+func rawMBREntries(b []byte) (entries [4]mbrEntry) {
+	for i := range entries {
+		p := b[mbrTableOffset+i*mbrEntrySize:]
+		entries[i] = mbrEntry{
+			Status: p[0],
+			Type:   p[4],
+			Start:  binary.LittleEndian.Uint32(p[8:12]),
+			Size:   binary.LittleEndian.Uint32(p[12:16]),
+		}
+	}
+	return entries
+}
+
 // putMBREntry writes entry i of an MBR/EBR sector b. absStart is the
 // entry's absolute first sector, used for its CHS fields, which are
 // computed as util-linux and sgdisk do (255 heads, 63 sectors per track).

@@ -2,11 +2,14 @@ package diskrestore
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -28,16 +31,29 @@ const bootAreaMergeGap = 64 << 10
 // look for a GPT header at 512 and 4096 bytes, else 512.
 func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Layout, []snapshot.Extent, error) {
 	ss, pss := logicalSectorSize, 0
+	device := false
 	if f, ok := r.(*os.File); ok {
 		if g, err := GeometryOf(f); err == nil && g.BlockDevice {
 			if ss == 0 {
 				ss = g.LogicalSectorSize
 			}
-			pss = g.PhysicalSectorSize
+			pss, device = g.PhysicalSectorSize, true
 		}
 	}
+	guessed := ss == 0
+	var guessNote string
 	if ss == 0 {
-		ss = guessSectorSize(r)
+		ss, guessNote = guessSectorSize(r, size)
+	} else if ss == 512 && !device {
+		// An image read with 512-byte sectors on request: refuse what
+		// only fits 4096-byte sectors rather than capture it wrong (what
+		// fits both is read as asked).
+		if why := only4096(r, size); why != "" {
+			return nil, nil, fmt.Errorf("512-byte sectors were asked for, but %s: give --sector-size 4096", why)
+		}
+		if _, note := guessSectorSize(r, size); note != "" {
+			guessNote = "512-byte sectors were asked for, but the image's MBR looks like one of a disk with 4096-byte sectors (EBRs and file systems are where 4096-byte sectors put them): if so, capture it again with --sector-size 4096 (every non-zero byte is captured either way)"
+		}
 	}
 	switch ss {
 	case 512, 1024, 2048, 4096:
@@ -51,6 +67,9 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors, or too small", size, ss)
 	}
 	l := &snapshot.Layout{Table: "none", LogicalSectorSize: ss, PhysicalSectorSize: pss, DiskSize: size, Partitions: []snapshot.Partition{}}
+	if guessNote != "" {
+		l.Notes = append(l.Notes, guessNote)
+	}
 
 	lba0 := make([]byte, ss)
 	lba1 := make([]byte, ss)
@@ -69,21 +88,33 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 	case "mbr":
 		tables, err = readMBR(r, l, lba0)
 	default:
+		l.Notes = append(l.Notes, "no partition table was recognised (no MBR or GPT): the whole disk is captured as one extent and restored as it is")
 		return l, []snapshot.Extent{{Kind: snapshot.ExtentDisk, Offset: 0, Length: size}}, nil
 	}
 	if err != nil {
 		return nil, nil, err
 	}
+	if b := lba0[444:446]; b[0] != 0 || b[1] != 0 {
+		l.MBRReserved = hex.EncodeToString(b)
+	}
 	sort.Slice(l.Partitions, func(i, j int) bool { return l.Partitions[i].Number < l.Partitions[j].Number })
 
 	var extents []snapshot.Extent
 	used := append([]span(nil), tables...)
+	sectors := uint64(size) / uint64(ss)
 	for i := range l.Partitions {
 		p := &l.Partitions[i]
-		off, n := int64(p.Start)*int64(ss), int64(p.Size)*int64(ss)
-		if p.Start == 0 || off+n > size {
-			return nil, nil, fmt.Errorf("partition %d (start sector %d, %d sectors) lies outside the disk of %d bytes", p.Number, p.Start, p.Size, size)
+		// Bound the sector numbers before multiplying: a table entry
+		// starting at sector 2^55 would otherwise wrap to byte 0.
+		if p.Start == 0 || p.Size == 0 || p.Start >= sectors || p.Size > sectors-p.Start {
+			hint := "the table is damaged; fix it with fdisk or sgdisk first"
+			if guessed && ss == 512 {
+				hint += ", or, if this is an image of a disk with 4096-byte sectors, give --sector-size 4096"
+			}
+			return nil, nil, fmt.Errorf("partition %d (start sector %d, %d sectors) lies outside the disk of %d sectors (%d bytes): %s",
+				p.Number, p.Start, p.Size, sectors, size, hint)
 		}
+		off, n := int64(p.Start)*int64(ss), int64(p.Size)*int64(ss)
 		if p.Extended {
 			continue // its logical partitions and EBRs are captured, not the container
 		}
@@ -102,6 +133,14 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		}
 	}
 	sort.Slice(extents, func(i, j int) bool { return extents[i].Offset < extents[j].Offset })
+	for _, e := range extents {
+		for _, t := range tables {
+			if e.Offset < t.End && t.Off < e.Offset+e.Length {
+				return nil, nil, fmt.Errorf("%s (bytes %d-%d) lies on the partition table's own sectors (bytes %d-%d): Rewind cannot capture an inconsistent table; fix it with sgdisk -v / fdisk first",
+					describeExtent(e), e.Offset, e.Offset+e.Length-1, t.Off, t.End-1)
+			}
+		}
+	}
 	for i := 1; i < len(extents); i++ {
 		a, b := extents[i-1], extents[i]
 		if b.Offset < a.Offset+a.Length {
@@ -109,7 +148,34 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 				describeExtent(a), a.Offset, a.Length, describeExtent(b), b.Offset)
 		}
 	}
+	if err := CheckRestorable(l, extents); err != nil {
+		return nil, nil, fmt.Errorf("%w; fix the table (sgdisk -v, fdisk) or capture the disk as a raw image", err)
+	}
 	return l, extents, nil
+}
+
+// CheckRestorable runs what a restore checks before it writes, as a dry
+// run onto a disk of the layout's own size: TargetLayout, the table
+// encoder and FitExtents, which must keep every extent. Capture calls it
+// (through ReadLayout) so that it never writes a snapshot that restore
+// refuses or restores only in part.
+func CheckRestorable(l *snapshot.Layout, extents []snapshot.Extent) error {
+	if l == nil || l.Table == "none" {
+		return nil
+	}
+	t, _, err := TargetLayout(l, l.DiskSize, 0, WriteOptions{})
+	if err == nil {
+		var keep []snapshot.Extent
+		var dropped []string
+		keep, dropped, err = FitExtents(t, extents)
+		if err == nil && len(keep) != len(extents) {
+			err = fmt.Errorf("%d extents would be left out: %s", len(extents)-len(keep), strings.Join(dropped, "; "))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the %s layout could not be restored even onto a disk of its own size: %w", l.Table, err)
+	}
+	return nil
 }
 
 func describeExtent(e snapshot.Extent) string {
@@ -130,15 +196,93 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 	return fmt.Errorf("read %d bytes at offset %d: %w", len(b), off, err)
 }
 
-// guessSectorSize finds a GPT header at 512 or 4096 bytes.
-func guessSectorSize(r io.ReaderAt) int {
-	b := make([]byte, 8)
-	for _, ss := range []int{512, 4096} {
-		if readFull(r, b, int64(ss)) == nil && string(b) == gptSignature {
-			return ss
+// guessSectorSize decides the logical sector size of an image file, which
+// does not say: a valid GPT header at byte 512 or 4096, else an MBR whose
+// partitions and EBRs only make sense (or make more sense: file systems
+// and EBRs where its entries point) in 4096-byte sectors, else 512. note
+// says when 4096 was chosen, and why.
+func guessSectorSize(r io.ReaderAt, size int64) (ss int, note string) {
+	switch {
+	case gptAt(r, 512):
+		return 512, ""
+	case gptAt(r, 4096):
+		return 4096, "the image has a GPT for 4096-byte sectors: it is read as a disk with 4096-byte logical sectors"
+	}
+	lba0 := make([]byte, mbrSize)
+	if readFull(r, lba0, 0) != nil {
+		return 512, ""
+	}
+	ok512, ev512 := mbrPlausible(r, size, lba0, 512)
+	ok4k, ev4k := mbrPlausible(r, size, lba0, 4096)
+	if ok4k && (!ok512 || ev4k > ev512) {
+		return 4096, "the image's MBR only makes sense with 4096-byte sectors (its partitions, EBRs and file systems are where 4096-byte sectors put them): it is read as a disk with 4096-byte logical sectors; give --sector-size 512 to override"
+	}
+	return 512, ""
+}
+
+// only4096 says why an image's table fits 4096-byte sectors and not 512,
+// or "".
+func only4096(r io.ReaderAt, size int64) string {
+	if gptAt(r, 4096) && !gptAt(r, 512) {
+		return "the image has a GPT for 4096-byte sectors"
+	}
+	lba0 := make([]byte, mbrSize)
+	if readFull(r, lba0, 0) != nil {
+		return ""
+	}
+	ok512, _ := mbrPlausible(r, size, lba0, 512)
+	ok4k, _ := mbrPlausible(r, size, lba0, 4096)
+	if ok4k && !ok512 {
+		return "the image's MBR has partitions that only fit 4096-byte sectors"
+	}
+	return ""
+}
+
+// gptAt reports a valid GPT header (signature and CRC) at byte off.
+func gptAt(r io.ReaderAt, off int64) bool {
+	b := make([]byte, 512)
+	if readFull(r, b, off) != nil {
+		return false
+	}
+	_, err := parseGPTHeader(b)
+	return err == nil
+}
+
+// mbrPlausible reports whether the MBR in lba0 fits a disk of size bytes
+// with ss-byte sectors, and how much evidence backs that: an EBR with its
+// 0x55AA mark where an extended partition starts, a file system where a
+// partition starts.
+func mbrPlausible(r io.ReaderAt, size int64, lba0 []byte, ss int64) (ok bool, evidence int) {
+	entries, valid := parseMBREntries(lba0)
+	if !valid || size%ss != 0 {
+		return false, 0
+	}
+	buf := make([]byte, ss)
+	for _, e := range entries {
+		if !e.used() || e.Type == mbrTypeProtected {
+			continue
+		}
+		start, end := int64(e.Start)*ss, (int64(e.Start)+int64(e.Size))*ss
+		if end > size {
+			return false, 0
+		}
+		if isExtendedType(e.Type) {
+			if readFull(r, buf, start) != nil {
+				return false, 0
+			}
+			switch {
+			case buf[510] == 0x55 && buf[511] == 0xaa:
+				evidence += 2
+			case !snapshot.IsZero(buf):
+				evidence--
+			}
+			continue
+		}
+		if ProbeFS(io.NewSectionReader(r, start, end-start)).Type != "" {
+			evidence++
 		}
 	}
-	return 512
+	return true, evidence
 }
 
 // detectTable decides between "gpt", "mbr" and "none" from LBA 0 and 1.
@@ -178,17 +322,18 @@ func looksLikeBootSector(b []byte) bool {
 func readGPT(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 	ss := int64(l.LogicalSectorSize)
 	lastLBA := uint64(l.DiskSize/ss) - 1
-	hdr, entries, primErr := readGPTAt(r, 1, ss)
+	hdr, entries, primErr := readGPTAt(r, 1, ss, lastLBA+1)
 	primaryEntriesLBA := hdr.EntriesLBA
 	backupLBA := hdr.AltLBA
 	if primErr != nil {
 		var backErr error
-		hdr, entries, backErr = readGPTAt(r, lastLBA, ss)
+		hdr, entries, backErr = readGPTAt(r, lastLBA, ss, lastLBA+1)
 		if backErr != nil {
 			return nil, fmt.Errorf("GPT: primary header: %v; backup header at sector %d: %v", primErr, lastLBA, backErr)
 		}
 		primaryEntriesLBA = 2
 		backupLBA = lastLBA
+		l.Notes = append(l.Notes, fmt.Sprintf("the primary GPT is damaged (%v): the table was read from the backup GPT at sector %d, and restore writes both", primErr, lastLBA))
 	}
 	if backupLBA == 0 || backupLBA > lastLBA {
 		backupLBA = lastLBA
@@ -196,7 +341,7 @@ func readGPT(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 	n := int(hdr.NumEntries)
 	esec := gptEntrySectors(n, int(ss))
 	backupEntriesLBA := backupLBA - esec
-	if bh, _, err := readGPTAt(r, backupLBA, ss); err == nil {
+	if bh, _, err := readGPTAt(r, backupLBA, ss, lastLBA+1); err == nil {
 		backupEntriesLBA = bh.EntriesLBA
 	}
 
@@ -208,6 +353,13 @@ func readGPT(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 	l.PartitionEntriesLBA = primaryEntriesLBA
 	if sig := binary.LittleEndian.Uint32(lba0[mbrSignatureOffset:]); sig != 0 {
 		l.MBRSignature = mbrSignature(lba0)
+	}
+	// The protective MBR's entries come back as they are: its boot flag
+	// (some BIOSes need it), the 0xEE entry's CHS fields, hybrid entries.
+	if ents, ok := parseMBREntries(lba0); ok && slices.ContainsFunc(ents[:], func(e mbrEntry) bool { return e.Type == mbrTypeProtected }) {
+		recordMBRTable(l, 0, lba0)
+	} else {
+		l.Notes = append(l.Notes, "the disk has a GPT but no valid protective MBR (no 0xEE entry): restore writes a standard one")
 	}
 	for i, e := range entries {
 		if !e.used() {
@@ -226,17 +378,22 @@ func readGPT(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 			Attributes: e.Attributes,
 		})
 	}
+	if backupLBA != lastLBA {
+		l.Notes = append(l.Notes, fmt.Sprintf("the backup GPT header was at sector %d, not at the disk's last sector %d: restore writes it at the end", backupLBA, lastLBA))
+	}
 	return []span{
 		{mbrSignatureOffset, mbrSize},
 		{ss, 2 * ss},
 		{int64(primaryEntriesLBA) * ss, int64(primaryEntriesLBA+esec) * ss},
 		{int64(backupEntriesLBA) * ss, int64(backupEntriesLBA+esec) * ss},
 		{int64(backupLBA) * ss, int64(backupLBA+1) * ss},
+		// Where restore writes the backup GPT, whatever the source had.
+		{int64(lastLBA-esec) * ss, int64(lastLBA+1) * ss},
 	}, nil
 }
 
 // readGPTAt reads and checks the GPT header at lba and its entry array.
-func readGPTAt(r io.ReaderAt, lba uint64, ss int64) (gptHeader, []gptEntry, error) {
+func readGPTAt(r io.ReaderAt, lba uint64, ss int64, sectors uint64) (gptHeader, []gptEntry, error) {
 	b := make([]byte, ss)
 	if err := readFull(r, b, int64(lba)*ss); err != nil {
 		return gptHeader{}, nil, err
@@ -247,6 +404,13 @@ func readGPTAt(r io.ReaderAt, lba uint64, ss int64) (gptHeader, []gptEntry, erro
 	}
 	if h.MyLBA != lba {
 		return h, nil, fmt.Errorf("GPT header at sector %d says it is at sector %d", lba, h.MyLBA)
+	}
+	// Bound the header's sector numbers before any arithmetic on them.
+	esec := gptEntrySectors(int(h.NumEntries), int(ss))
+	if h.EntriesLBA < 2 || h.EntriesLBA >= sectors || esec > sectors-h.EntriesLBA ||
+		h.FirstUsable > h.LastUsable || h.LastUsable >= sectors || h.AltLBA >= sectors {
+		return h, nil, fmt.Errorf("GPT header at sector %d points outside the disk of %d sectors (entries at %d, usable %d-%d, other header at %d)",
+			lba, sectors, h.EntriesLBA, h.FirstUsable, h.LastUsable, h.AltLBA)
 	}
 	arr := make([]byte, int(h.NumEntries)*gptEntrySize)
 	if err := readFull(r, arr, int64(h.EntriesLBA)*ss); err != nil {
@@ -262,16 +426,24 @@ func readGPTAt(r io.ReaderAt, lba uint64, ss int64) (gptHeader, []gptEntry, erro
 	return h, entries, nil
 }
 
-// readMBR fills l from the MBR and the EBR chains of extended partitions,
-// and returns the table spans: LBA 0's signature and table, and the table
+// maxEBRs bounds the extended boot records of one chain: far more than
+// any tool makes (the kernel itself shows at most a few hundred partitions)
+// and small enough to bound the layout.
+const maxEBRs = snapshot.MaxPartitions
+
+// readMBR fills l from the MBR and the EBR chain of the extended
+// partition, records the entry table of LBA 0 and of every EBR as the
+// source has them (so restore writes them back byte for byte), and
+// returns the table spans: LBA 0's signature and table, and the table
 // part of every EBR.
 func readMBR(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
-	ss := int64(l.LogicalSectorSize)
 	entries, _ := parseMBREntries(lba0)
 	l.Table = "mbr"
 	l.MBRSignature = mbrSignature(lba0)
+	recordMBRTable(l, 0, lba0)
 	tables := []span{{mbrSignatureOffset, mbrSize}}
 	next := 5
+	extended := 0
 	for i, e := range entries {
 		if !e.used() {
 			continue
@@ -281,41 +453,116 @@ func readMBR(r io.ReaderAt, l *snapshot.Layout, lba0 []byte) ([]span, error) {
 		if !ext {
 			continue
 		}
-		seen := map[uint64]bool{}
-		ebr := uint64(e.Start)
-		buf := make([]byte, ss)
-		for {
-			if seen[ebr] || len(seen) >= 256 {
-				return nil, fmt.Errorf("MBR: the chain of extended boot records loops at sector %d", ebr)
-			}
-			seen[ebr] = true
-			if int64(ebr+1)*ss > l.DiskSize {
-				return nil, fmt.Errorf("MBR: extended boot record at sector %d lies beyond the disk", ebr)
-			}
-			if err := readFull(r, buf, int64(ebr)*ss); err != nil {
-				return nil, err
-			}
-			tables = append(tables, span{int64(ebr)*ss + mbrTableOffset, int64(ebr)*ss + mbrSize})
-			ents, ok := parseMBREntries(buf)
-			if !ok && ebr == uint64(e.Start) && snapshot.IsZero(buf) {
-				break // an extended partition without any logical one
-			}
-			if !ok {
-				return nil, fmt.Errorf("MBR: extended boot record at sector %d (in partition %d) is damaged", ebr, i+1)
-			}
-			if ents[0].used() {
-				p := mbrPartition(next, ents[0], ebr+uint64(ents[0].Start), false)
-				p.Logical, p.EBR = true, ebr
-				l.Partitions = append(l.Partitions, p)
-				next++
-			}
-			if !ents[1].used() || !isExtendedType(ents[1].Type) {
-				break
-			}
-			ebr = uint64(e.Start) + uint64(ents[1].Start)
+		if extended != 0 {
+			return nil, fmt.Errorf("MBR: partitions %d and %d are both extended partitions: Rewind recreates one extended partition only", extended, i+1)
 		}
+		extended = i + 1
+		t, err := readEBRChain(r, l, i+1, e, &next)
+		if err != nil {
+			return nil, err
+		}
+		tables = append(tables, t...)
 	}
 	return tables, nil
+}
+
+// readEBRChain follows the chain of extended boot records of extended
+// partition number (entry e of the MBR) by the rules the Linux kernel
+// applies (block/partitions/msdos.c): each EBR's data entries are
+// logical partitions, relative to the EBR, in slot order (an entry in
+// slot 3 or 4 only when it lies inside the container); its first entry
+// of an extended type (0x05, 0x0f, 0x85) links to the next EBR, relative
+// to the container's start, in whatever slot it is; an EBR without data
+// entries (an empty first EBR that only links on) is followed; a sector
+// without the 0x55AA mark ends the chain. A chain that comes back to an
+// EBR it visited is refused; chains of thousands of logical partitions are
+// not loops.
+func readEBRChain(r io.ReaderAt, l *snapshot.Layout, number int, e mbrEntry, next *int) ([]span, error) {
+	ss := int64(l.LogicalSectorSize)
+	first, firstSize := uint64(e.Start), uint64(e.Size)
+	this, thisSize := first, firstSize
+	seen := map[uint64]uint64{} // EBR sector -> the EBR that linked to it
+	var tables []span
+	prev := uint64(0)
+	empty := 0
+	buf := make([]byte, ss)
+	for {
+		if from, ok := seen[this]; ok {
+			return nil, fmt.Errorf("MBR: the chain of extended boot records in partition %d loops: the EBR at sector %d links back to sector %d, visited before (linked from %d): fix the table with fdisk",
+				number, prev, this, from)
+		}
+		if len(seen) >= maxEBRs {
+			return nil, fmt.Errorf("MBR: the chain of extended boot records in partition %d is longer than %d EBRs", number, maxEBRs)
+		}
+		seen[this] = prev
+		if this < first || this-first >= firstSize {
+			return nil, fmt.Errorf("MBR: the EBR at sector %d (linked from sector %d) lies outside extended partition %d (sectors %d-%d): fix the table with fdisk",
+				this, prev, number, first, first+firstSize-1)
+		}
+		if int64(this+1)*ss > l.DiskSize {
+			return nil, fmt.Errorf("MBR: extended boot record at sector %d lies beyond the disk", this)
+		}
+		if err := readFull(r, buf, int64(this)*ss); err != nil {
+			return nil, err
+		}
+		if buf[510] != 0x55 || buf[511] != 0xaa {
+			if this == first {
+				// No chain at all: the kernel sees no logical partition.
+				// The sector is not a table: whatever it holds is
+				// captured and restored as it is.
+				return tables, nil
+			}
+			l.Notes = append(l.Notes, fmt.Sprintf("extended partition %d: the EBR chain ends at sector %d (linked from sector %d), which has no 0x55AA mark, as the kernel ends it", number, this, prev))
+			return tables, nil
+		}
+		recordMBRTable(l, this, buf)
+		tables = append(tables, span{int64(this)*ss + mbrTableOffset, int64(this)*ss + mbrSize})
+		ents := rawMBREntries(buf)
+		found := false
+		for slot, x := range ents {
+			if x.Size == 0 || x.Type == 0 || isExtendedType(x.Type) {
+				continue
+			}
+			abs := this + uint64(x.Start)
+			if slot >= 2 && (uint64(x.Start)+uint64(x.Size) > thisSize || abs < first || abs+uint64(x.Size) > first+firstSize) {
+				continue // the kernel ignores such an entry in slots 3 and 4
+			}
+			if x.Start == 0 {
+				return nil, fmt.Errorf("MBR: logical partition in slot %d of the EBR at sector %d starts on that EBR: fix the table with fdisk", slot+1, this)
+			}
+			p := mbrPartition(*next, x, abs, false)
+			p.Logical, p.EBR = true, this
+			l.Partitions = append(l.Partitions, p)
+			*next++
+			found = true
+		}
+		if found {
+			empty = 0
+		} else if empty++; empty > 100 {
+			// The kernel gives up after 100 EBRs in a row without a
+			// logical partition; so does Rewind, and says so.
+			l.Notes = append(l.Notes, fmt.Sprintf("extended partition %d: 100 EBRs in a row up to sector %d hold no logical partition; the chain is not followed further, as the kernel does not", number, this))
+			return tables, nil
+		}
+		link := -1
+		for slot, x := range ents {
+			if x.Size != 0 && isExtendedType(x.Type) {
+				link = slot
+				break
+			}
+		}
+		if link < 0 {
+			return tables, nil
+		}
+		prev = this
+		this, thisSize = first+uint64(ents[link].Start), uint64(ents[link].Size)
+	}
+}
+
+// recordMBRTable appends sector's entry table (bytes 446..509 of b) to
+// l.MBRTables.
+func recordMBRTable(l *snapshot.Layout, sector uint64, b []byte) {
+	l.MBRTables = append(l.MBRTables, snapshot.MBRTable{Sector: sector, Entries: hex.EncodeToString(b[mbrTableOffset:510])})
 }
 
 func mbrPartition(number int, e mbrEntry, start uint64, extended bool) snapshot.Partition {

@@ -1,8 +1,10 @@
 package diskrestore
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -168,13 +170,19 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 		return nil, nil, fmt.Errorf("layout table %q is not gpt, mbr or none", l.Table)
 	}
 
+	// Sector numbers from a table or a manifest are bounded before any sum.
+	for _, p := range t.Partitions {
+		if p.Size == 0 || p.Start > 1<<62 || p.Size > 1<<62 {
+			return nil, nil, fmt.Errorf("partition %d (start sector %d, %d sectors) is empty or out of any disk's range", p.Number, p.Start, p.Size)
+		}
+	}
 	var maxEnd uint64
 	for _, p := range t.Partitions {
 		maxEnd = max(maxEnd, p.Start+p.Size-1)
 	}
 	for _, p := range t.Partitions {
 		end := p.Start + p.Size - 1
-		if p.Size == 0 || p.Start < first {
+		if p.Start < first {
 			return nil, nil, fmt.Errorf("partition %d starts at sector %d, before the first usable sector %d", p.Number, p.Start, first)
 		}
 		if end > last {
@@ -188,7 +196,181 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 	if opts.GrowLast {
 		notes = append(notes, growLast(&t, last, ss))
 	}
+	if len(l.MBRTables) > 0 {
+		// The recorded tables must say what the partitions say; the
+		// patched ones, what the target's partitions say.
+		if err := checkMBRTables(l); err != nil {
+			return nil, nil, err
+		}
+		tables, err := patchMBRTables(l, &t)
+		if err != nil {
+			return nil, nil, err
+		}
+		t.MBRTables = tables
+		if err := checkMBRTables(&t); err != nil {
+			return nil, nil, fmt.Errorf("internal error: the MBR tables adapted to the target are inconsistent: %w", err)
+		}
+	}
 	return &t, notes, nil
+}
+
+// memDisk is a sparse in-memory disk of whole sectors, for decoding
+// recorded tables with the same code that reads them from a disk.
+type memDisk map[int64][]byte
+
+func (d memDisk) ReadAt(b []byte, off int64) (int, error) {
+	clear(b)
+	for pos := 0; pos < len(b); {
+		if s, ok := d[off+int64(pos)]; ok {
+			pos += copy(b[pos:], s)
+			continue
+		}
+		pos++
+	}
+	return len(b), nil
+}
+
+// mbrTableSectors renders recorded MBR tables as the sectors they are on
+// disk: the entries and the 0x55AA mark.
+func mbrTableSectors(l *snapshot.Layout) (memDisk, error) {
+	ss := int64(l.LogicalSectorSize)
+	d := memDisk{}
+	for i, tb := range l.MBRTables {
+		e, err := hex.DecodeString(tb.Entries)
+		if err != nil || len(e) != 4*mbrEntrySize {
+			return nil, fmt.Errorf("layout.mbr_tables[%d] is not 64 bytes of hex", i)
+		}
+		b := make([]byte, ss)
+		copy(b[mbrTableOffset:], e)
+		b[510], b[511] = 0x55, 0xaa
+		d[int64(tb.Sector)*ss] = b
+	}
+	if d[0] == nil {
+		return nil, errors.New("layout.mbr_tables has no table for LBA 0")
+	}
+	return d, nil
+}
+
+// checkMBRTables decodes l's recorded MBR tables by the rules ReadLayout
+// follows and checks them against l: on an MBR disk they must describe
+// exactly l's partitions; on a GPT disk the protective MBR must have its
+// 0xEE entry and every other (hybrid) entry must lie on the disk.
+func checkMBRTables(l *snapshot.Layout) error {
+	d, err := mbrTableSectors(l)
+	if err != nil {
+		return err
+	}
+	sectors := uint64(l.DiskSize) / uint64(l.LogicalSectorSize)
+	if l.Table == "gpt" {
+		protective := false
+		for i, e := range rawMBREntries(d[0]) {
+			switch {
+			case e.Type == mbrTypeProtected:
+				protective = true
+			case e.Size != 0 && uint64(e.Start)+uint64(e.Size) > sectors:
+				return fmt.Errorf("hybrid MBR entry %d (sectors %d-%d) lies past the end of the disk (%d sectors)", i+1, e.Start, uint64(e.Start)+uint64(e.Size)-1, sectors)
+			}
+		}
+		if !protective {
+			return errors.New("layout.mbr_tables: the protective MBR has no 0xEE entry")
+		}
+		return nil
+	}
+	dec := &snapshot.Layout{LogicalSectorSize: l.LogicalSectorSize, DiskSize: l.DiskSize}
+	if _, err := readMBR(d, dec, d[0]); err != nil {
+		return fmt.Errorf("layout.mbr_tables: %w", err)
+	}
+	if len(dec.MBRTables) != len(l.MBRTables) {
+		return fmt.Errorf("layout.mbr_tables: the chain of EBRs has %d tables, the layout records %d", len(dec.MBRTables), len(l.MBRTables))
+	}
+	for i := range dec.MBRTables {
+		if dec.MBRTables[i].Sector != l.MBRTables[i].Sector {
+			return fmt.Errorf("layout.mbr_tables[%d]: the chain of EBRs reaches sector %d, the layout records sector %d", i, dec.MBRTables[i].Sector, l.MBRTables[i].Sector)
+		}
+	}
+	want := map[int]snapshot.Partition{}
+	for _, p := range l.Partitions {
+		want[p.Number] = p
+	}
+	if len(dec.Partitions) != len(want) {
+		return fmt.Errorf("layout.mbr_tables describe %d partitions, layout.partitions has %d", len(dec.Partitions), len(want))
+	}
+	for _, got := range dec.Partitions {
+		w, ok := want[got.Number]
+		typ, err := parseMBRType(w.Type)
+		if !ok || err != nil || got.Start != w.Start || got.Size != w.Size || got.Type != fmt.Sprintf("0x%02x", typ) ||
+			got.Bootable != w.Bootable || got.Extended != w.Extended || got.Logical != w.Logical || got.EBR != w.EBR {
+			return fmt.Errorf("layout.mbr_tables describe partition %d as %+v, layout.partitions as %+v", got.Number, summary(got), summary(w))
+		}
+	}
+	return nil
+}
+
+func summary(p snapshot.Partition) string {
+	return fmt.Sprintf("start %d size %d type %s bootable %v extended %v logical %v ebr %d", p.Start, p.Size, p.Type, p.Bootable, p.Extended, p.Logical, p.EBR)
+}
+
+// patchMBRTables adapts l's recorded MBR tables to the target layout t:
+// an entry that ended where a grown partition ended (the partition's own
+// entry, an EBR link that covered it, a hybrid entry) now ends where that
+// partition ends; the protective MBR's 0xEE entry follows the target's
+// size unless it was 0xFFFFFFFF. An end CHS that the source computed as
+// Rewind does is recomputed; any other bytes stay as the source had them.
+func patchMBRTables(l, t *snapshot.Layout) ([]snapshot.MBRTable, error) {
+	ss := uint64(l.LogicalSectorSize)
+	moved := map[uint64]uint64{} // old last sector -> new last sector
+	var extStart uint64
+	old := map[int]snapshot.Partition{}
+	for _, p := range l.Partitions {
+		old[p.Number] = p
+	}
+	for _, p := range t.Partitions {
+		if o := old[p.Number]; o.Size != p.Size {
+			moved[o.Start+o.Size-1] = p.Start + p.Size - 1
+		}
+		if p.Extended {
+			extStart = p.Start
+		}
+	}
+	oldLast, newLast := uint64(l.DiskSize)/ss-1, uint64(t.DiskSize)/ss-1
+	out := make([]snapshot.MBRTable, len(l.MBRTables))
+	for i, tb := range l.MBRTables {
+		sec, err := hex.DecodeString(tb.Entries)
+		if err != nil || len(sec) != 4*mbrEntrySize {
+			return nil, fmt.Errorf("layout.mbr_tables[%d] is not 64 bytes of hex", i)
+		}
+		for slot := range 4 {
+			b := sec[slot*mbrEntrySize:]
+			typ, start32, size32 := b[4], binary.LittleEndian.Uint32(b[8:12]), binary.LittleEndian.Uint32(b[12:16])
+			if size32 == 0 {
+				continue
+			}
+			base := tb.Sector
+			if tb.Sector == 0 {
+				base = 0
+			} else if isExtendedType(typ) {
+				base = extStart
+			}
+			start := base + uint64(start32)
+			end := start + uint64(size32) - 1
+			newEnd, ok := moved[end]
+			if l.Table == "gpt" && typ == mbrTypeProtected && size32 != 0xffffffff && end == min(oldLast, 0xffffffff) {
+				newEnd, ok = min(newLast, 0xffffffff), true
+			}
+			if !ok || newEnd == end {
+				continue
+			}
+			if newEnd < start {
+				return nil, fmt.Errorf("MBR entry %d of the table at sector %d starts at sector %d, past the target's last sector %d", slot+1, tb.Sector, start, newLast)
+			}
+			binary.LittleEndian.PutUint32(b[12:16], uint32(newEnd-start+1))
+			if bytes.Equal(b[5:8], chs(end)) {
+				copy(b[5:8], chs(newEnd))
+			}
+		}
+		out[i] = snapshot.MBRTable{Sector: tb.Sector, Entries: hex.EncodeToString(sec)}
+	}
+	return out, nil
 }
 
 // growLast extends the partition that ends last (and, for an MBR logical
@@ -292,7 +474,20 @@ func encodeGPT(t *snapshot.Layout) ([]tableWrite, error) {
 		return nil, err
 	}
 	binary.LittleEndian.PutUint32(pmbr[mbrSignatureOffset:], sig)
-	putMBREntry(pmbr, 0, mbrEntry{Type: mbrTypeProtected, Start: 1, Size: uint32(min(lastLBA, 0xffffffff))}, 1)
+	if err := putReserved(pmbr, t.MBRReserved); err != nil {
+		return nil, err
+	}
+	if len(t.MBRTables) > 0 {
+		// The source's own protective MBR entries (boot flag, CHS,
+		// hybrid entries), adapted to the target by TargetLayout.
+		d, err := mbrTableSectors(t)
+		if err != nil {
+			return nil, err
+		}
+		copy(pmbr[mbrTableOffset:mbrSize], d[0][mbrTableOffset:mbrSize])
+	} else {
+		putMBREntry(pmbr, 0, mbrEntry{Type: mbrTypeProtected, Start: 1, Size: uint32(min(lastLBA, 0xffffffff))}, 1)
+	}
 	pmbr[510], pmbr[511] = 0x55, 0xaa
 
 	sector := func(lba uint64) int64 { return int64(lba) * int64(ss) }
@@ -314,8 +509,29 @@ func encodeMBR(t *snapshot.Layout) ([]tableWrite, error) {
 		return nil, err
 	}
 	binary.LittleEndian.PutUint32(lba0[mbrSignatureOffset:], sig)
+	if err := putReserved(lba0, t.MBRReserved); err != nil {
+		return nil, err
+	}
 	lba0[510], lba0[511] = 0x55, 0xaa
 	writes := []tableWrite{{"MBR", 0, lba0, span{mbrSignatureOffset, mbrSize}}}
+	if len(t.MBRTables) > 0 {
+		// The source's own tables, byte for byte (adapted to the target
+		// by TargetLayout): LBA 0 and every EBR at its sector, whatever
+		// the chain's shape.
+		d, err := mbrTableSectors(t)
+		if err != nil {
+			return nil, err
+		}
+		for _, tb := range t.MBRTables {
+			off := int64(tb.Sector) * ss
+			if tb.Sector == 0 {
+				copy(lba0[mbrTableOffset:], d[0][mbrTableOffset:])
+				continue
+			}
+			writes = append(writes, tableWrite{fmt.Sprintf("EBR at sector %d", tb.Sector), off, d[off], span{off + mbrTableOffset, off + mbrSize}})
+		}
+		return writes, nil
+	}
 
 	entry := func(p snapshot.Partition, relTo uint64) (mbrEntry, error) {
 		typ, err := parseMBRType(p.Type)
@@ -401,6 +617,19 @@ func encodeMBR(t *snapshot.Layout) ([]tableWrite, error) {
 		writes = append(writes, tableWrite{fmt.Sprintf("EBR of partition %d", p.Number), off, b, span{off + mbrTableOffset, off + mbrSize}})
 	}
 	return writes, nil
+}
+
+// putReserved writes bytes 444..445 of LBA 0 from their hex form.
+func putReserved(lba0 []byte, h string) error {
+	if h == "" {
+		return nil
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 2 {
+		return fmt.Errorf("layout.mbr_reserved %q is not 4 hex digits", h)
+	}
+	copy(lba0[444:446], b)
+	return nil
 }
 
 // guidOrNew parses s, or makes a random (version 4) GUID when s is empty.

@@ -51,9 +51,6 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir); err != nil {
-		return nil, err
-	}
 	m := &Manifest{
 		Format:      FormatName,
 		Version:     FormatVersion,
@@ -68,6 +65,14 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 		Extents:     opts.Extents,
 	}
 	m.Chunks = cutChunks(m.Extents, m.ChunkSize)
+	// A snapshot that restore would refuse is not written: the checks
+	// ParseManifest makes on the layout and extents run before anything.
+	if err := m.validateShape(); err != nil {
+		return nil, fmt.Errorf("capture: %w: nothing was written", err)
+	}
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
 	total := m.DataBytes()
 
 	parent := ctx
@@ -447,6 +452,22 @@ func writeFileSync(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The rename is durable only once the directory is flushed: without
+	// this, a power cut can leave a snapshot without its manifest (or
+	// with a signature but no manifest) although capture reported success.
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir flushes a directory's entries to stable storage.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("flush directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("flush directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -1,7 +1,11 @@
 package snapshot
 
 import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,5 +67,84 @@ func TestSegmentNamesSortInOrder(t *testing.T) {
 	}
 	if a, b := segmentName(999, 4), segmentName(1000, 4); a >= b {
 		t.Errorf("%s sorts after %s", a, b)
+	}
+}
+
+// TestCaptureSyncsDirectory runs a capture under strace and checks that
+// the snapshot directory is flushed (fsync on the directory) after
+// manifest.json is renamed into place: otherwise a power cut can lose the
+// manifest of a capture that reported success.
+func TestCaptureSyncsDirectory(t *testing.T) {
+	if dir := os.Getenv("REWIND_TEST_CAPTURE_DIR"); dir != "" {
+		key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+		src := bytes.NewReader(bytes.Repeat([]byte("rewind"), 100000))
+		if _, err := Capture(context.Background(), src, dir, CaptureOptions{DiskSize: src.Size(), ChunkSize: MinChunkSize, SignKey: key}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("strace is not installed")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = filepath.Join(dir, "snap")
+	cmd := exec.Command(strace, "-f", "-y", "-e", "trace=fsync,rename,renameat,renameat2", os.Args[0], "-test.run=^TestCaptureSyncsDirectory$")
+	cmd.Env = append(os.Environ(), "REWIND_TEST_CAPTURE_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Skipf("strace cannot trace here: %v\n%s", err, out)
+	}
+	lines := strings.Split(string(out), "\n")
+	renamed := -1
+	for i, l := range lines {
+		if strings.Contains(l, "rename") && strings.Contains(l, ManifestName+".tmp") {
+			renamed = i
+		}
+	}
+	if renamed < 0 {
+		t.Fatalf("no rename of %s.tmp in the trace:\n%s", ManifestName, out)
+	}
+	for _, l := range lines[renamed+1:] {
+		if strings.Contains(l, "fsync(") && strings.Contains(l, "<"+dir+">") && strings.Contains(l, "= 0") {
+			return
+		}
+	}
+	t.Errorf("capture did not fsync %s after renaming %s into it; trace after the rename:\n%s", dir, ManifestName, strings.Join(lines[renamed:], "\n"))
+}
+
+// TestCaptureRefusesBadLayoutFirst: a layout that restore would refuse
+// is refused before the snapshot directory is even created.
+func TestCaptureRefusesBadLayoutFirst(t *testing.T) {
+	const size = 4 << 20
+	tests := []struct {
+		name    string
+		layout  *Layout
+		extents []Extent
+		wantErr string
+	}{
+		{"partition without extent", &Layout{Table: "gpt", LogicalSectorSize: 512, PhysicalSectorSize: 512, DiskSize: size,
+			Partitions: []Partition{{Number: 1, Start: 2048, Size: 2048, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}}},
+			[]Extent{{Kind: ExtentBootArea, Offset: 0, Length: 440}}, "partition 1 has no extent"},
+		{"partition at 2^55", &Layout{Table: "gpt", LogicalSectorSize: 512, PhysicalSectorSize: 512, DiskSize: size,
+			Partitions: []Partition{{Number: 1, Start: 1 << 55, Size: 8, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}}},
+			[]Extent{{Kind: ExtentPartition, Offset: 0, Length: 4096, Partition: 1}}, "does not lie inside the disk"},
+		{"boot area on the GPT header", &Layout{Table: "gpt", LogicalSectorSize: 512, PhysicalSectorSize: 512, DiskSize: size},
+			[]Extent{{Kind: ExtentBootArea, Offset: 0, Length: 1024}}, "lies on table sectors"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "snap")
+			_, err := Capture(context.Background(), bytes.NewReader(make([]byte, size)), dir, CaptureOptions{DiskSize: size, ChunkSize: MinChunkSize, Layout: tc.layout, Extents: tc.extents})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("capture: got %v, want an error containing %q", err, tc.wantErr)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("%s exists after a refused capture (%v): nothing may be written", dir, err)
+			}
+		})
 	}
 }

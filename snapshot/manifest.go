@@ -8,7 +8,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -90,6 +89,26 @@ type Layout struct {
 	PartitionEntriesLBA uint64      `json:"partition_entries_lba,omitempty"` // GPT: first sector of the primary entry array, usually 2
 	MBRSignature        string      `json:"mbr_signature,omitempty"`         // MBR, "0x" + 8 hex digits
 	Partitions          []Partition `json:"partitions"`
+	// MBRTables holds the 64-byte partition entry table (bytes 446..509)
+	// of LBA 0 and, on an MBR disk, of every extended boot record in chain
+	// order, as the source had them: restore writes them back byte for
+	// byte (hybrid MBR entries, boot flags, CHS fields, link slots and
+	// types). Optional, version 2; without it the tables are rebuilt from
+	// Partitions.
+	MBRTables []MBRTable `json:"mbr_tables,omitempty"`
+	// MBRReserved is bytes 444..445 of LBA 0 as 4 hex digits, in disk
+	// order, when they are not zero. Optional, version 2.
+	MBRReserved string `json:"mbr_reserved,omitempty"`
+	// Notes says what capture repaired or normalised while reading the
+	// table (a damaged primary GPT read from its backup, a disk without a
+	// recognised table captured whole). Optional, version 2.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// MBRTable is the entry table of one MBR-style sector: LBA 0 or an EBR.
+type MBRTable struct {
+	Sector  uint64 `json:"sector"`  // logical sector
+	Entries string `json:"entries"` // bytes 446..509 as 128 hex digits
 }
 
 // Partition is one entry of a Layout.
@@ -141,13 +160,32 @@ type Chunk struct {
 // ErrUnsupportedVersion is returned for a manifest written by a newer Rewind.
 var ErrUnsupportedVersion = errors.New("unsupported snapshot format version")
 
+// Bounds of what a manifest may describe. They keep every size and offset
+// arithmetic far from int64 overflow (a sector number times a sector size,
+// an offset plus a length) and a hostile manifest from asking for absurd
+// memory.
+const (
+	// MaxDiskSize is the largest disk a manifest may describe: 8 PiB.
+	MaxDiskSize = 1 << 53
+	// MaxSegmentSize is the largest segment_size: 1 PiB.
+	MaxSegmentSize = 1 << 50
+	// MaxExtents bounds the extents of one manifest.
+	MaxExtents = 1 << 20
+	// MaxChunks bounds the chunk index: 256 TiB in 4 MiB chunks.
+	MaxChunks = 1 << 26
+	// MaxPartitions bounds a layout's partitions and MBR table sectors.
+	MaxPartitions = 4096
+)
+
 // ParseManifest decodes and validates a manifest. It refuses unknown format
-// versions and any index that is inconsistent with itself.
+// versions, unknown or duplicate keys (also keys that differ only in
+// case), bytes after the JSON object, and any manifest whose sizes,
+// offsets, layout and index are inconsistent, out of bounds or would
+// overflow: what it accepts is safe to restore.
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("manifest is not valid JSON: %w", err)
+	if err := decodeStrict(data, &m); err != nil {
+		return nil, fmt.Errorf("manifest refused: %w", err)
 	}
 	if m.Format != FormatName {
 		return nil, fmt.Errorf("manifest format is %q, want %q: this is not a Rewind snapshot", m.Format, FormatName)
@@ -161,38 +199,65 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// Validate checks that the manifest's fields agree with each other: chunk
-// sizes, segment bounds, extents inside the disk, chunks inside extents.
+// Validate checks that the manifest's fields agree with each other and
+// stay in bounds: chunk sizes, segment bounds, the layout (partitions
+// inside the disk, not overlapping), extents that match the layout, and
+// chunks that tile the extents.
 func (m *Manifest) Validate() error {
+	if err := m.validateShape(); err != nil {
+		return err
+	}
+	return m.validateIndex()
+}
+
+// validateShape checks what a capture knows before it reads a byte: the
+// sizes, the extents, the layout and the chunk count.
+func (m *Manifest) validateShape() error {
 	if m.Compression != "lz4-frame" {
 		return fmt.Errorf("manifest compression %q is not supported (want lz4-frame)", m.Compression)
 	}
 	if m.Hash != "sha256" {
 		return fmt.Errorf("manifest hash %q is not supported (want sha256)", m.Hash)
 	}
-	if m.DiskSize <= 0 {
-		return fmt.Errorf("manifest disk_size %d is not positive", m.DiskSize)
+	if m.DiskSize <= 0 || m.DiskSize > MaxDiskSize {
+		return fmt.Errorf("manifest disk_size %d is outside 1..%d (8 PiB)", m.DiskSize, int64(MaxDiskSize))
 	}
-	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
-		return fmt.Errorf("manifest chunk_size %d is outside %d..%d", m.ChunkSize, MinChunkSize, MaxChunkSize)
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize || m.ChunkSize%4096 != 0 {
+		return fmt.Errorf("manifest chunk_size %d is not a multiple of 4096 in %d..%d", m.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
-	if m.SegmentSize <= 0 {
-		return fmt.Errorf("manifest segment_size %d is not positive", m.SegmentSize)
+	if m.SegmentSize <= 0 || m.SegmentSize > MaxSegmentSize {
+		return fmt.Errorf("manifest segment_size %d is outside 1..%d", m.SegmentSize, int64(MaxSegmentSize))
+	}
+	if len(m.Extents) > MaxExtents || len(m.Chunks) > MaxChunks {
+		return fmt.Errorf("manifest has %d extents and %d chunks: at most %d extents and %d chunks (a larger chunk_size makes fewer)",
+			len(m.Extents), len(m.Chunks), MaxExtents, MaxChunks)
 	}
 	for i, e := range m.Extents {
-		if e.Offset < 0 || e.Length <= 0 || e.Offset+e.Length > m.DiskSize {
-			return fmt.Errorf("extent %d (offset %d, length %d) lies outside the disk of %d bytes", i, e.Offset, e.Length, m.DiskSize)
+		if e.Offset < 0 || e.Length <= 0 || e.Length > m.DiskSize-e.Offset {
+			return fmt.Errorf("extents[%d] (offset %d, length %d) lies outside the disk of %d bytes", i, e.Offset, e.Length, m.DiskSize)
 		}
 		if i > 0 {
 			p := m.Extents[i-1]
 			if e.Offset < p.Offset+p.Length {
-				return fmt.Errorf("extent %d (offset %d) overlaps or precedes extent %d", i, e.Offset, i-1)
+				return fmt.Errorf("extents[%d] (offset %d) overlaps or precedes extents[%d]", i, e.Offset, i-1)
 			}
 		}
 	}
+	if l := m.Layout; m.Version < 2 && l != nil && (len(l.MBRTables) > 0 || l.MBRReserved != "" || len(l.Notes) > 0) {
+		return fmt.Errorf("layout has mbr_tables, mbr_reserved or notes, which format version %d does not have", m.Version)
+	}
+	return m.validateLayout()
+}
+
+// validateIndex checks the segments and the chunk index: every frame
+// inside its segment, chunks that tile the extents.
+func (m *Manifest) validateIndex() error {
+	if len(m.Segments) > max(len(m.Chunks), 1) {
+		return fmt.Errorf("manifest has %d segments for %d chunks: at most one segment per chunk", len(m.Segments), len(m.Chunks))
+	}
 	for i, s := range m.Segments {
-		if s.Name == "" || s.Size < 0 || !validSegmentName(s.Name) {
-			return fmt.Errorf("segment %d has an invalid name %q or size %d", i, s.Name, s.Size)
+		if s.Name == "" || s.Size <= 0 || s.Size > m.SegmentSize || !validSegmentName(s.Name) {
+			return fmt.Errorf("segments[%d] has an invalid name %q or a size %d outside 1..segment_size %d", i, s.Name, s.Size, m.SegmentSize)
 		}
 	}
 	ext := 0
@@ -202,37 +267,38 @@ func (m *Manifest) Validate() error {
 	}
 	for i, c := range m.Chunks {
 		if c.Length <= 0 || c.Length > m.ChunkSize {
-			return fmt.Errorf("chunk %d has length %d (chunk size %d)", i, c.Length, m.ChunkSize)
+			return fmt.Errorf("chunks[%d] has length %d (chunk size %d)", i, c.Length, m.ChunkSize)
 		}
 		if c.Segment < 0 || c.Segment >= len(m.Segments) {
-			return fmt.Errorf("chunk %d names segment %d of %d", i, c.Segment, len(m.Segments))
+			return fmt.Errorf("chunks[%d] names segment %d of %d", i, c.Segment, len(m.Segments))
 		}
-		if c.FrameOffset < 0 || c.FrameLength <= 0 || c.FrameOffset+c.FrameLength > m.Segments[c.Segment].Size {
-			return fmt.Errorf("chunk %d frame (offset %d, length %d) lies outside segment %s of %d bytes",
-				i, c.FrameOffset, c.FrameLength, m.Segments[c.Segment].Name, m.Segments[c.Segment].Size)
+		if seg := m.Segments[c.Segment]; c.FrameOffset < 0 || c.FrameLength <= 0 || c.FrameLength > seg.Size || c.FrameOffset > seg.Size-c.FrameLength {
+			return fmt.Errorf("chunks[%d] frame (frame_offset %d, frame_length %d) lies outside segment %s of %d bytes",
+				i, c.FrameOffset, c.FrameLength, seg.Name, seg.Size)
 		}
 		if c.FrameLength > lz4FrameBound(c.Length) {
-			return fmt.Errorf("chunk %d frame length %d is larger than any LZ4 frame of %d bytes", i, c.FrameLength, c.Length)
+			return fmt.Errorf("chunks[%d] frame_length %d is larger than any LZ4 frame of %d bytes", i, c.FrameLength, c.Length)
 		}
-		if len(c.SHA256) != 64 {
-			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
-		}
-		if _, err := hex.DecodeString(c.SHA256); err != nil {
-			return fmt.Errorf("chunk %d has a malformed sha256 %q", i, c.SHA256)
+		if b, err := hex.DecodeString(c.SHA256); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("chunks[%d] has a malformed sha256 %q", i, c.SHA256)
 		}
 		if err := m.checkRawHash(i, c); err != nil {
 			return err
 		}
 		// Chunks tile the extents: each starts where the previous one
-		// ended, or at the start of the next extent.
+		// ended, or at the start of the next extent; only the last chunk
+		// of an extent is shorter than chunk_size.
 		if ext < len(m.Extents) && next == m.Extents[ext].Offset+m.Extents[ext].Length {
 			ext++
 			if ext < len(m.Extents) {
 				next = m.Extents[ext].Offset
 			}
 		}
-		if ext == len(m.Extents) || c.Offset != next || c.Offset+c.Length > m.Extents[ext].Offset+m.Extents[ext].Length {
-			return fmt.Errorf("chunk %d (offset %d, length %d) does not continue the chunks before it at offset %d inside an extent: the index has a gap, an overlap or a stray chunk", i, c.Offset, c.Length, next)
+		if ext == len(m.Extents) || c.Offset != next || c.Length > m.Extents[ext].Offset+m.Extents[ext].Length-c.Offset {
+			return fmt.Errorf("chunks[%d] (offset %d, length %d) does not continue the chunks before it at offset %d inside an extent: the index has a gap, an overlap or a stray chunk", i, c.Offset, c.Length, next)
+		}
+		if end := m.Extents[ext].Offset + m.Extents[ext].Length; c.Length < m.ChunkSize && c.Offset+c.Length != end {
+			return fmt.Errorf("chunks[%d] (offset %d) is %d bytes but not the last chunk of its extent: every other chunk is chunk_size (%d) bytes", i, c.Offset, c.Length, m.ChunkSize)
 		}
 		next += c.Length
 	}
@@ -248,16 +314,16 @@ func (m *Manifest) Validate() error {
 func (m *Manifest) checkRawHash(i int, c Chunk) error {
 	switch {
 	case m.Version < 2 && c.RawSHA256 != "":
-		return fmt.Errorf("chunk %d has a raw_sha256, which format version %d does not have", i, m.Version)
+		return fmt.Errorf("chunks[%d] has a raw_sha256, which format version %d does not have", i, m.Version)
 	case m.Version < 2:
 		return nil
 	case c.Zero && c.RawSHA256 != "":
-		return fmt.Errorf("chunk %d is marked all-zero but has a raw_sha256", i)
+		return fmt.Errorf("chunks[%d] is marked all-zero but has a raw_sha256", i)
 	case c.Zero:
 		return nil
 	}
 	if b, err := hex.DecodeString(c.RawSHA256); err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("chunk %d has a malformed raw_sha256 %q", i, c.RawSHA256)
+		return fmt.Errorf("chunks[%d] has a malformed raw_sha256 %q", i, c.RawSHA256)
 	}
 	return nil
 }

@@ -92,7 +92,7 @@ a mounted file system that changes while it is read is captured inconsistent.`,
 	cmd.Flags().StringVarP(&out, "output", "o", "", "snapshot directory to create (must be new or empty)")
 	cmd.Flags().Var(&chunkSize, "chunk-size", "size of the pieces the disk is cut into")
 	cmd.Flags().Var(&segmentSize, "segment-size", "largest data file; the 1GiB default fits FAT32 media")
-	cmd.Flags().IntVar(&sectorSize, "sector-size", 0, "logical sector size of an image file (default 512; devices report their own)")
+	cmd.Flags().IntVar(&sectorSize, "sector-size", 0, "logical sector size of an image file (default: 4096 when its GPT or MBR only fits 4096-byte sectors, else 512; devices report their own)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "compression workers (default: one per CPU)")
 	cmd.Flags().StringVar(&signKey, "sign", "", "sign the manifest with this private key (see 'rewind key generate')")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
@@ -106,9 +106,7 @@ func sourceGeometry(f *os.File, sectorFlag int) (size int64, sector int, err err
 		return 0, 0, err
 	}
 	if fi.Mode().IsRegular() {
-		if sectorFlag == 0 {
-			sectorFlag = 512
-		}
+		// sectorFlag 0: ReadLayout finds a 4Kn image's sector size.
 		if fi.Size() == 0 {
 			return 0, 0, fmt.Errorf("source %s is empty", f.Name())
 		}
@@ -136,11 +134,16 @@ func printCaptureSummary(cmd *cobra.Command, m *snapshot.Manifest, dir string, t
 		}
 	}
 	table := "none (whole disk)"
-	if m.Layout != nil {
+	if m.Layout != nil && m.Layout.Table != "none" {
 		table = fmt.Sprintf("%s, %d partitions", m.Layout.Table, len(m.Layout.Partitions))
 	}
 	fmt.Fprintf(w, "captured %s into %s in %s\n", m.Origin.Path, dir, took.Round(time.Millisecond))
 	fmt.Fprintf(w, "  disk      %s (%d bytes), table %s\n", units.Bytes(m.DiskSize), m.DiskSize, table)
 	fmt.Fprintf(w, "  data      %s in %d chunks (%d all-zero)\n", units.Bytes(m.DataBytes()), len(m.Chunks), zero)
 	fmt.Fprintf(w, "  stored    %s in %d segments\n", units.Bytes(m.StoredBytes()), len(m.Segments))
+	if m.Layout != nil {
+		for _, n := range m.Layout.Notes {
+			fmt.Fprintf(w, "  note      %s\n", n)
+		}
+	}
 }

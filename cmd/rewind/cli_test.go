@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // rewindBin is the CLI built once for these tests.
@@ -288,4 +290,115 @@ func lineWith(s, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// TestCLICaptureNotes: what capture normalised or could not recognise is
+// said in its summary and by inspect (here: a disk without a partition
+// table is captured whole).
+func TestCLICaptureNotes(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "raw.img")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("not a table "), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(dir, "snap")
+	const want = "no partition table was recognised"
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 || !strings.Contains(out, "note      "+want) {
+		t.Errorf("capture of %s: exit %d, summary %q, want a note %q", src, code, out, want)
+	}
+	if code, out := rewind(t, "inspect", snap); code != 0 || !strings.Contains(out, "note       "+want) {
+		t.Errorf("inspect %s: exit %d, %q, want a note %q", snap, code, out, want)
+	}
+}
+
+// TestCLIRefusedLayoutTouchesNoTarget: a manifest whose recorded MBR
+// tables disagree with its partitions is refused before the target image
+// is opened for writing (restore used to truncate it first).
+func TestCLIRefusedLayoutTouchesNoTarget(t *testing.T) {
+	if _, err := exec.LookPath("sfdisk"); err != nil {
+		t.Skip("sfdisk not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "mbr.img")
+	if err := os.WriteFile(src, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sf := exec.Command("sfdisk", "-q", src)
+	sf.Stdin = strings.NewReader("label: dos\nstart=2048,size=2048,type=83\n")
+	if out, err := sf.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v %s", err, out)
+	}
+	snap := filepath.Join(dir, "snap")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 {
+		t.Fatalf("capture: %d %s", code, out)
+	}
+	mpath := filepath.Join(snap, snapshot.ManifestName)
+	data, err := os.ReadFile(mpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := snapshot.ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Layout.MBRTables[0].Entries = strings.Repeat("0", 128) // LBA 0 now says: no partition
+	data, _ = m.Marshal()
+	if err := os.WriteFile(mpath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target.img")
+	old := bytes.Repeat([]byte("keep me "), 1<<16)
+	if err := os.WriteFile(target, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := rewind(t, "restore", snap, target, "--yes", "--progress", "none")
+	if code == 0 || !strings.Contains(out, "mbr_tables") {
+		t.Errorf("restore of an inconsistent layout: exit %d %q, want a failure naming mbr_tables", code, out)
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, old) {
+		t.Errorf("%s was changed (%d bytes now) although the snapshot was refused", target, len(got))
+	}
+}
+
+// TestCLIOddEBRChainRoundTrip captures an image whose EBR chain has the
+// shapes other tools write (an empty first EBR that only links on, the
+// link in slot 1 and the logical partition in slot 2, a 0x85 link) and
+// restores it with rewind restore: every logical partition and every EBR
+// must come back, the whole image equal (they used to be lost, exit 0).
+func TestCLIOddEBRChainRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "odd.img")
+	img := make([]byte, 32<<20)
+	put := func(lba int, slot int, typ byte, start, size uint32) {
+		p := img[lba*512+446+16*slot:]
+		p[4] = typ
+		binary.LittleEndian.PutUint32(p[8:], start)
+		binary.LittleEndian.PutUint32(p[12:], size)
+		img[lba*512+510], img[lba*512+511] = 0x55, 0xaa
+	}
+	put(0, 0, 0x0f, 2048, 40000)   // extended
+	put(2048, 1, 0x05, 2048, 8192) // empty first EBR: only a link, in slot 2
+	put(4096, 0, 0x85, 8192, 8192) // link in slot 1 ...
+	put(4096, 1, 0x83, 64, 4000)   // ... logical 5 in slot 2
+	put(10240, 0, 0x07, 100, 5000) // logical 6
+	for _, off := range []int{4160 * 512, 10340 * 512} {
+		copy(img[off:], bytes.Repeat([]byte("logical data "), 300))
+	}
+	if err := os.WriteFile(src, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(dir, "snap")
+	if code, out := rewind(t, "capture", src, "-o", snap, "--progress", "none"); code != 0 || !strings.Contains(out, "mbr, 3 partitions") {
+		t.Fatalf("capture: exit %d %s, want an mbr with 3 partitions", code, out)
+	}
+	target := filepath.Join(dir, "restored.img")
+	if code, out := rewind(t, "restore", snap, target, "--yes", "--progress", "none"); code != 0 {
+		t.Fatalf("restore: exit %d %s", code, out)
+	}
+	if sha(t, target) != sha(t, src) {
+		t.Errorf("%s differs from %s after capture and restore", target, src)
+	}
 }

@@ -71,6 +71,9 @@ func newInspectCmd(a *app) *cobra.Command {
 						units.Bytes(int64(p.Size)*int64(l.LogicalSectorSize)), p.Type, name)
 				}
 				tw.Flush()
+				for _, n := range l.Notes {
+					fmt.Fprintf(w, "note       %s\n", n)
+				}
 			}
 			fmt.Fprintln(w, "extents")
 			for _, e := range m.Extents {

@@ -61,6 +61,11 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			}
 			defer snap.Close()
 			m := snap.Manifest
+			// Refuse a layout restore cannot write before the target is opened
+			// (an image target would be emptied first).
+			if err := diskrestore.CheckRestorable(m.Layout, m.Extents); err != nil {
+				return fmt.Errorf("%s: %w", snap.Location, err)
+			}
 			path := argv[1]
 			if _, err := os.Stat(path); err == nil {
 				if err := diskrestore.CheckNotMounted(path); err != nil {
