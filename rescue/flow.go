@@ -16,6 +16,7 @@ import (
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -462,7 +463,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	r.report.Layout = table
 	r.report.Delta = r.settings.Machine.Delta
 	jr := r.openJournal(ctx, snap, disk, f)
-	opts := ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Event}
+	opts := machine.ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Event}
 	if jr != nil {
 		opts.Checkpoint = jr.checkpoint
 		if jr.resume != nil {
@@ -473,7 +474,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	opts.Progress = r.progress(pp.Update)
 
 	start := time.Now()
-	a, err := Apply(ctx, snap, f, opts)
+	a, err := machine.Apply(ctx, snap, f, opts)
 	if a == nil {
 		r.report.AddStep("layout", StepFailed, start, err.Error())
 		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
-	"github.com/rewind-bmr/rewind/rescue"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
@@ -69,7 +69,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			}
 			minSize := m.RequiredSize()
 			if m.Layout != nil && m.Layout.Table != "none" {
-				minSize = 0 // the layout decides what fits: rescue.Apply checks
+				minSize = 0 // the layout decides what fits: machine.Apply checks
 			}
 			t, err := restore.OpenTarget(path, minSize, m.DiskSize, delta)
 			if err != nil {
@@ -80,7 +80,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			if err != nil {
 				return usageError{err}
 			}
-			applied, err := rescue.Apply(ctx, snap, t.File, rescue.ApplyOptions{
+			applied, err := machine.Apply(ctx, snap, t.File, machine.ApplyOptions{
 				GrowLast:    growLast,
 				FreshTarget: t.Fresh,
 				Delta:       delta,
@@ -143,7 +143,7 @@ func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
 	return nil
 }
 
-func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, applied *rescue.Applied) {
+func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, applied *machine.Applied) {
 	res := applied.Restore
 	secs := res.Duration.Seconds()
 	fmt.Fprintf(w, "restored %s onto %s in %s\n", snap.Location, path, res.Duration.Round(time.Millisecond))

@@ -1,4 +1,8 @@
-package rescue
+// Package machine applies a snapshot to a machine's disk: the one sequence
+// the host CLI (rewind restore) and the rescue boot flow share. Check the
+// layout fits, clear the old table and signatures, stream the data, zero
+// what the snapshot does not cover, and write the partition table last.
+package machine
 
 import (
 	"context"
