@@ -44,7 +44,8 @@ type Options struct {
 	// CheckpointInterval (default 2 s) with the chunks known to be on the
 	// target: done[i] is true for chunks written (or skipped) before the
 	// target was flushed, never for one whose write may still be in a
-	// cache. A resume journal records it. An error is logged, not fatal.
+	// cache. A resume journal records it. An error recording it is logged,
+	// not fatal; an error flushing the target fails the restore.
 	Checkpoint         func(done []bool) error
 	CheckpointInterval time.Duration
 }
@@ -366,7 +367,9 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 		if done != nil {
 			done[it.index] = true
 			if time.Since(last) >= interval && ctx.Err() == nil {
-				p.checkpoint(done)
+				if err := p.checkpoint(done); err != nil {
+					p.fail(err)
+				}
 				last = time.Now()
 			}
 		}
@@ -391,14 +394,16 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 
 // checkpoint flushes the target and hands a copy of done, taken before
 // the flush, to opts.Checkpoint: every chunk in it was written before the
-// flush began, so the flush made it durable.
-func (p *pipeline) checkpoint(done []bool) {
+// flush began, so the flush made it durable. A failed flush is returned:
+// Linux reports a lost write once, to the first flush after it, so a
+// later flush may succeed with the chunk still missing.
+func (p *pipeline) checkpoint(done []bool) error {
 	snap := append([]bool(nil), done...)
 	if err := p.w.flush(); err != nil {
-		p.opts.Log("checkpoint skipped", "error", err)
-		return
+		return err
 	}
 	if err := p.opts.Checkpoint(snap); err != nil {
 		p.opts.Log("checkpoint not recorded", "error", err)
 	}
+	return nil
 }

@@ -150,8 +150,16 @@ func (w *writer) zero(off, n int64) error {
 
 // flush makes every write durable.
 func (w *writer) flush() error {
-	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("flush target %s: %w", w.f.Name(), err)
+	return Flush(w.f)
+}
+
+// Flush makes every write to f durable. Its error wraps ErrWrite and says
+// what it means: the kernel reports a lost write once, so data written
+// before this flush may be missing from the target.
+func Flush(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%w: flush %s: %w: data written before this flush may not be on the device; check the device (dmesg, SMART, free space under an image file) and restore again",
+			ErrWrite, f.Name(), err)
 	}
 	return nil
 }
