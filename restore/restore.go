@@ -64,12 +64,13 @@ type Progress struct {
 
 // Result summarises a finished restore or verify.
 type Result struct {
-	Chunks       int   // chunks handled
-	ZeroChunks   int   // of which all-zero
-	BytesWritten int64 // raw bytes of non-zero chunks written
-	BytesZeroed  int64 // raw bytes of zero chunks (holes, discards or zeros)
-	BytesSkipped int64 // with Delta: raw bytes already on the target, not written
-	Refetched    int   // chunks whose first read failed verification
+	Chunks       int    // chunks handled
+	ZeroChunks   int    // of which all-zero
+	BytesWritten int64  // raw bytes of non-zero chunks written
+	BytesZeroed  int64  // raw bytes of zero chunks (holes, discards or zeros)
+	BytesSkipped int64  // with Delta: raw bytes already on the target, not written
+	Refetched    int    // chunks whose first read failed verification
+	ZeroMethod   string // how zero chunks were zeroed (Describe); "" when none were
 	Duration     time.Duration
 }
 
@@ -83,7 +84,7 @@ func Run(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts Opt
 	if target == nil {
 		return nil, errors.New("restore: no target")
 	}
-	return run(ctx, snap, newWriter(target, opts.FreshTarget), opts)
+	return run(ctx, snap, newWriter(target, NewZeroer(target, opts.FreshTarget)), opts)
 }
 
 // Verify reads every chunk of snap, checks its hash and decompresses it,
@@ -173,6 +174,10 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 		}
 	}
 	res.Refetched = p.refetch
+	if w != nil && res.ZeroChunks > 0 {
+		u, _ := w.z.Used()
+		res.ZeroMethod = Describe(u)
+	}
 	res.Duration = time.Since(start)
 	if opts.Progress != nil {
 		opts.Progress(Progress{Done: res.done(), Total: p.total(), Elapsed: res.Duration, Final: true})

@@ -86,19 +86,14 @@ func DeviceSize(f *os.File) (int64, error) {
 	return int64(size), nil
 }
 
-// writer writes chunks to a target and knows how to zero a range on it.
+// writer writes chunks to a target; zero chunks go through a Zeroer.
 type writer struct {
-	f     *os.File
-	fresh bool
-	block bool
+	f *os.File
+	z *Zeroer
 }
 
-func newWriter(f *os.File, fresh bool) *writer {
-	w := &writer{f: f, fresh: fresh}
-	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeDevice != 0 {
-		w.block = true
-	}
-	return w
+func newWriter(f *os.File, z *Zeroer) *writer {
+	return &writer{f: f, z: z}
 }
 
 func (w *writer) writeAt(p []byte, off int64) error {
@@ -122,31 +117,8 @@ func (w *writer) holds(old, want []byte, off int64) (bool, error) {
 	return bytes.Equal(old, want), nil
 }
 
-// zero makes [off, off+n) read as zeros: nothing on a fresh sparse file, a
-// hole punched in an old file, BLKZEROOUT on a block device, and written
-// zeros where neither works.
-func (w *writer) zero(off, n int64) error {
-	if w.fresh {
-		return nil
-	}
-	if w.block {
-		r := [2]uint64{uint64(off), uint64(n)}
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r))); errno == 0 {
-			return nil
-		}
-	} else if err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err == nil {
-		return nil
-	}
-	zeros := make([]byte, min(n, 1<<20))
-	for done := int64(0); done < n; {
-		k := min(int64(len(zeros)), n-done)
-		if _, err := w.f.WriteAt(zeros[:k], off+done); err != nil {
-			return err
-		}
-		done += k
-	}
-	return nil
-}
+// zero makes [off, off+n) read as zeros the cheapest way the target offers.
+func (w *writer) zero(off, n int64) error { return w.z.Zero(off, n) }
 
 // flush makes every write durable.
 func (w *writer) flush() error {
