@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 )
 
@@ -66,6 +67,9 @@ type Machine struct {
 	Network *netcfg.Config `toml:"network"`
 	// Delta reads the target first and writes only the chunks that differ.
 	Delta bool `toml:"delta"`
+	// Wipe says what becomes of the target's bytes the snapshot does not
+	// cover: "auto" (default), "full" or "signatures" (machine.ParseWipe).
+	Wipe string `toml:"wipe"`
 	// InstallFiles are copied into the restored file systems afterwards.
 	InstallFiles []InstallFile `toml:"install_file"`
 }
@@ -128,6 +132,9 @@ func (p *Plan) Validate() error {
 			return fmt.Errorf("plan machine %s has no snapshot; set snapshot = \"media:/snapshots/NAME\" or an http(s) URL", name)
 		}
 		if err := checkAfter(m.After); err != nil {
+			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
+		if _, err := machine.ParseWipe(m.Wipe); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
 		}
 		if m.Network != nil {

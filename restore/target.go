@@ -30,18 +30,37 @@ type Target struct {
 // exclusively, so the kernel refuses it while it or a partition of it is
 // mounted, and must hold minSize bytes.
 func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, error) {
+	return OpenTargetChecked(path, createSize, keep, func(size int64, _ int) error {
+		if size < minSize {
+			return fmt.Errorf("it holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
+				units.Bytes(size), size, units.Bytes(minSize), minSize)
+		}
+		return nil
+	})
+}
+
+// OpenTargetChecked is OpenTarget with check deciding whether the target
+// fits: it gets the size the target has (or, for an image file, will
+// have) and its logical sector size (0 for an image file), and runs before
+// anything on the target changes, so a refused snapshot leaves an
+// existing image file as it was.
+func OpenTargetChecked(path string, createSize int64, keep bool, check func(size int64, sectorSize int) error) (*Target, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || err == nil && fi.Mode().IsRegular():
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("open target %s: %w", path, err)
-		}
 		fresh := !keep || fi == nil
 		size := createSize
 		if !fresh {
 			size = max(fi.Size(), createSize)
-		} else {
+		}
+		if err := check(size, 0); err != nil {
+			return nil, fmt.Errorf("target %s: %w", path, err)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open target %s: %w", path, err)
+		}
+		if fresh {
 			err = f.Truncate(0)
 		}
 		if err == nil {
@@ -65,14 +84,17 @@ func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, err
 		return nil, fmt.Errorf("open target %s: %w", path, err)
 	}
 	size, err := DeviceSize(f)
+	if err == nil {
+		ss, serr := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+		if serr != nil {
+			err = fmt.Errorf("sector size of %s: %w", path, serr)
+		} else if cerr := check(size, ss); cerr != nil {
+			err = fmt.Errorf("target %s: %w", path, cerr)
+		}
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if size < minSize {
-		f.Close()
-		return nil, fmt.Errorf("target %s holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
-			path, units.Bytes(size), size, units.Bytes(minSize), minSize)
 	}
 	return &Target{File: f, Path: path, Size: size, Block: true}, nil
 }
