@@ -201,7 +201,7 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 				return fail(err)
 			}
 		}
-		if err := zeroAll(z, sigs); err != nil {
+		if err := zeroAll(ctx, z, sigs); err != nil {
 			return fail(err)
 		}
 		if err := restore.Flush(target); err != nil {
@@ -216,7 +216,11 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	if w.Mode == WipeSignatures {
 		rest = nil
 	}
-	if err := zeroAll(z, subtract(rest, sigs)); err != nil {
+	rest = subtract(rest, sigs)
+	if n := total(rest); n > 0 && !z.Offloads() {
+		logf("wipe: zeroing %s not covered by the snapshot; the device has no write-zeroes offload, so this writes it", units.Bytes(n))
+	}
+	if err := zeroAll(ctx, z, rest); err != nil {
 		return fail(err)
 	}
 	w.Bytes = total(sigs)
@@ -284,15 +288,24 @@ func clearOnFailure(a *Applied, target *os.File, tableStarted bool, err error) e
 	return err
 }
 
-// zeroAll zeroes every range.
-func zeroAll(z *restore.Zeroer, ranges []span) error {
+// zeroAll zeroes every range, in pieces of at most zeroStep bytes so
+// that a cancelled restore stops soon.
+func zeroAll(ctx context.Context, z *restore.Zeroer, ranges []span) error {
 	for _, r := range ranges {
-		if err := z.Zero(r.Off, r.End-r.Off); err != nil {
-			return err
+		for off := r.Off; off < r.End; off += zeroStep {
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
+			if err := z.Zero(off, min(zeroStep, r.End-off)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+// zeroStep bounds one zeroing call.
+const zeroStep = 1 << 30
 
 // subtract returns the parts of the sorted, disjoint ranges a that no
 // range of the sorted, disjoint b covers.
