@@ -167,8 +167,12 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 	for _, n := range applied.Notes {
 		fmt.Fprintf(w, "  note      %s\n", n)
 	}
-	fmt.Fprintf(w, "  written   %s in %d chunks, plus %s of zero chunks (holes in an image file, zeroed on a disk)\n",
-		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed))
+	zeroed := ""
+	if res.ZeroMethod != "" {
+		zeroed = " (" + res.ZeroMethod + ")"
+	}
+	fmt.Fprintf(w, "  written   %s in %d chunks, plus %s of zero chunks%s\n",
+		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed), zeroed)
 	if secs > 0 {
 		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)
 	}
