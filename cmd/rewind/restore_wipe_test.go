@@ -10,17 +10,16 @@ import (
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
-// gptImage writes a 32 MiB GPT image with one partition of random bytes.
+// gptImage writes a 32 MiB GPT image (sgdisk) with one partition of
+// random bytes.
 func gptImage(t *testing.T, path string) {
 	t.Helper()
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	os.Truncate(path, 32<<20)
-	cmd := exec.Command("sfdisk", "-q", path)
-	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=20480, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("sfdisk: %v %s", err, out)
+	if out, err := exec.Command("sgdisk", "-n", "1:2048:+10M", "-t", "1:8300", path).CombinedOutput(); err != nil {
+		t.Skipf("sgdisk: %v %s", err, out)
 	}
 	f, _ := os.OpenFile(path, os.O_RDWR, 0)
 	f.WriteAt(testdisk.RandomBytes(8, 10<<20), 1<<20)
@@ -64,6 +63,8 @@ func TestCLIRefusedLayoutLeavesImageUntouched(t *testing.T) {
 
 // The summary says what became of the bytes the snapshot does not cover;
 // in signatures mode it says the rest was not zeroed and names --wipe full.
+// With --wipe full a loop device filled with random bytes ends up byte
+// for byte the source disk.
 func TestCLIRestoreSummaryNamesTheWipe(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.img")
@@ -89,6 +90,12 @@ func TestCLIRestoreSummaryNamesTheWipe(t *testing.T) {
 		for _, w := range tc.want {
 			if !strings.Contains(out, w) {
 				t.Errorf("restore --wipe %s summary lacks %q:\n%s", tc.wipe, w, out)
+			}
+		}
+		// Full: the device filled with random bytes now equals the source.
+		if tc.wipe == "full" {
+			if out, err := exec.Command("cmp", src, dev).CombinedOutput(); err != nil {
+				t.Errorf("after rewind restore --wipe full, cmp %s %s: %s", src, dev, out)
 			}
 		}
 	}
