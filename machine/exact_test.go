@@ -223,17 +223,18 @@ func sha(t *testing.T, path string, size int64) [32]byte {
 	return sha256.Sum256(b)
 }
 
-// applyTo restores snap onto the block device dev as the CLI does.
+// applyTo restores snap onto dev as the CLI does; an image file keeps its
+// bytes (as with --delta), so it is a used target too.
 func applyTo(t *testing.T, snap *snapshot.Snapshot, dev string, opts ApplyOptions) *Applied {
 	t.Helper()
-	tg, err := restore.OpenTargetChecked(dev, snap.Manifest.DiskSize, false, func(size int64, ss int) error {
+	tg, err := restore.OpenTargetChecked(dev, snap.Manifest.DiskSize, true, func(size int64, ss int) error {
 		return Check(snap.Manifest, size, ss, opts.GrowLast)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tg.File.Close()
-	opts.Jobs = 2
+	opts.Jobs, opts.FreshTarget = 2, tg.Fresh
 	a, err := Apply(context.Background(), snap, tg.File, opts)
 	if err != nil {
 		t.Fatalf("restore onto %s: %v", dev, err)
@@ -243,14 +244,17 @@ func applyTo(t *testing.T, snap *snapshot.Snapshot, dev string, opts ApplyOption
 
 // A used disk (random bytes, an old GPT, iso9660, ext4 and md signatures)
 // restored from a snapshot of a same-size GPT or MBR disk reads back equal
-// to the source, byte for byte, and wipefs finds only what the source has.
+// to the source, byte for byte, and wipefs finds only what the source has;
+// on a loop device and on a kept image file (a delta restore's target).
 func TestUsedDiskBecomesTheSource(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		source func(*testing.T, string)
+		image  bool
 	}{
-		{"gpt", gptSource},
-		{"mbr", mbrSource},
+		{"gpt onto a loop device", gptSource, false},
+		{"mbr onto a loop device", mbrSource, false},
+		{"gpt onto a kept image file", gptSource, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -260,7 +264,10 @@ func TestUsedDiskBecomesTheSource(t *testing.T) {
 			size := snap.Manifest.DiskSize
 			used := filepath.Join(dir, "used.img")
 			sigs := usedDisk(t, used, size)
-			dev := testdisk.Loop(t, used, 0)
+			dev := used
+			if !tc.image {
+				dev = testdisk.Loop(t, used, 0)
+			}
 
 			a := applyTo(t, snap, dev, ApplyOptions{})
 			if got, want := sha(t, dev, size), sha(t, src, size); got != want {
