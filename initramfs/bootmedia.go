@@ -50,7 +50,11 @@ type BootOptions struct {
 	// DataSize is the least size of a USB image's REWIND partition, for
 	// reports and more snapshots; 0 fits the snapshot plus 32 MiB.
 	DataSize int64
-	OutDir   string
+	// MediaID is the identity NewMediaID gave the medium, recorded in the
+	// initramfs: the usb image's REWIND volume ID or the ISO's volume
+	// date is set from it; "" derives them from the boot files as before.
+	MediaID string
+	OutDir  string
 }
 
 // BootResult names what a build wrote.

@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
 )
 
 func TestCheckOutDir(t *testing.T) {
@@ -106,7 +109,7 @@ func TestBuildUSBImage(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	os.Mkdir(out, 0o755)
 	res, err := BuildBoot(context.Background(), BootOptions{Format: FormatUSB, Kernel: kernel, Initramfs: initrd,
-		Snapshot: filepath.Join(dir, "snap"), SnapshotName: "pc1", OutDir: out})
+		Snapshot: filepath.Join(dir, "snap"), SnapshotName: "pc1", MediaID: "vfat 1A2B-3C4D", OutDir: out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,5 +168,59 @@ func TestBuildUSBImage(t *testing.T) {
 	}
 	if label := strings.TrimSpace(string(f[l.dataStart+0x47 : l.dataStart+0x47+11])); label != "REWIND" {
 		t.Errorf("%s: data partition label %q, want REWIND", img, label)
+	}
+	// The rescue environment knows its medium by this volume ID.
+	if fs := diskrestore.ProbeFS(bytes.NewReader(f[l.dataStart:])); fs.UUID != "1A2B-3C4D" {
+		t.Errorf("%s: REWIND partition volume ID %q, want the media identity's 1A2B-3C4D", img, fs.UUID)
+	}
+}
+
+// The ISO's volume date, the UUID blkid shows, is the media identity the
+// initramfs records, so that the rescue environment finds this disc.
+func TestBuildISOMediaID(t *testing.T) {
+	for _, tool := range []string{"grub-mkrescue", "xorriso", "blkid"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (scripts/setup.sh)", tool)
+		}
+	}
+	if checkGRUB("i386-pc", "x86_64-efi") != nil {
+		t.Skip("GRUB images are not installed (scripts/setup.sh)")
+	}
+	dir := t.TempDir()
+	kernel, initrd := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs.cpio.gz")
+	os.WriteFile(kernel, make([]byte, 4096), 0o644)
+	os.WriteFile(initrd, make([]byte, 4096), 0o644)
+	id := NewMediaID(FormatISO, []byte("seed"), time.Date(2026, 11, 23, 11, 27, 10, 0, time.UTC))
+	res, err := BuildBoot(context.Background(), BootOptions{Format: FormatISO, Kernel: kernel, Initramfs: initrd, MediaID: id, OutDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("blkid", "-p", "-s", "UUID", "-s", "LABEL", "-o", "export", res.Files[0]).Output()
+	if err != nil {
+		t.Fatalf("blkid %s: %v", res.Files[0], err)
+	}
+	_, uuid, _ := strings.Cut(id, " ")
+	for _, want := range []string{"UUID=" + uuid, "LABEL=REWIND"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("blkid %s: got %q, want %s (media identity %q)", res.Files[0], out, want, id)
+		}
+	}
+}
+
+func TestNewMediaID(t *testing.T) {
+	now := time.Date(2026, 11, 23, 11, 27, 10, 0, time.UTC)
+	for _, tc := range []struct{ format, want string }{
+		{FormatUSB, "vfat "},
+		{FormatISO, "iso9660 2026-11-23-11-27-10-"},
+		{FormatPXE, NoMedium},
+		{FormatInitramfs, ""},
+	} {
+		got := NewMediaID(tc.format, []byte("seed"), now)
+		if !strings.HasPrefix(got, tc.want) || (tc.want == "" && got != "") {
+			t.Errorf("--format %s: media identity %q, want one starting with %q", tc.format, got, tc.want)
+		}
+	}
+	if a, b := NewMediaID(FormatUSB, []byte("a"), now), NewMediaID(FormatUSB, []byte("b"), now); a == b {
+		t.Errorf("two builds from different inputs share the media identity %s", a)
 	}
 }

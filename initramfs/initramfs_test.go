@@ -139,7 +139,7 @@ func TestBuildMediaAppendsOverlay(t *testing.T) {
 	res, err := BuildMedia(MediaOptions{
 		Base: base.Bytes(), Kernel: kpath, ModulesDir: mods, Modules: []string{"virtio_blk"},
 		Plan: []byte("[[machine]]\nsnapshot = \"media:/s\"\n"), Trust: map[string][]byte{"lab.pub": []byte("rewind-ed25519-public x")},
-		OutDir: filepath.Join(dir, "out"),
+		MediaID: "vfat 1A2B-3C4D", OutDir: filepath.Join(dir, "out"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestBuildMediaAppendsOverlay(t *testing.T) {
 	}
 	overlay := raw[base.Len():]
 	list := strings.Join(cpioList(t, overlay), " ")
-	for _, f := range []string{PlanPath, TrustDir + "/lab.pub", "lib/modules/6.1.0-test/kernel/drivers/block/virtio_blk.ko"} {
+	for _, f := range []string{PlanPath, TrustDir + "/lab.pub", MediaIDPath, "lib/modules/6.1.0-test/kernel/drivers/block/virtio_blk.ko"} {
 		if !strings.Contains(list, f) {
 			t.Errorf("overlay lacks %s: %s", f, list)
 		}

@@ -44,6 +44,11 @@ func buildISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 	}
 	args := []string{"-o", "", "--fonts=", "--locales=", "--themes=", "--modules=part_gpt part_msdos",
 		tree, "-volid", MediaLabel, "-r", "-J"}
+	if d := mediaUUID(o.MediaID, "iso9660"); d != "" {
+		// The volume's dates, and so the UUID blkid shows: the rescue
+		// environment knows its medium by it.
+		args = append(args, "--modification-date="+d)
+	}
 	if o.Snapshot != "" {
 		args = append(args, "snapshots/"+o.SnapshotName+"="+filepath.Clean(o.Snapshot))
 	}

@@ -7,6 +7,8 @@ package initramfs
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Paths inside the rescue initramfs that rewind-init reads.
@@ -22,6 +25,7 @@ const (
 	TrustDir    = "etc/rewind/trust"
 	DriversDir  = "etc/rewind/drivers"
 	ModulesRoot = "lib/modules"
+	MediaIDPath = "etc/rewind/media-id"
 )
 
 // Overlay is what a media build adds on top of the base archive.
@@ -30,11 +34,19 @@ type Overlay struct {
 	Trust      map[string][]byte // trusted public key files by base name
 	Modules    *ModuleSet        // kernel modules with their metadata; nil for none
 	DriversDir string            // extra *.ko files loaded at boot, "" for none
+	// MediaID is the identity of the medium the image is built for
+	// (NewMediaID), written to MediaIDPath; "" writes none.
+	MediaID string
 }
 
 // Write writes the overlay as one cpio archive.
 func (o *Overlay) Write(out io.Writer) error {
 	w := NewWriter(out)
+	if o.MediaID != "" {
+		if err := w.File(MediaIDPath, 0o644, []byte(o.MediaID+"\n")); err != nil {
+			return err
+		}
+	}
 	if o.Plan != nil {
 		if err := w.File(PlanPath, 0o644, o.Plan); err != nil {
 			return err
@@ -129,6 +141,7 @@ type MediaOptions struct {
 	DriversDir string
 	Plan       []byte
 	Trust      map[string][]byte
+	MediaID    string // NewMediaID's identity of the medium, "" for none
 	OutDir     string
 }
 
@@ -147,7 +160,7 @@ func BuildMedia(opts MediaOptions) (*MediaResult, error) {
 		return nil, fmt.Errorf("reading kernel: %w", err)
 	}
 	res := &MediaResult{KernelRelease: KernelRelease(kernel)}
-	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir}
+	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir, MediaID: opts.MediaID}
 	if !opts.NoModules {
 		dir := opts.ModulesDir
 		if dir == "" {
@@ -204,4 +217,40 @@ func KernelRelease(bz []byte) string {
 		s = s[:i]
 	}
 	return string(s)
+}
+
+// NoMedium is the media identity of an image that boots from the network
+// and has no medium: the rescue environment then uses no file system
+// labelled REWIND it finds.
+const NoMedium = "none"
+
+// NewMediaID returns the identity of the medium a build of format writes,
+// as the rescue environment finds it (the type and UUID blkid shows for
+// the medium's REWIND file system), derived from seed (a hash of the
+// build's inputs) and, for an ISO, the build time. The usb image's REWIND
+// partition gets this FAT volume ID, the ISO this volume date; PXE has no
+// medium (NoMedium); --format initramfs records none ("") so that a stick
+// the user made is found by its label.
+func NewMediaID(format string, seed []byte, now time.Time) string {
+	h := sha256.Sum256(append(append([]byte{}, seed...), "medium"...))
+	switch format {
+	case FormatUSB:
+		v := binary.BigEndian.Uint32(h[:4])
+		return fmt.Sprintf("vfat %04X-%04X", v>>16, v&0xffff)
+	case FormatISO:
+		return fmt.Sprintf("iso9660 %s-%02d", now.UTC().Format("2006-01-02-15-04-05"), h[0]%100)
+	case FormatPXE:
+		return NoMedium
+	}
+	return ""
+}
+
+// mediaUUID returns the UUID part of a NewMediaID identity of type typ
+// without its dashes ("1A2B3C4D", "2026112311271042"), or "".
+func mediaUUID(id, typ string) string {
+	t, uuid, ok := strings.Cut(id, " ")
+	if !ok || t != typ {
+		return ""
+	}
+	return strings.ReplaceAll(uuid, "-", "")
 }

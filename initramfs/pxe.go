@@ -34,7 +34,8 @@ func dnsmasqConfig(dir string) string {
 # Adjust interface and dhcp-range to the lab network, then:
 #   dnsmasq --conf-file=%[1]s/dnsmasq.conf --no-daemon
 # and, for iPXE over HTTP with the snapshots next to the bundle:
-#   rewind serve %[1]s --listen 0.0.0.0:8080
+#   rewind serve %[1]s --listen 0.0.0.0:8080 --report-token /etc/rewind/report.token
+# (the same token as the plan's [report] token; the file outside %[1]s)
 interface=eth1
 bind-interfaces
 port=0                              # no DNS

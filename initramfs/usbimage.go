@@ -215,7 +215,13 @@ func writeBIOSBoot(ctx context.Context, img string) error {
 }
 
 func writeDataPartition(ctx context.Context, img string, l usbLayout, seed []byte, o BootOptions) error {
-	if err := mkfat(ctx, img, l.dataStart, l.dataSize, "REWIND", seed); err != nil {
+	// The rescue environment knows its medium by this volume ID.
+	id := volumeID(seed, MediaLabel)
+	if v := mediaUUID(o.MediaID, "vfat"); v != "" {
+		id = v
+	}
+	if err := runTool(ctx, "mkfs.vfat", "-F", "32", "--offset", fmt.Sprint(l.dataStart/sector), "-n", MediaLabel,
+		"-i", id, img, fmt.Sprint(l.dataSize/1024)); err != nil {
 		return err
 	}
 	a := fat(img, l.dataStart)

@@ -25,6 +25,7 @@ import (
 type USBDevice struct {
 	Number int    // 1, 2, ... in name order: what --device takes
 	Vendor string // from sysfs device/vendor, or ""
+	DevNum string // the device number, major:minor, from sysfs dev
 	diskrestore.Disk
 }
 
@@ -52,13 +53,70 @@ func ListUSBDevices(root string) ([]USBDevice, error) {
 		if !isUSB(d) {
 			continue
 		}
-		vendor := ""
-		if b, err := os.ReadFile(filepath.Join(root, "sys/block", d.Name, "device/vendor")); err == nil {
-			vendor = strings.TrimSpace(string(b))
-		}
-		out = append(out, USBDevice{Number: len(out) + 1, Vendor: vendor, Disk: d})
+		out = append(out, USBDevice{Number: len(out) + 1, Vendor: sysValue(root, d.Name, "device/vendor"), DevNum: sysValue(root, d.Name, "dev"), Disk: d})
 	}
 	return out, nil
+}
+
+// sysValue reads /sys/block/NAME/file under root, or "".
+func sysValue(root, name, file string) string {
+	if root == "" {
+		root = "/"
+	}
+	b, err := os.ReadFile(filepath.Join(root, "sys/block", name, file))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// DescribeDevice lists what a USBDevice is identified by with the
+// Disk as ListDisks found it under root ("" for the running system).
+func DescribeDevice(root string, d diskrestore.Disk) USBDevice {
+	return USBDevice{Vendor: sysValue(root, d.Name, "device/vendor"), DevNum: sysValue(root, d.Name, "dev"), Disk: d}
+}
+
+// CheckSameDevice refuses when the block device named like listed (under
+// root, "" for the running system) is not the device that was listed: a
+// different stick plugged in at the same /dev/sdX, gone, or changed. It
+// compares the device number (major:minor), serial, WWN, vendor, model and
+// size; a stick without serial and WWN is known by the rest.
+func CheckSameDevice(root string, listed USBDevice) error {
+	disks, err := diskrestore.ListDisks(diskrestore.ListOptions{Root: root})
+	if err != nil {
+		return err
+	}
+	var now *diskrestore.Disk
+	for i := range disks {
+		if disks[i].Name == listed.Name {
+			now = &disks[i]
+		}
+	}
+	if now == nil {
+		return fmt.Errorf("%s (%s) is gone since it was listed; plug it in again and list the devices again ('rewind usb --list-devices')", listed.Path, listed.Description())
+	}
+	cur := DescribeDevice(root, *now)
+	var diffs []string
+	for _, f := range []struct{ field, was, is string }{
+		{"device number", listed.DevNum, cur.DevNum},
+		{"serial", listed.Serial, cur.Serial},
+		{"WWN", listed.WWN, cur.WWN},
+		{"vendor", listed.Vendor, cur.Vendor},
+		{"model", listed.Model, cur.Model},
+		{"size", fmt.Sprint(listed.Size), fmt.Sprint(cur.Size)},
+	} {
+		if f.was != f.is {
+			diffs = append(diffs, fmt.Sprintf("%s now %q, was %q", f.field, f.is, f.was))
+		}
+	}
+	if listed.DevNum == "" {
+		diffs = append(diffs, "its device number was not known when it was listed")
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%s is no longer the device that was listed (%s): another stick may be plugged in; nothing was written: list the devices again ('rewind usb --list-devices')",
+			listed.Path, strings.Join(diffs, ", "))
+	}
+	return nil
 }
 
 func isUSB(d diskrestore.Disk) bool {
@@ -110,8 +168,12 @@ type WriteProgress struct {
 
 // WriteOptions describes one write of an image onto a device.
 type WriteOptions struct {
-	Image  string
-	Device diskrestore.Disk // as ListUSBDevices (or diskrestore.ListDisks) found it
+	Image string
+	// Device is the device as ListUSBDevices (or DescribeDevice) found it:
+	// the device written must still be that one (CheckSameDevice).
+	Device USBDevice
+	// Root is the sysfs root Device was listed under; "" for the running system.
+	Root string
 	// AllowFixed lets tests write to a loop device; the CLI never sets it.
 	AllowFixed bool
 	Progress   func(WriteProgress) // may be nil
@@ -130,7 +192,7 @@ func WriteImage(ctx context.Context, opts WriteOptions) error {
 		return err
 	}
 	size := st.Size()
-	if err := CheckUSBTarget(opts.Device, size, opts.AllowFixed); err != nil {
+	if err := CheckUSBTarget(opts.Device.Disk, size, opts.AllowFixed); err != nil {
 		return err
 	}
 	path := opts.Device.Path
@@ -142,7 +204,20 @@ func WriteImage(ctx context.Context, opts WriteOptions) error {
 	}
 	defer dev.Close()
 	// The device may have changed since the listing (a stick swapped while
-	// the prompt waited): it must still be the one that was checked.
+	// the prompt waited): what was opened must still be the one that was
+	// checked. The open file's device number is the listed one, and the
+	// device with that name and number has the listed serial, WWN and
+	// size; a stick pulled after this check fails the writes instead.
+	var fst unix.Stat_t
+	if err := unix.Fstat(int(dev.Fd()), &fst); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if got := fmt.Sprintf("%d:%d", unix.Major(fst.Rdev), unix.Minor(fst.Rdev)); got != opts.Device.DevNum {
+		return fmt.Errorf("%s is no longer the device that was listed (device number now %s, was %q): another stick may be plugged in; nothing was written: list the devices again", path, got, opts.Device.DevNum)
+	}
+	if err := CheckSameDevice(opts.Root, opts.Device); err != nil {
+		return err
+	}
 	if g, err := diskrestore.GeometryOf(dev); err != nil || g.Size != opts.Device.Size {
 		return fmt.Errorf("%s is no longer the %s device that was listed (size now %d bytes, was %d): list the devices again", path, units.Bytes(opts.Device.Size), g.Size, opts.Device.Size)
 	}

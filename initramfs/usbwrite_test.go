@@ -123,10 +123,10 @@ func TestWriteImageLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dev diskrestore.Disk
+	var dev USBDevice
 	for _, d := range disks {
 		if d.Path == loop {
-			dev = d
+			dev = DescribeDevice("", d)
 		}
 	}
 	if dev.Path == "" {
@@ -142,6 +142,27 @@ func TestWriteImageLoop(t *testing.T) {
 	ctx := context.Background()
 	if err := WriteImage(ctx, WriteOptions{Image: imgPath, Device: dev}); err == nil || !strings.Contains(err.Error(), "neither removable nor attached over USB") {
 		t.Errorf("write to %s without AllowFixed: got %v, want a refusal", loop, err)
+	}
+	// The listing described another device than the one now at this path
+	// (a stick swapped between listing and writing): refused, nothing written.
+	otherNum, otherSerial := dev, dev
+	otherNum.DevNum = "8:16"
+	otherSerial.Serial = "4C530001230117115135"
+	for _, tc := range []struct {
+		name   string
+		listed USBDevice
+		want   string
+	}{
+		{"another device number", otherNum, `device number now ` + dev.DevNum + `, was "8:16"`},
+		{"another serial", otherSerial, `serial now "", was "4C530001230117115135"`},
+	} {
+		err := WriteImage(ctx, WriteOptions{Image: imgPath, Device: tc.listed, AllowFixed: true})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "is no longer the device that was listed") {
+			t.Errorf("%s at %s: got %v, want a refusal containing %q", tc.name, loop, err, tc.want)
+		}
+		if b, _ := os.ReadFile(backing); !bytes.Equal(b, make([]byte, len(b))) {
+			t.Fatalf("%s at %s: the device was written", tc.name, loop)
+		}
 	}
 	if err := WriteImage(ctx, WriteOptions{Image: big, Device: dev, AllowFixed: true}); err == nil || !strings.Contains(err.Error(), "larger than "+loop) {
 		t.Errorf("17 MiB image onto 16 MiB %s: got %v, want a refusal", loop, err)
@@ -164,5 +185,48 @@ func TestWriteImageLoop(t *testing.T) {
 	}
 	if !bytes.Equal(got[:len(image)], image) {
 		t.Errorf("%s (backing %s) does not hold the image", loop, backing)
+	}
+}
+
+// A stick listed as #3 and then swapped for another at the same /dev/sdc
+// (same device number, other serial), removed, or renumbered is refused
+// by the check right before writing, naming what changed.
+func TestCheckSameDevice(t *testing.T) {
+	root := usbFixture(t)
+	devs, err := ListUSBDevices(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := devs[2]
+	if listed.Name != "sdc" || listed.DevNum != "8:32" {
+		t.Fatalf("device 3: got %s (%s), want sdc (8:32)", listed.Name, listed.DevNum)
+	}
+	listed.Serial = "AA00000000011111" // as the USB layer reported it for the listed stick
+	sdc := filepath.Join(root, "sys/block/sdc")
+	for _, tc := range []struct {
+		name   string
+		change func()
+		want   string // "" = still the same device
+	}{
+		{"unchanged", func() { os.WriteFile(filepath.Join(sdc, "device/serial"), []byte("AA00000000011111\n"), 0o644) }, ""},
+		{"another stick, same device number", func() {
+			os.WriteFile(filepath.Join(sdc, "device/serial"), []byte("0401396b5e1a\n"), 0o644)
+			os.WriteFile(filepath.Join(sdc, "device/model"), []byte("Ultra Fit\n"), 0o644)
+		}, `serial now "0401396b5e1a", was "AA00000000011111", model now "Ultra Fit", was "DataTraveler 3.0"`},
+		{"renumbered", func() {
+			os.WriteFile(filepath.Join(sdc, "device/serial"), []byte("AA00000000011111\n"), 0o644)
+			os.WriteFile(filepath.Join(sdc, "device/model"), []byte("DataTraveler 3.0\n"), 0o644)
+			os.WriteFile(filepath.Join(sdc, "dev"), []byte("8:48\n"), 0o644)
+		}, `device number now "8:48", was "8:32"`},
+		{"gone", func() { os.Remove(filepath.Join(root, "sys/block/sdc")) }, "/dev/sdc (Kingston DataTraveler 3.0) is gone since it was listed"},
+	} {
+		tc.change()
+		err := CheckSameDevice(root, listed)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want the same device", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,13 +71,15 @@ func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, med
 		bootDir = filepath.Join(dir, "boot")
 	}
 	start := time.Now()
-	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(plan), OutDir: bootDir})
+	// As 'rewind media build' does: the medium's identity in the initramfs.
+	id := initramfs.NewMediaID(format, []byte(t.Name()), start)
+	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(plan), MediaID: id, OutDir: bootDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := initramfs.BootOptions{
 		Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs,
-		Cmdline: "rewind.after=poweroff", MenuTimeout: 1, OutDir: dir,
+		Cmdline: "rewind.after=poweroff", MenuTimeout: 1, MediaID: id, OutDir: dir,
 	}
 	if withSnapshot {
 		opts.Snapshot = shared.snap
@@ -132,6 +135,38 @@ func TestMediaUSBImageBIOS(t *testing.T) {
 	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
 	target := blank(t)
 	bootMedium(t, mediaVM(img, "usb", target), target)
+}
+
+// An internal disk labelled REWIND (an AHCI disk, /dev/sda, ahead of the
+// USB stick's /dev/sdb) is not the rescue medium: the medium is known by
+// the identity the initramfs records, the volume ID of the USB image's
+// REWIND partition. The decoy holds no snapshot; taking it for the medium
+// would fail the restore.
+func TestMediaIdentityIgnoresInternalREWIND(t *testing.T) {
+	setup(t, false)
+	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
+	dir := t.TempDir()
+	decoyPlan := filepath.Join(dir, "plan.toml")
+	os.WriteFile(decoyPlan, []byte("# not the rescue medium's plan\n"), 0o644)
+	decoy := filepath.Join(dir, "decoy.img")
+	if err := USBStick(decoy, 64<<20, map[string]string{"/rewind/plan.toml": decoyPlan}); err != nil {
+		t.Fatal(err)
+	}
+	target := blank(t)
+	vm := &VM{Drives: []Drive{{Path: decoy, Bus: "ahci"}, {Path: img, Bus: "usb", Boot: true}, {Path: target, Serial: "target1"}}}
+	vm.LogPath = filepath.Join(t.TempDir(), "console.log")
+	vm.Timeout = 150 * time.Second
+	out := runLogged(t, vm, " (firmware, boot loader, rescue, restore)")
+	r := consoleReport(t, out)
+	wantRestored(t, target, r)
+	if line := regexp.MustCompile(`media: /dev/sd[a-z]3 \(vfat\)[^\r\n]*`).FindString(out); line == "" {
+		t.Errorf("the console does not show the USB image's REWIND partition (/dev/sdX3) as the medium")
+	} else {
+		t.Logf("console: %s", line)
+	}
+	if b, err := StickFile(decoy, "/rewind/reports/last.json"); err == nil {
+		t.Errorf("the decoy REWIND disk got a report: %.80s", b)
+	}
 }
 
 // The same image under OVMF: EFI/BOOT/BOOTX64.EFI on the EFI system partition.

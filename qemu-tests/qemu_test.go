@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,41 +246,78 @@ func TestUSBStickUnattended(t *testing.T) {
 }
 
 // Test 2: the snapshot over HTTP. The guest's only way out is the
-// guestfwd to the server on the host's loopback; the report is POSTed back.
+// guestfwd to the server on the host's loopback: 'rewind serve' itself
+// (rescue.NewLabServer) over a directory holding snapshots/pc1, with a
+// report token; the report is POSTed back with the plan's token.
 func TestHTTPSnapshot(t *testing.T) {
 	setup(t, false)
-	reports, err := rescue.NewReportServer(t.TempDir()) // what 'rewind serve' runs
+	dir := t.TempDir()
+	if err := linkTree(shared.snap, filepath.Join(dir, "snapshots", "pc1")); err != nil {
+		t.Fatal(err)
+	}
+	const token = "qemu-test-report-token-0123456789"
+	tokenFile := filepath.Join(t.TempDir(), "report-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lab, err := rescue.NewLabServer(dir, rescue.LabServerConfig{TokenFile: tokenFile})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/snapshots/", http.StripPrefix("/snapshots/", http.FileServer(http.Dir(filepath.Dir(shared.snap)))))
-	mux.Handle("/report", reports)
+	defer lab.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	defer srv.Close()
+	go lab.Serve(ln)
 	plan := fmt.Sprintf(`
 [countdown]
 seconds = 0
 [report]
-url = "%[1]s/report"
+url = "%[1]s/reports/"
+token = "%[2]s"
 [[machine]]
 name = "pc1"
 snapshot = "%[1]s/snapshots/pc1"
 target = "serial=target1"
 after = "poweroff"
-`, GuestServer)
+`, GuestServer, token)
 	target := blank(t)
 	_, r := boot(t, &VM{HTTPPort: ln.Addr().(*net.TCPAddr).Port, Drives: []Drive{{Path: target, Serial: "target1"}}}, plan)
 	wantRestored(t, target, r)
-	got := reports.Reports()
+	got := lab.Reports.Reports()
 	if len(got) != 1 || got[0].Status != rescue.StatusSuccess || got[0].Machine.Name != "pc1" {
 		t.Errorf("report server has %+v; want pc1's final report, status success", got)
 	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "reports", "*-pc1-success.json")); len(files) != 1 {
+		t.Errorf("report files in DIR/reports: %v; want pc1's final report", files)
+	}
+}
+
+// linkTree hard-links (or copies, across file systems) the files of the
+// directory from into a new directory to.
+func linkTree(from, to string) error {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		src, dst := filepath.Join(from, e.Name()), filepath.Join(to, e.Name())
+		if os.Link(src, dst) == nil {
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func countdownPlan(seconds int, def string) string {

@@ -28,6 +28,7 @@ const (
 	OverlayPlan    = "/etc/rewind/plan.toml"
 	OverlayTrust   = "/etc/rewind/trust"
 	OverlayDrivers = "/etc/rewind/drivers"
+	OverlayMediaID = "/etc/rewind/media-id"
 	MediaPlan      = "rewind/plan.toml"
 	MediaReports   = "rewind/reports"
 )
@@ -50,6 +51,16 @@ type Rescue struct {
 	report   *Report
 	settings *Settings
 	netUp    bool
+	// builtin is the plan built into the rescue image, kept when
+	// rewind.plan= loads another: its trust list stays required.
+	builtin *Plan
+	// trustDir holds the keys built into the image (media build
+	// --trust); "" is OverlayTrust.
+	trustDir string
+	// mediaIDFile records the rescue medium's identity; "" is OverlayMediaID.
+	mediaIDFile string
+	mediaID     MediaID
+	mediaErr    error // why no medium was used, when candidates were refused
 }
 
 // Main runs the rescue flow as PID 1 and never returns: it ends by
@@ -84,10 +95,8 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	var err error
 	start := time.Now()
 	if r.over, err = ParseCmdline(cmdline); err != nil {
+		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
-	}
-	for _, k := range r.over.Unknown {
-		r.log.Printf("ignoring unknown kernel command line key %s", k)
 	}
 
 	// Drivers: coldplug, the initramfs' extra drivers, then again after USB settles.
@@ -132,9 +141,10 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		}
 	}
 
-	// Snapshot.
+	// Snapshot: signed as the image requires and, when the entry pins it,
+	// the one it expects.
 	start = time.Now()
-	snap, err := r.openSnapshot(ctx, plan, s.Machine.Snapshot)
+	snap, err := r.snapshotFor(ctx, plan, &s.Machine)
 	if err != nil {
 		r.report.AddStep("snapshot", StepFailed, start, err.Error())
 		return StatusFailed, err
@@ -244,19 +254,38 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if havePlan {
 		wait = 3 * time.Second
 	}
-	waitFor(wait, func() bool {
-		m, err := FindMedia(r.drivers)
-		if err == nil {
-			r.media = m
-			return true
+	idFile := r.mediaIDFile
+	if idFile == "" {
+		idFile = OverlayMediaID
+	}
+	id, err := ReadMediaID(idFile)
+	if err != nil {
+		return nil, "", err
+	}
+	r.mediaID = id
+	var lastErr error
+	if id.None {
+		r.log.Printf("media: none (the rescue image was built for network boot)")
+	} else {
+		waitFor(wait, func() bool {
+			m, err := FindMedia(r.drivers, id)
+			if err == nil {
+				r.media = m
+				return true
+			}
+			lastErr = err
+			if !errors.Is(err, errNoMedia) {
+				r.log.Printf("media: %v", err)
+				r.mediaErr = err
+				return true
+			}
+			r.drivers.Coldplug()
+			return false
+		})
+		if r.media == nil && lastErr != nil && errors.Is(lastErr, errNoMedia) && id.Type != "" {
+			r.log.Printf("media: %v", lastErr)
 		}
-		if !errors.Is(err, errNoMedia) {
-			r.log.Printf("media: %v", err)
-			return true
-		}
-		r.drivers.Coldplug()
-		return false
-	})
+	}
 	if r.media != nil {
 		r.log.Printf("media: %s (%s) mounted on %s%s", r.media.Device, r.media.FSType, r.media.Dir, map[bool]string{false: " read-only", true: ""}[r.media.RW])
 		for _, dir := range []string{"drivers", "rewind/drivers"} {
@@ -269,7 +298,6 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 
 	var data []byte
 	var source string
-	var err error
 	switch {
 	case r.over.Plan != "":
 		source = r.over.Plan
@@ -281,7 +309,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 		source = "media:/" + MediaPlan
 		data, err = os.ReadFile(r.media.Path(MediaPlan))
 	default:
-		return nil, "", fmt.Errorf("no plan: none built into the rescue image, no file system labelled %s with %s attached, and no rewind.plan= on the kernel command line", MediaLabel, MediaPlan)
+		return nil, "", fmt.Errorf("no plan: none built into the rescue image, no rescue medium with %s attached, and no rewind.plan= on the kernel command line", MediaPlan)
 	}
 	if err != nil {
 		return nil, source, fmt.Errorf("reading plan %s: %w", source, err)
@@ -290,7 +318,41 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if err != nil {
 		return nil, source, fmt.Errorf("plan %s: %w", source, err)
 	}
+	if statErr == nil {
+		if r.over.Plan == "" {
+			r.builtin = plan
+		} else if r.builtin, err = readPlanFile(OverlayPlan); err != nil {
+			return nil, source, err
+		}
+	}
+	imageKeys, _ := filepath.Glob(filepath.Join(r.trustDirectory(), "*"))
+	if r.builtin != nil {
+		imageKeys = append(imageKeys, r.builtin.Trust...)
+	}
+	if err := plan.ValidateFor(len(imageKeys)); err != nil {
+		return nil, source, fmt.Errorf("plan %s: %w", source, err)
+	}
 	return plan, source, nil
+}
+
+// readPlanFile reads and checks the plan at path.
+func readPlanFile(path string) (*Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading plan %s: %w", path, err)
+	}
+	p, err := ParsePlan(data)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	return p, nil
+}
+
+func (r *Rescue) trustDirectory() string {
+	if r.trustDir != "" {
+		return r.trustDir
+	}
+	return OverlayTrust
 }
 
 // readLocation reads a small file from media:/path, a local path or http(s).
@@ -348,27 +410,85 @@ func (r *Rescue) localPath(loc string) (string, error) {
 		return loc, nil
 	}
 	if r.media == nil {
+		if r.mediaErr != nil {
+			return "", fmt.Errorf("%s is on the rescue media, but none was used: %w", loc, r.mediaErr)
+		}
+		if r.mediaID.None {
+			return "", fmt.Errorf("%s is on the rescue media, but this rescue image was built for network boot and has none; use an http(s) location", loc)
+		}
+		if r.mediaID.Type != "" {
+			return "", fmt.Errorf("%s is on the rescue media, but no file system with this image's identity (%s) was found; attach the stick or disc this image was built with", loc, r.mediaID)
+		}
 		return "", fmt.Errorf("%s is on the rescue media, but no file system labelled %s was found; attach the media or check its label", loc, MediaLabel)
 	}
 	return r.media.Path(rest), nil
 }
 
-func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*snapshot.Snapshot, error) {
-	var trust []ed25519.PublicKey
-	keyFiles, _ := filepath.Glob(filepath.Join(OverlayTrust, "*"))
-	for _, k := range plan.Trust {
+// trustedKeys returns the keys a snapshot must be signed with, and a note
+// for the log when a plan's keys were set aside. The rescue image's keys
+// (media build --trust, and the trust list of the plan built into the
+// image) are always required. A plan loaded later (rewind.plan=, the
+// medium's rewind/plan.toml) comes from outside the image: its keys make
+// signing required when the image has none, and are set aside when it
+// has some, so that a plan fetched from a hostile server cannot add the
+// key its own snapshots are signed with.
+func (r *Rescue) trustedKeys(plan *Plan) ([]ed25519.PublicKey, string, error) {
+	files, _ := filepath.Glob(filepath.Join(r.trustDirectory(), "*"))
+	var locs []string
+	if r.builtin != nil {
+		locs = r.builtin.Trust
+	}
+	note := ""
+	if plan != r.builtin && len(plan.Trust) > 0 {
+		if len(files)+len(locs) == 0 {
+			locs = plan.Trust
+		} else {
+			note = fmt.Sprintf("the plan's trust keys (%s) are not added: the rescue image has its own, and a plan from outside the image cannot widen them",
+				strings.Join(plan.Trust, ", "))
+		}
+	}
+	for _, k := range locs {
 		p, err := r.localPath(k)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		keyFiles = append(keyFiles, p)
+		files = append(files, p)
 	}
-	for _, f := range keyFiles {
+	var keys []ed25519.PublicKey
+	for _, f := range files {
 		k, err := snapshot.LoadPublicKey(f)
 		if err != nil {
-			return nil, fmt.Errorf("trusted key %s: %w", f, err)
+			return nil, "", fmt.Errorf("trusted key %s: %w", f, err)
 		}
-		trust = append(trust, k)
+		keys = append(keys, k)
+	}
+	return keys, note, nil
+}
+
+// snapshotFor opens machine m's snapshot, signed as trustedKeys requires,
+// and refuses it when it is not the one m's [machine.expect] pins.
+func (r *Rescue) snapshotFor(ctx context.Context, plan *Plan, m *Machine) (*snapshot.Snapshot, error) {
+	snap, err := r.openSnapshot(ctx, plan, m.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Expect.Check(snap, time.Now()); err != nil {
+		snap.Close()
+		return nil, fmt.Errorf("machine %s: %w", orNone(m.Name), err)
+	}
+	if !m.Expect.IsZero() {
+		r.log.Printf("snapshot: %s is the one [machine.expect] pins", m.Snapshot)
+	}
+	return snap, nil
+}
+
+func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*snapshot.Snapshot, error) {
+	trust, note, err := r.trustedKeys(plan)
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		r.log.Printf("trust: %s", note)
 	}
 	where := loc
 	if !isHTTP(loc) {
@@ -551,7 +671,7 @@ func (r *Rescue) finish(status string, err error) {
 	}
 	if r.settings != nil && r.settings.ReportURL != "" {
 		if err := r.network(context.Background()); err == nil {
-			if err := PostReport(context.Background(), r.settings.ReportURL, r.report); err != nil {
+			if err := PostReport(context.Background(), r.settings.ReportURL, r.settings.ReportToken, r.report); err != nil {
 				r.log.Printf("report: %v", err)
 			} else {
 				r.log.Printf("report: sent to %s", r.settings.ReportURL)

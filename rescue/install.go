@@ -1,6 +1,9 @@
 package rescue
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +32,11 @@ type InstallFile struct {
 	Dest       string   `toml:"dest" json:"dest"`               // part:N:/path, label=L:/path, uuid=U:/path
 	Vendor     string   `toml:"vendor" json:"vendor,omitempty"`
 	Flags      []string `toml:"flags" json:"flags,omitempty"`
-	Mode       string   `toml:"mode" json:"mode,omitempty"` // octal, default 0644
+	Mode       string   `toml:"mode" json:"mode,omitempty"` // octal permissions 0000-0777, default 0644
+	// SHA256 is the source's expected hash (hex, as sha256sum prints it):
+	// a source that differs is not installed. Required for http(s) sources
+	// when snapshots must be signed.
+	SHA256 string `toml:"sha256" json:"sha256,omitempty"`
 }
 
 // Install outcomes.
@@ -84,6 +91,9 @@ func (f *InstallFile) Validate() (Dest, error) {
 	if _, err := f.mode(); err != nil {
 		return Dest{}, err
 	}
+	if f.SHA256 != "" && (len(f.SHA256) != 64 || !hexID.MatchString(f.SHA256)) {
+		return Dest{}, fmt.Errorf("install_file %s: sha256 %q is not 64 hex digits (sha256sum FILE prints it)", f.Source, f.SHA256)
+	}
 	return ParseDest(f.Dest)
 }
 
@@ -96,6 +106,11 @@ func (f *InstallFile) mode() (fs.FileMode, error) {
 	m, err := strconv.ParseUint(f.Mode, 8, 32)
 	if err != nil || m > 0o7777 {
 		return 0, fmt.Errorf("install_file %s: mode %q is not an octal permission such as 0644", f.Source, f.Mode)
+	}
+	if m > 0o777 {
+		// Set-ID and sticky bits: a file dropped into a restored system
+		// with setuid is a privilege escalation waiting for a typo.
+		return 0, fmt.Errorf("install_file %s: mode %s sets the setuid, setgid or sticky bit; Rewind installs permissions 0000-0777 only", f.Source, f.Mode)
 	}
 	return fs.FileMode(m), nil
 }
@@ -231,13 +246,18 @@ func InstallInto(root string, f InstallFile, open func(source string) (io.ReadCl
 		}
 	}
 	// Write beside the destination, then rename: a failed copy never
-	// leaves half a file in place of a good one.
-	tmp := d.Path + ".rewind-tmp"
-	w, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	// leaves half a file in place of a good one. The temporary file is
+	// new (O_EXCL) under a random name: a name planted in the restored
+	// file system, a symbolic link to its /etc/shadow, is never opened.
+	tmp, w, err := createTemp(r, d.Path)
 	if err != nil {
 		return fail("create %s: %v", f.Dest, err)
 	}
-	_, err = io.Copy(w, src)
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(w, h), src)
+	if got := hex.EncodeToString(h.Sum(nil)); err == nil && f.SHA256 != "" && !strings.EqualFold(got, f.SHA256) {
+		err = fmt.Errorf("its sha256 is %s, the plan says %s: the source changed or was tampered with; nothing was installed", got, strings.ToLower(f.SHA256))
+	}
 	if err == nil {
 		err = w.Chmod(mode)
 	}
@@ -259,4 +279,22 @@ func InstallInto(root string, f InstallFile, open func(source string) (io.ReadCl
 		out.Result = InstallReplaced
 	}
 	return out
+}
+
+// createTemp creates a new file beside name inside r, under a random name,
+// readable by its owner only until it is complete.
+func createTemp(r *os.Root, name string) (string, *os.File, error) {
+	for range 10 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", nil, err
+		}
+		tmp := path.Join(path.Dir(name), "."+path.Base(name)+".rewind-"+hex.EncodeToString(b[:]))
+		w, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return tmp, w, err
+	}
+	return "", nil, fmt.Errorf("cannot create a temporary file beside %s", name)
 }

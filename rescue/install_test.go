@@ -1,6 +1,8 @@
 package rescue
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -112,8 +114,8 @@ func TestInstallFlagSemantics(t *testing.T) {
 					t.Errorf("mode %v, want 0640", fi.Mode().Perm())
 				}
 			}
-			if _, err := os.Stat(dst + ".rewind-tmp"); err == nil {
-				t.Error("temporary file left behind")
+			if left := tempFiles(t, filepath.Dir(dst)); len(left) > 0 {
+				t.Errorf("temporary files left behind: %q", left)
 			}
 		})
 	}
@@ -175,5 +177,91 @@ flags = ["sometimes"]
 `))
 	if err == nil || !strings.Contains(err.Error(), "sometimes") {
 		t.Errorf("unknown install flag: got %v, want an error naming it", err)
+	}
+}
+
+// tempFiles lists the install step's temporary files in dir.
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".rewind-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// The attack: the restored file system (whatever the snapshot held) has a
+// symbolic link where the install step used to put its temporary file,
+// pointing at the restored system's /etc/shadow. Installing /etc/motd with
+// mode 0644 overwrote shadow's contents and made it world-readable. Now
+// the temporary file is new under a random name, and shadow is untouched.
+func TestInstallPlantedTempSymlink(t *testing.T) {
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc")
+	os.MkdirAll(etc, 0o755)
+	const secret = "root:$6$secret:19000:0:99999:7:::\n"
+	shadow := filepath.Join(etc, "shadow")
+	if err := os.WriteFile(shadow, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, planted := range []string{"motd.rewind-tmp", ".motd.rewind-tmp"} {
+		if err := os.Symlink("shadow", filepath.Join(etc, planted)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const motd = "Welcome to the lab\n"
+	open := func(string) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(motd)), nil }
+	out := InstallInto(root, InstallFile{Source: "media:/motd", Dest: "part:2:/etc/motd", Mode: "0644"}, open, &scriptedAsker{}, time.Second)
+	if out.Result != InstallCopied {
+		t.Fatalf("install /etc/motd: result %q (%s), want copied", out.Result, out.Why)
+	}
+	got, _ := os.ReadFile(shadow)
+	fi, _ := os.Lstat(shadow)
+	if string(got) != secret || fi.Mode() != 0o600 {
+		t.Errorf("/etc/shadow: got %q mode %v, want %q mode 0600 (the planted symlink was followed)", got, fi.Mode(), secret)
+	}
+	if got, _ := os.ReadFile(filepath.Join(etc, "motd")); string(got) != motd {
+		t.Errorf("/etc/motd: got %q, want %q", got, motd)
+	}
+	if fi, err := os.Lstat(filepath.Join(etc, "motd")); err != nil {
+		t.Errorf("/etc/motd: %v", err)
+	} else if fi.Mode() != 0o644 {
+		t.Errorf("/etc/motd: got mode %v, want a regular file with mode 0644", fi.Mode())
+	}
+}
+
+// A source whose sha256 differs from the plan's is not installed: the
+// destination keeps its old contents, no temporary file is left, and the
+// outcome names both hashes.
+func TestInstallSHA256(t *testing.T) {
+	const data = "driver v2"
+	sum := sha256.Sum256([]byte(data))
+	right := hex.EncodeToString(sum[:])
+	wrong := strings.Repeat("0", 64)
+	open := func(string) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(data)), nil }
+	for _, tc := range []struct {
+		name, sha, wantResult, wantData, wantWhy string
+	}{
+		{"no sha256", "", InstallReplaced, data, ""},
+		{"matching sha256", strings.ToUpper(right), InstallReplaced, data, ""},
+		{"different sha256", wrong, InstallFailed, "driver v1", "its sha256 is " + right + ", the plan says " + wrong},
+	} {
+		root := t.TempDir()
+		dst := filepath.Join(root, "raid.ko")
+		os.WriteFile(dst, []byte("driver v1"), 0o644)
+		f := InstallFile{Source: "http://10.0.0.1/raid.ko", Dest: "part:1:/raid.ko", Flags: []string{FlagOverwrite, FlagRequired}, SHA256: tc.sha}
+		out := InstallInto(root, f, open, &scriptedAsker{}, time.Second)
+		if out.Result != tc.wantResult || !strings.Contains(out.Why, tc.wantWhy) {
+			t.Errorf("%s: result %q (%s), want %q with %q", tc.name, out.Result, out.Why, tc.wantResult, tc.wantWhy)
+		}
+		if got, _ := os.ReadFile(dst); string(got) != tc.wantData {
+			t.Errorf("%s: %s holds %q, want %q", tc.name, dst, got, tc.wantData)
+		}
+		if left := tempFiles(t, root); len(left) > 0 {
+			t.Errorf("%s: temporary files left behind: %q", tc.name, left)
+		}
 	}
 }

@@ -7,12 +7,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // Actions at the end of the countdown and after a restore.
@@ -27,6 +33,11 @@ const (
 
 // DefaultCountdown is the countdown length when the plan gives none.
 const DefaultCountdown = 30
+
+// MaxCountdown is the longest countdown a plan or the kernel command line
+// may ask for: one day. The countdown also bounds install prompts, and a
+// longer wait is a typo, not a plan.
+const MaxCountdown = 24 * 60 * 60
 
 // Plan is the rescue environment's instructions: which snapshot goes onto
 // which disk of which machine, how long to wait for a human, where to
@@ -54,6 +65,9 @@ type Countdown struct {
 // ReportTo says where reports go besides the console and the rescue media.
 type ReportTo struct {
 	URL string `toml:"url"` // the JSON report is POSTed here
+	// Token is the lab's report token, sent as a bearer token with every
+	// POST; rewind serve --report-token holds the same.
+	Token string `toml:"token"`
 }
 
 // Machine is one machine a plan knows.
@@ -72,6 +86,105 @@ type Machine struct {
 	Wipe string `toml:"wipe"`
 	// InstallFiles are copied into the restored file systems afterwards.
 	InstallFiles []InstallFile `toml:"install_file"`
+	// Expect pins the snapshot this entry restores; see Expect.
+	Expect Expect `toml:"expect"`
+}
+
+// Expect is a machine entry's [machine.expect]: what the snapshot it
+// restores must be. A snapshot that differs (another machine's, an older
+// one, one replaced on the server) is refused before anything is written.
+// Hostname and the creation time are read from the manifest, so they bind
+// only as far as the manifest is trusted: sign snapshots, or pin ID.
+type Expect struct {
+	// ID is the snapshot's ID (the SHA-256 of manifest.json, as 'rewind
+	// inspect' shows it) or a prefix of it of at least MinIDPrefix hex digits.
+	ID string `toml:"id"`
+	// Hostname is the host name the snapshot was captured on.
+	Hostname string `toml:"hostname"`
+	// MinCreated refuses snapshots captured before this time.
+	MinCreated time.Time `toml:"min_created"`
+	// MaxAge refuses snapshots older than this, measured with the rescue
+	// environment's clock: "36h", "30d".
+	MaxAge string `toml:"max_age"`
+}
+
+// MinIDPrefix is the shortest snapshot ID prefix [machine.expect] id takes:
+// 64 bits, too many to forge a manifest for.
+const MinIDPrefix = 16
+
+// IsZero reports whether e pins nothing.
+func (e Expect) IsZero() bool {
+	return e.ID == "" && e.Hostname == "" && e.MinCreated.IsZero() && e.MaxAge == ""
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-fA-F]+$`)
+
+// validate checks the values of an [machine.expect] table.
+func (e Expect) validate() error {
+	if e.ID != "" && (len(e.ID) < MinIDPrefix || len(e.ID) > 64 || !hexID.MatchString(e.ID)) {
+		return fmt.Errorf("expect.id %q is not a snapshot ID: give its first %d to 64 hex digits, as 'rewind inspect' shows it", e.ID, MinIDPrefix)
+	}
+	if e.MaxAge != "" {
+		if _, err := parseAge(e.MaxAge); err != nil {
+			return fmt.Errorf("expect.max_age: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseAge reads a duration: Go's ("36h", "90m") or whole days ("30d").
+func parseAge(s string) (time.Duration, error) {
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		if n > 100*365 {
+			err = errors.New("too long")
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive age such as \"36h\" or \"30d\"", s)
+	}
+	return d, nil
+}
+
+// Check refuses snap when it is not what e pins, naming every field that
+// differs. now is the rescue environment's clock, used by max_age; a clock
+// that was never set (before 2020) cannot check an age and refuses.
+func (e Expect) Check(snap *snapshot.Snapshot, now time.Time) error {
+	m := snap.Manifest
+	var diffs []string
+	if e.ID != "" && !strings.HasPrefix(strings.ToLower(snap.ID), strings.ToLower(e.ID)) {
+		diffs = append(diffs, fmt.Sprintf("id is %s, want %s", snap.ID, strings.ToLower(e.ID)))
+	}
+	if e.Hostname != "" && m.Origin.Hostname != e.Hostname {
+		diffs = append(diffs, fmt.Sprintf("hostname is %q, want %q", m.Origin.Hostname, e.Hostname))
+	}
+	if !e.MinCreated.IsZero() && m.Created.Before(e.MinCreated) {
+		diffs = append(diffs, fmt.Sprintf("created %s, before min_created %s", m.Created.UTC().Format(time.RFC3339), e.MinCreated.UTC().Format(time.RFC3339)))
+	}
+	if e.MaxAge != "" {
+		age, err := parseAge(e.MaxAge)
+		switch {
+		case err != nil:
+			diffs = append(diffs, "max_age: "+err.Error())
+		case now.Year() < 2020:
+			diffs = append(diffs, fmt.Sprintf("max_age %s cannot be checked: this machine's clock says %s; set the clock or pin min_created or id instead",
+				e.MaxAge, now.UTC().Format(time.RFC3339)))
+		case now.Sub(m.Created) > age:
+			diffs = append(diffs, fmt.Sprintf("created %s, %s ago, older than max_age %s", m.Created.UTC().Format(time.RFC3339),
+				now.Sub(m.Created).Round(time.Minute), e.MaxAge))
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("snapshot %s is not the one [machine.expect] pins: %s; nothing was written: serve the right snapshot or update the plan",
+			snap.Location, strings.Join(diffs, "; "))
+	}
+	return nil
 }
 
 // Match selects a machine entry by hardware identity. An empty Match
@@ -102,10 +215,21 @@ func ParsePlan(data []byte) (*Plan, error) {
 	return &p, nil
 }
 
-// Validate checks the plan's values.
-func (p *Plan) Validate() error {
+// Validate checks the plan's values: everything that can be checked
+// without the machine, so that 'rewind media build' refuses a plan that
+// would fail at boot. Errors name the field and the machine entry.
+func (p *Plan) Validate() error { return p.ValidateFor(0) }
+
+// ValidateFor is Validate for a rescue image that carries imageKeys
+// trusted keys ('rewind media build --trust'): with any trusted key, in
+// the image or in the plan's trust list, every http(s) install_file
+// source must carry its sha256.
+func (p *Plan) ValidateFor(imageKeys int) error {
 	if s := p.Countdown.Seconds; s != nil && *s < 0 {
 		return fmt.Errorf("plan countdown.seconds is %d; use 0 for no prompt or a positive number", *s)
+	}
+	if s := p.Countdown.Seconds; s != nil && *s > MaxCountdown {
+		return fmt.Errorf("plan countdown.seconds is %d, more than a day (%d); use a shorter countdown", *s, MaxCountdown)
 	}
 	switch p.Countdown.Default {
 	case "", DefaultRestore, DefaultAbort:
@@ -115,6 +239,19 @@ func (p *Plan) Validate() error {
 	if u := p.Report.URL; u != "" && !isHTTP(u) {
 		return fmt.Errorf("plan report.url %q is not an http(s) URL", u)
 	}
+	for _, k := range p.Trust {
+		if err := checkKeyLocation(k); err != nil {
+			return fmt.Errorf("plan trust: %w", err)
+		}
+	}
+	if t := p.Report.Token; t != "" {
+		if p.Report.URL == "" {
+			return fmt.Errorf("plan report.token is set but report.url is not; add the report server's url or drop the token")
+		}
+		if err := CheckReportToken(t); err != nil {
+			return fmt.Errorf("plan report.token: %w", err)
+		}
+	}
 	if p.Network != nil {
 		if err := p.Network.Validate(); err != nil {
 			return fmt.Errorf("plan [network]: %w", err)
@@ -123,13 +260,30 @@ func (p *Plan) Validate() error {
 	if len(p.Machines) == 0 {
 		return fmt.Errorf("plan has no [[machine]] entry; add one with a snapshot and a target")
 	}
+	signed := imageKeys > 0 || len(p.Trust) > 0
+	names := map[string]int{}
+	macs := map[string]string{}
+	uuids := map[string]string{}
 	for i, m := range p.Machines {
 		name := m.Name
 		if name == "" {
 			name = fmt.Sprintf("#%d", i+1)
+		} else if j, dup := names[m.Name]; dup {
+			return fmt.Errorf("plan machines #%d and #%d are both named %q; rewind.machine= and reports need unique names", j+1, i+1, m.Name)
+		} else if err := checkMachineName(m.Name); err != nil {
+			return fmt.Errorf("plan machine #%d: %w", i+1, err)
 		}
+		names[m.Name] = i
 		if m.Snapshot == "" {
 			return fmt.Errorf("plan machine %s has no snapshot; set snapshot = \"media:/snapshots/NAME\" or an http(s) URL", name)
+		}
+		if err := checkSnapshotLocation(m.Snapshot); err != nil {
+			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
+		if m.Target != "" {
+			if _, err := diskrestore.ParseSpec(m.Target); err != nil {
+				return fmt.Errorf("plan machine %s target: %w", name, err)
+			}
 		}
 		if err := checkAfter(m.After); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
@@ -137,18 +291,75 @@ func (p *Plan) Validate() error {
 		if _, err := machine.ParseWipe(m.Wipe); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
 		}
+		for _, mac := range m.Match.MAC {
+			hw, err := net.ParseMAC(mac)
+			if err != nil {
+				return fmt.Errorf("plan machine %s match.mac %q is not a MAC address such as 52:54:00:12:34:56", name, mac)
+			}
+			if other, dup := macs[hw.String()]; dup && other != name {
+				return fmt.Errorf("plan machines %s and %s both match MAC %s; a machine must match one entry", other, name, hw)
+			}
+			macs[hw.String()] = name
+		}
+		if u := m.Match.DMIUUID; u != "" {
+			if !dmiUUID.MatchString(u) {
+				return fmt.Errorf("plan machine %s match.dmi_uuid %q is not a UUID such as 0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060 (see /sys/class/dmi/id/product_uuid)", name, u)
+			}
+			if other, dup := uuids[strings.ToLower(u)]; dup {
+				return fmt.Errorf("plan machines %s and %s both match DMI UUID %s; a machine must match one entry", other, name, u)
+			}
+			uuids[strings.ToLower(u)] = name
+		}
 		if m.Network != nil {
 			if err := m.Network.Validate(); err != nil {
 				return fmt.Errorf("plan machine %s [machine.network]: %w", name, err)
 			}
 		}
+		if err := m.Expect.validate(); err != nil {
+			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
 		for _, f := range m.InstallFiles {
 			if _, err := f.Validate(); err != nil {
 				return fmt.Errorf("plan machine %s: %w", name, err)
 			}
+			if signed && isHTTP(f.Source) && f.SHA256 == "" {
+				return fmt.Errorf("plan machine %s: install_file %s is fetched over the network without a sha256, but snapshots must be signed (trusted keys are set); add sha256 = \"...\" (sha256sum FILE)", name, f.Source)
+			}
 		}
 	}
 	return nil
+}
+
+var dmiUUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// checkSnapshotLocation accepts what the rescue flow can open: media:/path
+// on the rescue medium, an http(s) URL with a host, or an absolute path in
+// the rescue environment.
+func checkSnapshotLocation(loc string) error {
+	switch {
+	case strings.HasPrefix(loc, "media:"):
+		if !strings.HasPrefix(loc, "media:/") {
+			return fmt.Errorf("snapshot %q: write media:/path, with the slash", loc)
+		}
+	case isHTTP(loc):
+		u, err := url.Parse(loc)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("snapshot %q is not a valid http(s) URL with a host", loc)
+		}
+	case strings.HasPrefix(loc, "/"):
+	default:
+		return fmt.Errorf("snapshot %q: use media:/path, an http(s):// URL or an absolute path", loc)
+	}
+	return nil
+}
+
+// checkKeyLocation accepts a trusted key's location: media:/path or an
+// absolute path in the rescue environment.
+func checkKeyLocation(loc string) error {
+	if strings.HasPrefix(loc, "media:/") || strings.HasPrefix(loc, "/") {
+		return nil
+	}
+	return fmt.Errorf("key %q: use media:/path or an absolute path in the rescue environment", loc)
 }
 
 func checkAfter(a string) error {
@@ -256,7 +467,14 @@ func orNone(s string) string {
 	return s
 }
 
-func normMAC(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", ":") }
+// normMAC writes a MAC address the one way net.HardwareAddr does, so that
+// 52-54-00-12-34-56, 5254.0012.3456 and 52:54:00:12:34:56 compare equal.
+func normMAC(s string) string {
+	if hw, err := net.ParseMAC(s); err == nil {
+		return hw.String()
+	}
+	return strings.ReplaceAll(strings.ToLower(s), "-", ":")
+}
 
 // Overrides are the rewind.* keys of the kernel command line. They win over
 // the plan, so that one plan serves a whole lab while a boot menu entry
@@ -271,11 +489,16 @@ type Overrides struct {
 	Snapshot  string // rewind.snapshot=LOCATION
 	Machine   string // rewind.machine=NAME: pick the plan entry by name
 	Debug     bool   // rewind.debug: more log lines
-	Unknown   []string
 }
 
+// CmdlineKeys are the rewind.* keys ParseCmdline knows.
+var CmdlineKeys = []string{"rewind.auto", "rewind.countdown", "rewind.default", "rewind.target", "rewind.after",
+	"rewind.plan", "rewind.snapshot", "rewind.machine", "rewind.debug"}
+
 // ParseCmdline reads the rewind.* keys from a kernel command line.
-// Values may be double-quoted.
+// Values may be double-quoted. An unknown rewind.* key is an error that
+// lists the known ones: a misspelt rewind.taget= must not restore onto
+// the plan's default disk.
 func ParseCmdline(cmdline string) (Overrides, error) {
 	var o Overrides
 	for _, f := range splitCmdline(cmdline) {
@@ -297,8 +520,8 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 			o.Debug = true
 		case "rewind.countdown":
 			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 {
-				return o, fmt.Errorf("kernel command line %s: want a number of seconds", f)
+			if err != nil || n < 0 || n > MaxCountdown {
+				return o, fmt.Errorf("kernel command line %s: want a number of seconds from 0 to %d", f, MaxCountdown)
 			}
 			o.Countdown = &n
 		case "rewind.default":
@@ -307,6 +530,9 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 			}
 			o.Default = val
 		case "rewind.target":
+			if _, err := diskrestore.ParseSpec(val); err != nil {
+				return o, fmt.Errorf("kernel command line %s: %w", f, err)
+			}
 			o.Target = val
 		case "rewind.after":
 			if err := checkAfter(val); err != nil || val == "" {
@@ -316,11 +542,14 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 		case "rewind.plan":
 			o.Plan = val
 		case "rewind.snapshot":
+			if err := checkSnapshotLocation(val); err != nil {
+				return o, fmt.Errorf("kernel command line %s: %w", f, err)
+			}
 			o.Snapshot = val
 		case "rewind.machine":
 			o.Machine = val
 		default:
-			o.Unknown = append(o.Unknown, key)
+			return o, fmt.Errorf("kernel command line has the unknown key %s; the known keys are %s (see docs/plan.md)", key, strings.Join(CmdlineKeys, ", "))
 		}
 	}
 	return o, nil
@@ -361,6 +590,9 @@ type Settings struct {
 	ReportURL string
 	Network   *netcfg.Config // nil: DHCP on every NIC when needed
 	Why       string         // why this machine entry was chosen
+
+	// ReportToken goes with every POST to ReportURL.
+	ReportToken string
 }
 
 // Resolve applies the overrides to the plan's entry for this machine.
@@ -391,6 +623,7 @@ func (p *Plan) Attended(o Overrides) bool {
 // chosen for the reason why.
 func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	s := &Settings{Machine: *m, Why: why, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
+	s.ReportToken = p.Report.Token
 	if m.Network != nil {
 		s.Network = m.Network
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 const fullPlan = `
@@ -62,7 +63,7 @@ func TestParsePlanErrors(t *testing.T) {
 		{"no snapshot", "[[machine]]\nname=\"a\"\n", "machine a has no snapshot"},
 		{"bad default", "[countdown]\ndefault=\"maybe\"\n[[machine]]\nsnapshot=\"x\"\n", "countdown.default"},
 		{"negative", "[countdown]\nseconds=-1\n[[machine]]\nsnapshot=\"x\"\n", "countdown.seconds"},
-		{"bad after", "[[machine]]\nsnapshot=\"x\"\nafter=\"halt\"\n", "after is \"halt\""},
+		{"bad after", "[[machine]]\nsnapshot=\"/x\"\nafter=\"halt\"\n", "after is \"halt\""},
 		{"bad report url", "[report]\nurl=\"ftp://x\"\n[[machine]]\nsnapshot=\"x\"\n", "report.url"},
 		{"not toml", "[[machine]\n", "not valid TOML"},
 	} {
@@ -115,17 +116,28 @@ func TestSelectMachine(t *testing.T) {
 }
 
 func TestParseCmdline(t *testing.T) {
-	o, err := ParseCmdline(`BOOT_IMAGE=/vmlinuz console=ttyS0 rewind.auto rewind.countdown=5 rewind.target="serial=ABC 123" rewind.after=shell rewind.plan=http://10.0.2.100/plan.toml rewind.bogus=1 quiet`)
+	o, err := ParseCmdline(`BOOT_IMAGE=/vmlinuz console=ttyS0 rewind.auto rewind.countdown=5 rewind.target="serial=ABC 123" rewind.after=shell rewind.plan=http://10.0.2.100/plan.toml quiet`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !o.Auto || o.Countdown == nil || *o.Countdown != 5 || o.Target != "serial=ABC 123" || o.After != AfterShell ||
-		o.Plan != "http://10.0.2.100/plan.toml" || len(o.Unknown) != 1 || o.Unknown[0] != "rewind.bogus" {
+		o.Plan != "http://10.0.2.100/plan.toml" {
 		t.Errorf("got %+v", o)
 	}
-	for _, bad := range []string{"rewind.countdown=x", "rewind.after=halt", "rewind.auto=maybe", "rewind.default=later"} {
-		if _, err := ParseCmdline(bad); err == nil {
-			t.Errorf("%s: got no error", bad)
+	for _, tc := range []struct{ cmdline, want string }{
+		{"rewind.countdown=x", "rewind.countdown=x: want a number of seconds"},
+		{"rewind.countdown=99999999999", "from 0 to 86400"},
+		{"rewind.after=halt", "rewind.after=halt"},
+		{"rewind.auto=maybe", "rewind.auto=maybe"},
+		{"rewind.default=later", "rewind.default=later"},
+		{"rewind.target=colour=blue", "unknown term"},
+		{"rewind.snapshot=ftp://x/pc1", "rewind.snapshot=ftp://x/pc1"},
+		// A misspelt key must not restore onto the plan's default target.
+		{"quiet rewind.taget=/dev/sdb", "unknown key rewind.taget; the known keys are rewind.auto, rewind.countdown"},
+		{"rewind.bogus=1", "unknown key rewind.bogus"},
+	} {
+		if _, err := ParseCmdline(tc.cmdline); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("kernel command line %q: got error %v, want one containing %q", tc.cmdline, err, tc.want)
 		}
 	}
 }
@@ -197,5 +209,94 @@ snapshot = "http://10.0.2.100/pc2"
 	s2, _ := p.Resolve(Identity{}, Overrides{Machine: "pc2"})
 	if s1.Network == nil || len(s1.Network.Interfaces) != 1 || s2.Network == nil || s2.Network.Default != "dhcp" {
 		t.Errorf("network: pc1 %+v, pc2 %+v; want pc1's own, pc2 the plan's", s1.Network, s2.Network)
+	}
+}
+
+// Each refusal names the field and the machine, at plan validation, so
+// that 'rewind media build' fails before it writes media.
+func TestPlanValidateRefusals(t *testing.T) {
+	const pc1 = "[[machine]]\nname = \"pc1\"\nsnapshot = \"media:/snapshots/pc1\"\n"
+	const pc2 = "[[machine]]\nname = \"pc2\"\nsnapshot = \"media:/snapshots/pc2\"\n"
+	const web = "[[machine.install_file]]\nsource = \"http://10.0.0.1/x.conf\"\ndest = \"part:1:/etc/x.conf\"\n"
+	for _, tc := range []struct {
+		name, plan string
+		imageKeys  int
+		want       string // "" = accepted
+	}{
+		{"bad MAC", pc1 + "[machine.match]\nmac = [\"52:54:00:12:34\"]\n", 0, `machine pc1 match.mac "52:54:00:12:34" is not a MAC address`},
+		{"MAC with dots", pc1 + "[machine.match]\nmac = [\"5254.0012.3456\"]\n", 0, ""},
+		{"bad DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"0E3A1C66-7B2D\"\n", 0, `machine pc1 match.dmi_uuid "0E3A1C66-7B2D" is not a UUID`},
+		{"bad target", pc1 + "target = \"colour=blue\"\n", 0, "machine pc1 target: target spec \"colour=blue\": unknown term"},
+		{"bad size", pc1 + "target = \"size=lots\"\n", 0, "machine pc1 target"},
+		{"ftp snapshot", "[[machine]]\nname = \"pc1\"\nsnapshot = \"ftp://10.0.0.1/pc1\"\n", 0, `machine pc1: snapshot "ftp://10.0.0.1/pc1": use media:/path`},
+		{"relative snapshot", "[[machine]]\nname = \"pc1\"\nsnapshot = \"snapshots/pc1\"\n", 0, `machine pc1: snapshot "snapshots/pc1"`},
+		{"media without slash", "[[machine]]\nname = \"pc1\"\nsnapshot = \"media:pc1\"\n", 0, "write media:/path, with the slash"},
+		{"http without host", "[[machine]]\nname = \"pc1\"\nsnapshot = \"http:///pc1\"\n", 0, "not a valid http(s) URL with a host"},
+		{"absolute path", "[[machine]]\nname = \"pc1\"\nsnapshot = \"/srv/pc1\"\n", 0, ""},
+		{"setuid", pc1 + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/usr/bin/x\"\nmode = \"4755\"\n", 0, "mode 4755 sets the setuid, setgid or sticky bit"},
+		{"setgid", pc1 + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/usr/bin/x\"\nmode = \"2755\"\n", 0, "mode 2755 sets the setuid"},
+		{"duplicate name", pc1 + pc1, 0, `plan machines #1 and #2 are both named "pc1"`},
+		{"name with a space", "[[machine]]\nname = \"pc 1\"\nsnapshot = \"media:/snapshots/pc1\"\n", 0, `machine name "pc 1": use letters, digits`},
+		{"name with a slash", "[[machine]]\nname = \"../pc1\"\nsnapshot = \"media:/snapshots/pc1\"\n", 0, `machine name "../pc1"`},
+		{"duplicate MAC", pc1 + "[machine.match]\nmac = [\"52:54:00:12:34:56\"]\n" + pc2 + "[machine.match]\nmac = [\"52-54-00-12-34-56\"]\n", 0,
+			"plan machines pc1 and pc2 both match MAC 52:54:00:12:34:56"},
+		{"duplicate DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060\"\n" + pc2 + "[machine.match]\ndmi_uuid = \"0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060\"\n", 0,
+			"plan machines pc1 and pc2 both match DMI UUID"},
+		{"huge countdown", "[countdown]\nseconds = 9223372036\n" + pc1, 0, "countdown.seconds is 9223372036, more than a day (86400)"},
+		{"day countdown", "[countdown]\nseconds = 86400\n" + pc1, 0, ""},
+		{"short expect.id", pc1 + "[machine.expect]\nid = \"3f2a\"\n", 0, `machine pc1: expect.id "3f2a" is not a snapshot ID`},
+		{"bad expect.max_age", pc1 + "[machine.expect]\nmax_age = \"a month\"\n", 0, "machine pc1: expect.max_age: \"a month\""},
+		{"bad sha256", pc1 + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/x\"\nsha256 = \"abc\"\n", 0, "sha256 \"abc\" is not 64 hex digits"},
+		{"http install, no keys", pc1 + web, 0, ""},
+		{"http install, image keys", pc1 + web, 1, "machine pc1: install_file http://10.0.0.1/x.conf is fetched over the network without a sha256"},
+		{"http install, plan keys", "trust = [\"/etc/lab.pub\"]\n" + pc1 + web, 0, "without a sha256"},
+		{"http install with sha256, image keys", pc1 + web + "sha256 = \"" + strings.Repeat("ab", 32) + "\"\n", 1, ""},
+		{"relative key", "trust = [\"lab.pub\"]\n" + pc1, 0, `plan trust: key "lab.pub"`},
+	} {
+		p, err := ParsePlan([]byte(tc.plan))
+		if err == nil {
+			err = p.ValidateFor(tc.imageKeys)
+		}
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want the plan accepted", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A MAC written with dashes or dots matches the machine's.
+func TestSelectMachineMACForms(t *testing.T) {
+	p, err := ParsePlan([]byte("[[machine]]\nname = \"pc1\"\nsnapshot = \"/s\"\n[machine.match]\nmac = [\"5254.0012.3456\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := p.SelectMachine(Identity{MACs: []string{"52:54:00:12:34:56"}}); err != nil || m.Name != "pc1" {
+		t.Errorf("MAC 52:54:00:12:34:56 against match.mac 5254.0012.3456: got %v, %v; want pc1", m, err)
+	}
+}
+
+func TestParsePlanExpect(t *testing.T) {
+	p, err := ParsePlan([]byte(`
+[[machine]]
+name = "pc1"
+snapshot = "http://10.0.0.1/snapshots/pc1"
+[machine.expect]
+id = "3F2A9C0B51E4D7A8"
+hostname = "pc1"
+min_created = 2026-11-01T00:00:00Z
+max_age = "30d"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := p.Machines[0].Expect
+	want := Expect{ID: "3F2A9C0B51E4D7A8", Hostname: "pc1", MinCreated: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), MaxAge: "30d"}
+	if e.ID != want.ID || e.Hostname != want.Hostname || !e.MinCreated.Equal(want.MinCreated) || e.MaxAge != want.MaxAge {
+		t.Errorf("machine pc1 [machine.expect]: got %+v, want %+v", e, want)
+	}
+	if _, err := ParsePlan([]byte("[[machine]]\nsnapshot = \"/s\"\n[machine.expect]\nhost = \"pc1\"\n")); err == nil || !strings.Contains(err.Error(), "machine.expect.host") {
+		t.Errorf("misspelt expect key: got %v, want an unknown-key error naming machine.expect.host", err)
 	}
 }

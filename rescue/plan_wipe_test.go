@@ -15,7 +15,7 @@ func TestPlanWipe(t *testing.T) {
 		{`wipe = "signatures"`, "signatures", ""},
 		{`wipe = "quick"`, "", `plan machine pc1: wipe "quick": want auto, full or signatures`},
 	} {
-		p, err := ParsePlan([]byte("[[machine]]\nname = \"pc1\"\nsnapshot = \"x\"\n" + tc.wipe + "\n"))
+		p, err := ParsePlan([]byte("[[machine]]\nname = \"pc1\"\nsnapshot = \"media:/snapshots/pc1\"\n" + tc.wipe + "\n"))
 		switch {
 		case tc.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

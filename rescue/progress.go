@@ -17,9 +17,9 @@ const progressEvery = 5 * time.Second
 // POSTs run in the background and never slow the restore down; a slow or
 // absent server only loses updates.
 func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
-	url := ""
+	url, token := "", ""
 	if r.settings != nil {
-		url = r.settings.ReportURL
+		url, token = r.settings.ReportURL, r.settings.ReportToken
 	}
 	if url == "" {
 		return show
@@ -39,7 +39,7 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 			defer busy.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
 			defer cancel()
-			PostReport(ctx, url, &update)
+			PostReport(ctx, url, token, &update)
 		}()
 	}
 }

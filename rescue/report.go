@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,16 @@ const (
 	StatusFailed  = "failed"
 	StatusAborted = "aborted"
 )
+
+// validReportStatus reports whether s is a status the rescue flow sends:
+// a final one, or StatusRunning for a progress update.
+func validReportStatus(s string) bool {
+	switch s {
+	case StatusSuccess, StatusFailed, StatusAborted, StatusRunning:
+		return true
+	}
+	return false
+}
 
 // Step statuses.
 const (
@@ -144,13 +155,17 @@ func (r *Report) FileName() string {
 	if name == "" {
 		name = "machine"
 	}
+	status := r.Status
+	if !validReportStatus(status) {
+		status = "unknown"
+	}
 	name = strings.Map(func(c rune) rune {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
 			return c
 		}
 		return '_'
 	}, name)
-	return fmt.Sprintf("%s-%s-%s.json", r.Started.UTC().Format("20060102T150405Z"), name, r.Status)
+	return fmt.Sprintf("%s-%s-%s.json", r.Started.UTC().Format("20060102T150405Z"), name, status)
 }
 
 // SaveReport writes the report as JSON into dir (rewind/reports on the
@@ -169,8 +184,9 @@ func SaveReport(r *Report, dir string) (string, error) {
 	return p, nil
 }
 
-// PostReport sends the JSON report to url.
-func PostReport(ctx context.Context, url string, r *Report) error {
+// PostReport sends the JSON report to url, with the lab's report token
+// (the plan's [report] token) as a bearer token when it is set.
+func PostReport(ctx context.Context, url, token string, r *Report) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.JSON()))
@@ -178,13 +194,23 @@ func PostReport(ctx context.Context, url string, r *Report) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := httpClient().Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("report server %s answered %s", url, resp.Status)
+	if resp.StatusCode/100 == 2 {
+		return nil
 	}
-	return nil
+	// The server's reason, on one line and bounded: it is untrusted text.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	why := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("report server %s refused the report (%s): %s; check the plan's [report] token against rewind serve --report-token", url, resp.Status, why)
+	}
+	return fmt.Errorf("report server %s answered %s: %s", url, resp.Status, why)
 }

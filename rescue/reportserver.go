@@ -1,73 +1,204 @@
 package rescue
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
+	"io/fs"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // StatusRunning marks a report POSTed while the restore is still going:
 // a progress update, replaced by the final report.
 const StatusRunning = "running"
 
+// Limits of the report server; ReportServerConfig's zero values mean these.
+const (
+	DefaultMaxMachines   = 1000      // rows on the page; the least recently heard from is dropped
+	DefaultMaxReportSize = 256 << 10 // bytes of one POSTed report
+	DefaultMaxFiles      = 10000     // final reports kept as files
+	DefaultMaxStoreBytes = 256 << 20 // bytes of all report files together
+)
+
+// Timeouts of 'rewind serve'; LabServerConfig's zero values mean these.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second // a whole request, body included
+	DefaultWriteTimeout      = time.Minute      // a response; a file body: each MiB of it
+	DefaultIdleTimeout       = 2 * time.Minute  // a kept-alive connection between requests
+)
+
+// ReportServerConfig configures a ReportServer.
+type ReportServerConfig struct {
+	// Token is the lab's report token: a POST must carry it as
+	// "Authorization: Bearer TOKEN" (the plan's [report] token). Empty:
+	// every POST is refused, unless Insecure.
+	Token string
+	// Insecure accepts reports without a token (rewind serve
+	// --insecure-reports). Only allowed when Token is empty.
+	Insecure bool
+	// Limits; zero means the Default* constants.
+	MaxMachines   int
+	MaxReportSize int64
+	MaxFiles      int
+	MaxStoreBytes int64
+	// Now is the server's clock; nil means time.Now.
+	Now func() time.Time
+	// Log gets a line for every report received or refused; nil: none.
+	Log *slog.Logger
+}
+
 // ReportServer receives the reports rescue environments POST (the plan's
 // report.url) and shows the latest one of each machine on a web page, so a
 // lab operator re-imaging many machines sees each one's progress. Final
-// reports are kept as files in dir; progress updates only in memory.
+// reports are kept as files in its directory; progress updates only in
+// memory.
+//
+// Reports are untrusted input: a POST needs the lab's token; the status
+// must be one the rescue flow sends; the machine's name, MACs and DMI UUID
+// must be well-formed, and only they name the row and the file. Rows are
+// ordered by the server's clock, never the machine's: a report claiming
+// to start in the future cannot hide later ones.
 type ReportServer struct {
-	dir    string
-	mu     sync.Mutex
-	latest map[string]*Report // by machine key
+	root  *os.Root // the reports directory
+	cfg   ReportServerConfig
+	token [sha256.Size]byte // of cfg.Token
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	rows      map[string]*reportRow // by machineID.key
+	seq       uint64                // arrival order
+	files     int                   // report files in the directory
+	bytes     int64                 // and their size
+	notStored int                   // final reports refused: the directory was full
+	dropped   int                   // rows dropped: more machines than MaxMachines
 }
 
-// NewReportServer serves the reports in dir, loading the ones already there.
-func NewReportServer(dir string) (*ReportServer, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("report directory: %w", err)
+// reportRow is one machine's latest report and when the server got it.
+type reportRow struct {
+	id        machineID
+	report    *Report
+	seq       uint64
+	received  time.Time // server clock: the latest report
+	firstSeen time.Time // server clock: the first report of this boot
+}
+
+// NewReportServer serves the reports in dir (an os.Root: every file it
+// reads or writes stays inside), loading the final reports already there.
+func NewReportServer(dir *os.Root, cfg ReportServerConfig) (*ReportServer, error) {
+	if cfg.Token != "" && cfg.Insecure {
+		return nil, errors.New("report server: a report token and insecure reports exclude each other; drop --insecure-reports")
 	}
-	s := &ReportServer{dir: dir, latest: make(map[string]*Report)}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	sort.Strings(files) // file names start with the time: later ones win
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
+	if cfg.Token != "" {
+		if err := CheckReportToken(cfg.Token); err != nil {
+			return nil, fmt.Errorf("report server: %w", err)
 		}
-		var r Report
-		if json.Unmarshal(b, &r) == nil && r.Version == ReportVersion {
-			s.keep(&r)
-		}
+	}
+	if cfg.MaxMachines <= 0 {
+		cfg.MaxMachines = DefaultMaxMachines
+	}
+	if cfg.MaxReportSize <= 0 {
+		cfg.MaxReportSize = DefaultMaxReportSize
+	}
+	if cfg.MaxFiles <= 0 {
+		cfg.MaxFiles = DefaultMaxFiles
+	}
+	if cfg.MaxStoreBytes <= 0 {
+		cfg.MaxStoreBytes = DefaultMaxStoreBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &ReportServer{root: dir, cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), log: log, rows: make(map[string]*reportRow)}
+	if err := s.load(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
-// machineKey names a machine in the table: its plan entry, else its MACs.
-func machineKey(r *Report) string {
-	if r.Machine.Name != "" {
-		return r.Machine.Name
+// Close releases the reports directory.
+func (s *ReportServer) Close() error { return s.root.Close() }
+
+// reportFileTime starts a stored report's name: the server's receive time,
+// so that names sort in the order the reports arrived.
+const reportFileTime = "20060102T150405.000Z"
+
+// load reads the final reports in the directory, oldest first, so that
+// each machine's row ends with its latest one.
+func (s *ReportServer) load() error {
+	d, err := s.root.Open(".")
+	if err != nil {
+		return fmt.Errorf("report directory %s: %w", s.root.Name(), err)
 	}
-	if len(r.Machine.MACs) > 0 {
-		return strings.Join(r.Machine.MACs, ",")
+	entries, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("report directory %s: %w", s.root.Name(), err)
 	}
-	return r.Machine.DMIUUID
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		s.files++
+		s.bytes += info.Size()
+		r, id, err := s.readStored(name)
+		if err != nil {
+			s.log.Warn("report file skipped", "dir", s.root.Name(), "file", name, "err", err)
+			continue
+		}
+		received := info.ModTime()
+		stamp, _, _ := strings.Cut(name, "-")
+		for _, layout := range []string{reportFileTime, "20060102T150405Z"} {
+			if t, err := time.Parse(layout, stamp); err == nil {
+				received = t
+				break
+			}
+		}
+		s.keep(id, r, received)
+	}
+	return nil
 }
 
-func (s *ReportServer) keep(r *Report) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k := machineKey(r)
-	if old, ok := s.latest[k]; ok && old.Started.After(r.Started) {
-		return // an update of an older boot arriving late
+func (s *ReportServer) readStored(name string) (*Report, machineID, error) {
+	f, err := s.root.Open(name)
+	if err != nil {
+		return nil, machineID{}, err
 	}
-	s.latest[k] = r
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, s.cfg.MaxReportSize+1))
+	if err != nil {
+		return nil, machineID{}, err
+	}
+	if int64(len(b)) > s.cfg.MaxReportSize {
+		return nil, machineID{}, fmt.Errorf("larger than %d bytes", s.cfg.MaxReportSize)
+	}
+	return decodeReport(bytes.NewReader(b))
 }
 
 // ServeHTTP takes POSTed reports and shows the table on GET (HTML, or
@@ -83,84 +214,560 @@ func (s *ReportServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := statusPage.Execute(w, pageData(s.Reports(), time.Now())); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+		if err := statusPage.Execute(w, s.page(s.cfg.Now())); err != nil {
+			s.log.Warn("reports page", "remote", req.RemoteAddr, "err", err)
 		}
 	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		http.Error(w, "use GET to read the reports or POST to send one", http.StatusMethodNotAllowed)
 	}
 }
 
+// refuse answers an error and logs it; nothing was stored.
+func (s *ReportServer) refuse(w http.ResponseWriter, req *http.Request, code int, msg string) {
+	s.log.Warn("report refused", "remote", req.RemoteAddr, "status", code, "reason", msg)
+	http.Error(w, msg, code)
+}
+
 func (s *ReportServer) receive(w http.ResponseWriter, req *http.Request) {
-	b, err := io.ReadAll(io.LimitReader(req.Body, 4<<20))
+	if code, msg := s.authorize(req); code != 0 {
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rewind reports"`)
+		}
+		s.refuse(w, req, code, msg)
+		return
+	}
+	body := http.MaxBytesReader(w, req.Body, s.cfg.MaxReportSize)
+	r, id, err := decodeReport(body)
 	if err != nil {
-		http.Error(w, "read report: "+err.Error(), http.StatusBadRequest)
+		var tooBig *http.MaxBytesError
+		var timeout net.Error
+		switch {
+		case errors.As(err, &tooBig):
+			s.refuse(w, req, http.StatusRequestEntityTooLarge, fmt.Sprintf("report is larger than this server's limit of %d bytes", s.cfg.MaxReportSize))
+		case errors.As(err, &timeout) && timeout.Timeout():
+			s.refuse(w, req, http.StatusRequestTimeout, "report body not received in time")
+		default:
+			s.refuse(w, req, http.StatusBadRequest, err.Error())
+		}
 		return
 	}
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
-		http.Error(w, "report is not JSON: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if r.Version != ReportVersion {
-		http.Error(w, fmt.Sprintf("report version %d, this server reads version %d", r.Version, ReportVersion), http.StatusBadRequest)
-		return
-	}
-	if machineKey(&r) == "" {
-		http.Error(w, "report names no machine (no name, MAC or DMI UUID)", http.StatusBadRequest)
-		return
-	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if r.Status != StatusRunning {
-		if err := os.WriteFile(filepath.Join(s.dir, r.FileName()), b, 0o644); err != nil {
-			http.Error(w, "store report: "+err.Error(), http.StatusInternalServerError)
+		name, err := s.store(id, r, now)
+		if err != nil {
+			if errors.Is(err, errStoreFull) {
+				s.notStored++
+				s.refuse(w, req, http.StatusInsufficientStorage, err.Error())
+				return
+			}
+			s.refuse(w, req, http.StatusInternalServerError, "store report: "+err.Error())
 			return
 		}
+		s.log.Info("report stored", "machine", id.label(), "status", r.Status, "file", name, "remote", req.RemoteAddr)
 	}
-	s.keep(&r)
+	if !s.keep(id, r, now) {
+		// A progress update of a boot whose final report is already
+		// here (the POSTs race): it changes nothing.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	w.WriteHeader(http.StatusCreated)
+}
+
+// authorize checks the request's token; code 0 means go on.
+func (s *ReportServer) authorize(req *http.Request) (code int, msg string) {
+	if s.cfg.Token == "" {
+		if s.cfg.Insecure {
+			return 0, ""
+		}
+		return http.StatusForbidden, "this server takes no reports: start rewind serve with --report-token FILE and put the same token in the plan's [report] section"
+	}
+	scheme, tok, ok := strings.Cut(req.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return http.StatusUnauthorized, "report has no token: set token in the plan's [report] section to the token of rewind serve --report-token"
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	if subtle.ConstantTimeCompare(got[:], s.token[:]) != 1 {
+		return http.StatusUnauthorized, "report token is wrong: the plan's [report] token differs from the token of rewind serve --report-token"
+	}
+	return 0, ""
+}
+
+var errStoreFull = errors.New("report directory is full")
+
+// store writes a final report as a new file named by the server's receive
+// time, the machine and the status (all validated); it never replaces a
+// file. The caller holds s.mu.
+func (s *ReportServer) store(id machineID, r *Report, now time.Time) (string, error) {
+	b := r.JSON()
+	if s.files >= s.cfg.MaxFiles || s.bytes+int64(len(b)) > s.cfg.MaxStoreBytes {
+		return "", fmt.Errorf("%w: %s holds %d reports, %d bytes (limits: %d reports, %d bytes); move old reports out of it", errStoreFull, s.root.Name(), s.files, s.bytes, s.cfg.MaxFiles, s.cfg.MaxStoreBytes)
+	}
+	base := fmt.Sprintf("%s-%s-%s", now.UTC().Format(reportFileTime), id.fileLabel(), r.Status)
+	for n := 1; n <= 100; n++ {
+		name := base + ".json"
+		if n > 1 {
+			name = fmt.Sprintf("%s-%d.json", base, n)
+		}
+		f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		_, err = f.Write(b)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			s.root.Remove(name)
+			return "", fmt.Errorf("write %s: %w", name, err)
+		}
+		s.files++
+		s.bytes += int64(len(b))
+		return name, nil
+	}
+	return "", fmt.Errorf("%s-*.json: 100 reports with that name already", base)
+}
+
+// keep makes r the machine's row unless it is a late progress update of
+// a boot whose final report is already there; it reports whether the row
+// changed. Order is the server's: the report that arrives last wins,
+// whatever times the machine claims. The caller holds s.mu, or is load.
+func (s *ReportServer) keep(id machineID, r *Report, received time.Time) bool {
+	k := id.key()
+	old := s.rows[k]
+	sameBoot := old != nil && old.report.Started.Equal(r.Started)
+	if sameBoot && old.report.Status != StatusRunning && r.Status == StatusRunning {
+		return false
+	}
+	first := received
+	if sameBoot {
+		first = old.firstSeen
+	}
+	s.seq++
+	s.rows[k] = &reportRow{id: id, report: r, seq: s.seq, received: received, firstSeen: first}
+	if old == nil && len(s.rows) > s.cfg.MaxMachines {
+		var oldest *reportRow
+		for _, row := range s.rows {
+			if oldest == nil || row.seq < oldest.seq {
+				oldest = row
+			}
+		}
+		delete(s.rows, oldest.id.key())
+		s.dropped++
+		s.log.Warn("report row dropped", "machine", oldest.id.label(), "reason", fmt.Sprintf("more than %d machines; it was heard from least recently", s.cfg.MaxMachines))
+	}
+	return true
 }
 
 // Reports returns the latest report of every machine, by machine.
 func (s *ReportServer) Reports() []*Report {
+	rows := s.sortedRows()
+	out := make([]*Report, len(rows))
+	for i, row := range rows {
+		out[i] = row.report
+	}
+	return out
+}
+
+func (s *ReportServer) sortedRows() []*reportRow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*Report, 0, len(s.latest))
-	for _, r := range s.latest {
-		out = append(out, r)
+	out := make([]*reportRow, 0, len(s.rows))
+	for _, row := range s.rows {
+		out = append(out, row)
 	}
-	sort.Slice(out, func(i, j int) bool { return machineKey(out[i]) < machineKey(out[j]) })
+	sort.Slice(out, func(i, j int) bool { return out[i].id.key() < out[j].id.key() })
 	return out
+}
+
+// machineID is the validated identity a report claims: its plan entry's
+// name and the machine's MACs and DMI UUID, in canonical form. A row is
+// one machineID, so machines of one universal plan entry get a row each.
+type machineID struct {
+	name string
+	macs []string // sorted
+	uuid string
+}
+
+func (id machineID) key() string {
+	return id.name + "|" + strings.Join(id.macs, ",") + "|" + id.uuid
+}
+
+// label names the machine on the page.
+func (id machineID) label() string {
+	var parts []string
+	if id.name != "" {
+		parts = append(parts, id.name)
+	}
+	if len(id.macs) > 0 {
+		parts = append(parts, id.macs[0])
+	} else if id.uuid != "" {
+		parts = append(parts, id.uuid)
+	}
+	return strings.Join(parts, " ")
+}
+
+// fileLabel names the machine in a file name: characters [A-Za-z0-9._-].
+func (id machineID) fileLabel() string {
+	switch {
+	case id.name != "":
+		return id.name
+	case len(id.macs) > 0:
+		return strings.ReplaceAll(id.macs[0], ":", "")
+	default:
+		return id.uuid
+	}
+}
+
+// Bounds on a report's identity fields.
+const (
+	maxMachineName = 64
+	maxReportMACs  = 64
+)
+
+// decodeReport parses one report and validates what names it.
+func decodeReport(rd io.Reader) (*Report, machineID, error) {
+	dec := json.NewDecoder(rd)
+	var r Report
+	if err := dec.Decode(&r); err != nil {
+		return nil, machineID{}, fmt.Errorf("report is not JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, machineID{}, err
+		}
+		return nil, machineID{}, errors.New("report has data after its JSON object")
+	}
+	id, err := validateReport(&r)
+	if err != nil {
+		return nil, machineID{}, err
+	}
+	return &r, id, nil
+}
+
+// validateReport checks the fields that name a report: version, status,
+// machine name, MACs and DMI UUID.
+func validateReport(r *Report) (machineID, error) {
+	var id machineID
+	if r.Version != ReportVersion {
+		return id, fmt.Errorf("report version %d, this server reads version %d", r.Version, ReportVersion)
+	}
+	if !validReportStatus(r.Status) {
+		return id, fmt.Errorf("report status %q is not one of %s, %s, %s, %s", r.Status, StatusRunning, StatusSuccess, StatusFailed, StatusAborted)
+	}
+	if err := checkMachineName(r.Machine.Name); err != nil {
+		return id, fmt.Errorf("report machine.name: %w", err)
+	}
+	id.name = r.Machine.Name
+	if len(r.Machine.MACs) > maxReportMACs {
+		return id, fmt.Errorf("report lists %d MACs; at most %d", len(r.Machine.MACs), maxReportMACs)
+	}
+	for _, m := range r.Machine.MACs {
+		hw, err := net.ParseMAC(m)
+		if err != nil {
+			return id, fmt.Errorf("report machine.macs: %q is not a MAC address", m)
+		}
+		id.macs = append(id.macs, hw.String())
+	}
+	slices.Sort(id.macs)
+	id.macs = slices.Compact(id.macs)
+	if u := r.Machine.DMIUUID; u != "" {
+		if !isUUID(u) {
+			return id, fmt.Errorf("report machine.dmi_uuid %q is not a UUID", u)
+		}
+		id.uuid = strings.ToLower(u)
+	}
+	if id.name == "" && len(id.macs) == 0 && id.uuid == "" {
+		return id, errors.New("report names no machine (no name, MAC or DMI UUID)")
+	}
+	return id, nil
+}
+
+// checkMachineName accepts a plan entry's name as reports carry it: up to
+// 64 letters, digits, '.', '_' and '-', starting with a letter or digit
+// (empty: no name).
+func checkMachineName(name string) error {
+	if name == "" {
+		return nil
+	}
+	if len(name) > maxMachineName {
+		return fmt.Errorf("machine name is %d bytes long; at most %d", len(name), maxMachineName)
+	}
+	for i, c := range []byte(name) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
+		if !ok {
+			return fmt.Errorf("machine name %q: use letters, digits, '.', '_' and '-' (starting with a letter or digit)", name)
+		}
+	}
+	return nil
+}
+
+// isUUID reports whether s is a UUID in its 8-4-4-4-12 hex form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Bounds on a report token.
+const (
+	minReportToken = 16
+	maxReportToken = 1024
+)
+
+// CheckReportToken checks a lab report token: 16 to 1024 characters of
+// the bearer token alphabet (letters, digits and -._~+/=), so that
+// 'openssl rand -hex 32' or '-base64 32' makes one. The error never
+// contains the token.
+func CheckReportToken(tok string) error {
+	if len(tok) < minReportToken || len(tok) > maxReportToken {
+		return fmt.Errorf("report token is %d characters; use %d to %d (make one with: openssl rand -hex 32)", len(tok), minReportToken, maxReportToken)
+	}
+	for i, c := range []byte(tok) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0
+		if !ok {
+			return fmt.Errorf("report token has a character other than letters, digits and -._~+/= at position %d (make one with: openssl rand -hex 32)", i+1)
+		}
+	}
+	return nil
+}
+
+// ReadReportToken reads a lab report token from a file: the token, with
+// surrounding white space ignored.
+func ReadReportToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("report token file: %w; create one with: openssl rand -hex 32 > %s", err, path)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxReportToken+64))
+	if err != nil {
+		return "", fmt.Errorf("report token file %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if err := CheckReportToken(tok); err != nil {
+		return "", fmt.Errorf("report token file %s: %w", path, err)
+	}
+	return tok, nil
+}
+
+// LabServerConfig configures the server 'rewind serve' runs.
+type LabServerConfig struct {
+	// TokenFile holds the report token (--report-token). It must lie
+	// outside the served directory.
+	TokenFile string
+	// InsecureReports accepts reports without a token.
+	InsecureReports bool
+	// MaxMachines bounds the rows of the reports page; 0: DefaultMaxMachines.
+	MaxMachines int
+	// List shows directory listings.
+	List bool
+	// Timeouts; zero means the Default* constants.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// Log gets the server's log lines; nil: none.
+	Log *slog.Logger
+}
+
+// LabServer is 'rewind serve': the files under a directory (snapshots,
+// boot files) with Range requests, and the report server at /reports/,
+// which keeps final reports in the directory's reports/.
+type LabServer struct {
+	HTTP    *http.Server
+	Reports *ReportServer
+	root    *os.Root
+}
+
+// NewLabServer prepares the lab server for dir.
+func NewLabServer(dir string, cfg LabServerConfig) (*LabServer, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rcfg := ReportServerConfig{Insecure: cfg.InsecureReports, MaxMachines: cfg.MaxMachines, Log: log}
+	if cfg.TokenFile != "" {
+		if cfg.InsecureReports {
+			return nil, errors.New("serve: --report-token and --insecure-reports exclude each other; drop --insecure-reports")
+		}
+		if err := outside(cfg.TokenFile, dir); err != nil {
+			return nil, err
+		}
+		tok, err := ReadReportToken(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
+		if fi, err := os.Stat(cfg.TokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("the report token file can be read by other users; chmod 600 it", "file", cfg.TokenFile, "mode", fi.Mode().Perm())
+		}
+		rcfg.Token = tok
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	reports, err := openReports(root, rcfg)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	write := or(cfg.WriteTimeout, DefaultWriteTimeout)
+	mux := http.NewServeMux()
+	mux.Handle("/reports/", http.StripPrefix("/reports", reports))
+	mux.Handle("/", snapshot.NewRootHandler(root, snapshot.HandlerOptions{List: cfg.List, WriteIdle: write, Log: log}))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: or(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       or(cfg.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      write,
+		IdleTimeout:       or(cfg.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return &LabServer{HTTP: srv, Reports: reports, root: root}, nil
+}
+
+// openReports opens (making it if needed) the reports directory inside
+// root: a real directory, not a symbolic link, so reports never land
+// among snapshot files.
+func openReports(root *os.Root, cfg ReportServerConfig) (*ReportServer, error) {
+	const name = "reports"
+	fi, err := root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = root.Mkdir(name, 0o755)
+		if err == nil {
+			fi, err = root.Lstat(name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("serve: report directory %s: %w", filepath.Join(root.Name(), name), err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("serve: %s is not a directory (a symbolic link or a file); reports are kept only in a real directory there: move it away", filepath.Join(root.Name(), name))
+	}
+	dir, err := root.OpenRoot(name)
+	if err != nil {
+		return nil, fmt.Errorf("serve: report directory: %w", err)
+	}
+	s, err := NewReportServer(dir, cfg)
+	if err != nil {
+		dir.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// outside refuses a secret file inside the served directory, where anyone
+// could fetch it.
+func outside(file, dir string) error {
+	f, err1 := filepath.Abs(file)
+	d, err2 := filepath.Abs(dir)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if r, err := filepath.EvalSymlinks(f); err == nil {
+		f = r
+	}
+	if r, err := filepath.EvalSymlinks(d); err == nil {
+		d = r
+	}
+	if rel, err := filepath.Rel(d, f); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("serve: the report token file %s is inside %s, which is served to anyone: move it out", file, dir)
+	}
+	return nil
+}
+
+func or(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Serve accepts connections on ln until Close.
+func (s *LabServer) Serve(ln net.Listener) error {
+	if err := s.HTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops the server and releases its directories.
+func (s *LabServer) Close() error {
+	return errors.Join(s.HTTP.Close(), s.Reports.Close(), s.root.Close())
 }
 
 // pageRow is one machine's line on the status page.
 type pageRow struct {
 	Machine, Status, Target, Snapshot, Error string
 	Percent                                  float64
-	Started, Took                            string
+	Started, Took, Clock                     string
 }
 
-func pageData(reports []*Report, now time.Time) []pageRow {
-	var rows []pageRow
-	for _, r := range reports {
-		row := pageRow{
-			Machine:  machineKey(r),
+// pageView is the status page's data.
+type pageView struct {
+	Rows                 []pageRow
+	NotStored, Dropped   int
+	MaxMachines          int
+	StoreFiles, MaxFiles int
+}
+
+// page builds the status page. Times are the server's: the machine's
+// clock (often wrong in a rescue environment, or forged) is only shown
+// when it is far off.
+func (s *ReportServer) page(now time.Time) pageView {
+	rows := s.sortedRows()
+	s.mu.Lock()
+	v := pageView{NotStored: s.notStored, Dropped: s.dropped, MaxMachines: s.cfg.MaxMachines, StoreFiles: s.files, MaxFiles: s.cfg.MaxFiles}
+	s.mu.Unlock()
+	for _, row := range rows {
+		r := row.report
+		pr := pageRow{
+			Machine:  row.id.label(),
 			Status:   r.Status,
 			Target:   r.Target.Description,
 			Snapshot: r.Snapshot.Location,
 			Error:    r.Error,
-			Started:  r.Started.Local().Format("2006-01-02 15:04:05"),
+			Started:  row.firstSeen.Local().Format("2006-01-02 15:04:05"),
 		}
 		if total := r.Snapshot.DataBytes; total > 0 {
-			row.Percent = 100 * float64(r.BytesWritten+r.BytesZeroed+r.BytesSkipped) / float64(total)
+			pr.Percent = min(max(100*float64(r.BytesWritten+r.BytesZeroed+r.BytesSkipped)/float64(total), 0), 100)
 		}
-		end := r.Finished
-		if r.Status == StatusRunning || end.IsZero() {
-			end = now
+		switch {
+		case r.Status == StatusRunning:
+			pr.Took = now.Sub(row.firstSeen).Round(time.Second).String()
+		case r.Seconds >= 0 && r.Seconds < 30*24*3600:
+			pr.Took = time.Duration(r.Seconds * float64(time.Second)).Round(time.Second).String()
+		default:
+			pr.Took = "?"
 		}
-		row.Took = end.Sub(r.Started).Round(time.Second).String()
-		rows = append(rows, row)
+		if d := r.Started.Sub(row.firstSeen); !r.Started.IsZero() && (d > 10*time.Minute || d < -24*time.Hour) {
+			pr.Clock = "machine clock: " + r.Started.UTC().Format(time.RFC3339)
+		}
+		v.Rows = append(v.Rows, pr)
 	}
-	return rows
+	return v
 }
 
 // statusPage is the operator's view; it reloads itself every 5 seconds.
@@ -172,14 +779,17 @@ body { font-family: sans-serif; margin: 2em; }
 table { border-collapse: collapse; }
 td, th { padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; }
 .success { color: #176117; } .failed { color: #a01010; font-weight: bold; } .aborted { color: #8a6100; }
+.warn { color: #a01010; } small { color: #666; }
 progress { width: 12em; }
 </style></head><body>
 <h1>Rewind: machines</h1>
-{{if not .}}<p>No rescue environment has reported yet. Plans send reports here with <code>[report] url = "http://THIS-SERVER/reports/"</code>.</p>{{else}}
+{{if .NotStored}}<p class="warn">{{.NotStored}} final reports were not stored: the report directory holds {{.StoreFiles}} reports (limit {{.MaxFiles}}) or is full. Move old reports out of it.</p>{{end}}
+{{if .Dropped}}<p class="warn">{{.Dropped}} machines were dropped from this page: it shows at most {{.MaxMachines}} (rewind serve --max-machines); their final reports are still in the report directory.</p>{{end}}
+{{if not .Rows}}<p>No rescue environment has reported yet. Plans send reports here with <code>[report] url = "http://THIS-SERVER/reports/"</code> and the server's token.</p>{{else}}
 <table><tr><th>machine</th><th>status</th><th>progress</th><th>target</th><th>snapshot</th><th>started</th><th>time</th><th>error</th></tr>
-{{range .}}<tr><td>{{.Machine}}</td><td class="{{.Status}}">{{.Status}}</td>
+{{range .Rows}}<tr><td>{{.Machine}}</td><td class="{{.Status}}">{{.Status}}</td>
 <td><progress max="100" value="{{printf "%.0f" .Percent}}"></progress> {{printf "%.0f" .Percent}}%</td>
-<td>{{.Target}}</td><td>{{.Snapshot}}</td><td>{{.Started}}</td><td>{{.Took}}</td><td>{{.Error}}</td></tr>
+<td>{{.Target}}</td><td>{{.Snapshot}}</td><td>{{.Started}}{{if .Clock}}<br><small>{{.Clock}}</small>{{end}}</td><td>{{.Took}}</td><td>{{.Error}}</td></tr>
 {{end}}</table>{{end}}
 </body></html>
 `))

@@ -1,30 +1,219 @@
 package snapshot
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"html/template"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"syscall"
 	"time"
 )
 
-// NewHandler serves the files under dir (snapshots, rescue media) with
-// Range support, logging one line per request.
-func NewHandler(dir string, log *slog.Logger) http.Handler {
-	files := http.FileServer(http.Dir(dir))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		files.ServeHTTP(rec, r)
-		if log != nil {
-			log.Debug("http", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
-				"range", r.Header.Get("Range"), "status", rec.status, "took", time.Since(start))
-		}
-	})
+// HandlerOptions configures a file handler made by NewRootHandler.
+type HandlerOptions struct {
+	// List shows directory listings (rewind serve --list). Without it a
+	// directory answers 403.
+	List bool
+	// WriteIdle is how long a client may take to receive each MiB of a
+	// file; every MiB sent moves the connection's write deadline on, so a
+	// large file downloads at any sane speed while a client that stops
+	// reading is cut off. 0 means one minute.
+	WriteIdle time.Duration
+	// Log gets one debug line per request; nil logs nothing.
+	Log *slog.Logger
 }
+
+// writePiece is how much of a file body is sent under one write deadline.
+const writePiece = 1 << 20
+
+// NewHandler serves the files under dir (snapshots, rescue media) with
+// Range support, logging one line per request. It is NewRootHandler on dir
+// without directory listings; if dir cannot be opened, every request
+// answers 500 naming it.
+func NewHandler(dir string, log *slog.Logger) http.Handler {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, fmt.Sprintf("serve %s: %v", dir, err), http.StatusInternalServerError)
+		})
+	}
+	return NewRootHandler(root, HandlerOptions{Log: log})
+}
+
+// NewRootHandler serves the files under root with Range, If-Range and
+// ETag support. Every access stays inside root (os.Root): a symbolic link
+// that leads out of it is not followed. Names starting with a dot (at any
+// level), *.key files and files holding a private key (Rewind's signing
+// key, or a PEM/OpenSSH "PRIVATE KEY") are never served: they answer 404
+// as if absent. Only GET and HEAD are allowed.
+func NewRootHandler(root *os.Root, opt HandlerOptions) http.Handler {
+	if opt.WriteIdle <= 0 {
+		opt.WriteIdle = time.Minute
+	}
+	return &fileHandler{root: root, opt: opt}
+}
+
+type fileHandler struct {
+	root *os.Root
+	opt  HandlerOptions
+}
+
+func (h *fileHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK, rc: http.NewResponseController(w), idle: h.opt.WriteIdle}
+	h.serve(rec, r)
+	if h.opt.Log != nil {
+		h.opt.Log.Debug("http", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
+			"range", r.Header.Get("Range"), "status", rec.status, "took", time.Since(start))
+	}
+}
+
+func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "this server only serves files: use GET or HEAD", http.StatusMethodNotAllowed)
+		return
+	}
+	name, ok := servedName(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := h.root.Open(name)
+	if err != nil {
+		// Absent, outside the directory (a symbolic link leading out),
+		// or unreadable: all look the same to the client.
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if fi.IsDir() {
+		h.directory(w, r, f, name)
+		return
+	}
+	if !fi.Mode().IsRegular() || isPrivateKey(f) {
+		http.NotFound(w, r) // devices, FIFOs and keys are never served
+		return
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		http.Error(w, "read "+name+": "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("ETag", etag(fi))
+	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+}
+
+// servedName turns a URL path into a name inside the root, or reports that
+// it names something never served (a dot name at any level, a *.key file).
+func servedName(p string) (string, bool) {
+	if strings.ContainsRune(p, 0) || strings.ContainsRune(p, '\\') {
+		return "", false
+	}
+	name := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if name == "" {
+		return ".", true
+	}
+	for _, part := range strings.Split(name, "/") {
+		if strings.HasPrefix(part, ".") {
+			return "", false
+		}
+	}
+	if strings.HasSuffix(strings.ToLower(name), ".key") {
+		return "", false
+	}
+	return name, true
+}
+
+// isPrivateKey reports whether f starts like a private key file: Rewind's
+// own (rewind key generate, sign.go) or a PEM or OpenSSH private key.
+func isPrivateKey(f *os.File) bool {
+	head := make([]byte, 128)
+	n, _ := f.ReadAt(head, 0)
+	head = head[:n]
+	if bytes.HasPrefix(head, []byte(privateKeyHeader)) {
+		return true
+	}
+	if bytes.HasPrefix(head, []byte("-----BEGIN ")) {
+		line, _, _ := bytes.Cut(head, []byte("\n"))
+		return bytes.Contains(line, []byte("PRIVATE KEY"))
+	}
+	return false
+}
+
+// etag names one version of a file: its inode, size and modification
+// time. A file replaced on the server (a new snapshot's segment) gets a
+// new one, so a client resuming with If-Range gets the whole new file, not
+// a range of it spliced onto the old one.
+func etag(fi fs.FileInfo) string {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf(`"%x-%x-%x"`, ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+func (h *fileHandler) directory(w http.ResponseWriter, r *http.Request, f *os.File, name string) {
+	if !h.opt.List {
+		http.Error(w, "directory listings are off (start rewind serve with --list to show them); machines' reports are at /reports/", http.StatusForbidden)
+		return
+	}
+	if !strings.HasSuffix(r.URL.Path, "/") {
+		http.Redirect(w, r, path.Base(r.URL.Path)+"/", http.StatusMovedPermanently)
+		return
+	}
+	entries, err := f.ReadDir(-1)
+	if err != nil {
+		http.Error(w, "list "+name+": "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	type item struct{ Name, Href string }
+	var items []item
+	for _, e := range entries {
+		n := e.Name()
+		if _, ok := servedName(n); !ok {
+			continue
+		}
+		if e.IsDir() {
+			n += "/"
+		}
+		items = append(items, item{Name: n, Href: (&url.URL{Path: n}).String()})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := listing.Execute(w, struct {
+		Dir   string
+		Items []item
+	}{"/" + strings.TrimPrefix(name, "."), items}); err != nil && h.opt.Log != nil {
+		h.opt.Log.Debug("http listing", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+	}
+}
+
+var listing = template.Must(template.New("list").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.Dir}}</title></head><body><pre>
+{{range .Items}}<a href="{{.Href}}">{{.Name}}</a>
+{{end}}</pre></body></html>
+`))
 
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	rc     *http.ResponseController
+	idle   time.Duration
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -32,10 +221,36 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// ReadFrom keeps the server's zero-copy path (sendfile) for file bodies.
+// Unwrap lets http.ResponseController reach the server's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// ReadFrom keeps the server's zero-copy path (sendfile) for file bodies,
+// one MiB at a time, moving the write deadline on before each.
 func (s *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+	rf, ok := s.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(s.ResponseWriter, r)
+	}
+	lr, ok := r.(*io.LimitedReader)
+	if !ok || s.rc == nil {
 		return rf.ReadFrom(r)
 	}
-	return io.Copy(s.ResponseWriter, r)
+	var total int64
+	for lr.N > 0 {
+		if err := s.rc.SetWriteDeadline(time.Now().Add(s.idle)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return total, err
+		}
+		// One level of LimitedReader over the *os.File, as sendfile wants.
+		piece := &io.LimitedReader{R: lr.R, N: min(lr.N, writePiece)}
+		n, err := rf.ReadFrom(piece)
+		total += n
+		lr.N -= n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			break // end of file
+		}
+	}
+	return total, nil
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/rewind-bmr/rewind/initramfs"
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -76,7 +79,8 @@ Write images onto a stick with 'rewind usb --create'.`,
 			if err != nil {
 				return err
 			}
-			if _, err := rescue.ParsePlan(planData); err != nil {
+			parsed, err := rescue.ParsePlan(planData)
+			if err != nil {
 				return fmt.Errorf("%s: %w", plan, err)
 			}
 			keys := map[string][]byte{}
@@ -94,7 +98,15 @@ Write images onto a stick with 'rewind usb --create'.`,
 				}
 				keys[name] = b
 			}
+			// With --trust, the plan must hold to signed snapshots' rules.
+			if err := parsed.ValidateFor(len(keys)); err != nil {
+				return fmt.Errorf("%s: %w", plan, err)
+			}
 			baseData, from, err := initramfs.Base(base)
+			if err != nil {
+				return err
+			}
+			mediaID, err := newMediaID(format, kernel, baseData, planData, keys, cmdline)
 			if err != nil {
 				return err
 			}
@@ -126,7 +138,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			}
 			res, err := initramfs.BuildMedia(initramfs.MediaOptions{
 				Base: baseData, Kernel: kernel, ModulesDir: modules, Modules: names, NoModules: noModules,
-				DriversDir: drivers, Plan: planData, Trust: keys, OutDir: bootDir,
+				DriversDir: drivers, Plan: planData, Trust: keys, MediaID: mediaID, OutDir: bootDir,
 			})
 			if err != nil {
 				return err
@@ -136,7 +148,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			}
 			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
 				Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs, Snapshot: snap,
-				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, OutDir: out,
+				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, MediaID: mediaID, OutDir: out,
 			})
 			if err != nil {
 				return err
@@ -158,6 +170,14 @@ Write images onto a stick with 'rewind usb --create'.`,
 				if len(res.Modules.Missing) > 0 {
 					fmt.Fprintf(w, "           not in this kernel (skipped): %s\n", strings.Join(res.Modules.Missing, " "))
 				}
+			}
+			switch mediaID {
+			case "":
+				fmt.Fprintf(w, "medium     none recorded: the rescue environment uses the file system labelled REWIND\n")
+			case initramfs.NoMedium:
+				fmt.Fprintf(w, "medium     none: network boot\n")
+			default:
+				fmt.Fprintf(w, "medium     %s: the rescue environment uses this file system only\n", mediaID)
 			}
 			fmt.Fprintf(w, "plan       %s\n", plan)
 			if len(keys) > 0 {
@@ -182,6 +202,30 @@ Write images onto a stick with 'rewind usb --create'.`,
 	f.IntVar(&menuTimeout, "menu-timeout", initramfs.DefaultMenuTimeout, "seconds the boot menu waits before Restore (0: start Restore at once)")
 	f.StringVar(&dataSize, "data-size", "", "usb: the least size of the REWIND partition, for reports and more snapshots (e.g. 4GiB)")
 	return cmd
+}
+
+// newMediaID derives the identity of the medium a build writes from the
+// build's inputs (initramfs.NewMediaID).
+func newMediaID(format, kernel string, base, plan []byte, keys map[string][]byte, cmdline string) (string, error) {
+	h := sha256.New()
+	k, err := os.ReadFile(kernel)
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(keys))
+	for n := range keys {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, b := range [][]byte{[]byte(format), k, base, plan, []byte(cmdline)} {
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	for _, n := range names {
+		fmt.Fprintf(h, "%s:%d:", n, len(keys[n]))
+		h.Write(keys[n])
+	}
+	return initramfs.NewMediaID(format, h.Sum(nil), time.Now()), nil
 }
 
 // warnSnapshotNotInPlan says when no plan entry reads the snapshot put

@@ -1,61 +1,69 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/rewind-bmr/rewind/rescue"
-	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
 )
 
 func newServeCmd(a *app) *cobra.Command {
 	var listen string
+	var cfg rescue.LabServerConfig
 	cmd := &cobra.Command{
 		Use:   "serve DIR",
 		Short: "Serve snapshots (and rescue media files) over HTTP with Range support",
-		Long: `Serve makes every file under DIR available over HTTP, with the Range requests
+		Long: `Serve makes the files under DIR available over HTTP, with the Range requests
 restores use to fetch chunks and to resume after a dropped connection. A
-snapshot in DIR/pc1 is restored from http://HOST:PORT/pc1.
+snapshot in DIR/pc1 is restored from http://HOST:PORT/pc1. Nothing outside
+DIR is served (a symbolic link leading out is not followed), nor dotfiles,
+*.key files or private keys; directories are listed only with --list.
 
 It also receives the reports of rescue environments: a plan with
-[report] url = "http://HOST:PORT/reports/" sends progress while it restores
-and its final report; http://HOST:PORT/reports/ shows every machine's latest
-state (reloading itself), and final reports are kept in DIR/reports/.`,
-		Example: `  rewind serve /srv/snapshots --listen 0.0.0.0:8080`,
-		Args:    args(cobra.ExactArgs(1)),
+[report] url = "http://HOST:PORT/reports/" and token = "..." sends progress
+while it restores and its final report; http://HOST:PORT/reports/ shows every
+machine's latest state (reloading itself), and final reports are kept in
+DIR/reports/. Reports need the lab's token, read from the file given with
+--report-token (kept outside DIR); without one, reports are refused unless
+--insecure-reports accepts them from anyone who reaches the server.`,
+		Example: `  openssl rand -hex 32 > /etc/rewind/report-token && chmod 600 /etc/rewind/report-token
+  rewind serve /srv/snapshots --listen 0.0.0.0:8080 --report-token /etc/rewind/report-token`,
+		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if fi, err := os.Stat(argv[0]); err != nil || !fi.IsDir() {
 				return fmt.Errorf("serve: %s is not a directory", argv[0])
 			}
+			cfg.Log = a.log
+			srv, err := rescue.NewLabServer(argv[0], cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("serve: listen on %s: %w", listen, err)
 			}
-			reports, err := rescue.NewReportServer(filepath.Join(argv[0], "reports"))
-			if err != nil {
-				return err
-			}
-			mux := http.NewServeMux()
-			mux.Handle("/reports/", http.StripPrefix("/reports", reports))
-			mux.Handle("/", snapshot.NewHandler(argv[0], a.log))
-			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-cmd.Context().Done()
 				srv.Close()
 			}()
-			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/ (machines' reports: http://%s/reports/)\n", argv[0], ln.Addr(), ln.Addr())
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
+			reports := "with the token in " + cfg.TokenFile
+			switch {
+			case cfg.InsecureReports:
+				reports = "from anyone, without a token (--insecure-reports)"
+			case cfg.TokenFile == "":
+				reports = "refused: no --report-token"
 			}
-			return nil
+			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/ (machines' reports: http://%s/reports/, %s)\n", argv[0], ln.Addr(), ln.Addr(), reports)
+			return srv.Serve(ln)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address and port to listen on")
+	cmd.Flags().StringVar(&cfg.TokenFile, "report-token", "", "file holding the lab's report token (outside DIR); reports must carry it")
+	cmd.Flags().BoolVar(&cfg.InsecureReports, "insecure-reports", false, "accept reports without a token from anyone who reaches the server")
+	cmd.Flags().BoolVar(&cfg.List, "list", false, "show directory listings")
+	cmd.Flags().IntVar(&cfg.MaxMachines, "max-machines", rescue.DefaultMaxMachines, "machines the reports page tracks; beyond, the one heard from least recently is dropped")
 	return cmd
 }

@@ -34,7 +34,9 @@ onto device N, flushes it and reads it back to compare. Everything on the
 device is lost, so it asks first; --force skips the question and --quiet the
 progress bar, and both are implied when the output is not a terminal. A disk
 that is neither removable nor USB, a disk with mounted partitions and a disk
-smaller than the image are refused.`,
+smaller than the image are refused. Right before writing, the device is
+checked again: a different stick at the same /dev/sdX (another device
+number, serial, WWN, model or size than listed) is refused.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -79,7 +81,7 @@ smaller than the image are refused.`,
 				verify, _ = restore.NewProgressPrinter(cmd.ErrOrStderr(), restore.ProgressAuto, term.IsTerminal(int(os.Stderr.Fd())), "verify")
 			}
 			err = initramfs.WriteImage(cmd.Context(), initramfs.WriteOptions{
-				Image: image, Device: dev.Disk,
+				Image: image, Device: dev,
 				Progress: func(p initramfs.WriteProgress) {
 					q := restore.Progress{Done: p.Done, Total: p.Total, Elapsed: p.Elapsed, Final: p.Final}
 					switch {
@@ -119,7 +121,7 @@ func listUSB(cmd *cobra.Command) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tDEVICE\tMODEL\tSIZE\tMOUNTED")
+	fmt.Fprintln(tw, "#\tDEVICE\tMODEL\tSERIAL\tSIZE\tMOUNTED")
 	for _, d := range devs {
 		mounted := "no"
 		if d.Mounted {
@@ -130,9 +132,20 @@ func listUSB(cmd *cobra.Command) error {
 			}
 			mounted = "yes: " + strings.Join(points, ", ")
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", d.Number, d.Path, d.Description(), units.Bytes(d.Size), mounted)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.Number, d.Path, d.Description(), serialOf(d), units.Bytes(d.Size), mounted)
 	}
 	return tw.Flush()
+}
+
+// serialOf is the device's serial, else its WWN, else "-".
+func serialOf(d initramfs.USBDevice) string {
+	switch {
+	case d.Serial != "":
+		return d.Serial
+	case d.WWN != "":
+		return d.WWN
+	}
+	return "-"
 }
 
 // confirmUSB asks before the device is overwritten.
@@ -141,8 +154,8 @@ func confirmUSB(cmd *cobra.Command, dev initramfs.USBDevice, image string) error
 	if !ok || !term.IsTerminal(int(in.Fd())) {
 		return usageError{fmt.Errorf("writing would erase everything on %s and there is no terminal to confirm on: pass --force", dev.Path)}
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "Write %s onto %s (%s, %s)?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
-		image, dev.Path, dev.Description(), units.Bytes(dev.Size), dev.Path)
+	fmt.Fprintf(cmd.ErrOrStderr(), "Write %s onto %s (%s, serial %s, %s)?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
+		image, dev.Path, dev.Description(), serialOf(dev), units.Bytes(dev.Size), dev.Path)
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	if strings.TrimSpace(strings.ToLower(answer)) != "yes" {
 		return errors.New("cancelled: nothing was written")
