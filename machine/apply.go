@@ -175,11 +175,12 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	// last MiB hold the signatures of what they held.
 	var oldParts []span
 	if !opts.FreshTarget {
-		if old, _, err := diskrestore.ReadLayout(target, g.Size, g.LogicalSectorSize); err == nil && old.Table != "none" {
-			for _, q := range old.Partitions {
-				ss := int64(old.LogicalSectorSize)
-				oldParts = append(oldParts, span{int64(q.Start) * ss, int64(q.Start+q.Size) * ss})
-			}
+		ss := g.LogicalSectorSize
+		if ss == 0 && p.tl != nil {
+			ss = p.tl.LogicalSectorSize
+		}
+		for _, q := range diskrestore.TablePartitions(target, g.Size, ss) {
+			oldParts = append(oldParts, span{q.Start, min(q.Start+q.Length, g.Size)})
 		}
 	}
 	uncovered := complement(g.Size, p.covered())
