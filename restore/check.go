@@ -32,13 +32,20 @@ type Checked struct {
 // zeros, any other chunk with its fetched, verified and decompressed
 // bytes. A chunk that cannot be read back counts as differing: writing it
 // again is the cure. Reading is cheaper than writing, so nothing claimed
-// is trusted unread. jobs readers run at once, each with one chunk's
-// buffers (0: one per CPU).
+// is trusted unread. Up to jobs readers run at once (0: one per CPU), each
+// with one chunk's buffers, fewer when memory is short (BufferSlots).
 func CheckChunks(ctx context.Context, snap *snapshot.Snapshot, target io.ReaderAt, claimed func(int) bool, jobs int) (*Checked, error) {
 	m := snap.Manifest
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
+	// One chunk buffer per reader (two for a version-1 chunk that is
+	// fetched), within the memory a restore itself may use.
+	perReader := m.ChunkSize
+	if m.Version < 2 {
+		perReader += int64(snapshot.FrameBound(int(m.ChunkSize))) + m.ChunkSize
+	}
+	jobs = max(1, min(jobs, snapshot.BufferSlots(jobs, perReader)/2))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	todo := make(chan int)
