@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,7 +38,18 @@ type Overlay struct {
 	// MediaID is the identity of the medium the image is built for
 	// (NewMediaID), written to MediaIDPath; "" writes none.
 	MediaID string
+	// CABundle is the PEM bundle of certificate authorities written to
+	// CABundlePath, where Go's TLS finds them: without it no https://
+	// server can be verified in the rescue environment. nil for none.
+	CABundle []byte
 }
+
+// The CA bundle: where Debian's ca-certificates package keeps it on the
+// host, and where the rescue initramfs carries it.
+const (
+	HostCABundle = "/etc/ssl/certs/ca-certificates.crt"
+	CABundlePath = "etc/ssl/certs/ca-certificates.crt"
+)
 
 // Write writes the overlay as one cpio archive.
 func (o *Overlay) Write(out io.Writer) error {
@@ -49,6 +61,11 @@ func (o *Overlay) Write(out io.Writer) error {
 	}
 	if o.Plan != nil {
 		if err := w.File(PlanPath, 0o644, o.Plan); err != nil {
+			return err
+		}
+	}
+	if o.CABundle != nil {
+		if err := w.File(CABundlePath, 0o644, o.CABundle); err != nil {
 			return err
 		}
 	}
@@ -142,7 +159,11 @@ type MediaOptions struct {
 	Plan       []byte
 	Trust      map[string][]byte
 	MediaID    string // NewMediaID's identity of the medium, "" for none
-	OutDir     string
+	// CABundle is the host's CA bundle to copy into the image; ""
+	// means HostCABundle when it exists (scripts/setup.sh installs
+	// ca-certificates), else none.
+	CABundle string
+	OutDir   string
 }
 
 // MediaResult reports what a media build wrote.
@@ -151,6 +172,7 @@ type MediaResult struct {
 	Initramfs     string // path of initramfs.cpio.gz
 	KernelRelease string // as read from the kernel image, if readable
 	Modules       *ModuleSet
+	CABundle      string // the CA bundle copied into the image, "" for none
 }
 
 // BuildMedia writes OutDir/vmlinuz and OutDir/initramfs.cpio.gz.
@@ -161,6 +183,9 @@ func BuildMedia(opts MediaOptions) (*MediaResult, error) {
 	}
 	res := &MediaResult{KernelRelease: KernelRelease(kernel)}
 	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir, MediaID: opts.MediaID}
+	if o.CABundle, res.CABundle, err = readCABundle(opts.CABundle); err != nil {
+		return nil, err
+	}
 	if !opts.NoModules {
 		dir := opts.ModulesDir
 		if dir == "" {
@@ -253,4 +278,24 @@ func mediaUUID(id, typ string) string {
 		return ""
 	}
 	return strings.ReplaceAll(uuid, "-", "")
+}
+
+// readCABundle reads the CA bundle at path ("" for HostCABundle, skipped
+// when absent) and checks that it holds certificates.
+func readCABundle(path string) ([]byte, string, error) {
+	explicit := path != ""
+	if !explicit {
+		path = HostCABundle
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("CA bundle: %w", err)
+	}
+	if !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
+		return nil, "", fmt.Errorf("CA bundle %s holds no PEM certificate; give a file like %s (Debian's ca-certificates)", path, HostCABundle)
+	}
+	return data, path, nil
 }

@@ -31,6 +31,11 @@ var DefaultModules = []string{
 	"atlantic", "alx", "be2net", "vmxnet3", "hv_netvsc", "xen_netfront", "mlx4_en", "mlx5_core",
 	// tagged VLANs of the plan's [network] (netcfg)
 	"8021q",
+	// hardware random number generators: the kernel's random pool is
+	// ready sooner at boot (TLS and anything else that asks for random
+	// bytes waits less); virtio_rng for VMs with an RNG device, the
+	// x86 chipset RNGs, and TPMs (their RNG feeds the pool too)
+	"virtio_rng", "intel_rng", "amd_rng", "via_rng", "tpm_tis", "tpm_crb",
 	// file systems of the rescue media
 	"ext4", "vfat", "fat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
 	"crc32c_generic", "crc32c_intel",

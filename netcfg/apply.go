@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
 )
@@ -277,34 +278,30 @@ func (c *configurer) dhcp(ctx context.Context, dev netlink.Link) {
 	timeout := c.cfg.dhcpTimeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conf := dhclient.Config{Timeout: min(3*time.Second, timeout), Retries: int(timeout/(3*time.Second)) + 1}
-	var lease dhclient.Lease
-	var last error
-	for r := range dhclient.SendRequests(ctx, []netlink.Link{dev}, true, false, conf, c.cfg.carrierTimeout()) {
-		if r.Err != nil {
-			last = r.Err
-			continue
-		}
-		lease = r.Lease
-	}
-	if lease == nil {
+	p, err := acquire(ctx, dev, newXIDSource(dev.Attrs().HardwareAddr), firstRetry, c.logf)
+	if err != nil {
 		why := "no answer"
-		if last != nil && !errors.Is(last, context.DeadlineExceeded) {
-			why = last.Error()
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nclient4.ErrNoResponse) {
+			why = err.Error()
 		}
-		c.problem("no DHCP lease within %s (%s): is a DHCP server on this network?", timeout, why)
+		c.problem("no DHCP lease within %s (%s): is a DHCP server on this network? DHCP keeps asking in the background", timeout, why)
 		return
 	}
-	p, ok := lease.(*dhclient.Packet4)
-	if !ok || p.Lease() == nil {
-		c.problem("the DHCP answer holds no IPv4 address")
-		return
+	for _, msg := range configureLease(dev, p, c.nic) {
+		c.problem("%s", msg)
 	}
+	l := c.nic.Lease
+	c.logf("network: %s (%s): DHCP lease %s from %s, router %s", c.nic.Name, c.nic.MAC, l.Address, l.Server, l.Router)
+}
+
+// configureLease configures the address, routes and DNS servers of lease
+// p on dev and records them in nic; it returns the problems.
+func configureLease(dev netlink.Link, p *dhclient.Packet4, nic *NIC) []string {
+	var problems []string
 	l := &Lease{Address: p.Lease().String()}
 	msg := p.P
 	if err := netlink.AddrReplace(dev, &netlink.Addr{IPNet: p.Lease()}); err != nil {
-		c.problem("add leased address %s: %v", l.Address, err)
-		return
+		return []string{fmt.Sprintf("add leased address %s: %v", l.Address, err)}
 	}
 	if routes := msg.ClasslessStaticRoute(); routes != nil {
 		for _, rt := range routes {
@@ -313,15 +310,15 @@ func (c *configurer) dhcp(ctx context.Context, dev netlink.Link) {
 				r.Scope = netlink.SCOPE_LINK
 			}
 			if err := netlink.RouteReplace(r); err != nil {
-				c.problem("add route %s from the lease: %v", rt.Dest, err)
+				problems = append(problems, fmt.Sprintf("add route %s from the lease: %v", rt.Dest, err))
 			}
 		}
 	} else if gw := msg.Router(); len(gw) > 0 {
 		l.Router = gw[0].String()
 		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: dev.Attrs().Index, Gw: gw[0]}); err != nil {
-			c.problem("add default route via %s from the lease: %v", gw[0], err)
+			problems = append(problems, fmt.Sprintf("add default route via %s from the lease: %v", gw[0], err))
 		}
-		c.nic.Gateway = l.Router
+		nic.Gateway = l.Router
 	}
 	ns, _, domain := p.GatherDNSSettings()
 	for _, n := range ns {
@@ -332,9 +329,9 @@ func (c *configurer) dhcp(ctx context.Context, dev netlink.Link) {
 		l.Server = id.String()
 	}
 	l.Seconds = int(msg.IPAddressLeaseTime(0).Seconds())
-	c.nic.Lease = l
-	c.nic.Addresses = []string{l.Address}
-	c.logf("network: %s (%s): DHCP lease %s from %s, router %s", c.nic.Name, c.nic.MAC, l.Address, l.Server, l.Router)
+	nic.Lease = l
+	nic.Addresses = []string{l.Address}
+	return problems
 }
 
 // ethernetLinks lists the machine's Ethernet NICs (not loopback, not VLANs

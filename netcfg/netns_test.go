@@ -16,20 +16,27 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 const childEnv = "REWIND_NETCFG_CHILD"
 
+// childRequest is what the child in the cli namespace does: Apply, then
+// optionally renew leases for RenewFor, or wait up to WaitFor for an
+// address with KeepLeases asking on NICs without a lease.
+type childRequest struct {
+	Config     Config
+	ResolvConf string
+	RenewFor   time.Duration
+	WaitFor    time.Duration
+}
+
 // TestMain runs Apply when started as the child inside the cli namespace.
 func TestMain(m *testing.M) {
 	if cfgJSON := os.Getenv(childEnv); cfgJSON != "" {
-		var req struct {
-			Config     Config
-			ResolvConf string
-			RenewFor   time.Duration
-		}
+		var req childRequest
 		if err := json.Unmarshal([]byte(cfgJSON), &req); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
@@ -42,8 +49,17 @@ func TestMain(m *testing.M) {
 		}
 		if req.RenewFor > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), req.RenewFor)
-			KeepLeases(ctx, rep, RenewOptions{Every: time.Second, Log: logf})
+			KeepLeases(ctx, rep, RenewOptions{Every: time.Second, ResolvConf: req.ResolvConf, Log: logf})
 			<-ctx.Done()
+			cancel()
+		}
+		if req.WaitFor > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), req.WaitFor)
+			k := KeepLeases(ctx, rep, RenewOptions{ResolvConf: req.ResolvConf, Log: logf})
+			if err := k.Wait(ctx); err != nil {
+				logf("wait: %v", err)
+			}
+			rep = k.Report()
 			cancel()
 		}
 		json.NewEncoder(os.Stdout).Encode(rep)
@@ -114,8 +130,10 @@ func (l *lab) dnsmasq(iface, from, to string, options ...string) func() string {
 		args = append(args, "--dhcp-option="+o)
 	}
 	cmd := exec.Command("ip", args...)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
+	// dnsmasq writes its log from the goroutine exec starts to copy its
+	// output while the test reads it: the buffer is shared under a lock.
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -134,6 +152,25 @@ func (l *lab) dnsmasq(iface, from, to string, options ...string) func() string {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer that a writing goroutine and a reading
+// test can share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // apply runs Apply(cfg) inside cli and returns its report and resolv.conf.
 func (l *lab) apply(cfg Config) (*Report, string) {
 	rep, resolv, _ := l.applyRenewing(cfg, 0)
@@ -144,30 +181,44 @@ func (l *lab) apply(cfg Config) (*Report, string) {
 // also returns the child's log.
 func (l *lab) applyRenewing(cfg Config, d time.Duration) (*Report, string, string) {
 	l.t.Helper()
+	return l.start(childRequest{Config: cfg, RenewFor: d}, nil)()
+}
+
+// start starts the child with req (its ResolvConf set here) and returns a
+// function that waits for it and returns its report, resolv.conf and log.
+// The child's log is also written to log when it is not nil.
+func (l *lab) start(req childRequest, log *lockedBuffer) func() (*Report, string, string) {
+	l.t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	resolv := filepath.Join(l.dir, "resolv.conf")
-	req, _ := json.Marshal(struct {
-		Config     Config
-		ResolvConf string
-		RenewFor   time.Duration
-	}{cfg, resolv, d})
+	req.ResolvConf = resolv
+	js, _ := json.Marshal(req)
 	cmd := exec.Command("ip", "netns", "exec", l.cli, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(req))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		l.t.Fatalf("apply in %s: %v\n%s", l.cli, err, stderr.String())
+	cmd.Env = append(os.Environ(), childEnv+"="+string(js))
+	if log == nil {
+		log = &lockedBuffer{}
 	}
-	l.t.Logf("apply log:\n%s", stderr.String())
-	var rep Report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		l.t.Fatalf("report: %v: %s", err, stdout.String())
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, log
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
 	}
-	rc, _ := os.ReadFile(resolv)
-	return &rep, string(rc), stderr.String()
+	return func() (*Report, string, string) {
+		l.t.Helper()
+		if err := cmd.Wait(); err != nil {
+			l.t.Fatalf("apply in %s: %v\n%s", l.cli, err, log.String())
+		}
+		l.t.Logf("apply log:\n%s", log.String())
+		var rep Report
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			l.t.Fatalf("report: %v: %s", err, stdout.String())
+		}
+		rc, _ := os.ReadFile(resolv)
+		return &rep, string(rc), log.String()
+	}
 }
 
 func (r *Report) nic(t *testing.T, mac string) NIC {
@@ -295,4 +346,39 @@ func TestDHCPLeaseIsRenewed(t *testing.T) {
 	if acks < 3 {
 		t.Errorf("dnsmasq acknowledged the address %d times, want the first lease and at least 2 renewals", acks)
 	}
+}
+
+// A DHCP server that starts late (20 s after the NIC's first attempts
+// gave up) still gives the NIC a lease: KeepLeases keeps asking with
+// backoff, and Wait returns once the address is configured.
+func TestDHCPServerStartsLate(t *testing.T) {
+	l := newLab(t)
+	l.veth("eth0", "52:54:00:aa:00:08", "s-late", "192.168.81.1/24")
+	log := &lockedBuffer{}
+	wait := l.start(childRequest{
+		Config:  Config{DHCPTimeout: Duration{3 * time.Second}, Interfaces: []Interface{{MAC: "52:54:00:aa:00:08", DHCP: true}}},
+		WaitFor: 3 * time.Minute,
+	}, log)
+	for start := time.Now(); !strings.Contains(log.String(), "no DHCP lease within 3s"); time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatalf("Apply did not report its DHCP timeout; log:\n%s", log.String())
+		}
+	}
+	time.Sleep(20 * time.Second)
+	l.dnsmasq("s-late", "192.168.81.100", "192.168.81.150", "6,192.168.81.53")
+	rep, resolv, childLog := wait()
+	n := rep.nic(t, "52:54:00:aa:00:08")
+	if n.Lease == nil || !strings.HasPrefix(n.Lease.Address, "192.168.81.1") {
+		t.Fatalf("eth0 (52:54:00:aa:00:08): got lease %+v, want one from the late server 192.168.81.1; log:\n%s", n.Lease, childLog)
+	}
+	if len(n.Problems) > 0 || len(rep.Problems) > 0 {
+		t.Errorf("eth0: problems %q, report problems %q after the late lease, want none", n.Problems, rep.Problems)
+	}
+	if !strings.Contains(childLog, "asking again in") {
+		t.Errorf("child log lacks the retries (\"asking again in\"):\n%s", childLog)
+	}
+	if !strings.Contains(resolv, "nameserver 192.168.81.53") {
+		t.Errorf("resolv.conf lacks the late lease's DNS server 192.168.81.53:\n%s", resolv)
+	}
+	l.run("ip", "netns", "exec", l.srv, "ping", "-c", "1", "-W", "2", strings.Split(n.Lease.Address, "/")[0])
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewind-bmr/rewind/rescue"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -198,5 +199,83 @@ dmi_uuid = "%[2]s"
 	wantUntouched(t, stranger.target, stranger.report, rescue.StatusFailed)
 	if !strings.Contains(stranger.report.Error, "no plan entry matches this machine") || !strings.Contains(stranger.report.Error, "52:54:00:00:bb:03") {
 		t.Errorf("stranger: error %q, want one naming its MAC and the missing entry", stranger.report.Error)
+	}
+}
+
+// A guest without an RNG device and with QEMU's default CPU (no RDRAND)
+// boots with an empty random pool: DHCP must not wait for it (its
+// transaction IDs need no cryptographic randomness). The guest gets its
+// lease and restores over HTTP.
+func TestDHCPWithoutRandomPool(t *testing.T) {
+	setup(t, false)
+	port := snapshotServer(t, map[string]string{"pc1": shared.snap})
+	plan := fmt.Sprintf(`
+[countdown]
+seconds = 0
+[[machine]]
+name = "pc1"
+snapshot = "%s/snapshots/pc1"
+target = "serial=target1"
+after = "poweroff"
+`, GuestServer)
+	target := blank(t)
+	console, r := boot(t, &VM{
+		HTTPPort: port, MAC: "52:54:00:00:cc:01", DefaultCPU: true,
+		Drives: []Drive{{Path: target, Serial: "target1"}},
+	}, plan)
+	wantRestored(t, target, r)
+	n := findNIC(t, r, "52:54:00:00:cc:01")
+	if n.Mode != "dhcp" || !strings.HasPrefix(n.Lease, "10.0.2.") || len(n.Problems) > 0 {
+		t.Errorf("NIC 52:54:00:00:cc:01: %+v; want a DHCP lease from QEMU's 10.0.2.0/24 and no problems", n)
+	}
+	if strings.Contains(console, "random number") {
+		t.Errorf("the console mentions waiting for random numbers:\n%s", console)
+	}
+	for _, s := range r.Steps {
+		if s.Name == "drivers" && strings.Contains(s.Detail, "virtio_rng") {
+			t.Errorf("virtio_rng was loaded (%s): the VM has an RNG device, so this test proves nothing", s.Detail)
+		}
+	}
+}
+
+// A switch port that comes up late: the NIC has no carrier when the rescue
+// environment configures the network, and gets one 20 s after it said no
+// NIC is configured. The flow waits for an address instead of retrying the
+// snapshot's server with none, DHCP asks again once the link is up, and
+// the restore goes on. (QEMU's monitor, multiplexed on the serial console,
+// takes the link down before the kernel boots and up again.)
+func TestLinkComesUpLate(t *testing.T) {
+	setup(t, false)
+	port := snapshotServer(t, map[string]string{"pc1": shared.snap})
+	plan := fmt.Sprintf(`
+[countdown]
+seconds = 0
+[network]
+default = "dhcp"
+carrier_timeout = "3s"
+[[machine]]
+name = "pc1"
+snapshot = "%s/snapshots/pc1"
+target = "serial=target1"
+after = "poweroff"
+`, GuestServer)
+	target := blank(t)
+	console, r := boot(t, &VM{
+		HTTPPort: port, MAC: "52:54:00:00:dd:01", Timeout: 4 * time.Minute,
+		Drives: []Drive{{Path: target, Serial: "target1"}},
+		Keys: []Key{
+			{When: "SeaBIOS", Send: "\x01cset_link n0 off\n\x01c"},
+			{When: "no NIC is configured yet", Delay: 20 * time.Second, Send: "\x01cset_link n0 on\n\x01c"},
+		},
+	}, plan)
+	wantRestored(t, target, r)
+	for _, want := range []string{"no link (carrier) after 3s", "no NIC is configured yet", "no address yet; DHCP keeps asking", "network: address after"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	n := findNIC(t, r, "52:54:00:00:dd:01")
+	if !strings.HasPrefix(n.Lease, "10.0.2.") || n.Link != "up" || len(n.Problems) > 0 {
+		t.Errorf("NIC 52:54:00:00:dd:01 in the report: %+v; want link up, a lease from 10.0.2.0/24 and no problems", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,11 @@ type VM struct {
 	Timeout  time.Duration
 	LogPath  string    // the serial console is copied here
 	Echo     io.Writer // and here, live (the demo), if set
+
+	// DefaultCPU boots QEMU's default CPU model instead of -cpu max: no
+	// RDRAND, so without an RNG device the guest kernel's random pool
+	// fills slowly, as on the SeaBIOS ISO boot of issue 10.
+	DefaultCPU bool
 }
 
 // NIC is an extra network card on its own QEMU user network, with
@@ -124,6 +130,9 @@ func (v *VM) Args() []string {
 	args := []string{
 		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(mem),
 		"-nographic", "-no-reboot",
+	}
+	if v.DefaultCPU {
+		args = slices.Delete(args, 4, 6) // no "-cpu max"
 	}
 	// Without a kernel, the firmware boots a drive or the network.
 	if v.Kernel != "" {

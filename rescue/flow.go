@@ -3,11 +3,14 @@ package rescue
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,6 +64,13 @@ type Rescue struct {
 	mediaIDFile string
 	mediaID     MediaID
 	mediaErr    error // why no medium was used, when candidates were refused
+	// roots are the certificate authorities trusted for https: the
+	// rescue image's CA bundle plus the plan's ca; nil until a plan adds one.
+	roots *x509.CertPool
+	// client is httpClient(roots): plans, install files and reports.
+	client *http.Client
+	// leases keeps the DHCP NICs configured; nil until network() ran.
+	leases *netcfg.Leases
 }
 
 // Main runs the rescue flow as PID 1 and never returns: it ends by
@@ -128,6 +138,11 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
 	}
+	if r.roots, err = planRoots(r.builtin, plan); err != nil {
+		r.report.AddStep("plan", StepFailed, start, err.Error())
+		return StatusFailed, err
+	}
+	r.client = httpClient(r.roots)
 	s := r.settings
 	r.report.Machine.Name, r.report.Machine.Selection = s.Machine.Name, s.Why
 	r.report.Plan.Target, r.report.Plan.After = s.Machine.Target, s.After
@@ -137,6 +152,13 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	// Network, when the plan configures it or something is behind HTTP.
 	if s.Network != nil || isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
 		if err := r.network(ctx); err != nil {
+			return StatusFailed, err
+		}
+	}
+	if isHTTP(s.Machine.Snapshot) {
+		// As long as the snapshot's server would be retried: a switch
+		// port that comes up late or a slow DHCP server is waited for.
+		if err := r.waitAddress(ctx, snapshot.DefaultRetryFor); err != nil {
 			return StatusFailed, err
 		}
 	}
@@ -217,9 +239,9 @@ func (r *Rescue) network(ctx context.Context) error {
 	}
 	r.netUp = true
 	r.report.Network = rep
-	// Leases are renewed for as long as the rescue environment runs: a
-	// restore may outlast them.
-	netcfg.KeepLeases(context.Background(), rep, netcfg.RenewOptions{Log: r.log.Printf})
+	// Leases are renewed for as long as the rescue environment runs (a
+	// restore may outlast them), and NICs without one keep asking.
+	r.leases = netcfg.KeepLeases(context.Background(), rep, netcfg.RenewOptions{Log: r.log.Printf})
 	var nics []string
 	configured := 0
 	for _, n := range rep.NICs {
@@ -237,10 +259,46 @@ func (r *Rescue) network(ctx context.Context) error {
 			r.log.Printf("network: %s", p)
 		}
 		if configured == 0 {
-			r.log.Printf("network: no NIC is configured")
+			r.log.Printf("network: no NIC is configured yet; DHCP keeps asking on %d NICs", r.leases.Pending())
 		}
 	}
 	r.report.AddStep("network", status, start, strings.Join(append(nics, rep.Problems...), "; "))
+	return nil
+}
+
+// waitAddress returns once some NIC has an address, waiting up to d while
+// DHCP keeps asking on the NICs without a lease: the network is not given
+// up on while something waits for a server.
+func (r *Rescue) waitAddress(ctx context.Context, d time.Duration) error {
+	if r.leases == nil || r.leases.Up() {
+		return nil
+	}
+	start := time.Now()
+	if r.leases.Pending() > 0 {
+		r.log.Printf("network: no address yet; DHCP keeps asking on %d NICs (1 s, then doubling to 30 s between attempts); waiting up to %s", r.leases.Pending(), d)
+		wctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		ctx = wctx
+	} else {
+		c, cancel := context.WithCancel(ctx)
+		cancel() // no NIC is asking: nothing to wait for
+		ctx = c
+	}
+	err := r.leases.Wait(ctx)
+	r.report.Network = r.leases.Report()
+	if err != nil {
+		err = fmt.Errorf("network: %w", err)
+		r.report.AddStep("network", StepFailed, start, err.Error())
+		return err
+	}
+	var addrs []string
+	for _, n := range r.report.Network.NICs {
+		if len(n.Addresses) > 0 {
+			addrs = append(addrs, fmt.Sprintf("%s %s %s", n.Name, n.MAC, strings.Join(n.Addresses, " ")))
+		}
+	}
+	r.log.Printf("network: address after %s: %s", time.Since(start).Round(time.Second), strings.Join(addrs, "; "))
+	r.report.AddStep("network", StepOK, start, "after waiting: "+strings.Join(addrs, "; "))
 	return nil
 }
 
@@ -378,11 +436,23 @@ func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, e
 	if err := r.network(ctx); err != nil {
 		return nil, err
 	}
+	if err := r.waitAddress(ctx, snapshot.DefaultRetryFor); err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := httpClient().Do(req)
+	client := r.client
+	if client == nil {
+		// Before the plan is known (rewind.plan= over https), the plan
+		// built into the image lends its ca.
+		client = httpClient(imageRoots())
+	}
+	resp, err := client.Do(req)
+	if ce := snapshot.CertError(err); ce != nil {
+		return nil, fmt.Errorf("GET %s: %w", loc, ce)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -394,13 +464,55 @@ func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, e
 }
 
 // httpClient fetches plans and install files and sends reports: a stalled
-// server gives up instead of holding the machine forever.
-func httpClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+// server gives up instead of holding the machine forever. roots, when not
+// nil, are the certificate authorities it trusts (planRoots); nil means the
+// rescue image's CA bundle (/etc/ssl/certs/ca-certificates.crt).
+func httpClient(roots *x509.CertPool) *http.Client {
+	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: time.Minute,
-	}}
+	}
+	if roots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	return &http.Client{Timeout: 5 * time.Minute, Transport: t}
+}
+
+// planRoots returns the rescue image's CA bundle plus the ca certificates
+// of the plans (nil ones skipped), or nil when they add none.
+func planRoots(plans ...*Plan) (*x509.CertPool, error) {
+	var pool *x509.CertPool
+	for _, p := range plans {
+		if p == nil || p.CA == "" {
+			continue
+		}
+		if pool == nil {
+			var err error
+			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+		}
+		if err := snapshot.AddCerts(pool, "the plan's ca key", []byte(p.CA)); err != nil {
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
+// imageRoots is planRoots of the plan built into the rescue image, or nil.
+func imageRoots() *x509.CertPool {
+	data, err := os.ReadFile(OverlayPlan)
+	if err != nil {
+		return nil
+	}
+	p, err := ParsePlan(data)
+	if err != nil {
+		return nil
+	}
+	roots, _ := planRoots(p)
+	return roots
 }
 
 // localPath resolves media:/path against the mounted rescue media.
@@ -498,7 +610,7 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 		}
 		where = p
 	}
-	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Event})
+	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Event, HTTPClient: snapshot.NewHTTPClient(r.roots)})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", loc, err)
 	}
@@ -670,8 +782,8 @@ func (r *Rescue) finish(status string, err error) {
 		unix.Sync()
 	}
 	if r.settings != nil && r.settings.ReportURL != "" {
-		if err := r.network(context.Background()); err == nil {
-			if err := PostReport(context.Background(), r.settings.ReportURL, r.settings.ReportToken, r.report); err != nil {
+		if err := r.network(context.Background()); err == nil && r.waitAddress(context.Background(), time.Minute) == nil {
+			if err := PostReport(context.Background(), r.client, r.settings.ReportURL, r.settings.ReportToken, r.report); err != nil {
 				r.log.Printf("report: %v", err)
 			} else {
 				r.log.Printf("report: sent to %s", r.settings.ReportURL)

@@ -5,6 +5,7 @@ package rescue
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +55,11 @@ type Plan struct {
 	// the rescue media as media:/path) that a snapshot must be signed by,
 	// in addition to the keys under /etc/rewind/trust.
 	Trust []string `toml:"trust"`
+	// CA holds PEM certificates (the lab's own certificate authority)
+	// trusted for https:// snapshots, plans, install files and reports,
+	// besides the CA bundle of the rescue image. Inline, so that the plan
+	// carries it wherever it is read from (docs/plan.md).
+	CA string `toml:"ca"`
 }
 
 // Countdown configures the prompt before a restore.
@@ -255,6 +261,11 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 	if p.Network != nil {
 		if err := p.Network.Validate(); err != nil {
 			return fmt.Errorf("plan [network]: %w", err)
+		}
+	}
+	if p.CA != "" {
+		if err := snapshot.AddCerts(x509.NewCertPool(), "the plan's ca key", []byte(p.CA)); err != nil {
+			return err
 		}
 	}
 	if len(p.Machines) == 0 {

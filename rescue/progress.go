@@ -39,7 +39,7 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 			defer busy.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
 			defer cancel()
-			PostReport(ctx, url, token, &update)
+			PostReport(ctx, r.client, url, token, &update)
 		}()
 	}
 }

@@ -185,8 +185,9 @@ func SaveReport(r *Report, dir string) (string, error) {
 }
 
 // PostReport sends the JSON report to url, with the lab's report token
-// (the plan's [report] token) as a bearer token when it is set.
-func PostReport(ctx context.Context, url, token string, r *Report) error {
+// (the plan's [report] token) as a bearer token when it is set, through
+// client (nil: httpClient(nil), the rescue image's CA bundle).
+func PostReport(ctx context.Context, client *http.Client, url, token string, r *Report) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.JSON()))
@@ -197,7 +198,10 @@ func PostReport(ctx context.Context, url, token string, r *Report) error {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := httpClient().Do(req)
+	if client == nil {
+		client = httpClient(nil)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ func TestReportServer(t *testing.T) {
 	running.Snapshot.DataBytes = 1000
 	running.BytesWritten = 400
 	// PostReport is what the rescue environment uses.
-	if err := PostReport(context.Background(), url, testToken, running); err != nil {
+	if err := PostReport(context.Background(), nil, url, testToken, running); err != nil {
 		t.Fatalf("post progress: %v", err)
 	}
 	page := get(t, url)
@@ -170,7 +170,7 @@ func TestReportServer(t *testing.T) {
 	final := *running
 	final.BytesWritten = 1000
 	final.Finish(StatusFailed, errString("chunk 7 (disk offset 29360128): stored bytes do not match"), start.Add(time.Minute))
-	if err := PostReport(context.Background(), url, testToken, &final); err != nil {
+	if err := PostReport(context.Background(), nil, url, testToken, &final); err != nil {
 		t.Fatalf("post final: %v", err)
 	}
 	var got []*Report
@@ -283,7 +283,7 @@ func TestPostReportWrongToken(t *testing.T) {
 	l := startLab(t, LabServerConfig{TokenFile: "token"})
 	r := testReport("pc1", "52:54:00:00:00:01", StatusSuccess, time.Now())
 	for _, tok := range []string{"", strings.Repeat("a", 32)} {
-		err := PostReport(context.Background(), l.url+"/reports/", tok, r)
+		err := PostReport(context.Background(), nil, l.url+"/reports/", tok, r)
 		if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "[report] token") {
 			t.Errorf("PostReport with token %q: error %v; want 401 and a hint at the plan's [report] token", tok, err)
 		}
@@ -398,7 +398,7 @@ func TestReportRows(t *testing.T) {
 	url := l.url + "/reports/"
 	send := func(r *Report) {
 		t.Helper()
-		if err := PostReport(context.Background(), url, testToken, r); err != nil {
+		if err := PostReport(context.Background(), nil, url, testToken, r); err != nil {
 			t.Fatalf("post %s %s: %v", r.Machine.Name, r.Status, err)
 		}
 	}
@@ -456,7 +456,7 @@ func TestReportServerManyMachines(t *testing.T) {
 	for i := range 201 {
 		r := testReport(fmt.Sprintf("pc%d", i), mac(i), StatusRunning, now)
 		r.Snapshot.DataBytes, r.BytesWritten = 100, int64(i%101)
-		if err := PostReport(context.Background(), url, testToken, r); err != nil {
+		if err := PostReport(context.Background(), nil, url, testToken, r); err != nil {
 			t.Fatalf("post pc%d: %v", i, err)
 		}
 	}

@@ -23,6 +23,8 @@ needs=(
 	"losetup:mount"
 	"ip:iproute2"
 	"ping:iputils-ping"
+	# the CA bundle 'rewind media build' copies into the rescue image (docs/network.md)
+	"/etc/ssl/certs/ca-certificates.crt:ca-certificates"
 	"/usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu"
 	"/usr/share/OVMF/OVMF_CODE.fd:ovmf"
 	# boot loaders for 'rewind media build --format iso|usb' (docs/media.md)

@@ -2,6 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -102,7 +105,14 @@ func (d *DirSource) Close() error {
 
 // HTTPSource reads a snapshot from an HTTP(S) server with Range requests.
 // A read that fails, is cut off or stalls is retried with backoff from the
-// first byte not yet received, for as long as RetryFor allows.
+// first byte not yet received, for as long as RetryFor allows. Every
+// request has a deadline: a server that accepts and never answers, or
+// sends headers and then stalls, is retried after the stall timeout. A
+// certificate the client does not trust fails at once: retrying cannot fix
+// it. The validator (ETag, else Last-Modified) and size of every file are
+// remembered from its first response and sent as If-Range with later
+// ranged reads, so that a segment replaced on the server during a restore
+// is reported as such instead of as damaged chunks.
 type HTTPSource struct {
 	base     *url.URL
 	raw      string
@@ -110,6 +120,9 @@ type HTTPSource struct {
 	retryFor time.Duration
 	stall    time.Duration
 	log      func(msg string, args ...any)
+
+	mu    sync.Mutex
+	files map[string]validator // by file name, from its first response
 }
 
 // Timeouts of HTTP sources.
@@ -117,24 +130,18 @@ const (
 	// DefaultRetryFor is how long a failing read keeps retrying: long
 	// enough to ride out a server restart or a switch reboot.
 	DefaultRetryFor = 10 * time.Minute
-	// StallTimeout ends a response that delivers no byte for this long,
-	// so that a stalled connection becomes a retry instead of a hang.
+	// StallTimeout ends a request that gets no response, or a response
+	// that delivers no byte, for this long, so that a stalled connection
+	// becomes a retry instead of a hang.
 	StallTimeout = 60 * time.Second
 )
 
 // NewHTTPSource returns a Source for the snapshot at base, a URL of its
 // directory. retryFor bounds how long one read retries (0: DefaultRetryFor).
+// client nil means NewHTTPClient(nil).
 func NewHTTPSource(base string, client *http.Client, retryFor time.Duration, log func(string, ...any)) *HTTPSource {
 	if client == nil {
-		client = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   15 * time.Second,
-			ResponseHeaderTimeout: StallTimeout,
-			MaxIdleConnsPerHost:   32,
-			IdleConnTimeout:       90 * time.Second,
-			DisableCompression:    true,
-		}}
+		client = NewHTTPClient(nil)
 	}
 	if retryFor <= 0 {
 		retryFor = DefaultRetryFor
@@ -146,7 +153,72 @@ func NewHTTPSource(base string, client *http.Client, retryFor time.Duration, log
 	if err != nil {
 		u = &url.URL{Scheme: "invalid", Opaque: base}
 	}
-	return &HTTPSource{base: u, raw: base, client: client, retryFor: retryFor, stall: StallTimeout, log: log}
+	return &HTTPSource{base: u, raw: base, client: client, retryFor: retryFor, stall: StallTimeout, log: log, files: make(map[string]validator)}
+}
+
+// NewHTTPClient returns the HTTP client snapshot sources use: bounded
+// connect, TLS handshake and response-header times, no transparent
+// compression (ranges are of the stored bytes). roots, when not nil,
+// replaces the system's certificate authorities (see LoadCertPool).
+func NewHTTPClient(roots *x509.CertPool) *http.Client {
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: StallTimeout,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+	}
+	if roots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	return &http.Client{Transport: t}
+}
+
+// LoadCertPool returns the system's certificate authorities plus those in
+// the PEM files named (a lab's own CA). A file without a certificate is an
+// error that names it.
+func LoadCertPool(files ...string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		if err := AddCerts(pool, "CA file "+f, data); err != nil {
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
+// AddCerts adds the PEM certificates in data (read from where) to pool.
+func AddCerts(pool *x509.CertPool, where string, data []byte) error {
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return fmt.Errorf("%s: certificate %d: %w", where, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA's certificate, not its key", where)
+	}
+	return nil
 }
 
 func (h *HTTPSource) String() string { return h.raw }
@@ -165,51 +237,194 @@ type httpStatusError struct {
 
 func (e *httpStatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.url, e.status) }
 
+// ErrCertificate is wrapped by the errors of requests to a server whose
+// TLS certificate is not trusted.
+var ErrCertificate = errors.New("the server's TLS certificate is not trusted")
+
+// CertError returns a clear error, wrapping ErrCertificate, when err is
+// a TLS certificate problem (unknown authority, expired, wrong name; or a
+// server that does not speak TLS at all), and
+// nil otherwise: such errors are reported at once, never retried.
+func CertError(err error) error {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		header   tls.RecordHeaderError
+	)
+	var why string
+	switch {
+	case errors.As(err, &unknown):
+		why = "signed by an unknown authority (" + unknown.Error() + ")"
+	case errors.As(err, &invalid):
+		why = invalid.Error()
+	case errors.As(err, &hostname):
+		why = hostname.Error()
+	case errors.As(err, &verify):
+		why = verify.Error()
+	case errors.As(err, &header):
+		return fmt.Errorf("the server does not speak TLS (%v): use http:// for it, or check the port", err)
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s; if the server uses the lab's own CA, pass its certificate with --ca FILE (or the plan's ca key), else fix the server's certificate", ErrCertificate, why)
+}
+
+// validator identifies one version of a file on the server.
+type validator struct {
+	etag, lastModified string
+	size               int64 // total size; -1 unknown
+}
+
+func validatorOf(resp *http.Response) validator {
+	v := validator{etag: resp.Header.Get("ETag"), lastModified: resp.Header.Get("Last-Modified"), size: -1}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		if _, total, ok := strings.Cut(resp.Header.Get("Content-Range"), "/"); ok {
+			if n, err := strconv.ParseInt(total, 10, 64); err == nil {
+				v.size = n
+			}
+		}
+	case http.StatusOK:
+		v.size = resp.ContentLength
+	}
+	return v
+}
+
+// ifRange is the If-Range value for v: a strong ETag, else Last-Modified
+// (weak ETags cannot be used with If-Range).
+func (v validator) ifRange() string {
+	if v.etag != "" && !strings.HasPrefix(v.etag, "W/") {
+		return v.etag
+	}
+	return v.lastModified
+}
+
+// differs says how now differs from v, the first version seen, or "".
+func (v validator) differs(now validator) string {
+	switch {
+	case v.etag != "" && now.etag != "" && v.etag != now.etag:
+		return fmt.Sprintf("ETag %s then %s", v.etag, now.etag)
+	case v.etag == "" && v.lastModified != "" && now.lastModified != "" && v.lastModified != now.lastModified:
+		return fmt.Sprintf("Last-Modified %s then %s", v.lastModified, now.lastModified)
+	case v.size >= 0 && now.size >= 0 && v.size != now.size:
+		return fmt.Sprintf("%d bytes then %d", v.size, now.size)
+	}
+	return ""
+}
+
+// ErrChanged is wrapped by the errors of reads from a file that was
+// replaced on the server after it was first read.
+var ErrChanged = errors.New("changed on the server")
+
+func changedError(name, how string) error {
+	return fmt.Errorf("segment %s %w during the restore (%s): restore again", name, ErrChanged, how)
+}
+
+// remember records the validator of name's first response and returns
+// the one recorded first.
+func (h *HTTPSource) remember(name string, v validator) validator {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	first, ok := h.files[name]
+	if !ok {
+		h.files[name] = v
+		return v
+	}
+	return first
+}
+
+func (h *HTTPSource) known(name string) (validator, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.files[name]
+	return v, ok
+}
+
+// do sends a method request for file name with header, under a watchdog
+// that cancels it when no response, and then no byte of the body, arrives
+// for the stall timeout. The caller reads the body through the returned
+// reader, then calls done.
+func (h *HTTPSource) do(ctx context.Context, method, name string, header http.Header) (resp *http.Response, body io.Reader, done func(), err error) {
+	rctx, cancel := context.WithCancel(ctx)
+	watchdog := time.AfterFunc(h.stall, cancel)
+	done = func() {
+		watchdog.Stop()
+		cancel()
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+	req, err := http.NewRequestWithContext(rctx, method, h.url(name), nil)
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err = h.client.Do(req)
+	if err != nil {
+		done()
+		if ctx.Err() == nil && rctx.Err() != nil {
+			err = fmt.Errorf("no response for %s: %w", h.stall, err)
+		}
+		return nil, nil, nil, err
+	}
+	watchdog.Reset(h.stall)
+	return resp, &stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, done, nil
+}
+
+// stalled rewrites a read error caused by the watchdog.
+func (h *HTTPSource) stalled(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
+		return fmt.Errorf("no data for %s", h.stall)
+	}
+	return err
+}
+
 // ReadFile implements Source.
 func (h *HTTPSource) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	var data []byte
 	err := h.retry(ctx, "GET "+name, func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url(name), nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := h.client.Do(req)
+		resp, body, done, err := h.do(ctx, http.MethodGet, name, nil)
 		if err != nil {
 			return true, err
 		}
-		defer resp.Body.Close()
+		defer done()
 		if resp.StatusCode == http.StatusNotFound {
 			return false, fs.ErrNotExist
 		}
 		if resp.StatusCode != http.StatusOK {
-			return resp.StatusCode >= 500, &httpStatusError{h.url(name), resp.Status}
+			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
 		}
-		data, err = io.ReadAll(io.LimitReader(resp.Body, 1<<30))
-		return true, err
+		data, err = io.ReadAll(io.LimitReader(body, 1<<30))
+		return true, h.stalled(ctx, err)
 	})
 	return data, err
 }
 
-// Size implements Source.
+// Size implements Source. It also remembers the file's validator, so that
+// every later ranged read of it is checked against this version.
 func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 	var size int64
 	err := h.retry(ctx, "HEAD "+name, func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodHead, h.url(name), nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := h.client.Do(req)
+		resp, _, done, err := h.do(ctx, http.MethodHead, name, nil)
 		if err != nil {
 			return true, err
 		}
-		resp.Body.Close()
+		defer done()
 		if resp.StatusCode == http.StatusNotFound {
 			return false, fs.ErrNotExist
 		}
 		if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
-			return resp.StatusCode >= 500, &httpStatusError{h.url(name), resp.Status + " (no length)"}
+			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status + " (no length)"}
 		}
 		size = resp.ContentLength
+		if first := h.remember(name, validatorOf(resp)); first.differs(validatorOf(resp)) != "" {
+			return false, changedError(name, first.differs(validatorOf(resp)))
+		}
 		return false, nil
 	})
 	return size, err
@@ -220,24 +435,18 @@ func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
 	got := 0
 	return h.retry(ctx, fmt.Sprintf("GET %s bytes %d-%d", name, off, off+int64(len(p))-1), func() (bool, error) {
-		// A watchdog cancels the request when no byte arrives for
-		// StallTimeout; the retry then asks for the rest.
-		rctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		watchdog := time.AfterFunc(h.stall, cancel)
-		defer watchdog.Stop()
-		req, err := http.NewRequestWithContext(rctx, http.MethodGet, h.url(name), nil)
-		if err != nil {
-			return false, err
-		}
 		start := off + int64(got)
 		end := off + int64(len(p)) - 1
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(end, 10))
-		resp, err := h.client.Do(req)
+		header := http.Header{"Range": {"bytes=" + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10)}}
+		first, known := h.known(name)
+		if known && first.ifRange() != "" {
+			header.Set("If-Range", first.ifRange())
+		}
+		resp, body, done, err := h.do(ctx, http.MethodGet, name, header)
 		if err != nil {
 			return true, err
 		}
-		defer resp.Body.Close()
+		defer done()
 		switch resp.StatusCode {
 		case http.StatusPartialContent:
 		case http.StatusNotFound:
@@ -245,20 +454,28 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 		case http.StatusRequestedRangeNotSatisfiable:
 			return false, fmt.Errorf("%s has no bytes %d-%d on the server: the segment is truncated", name, start, end)
 		case http.StatusOK:
+			// The whole file: either If-Range did not match (a new file
+			// with another validator or size) or ranges are not served.
+			if how := first.differs(validatorOf(resp)); known && how != "" {
+				return false, changedError(name, how)
+			}
 			return false, fmt.Errorf("server for %s ignores Range requests (answered 200, want 206): serve the snapshot with a server that supports ranges, such as 'rewind serve'", h.url(name))
+		case http.StatusPreconditionFailed:
+			return false, changedError(name, "the server answered 412 Precondition Failed to If-Range "+first.ifRange())
 		default:
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
 		}
 		if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, "bytes "+strconv.FormatInt(start, 10)+"-") {
 			return false, fmt.Errorf("server answered Content-Range %q for bytes %d-%d of %s", cr, start, end, name)
 		}
-		n, err := io.ReadFull(&stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, p[got:])
+		now := validatorOf(resp)
+		if how := h.remember(name, now).differs(now); how != "" {
+			return false, changedError(name, how)
+		}
+		n, err := io.ReadFull(body, p[got:])
 		got += n
 		if err != nil {
-			if ctx.Err() == nil && rctx.Err() != nil {
-				err = fmt.Errorf("no data for %s", h.stall)
-			}
-			return true, fmt.Errorf("connection dropped after %d of %d bytes: %w", got, len(p), err)
+			return true, fmt.Errorf("connection dropped after %d of %d bytes: %w", got, len(p), h.stalled(ctx, err))
 		}
 		return false, nil
 	})
@@ -266,7 +483,7 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 
 // retry runs attempt until it succeeds, fails for good (retry false), the
 // context ends, or h.retryFor has passed since the first failure; waits
-// double from 250 ms to 15 s.
+// double from 250 ms to 15 s. Certificate errors are never retried.
 func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (retry bool, err error)) error {
 	wait := 250 * time.Millisecond
 	var err error
@@ -274,6 +491,9 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 	for i := 1; ; i++ {
 		var again bool
 		again, err = attempt()
+		if ce := CertError(err); ce != nil {
+			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
+		}
 		if err == nil || !again || ctx.Err() != nil {
 			break
 		}
@@ -316,8 +536,8 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// SetStallTimeout changes how long a response may deliver nothing before
-// it is retried (StallTimeout by default).
+// SetStallTimeout changes how long a request may get no response, or a
+// response deliver nothing, before it is retried (StallTimeout by default).
 func (h *HTTPSource) SetStallTimeout(d time.Duration) { h.stall = d }
 
 // Close implements Source.

@@ -11,13 +11,20 @@ import (
 )
 
 func newInspectCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		ca     []string
+	)
 	cmd := &cobra.Command{
 		Use:   "inspect SNAPSHOT",
 		Short: "Show a snapshot's origin, layout and size",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			snap, err := snapshot.Open(cmd.Context(), argv[0], openOptions(a, nil))
+			opts, err := openOptions(a, nil, ca)
+			if err != nil {
+				return err
+			}
+			snap, err := snapshot.Open(cmd.Context(), argv[0], opts)
 			if err != nil {
 				return err
 			}
@@ -73,5 +80,6 @@ func newInspectCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the manifest and identity as JSON")
+	cmd.Flags().StringArrayVar(&ca, "ca", nil, "PEM file of a certificate authority to trust for https:// besides the system's, such as a lab's own CA (repeatable)")
 	return cmd
 }

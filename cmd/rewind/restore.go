@@ -23,6 +23,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	var (
 		jobs     int
 		trust    []string
+		ca       []string
 		yes      bool
 		progress string
 		growLast bool
@@ -60,7 +61,11 @@ a terminal you are asked to confirm; elsewhere pass --yes.`,
 			if err != nil {
 				return err
 			}
-			snap, err := snapshot.Open(ctx, argv[0], openOptions(a, keys))
+			opts, err := openOptions(a, keys, ca)
+			if err != nil {
+				return err
+			}
+			snap, err := snapshot.Open(ctx, argv[0], opts)
 			if err != nil {
 				return err
 			}
@@ -112,6 +117,7 @@ a terminal you are asked to confirm; elsewhere pass --yes.`,
 	}
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "decompress workers (default: one per CPU)")
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
+	cmd.Flags().StringArrayVar(&ca, "ca", nil, "PEM file of a certificate authority to trust for https:// besides the system's, such as a lab's own CA (repeatable)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before overwriting TARGET")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	cmd.Flags().BoolVar(&delta, "delta", false, "read TARGET first and write only the chunks that differ (re-imaging a disk that holds most of the snapshot)")
@@ -132,8 +138,18 @@ func loadTrust(files []string) ([]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
-func openOptions(a *app, keys []ed25519.PublicKey) snapshot.OpenOptions {
-	return snapshot.OpenOptions{Trust: keys, Log: a.log.Warn}
+// openOptions returns the options of snapshot.Open for --trust keys and
+// --ca files.
+func openOptions(a *app, keys []ed25519.PublicKey, ca []string) (snapshot.OpenOptions, error) {
+	o := snapshot.OpenOptions{Trust: keys, Log: a.log.Warn}
+	if len(ca) > 0 {
+		pool, err := snapshot.LoadCertPool(ca...)
+		if err != nil {
+			return o, err
+		}
+		o.HTTPClient = snapshot.NewHTTPClient(pool)
+	}
+	return o, nil
 }
 
 // confirm asks on a terminal before TARGET is overwritten; it refuses when

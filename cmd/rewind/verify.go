@@ -15,6 +15,7 @@ import (
 func newVerifyCmd(a *app) *cobra.Command {
 	var (
 		trust    []string
+		ca       []string
 		jobs     int
 		progress string
 	)
@@ -30,7 +31,11 @@ its SHA-256 against the manifest, decompresses it and checks its length; with
 			if err != nil {
 				return err
 			}
-			snap, err := snapshot.Open(cmd.Context(), argv[0], openOptions(a, keys))
+			opts, err := openOptions(a, keys, ca)
+			if err != nil {
+				return err
+			}
+			snap, err := snapshot.Open(cmd.Context(), argv[0], opts)
 			if err != nil {
 				return err
 			}
@@ -51,6 +56,7 @@ its SHA-256 against the manifest, decompresses it and checks its length; with
 		},
 	}
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key file; the snapshot must be signed by it (repeatable)")
+	cmd.Flags().StringArrayVar(&ca, "ca", nil, "PEM file of a certificate authority to trust for https:// besides the system's, such as a lab's own CA (repeatable)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "decompress workers (default: one per CPU)")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd

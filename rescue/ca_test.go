@@ -1,0 +1,103 @@
+package rescue
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+// labServer serves body over https on 127.0.0.1 with a certificate of a
+// CA made here; it returns the server and the CA's PEM.
+func labServer(t *testing.T, body string) (*httptest.Server, string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lab CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "lab server"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+}
+
+// The plan's ca key is checked when the plan is parsed, and its CA is
+// trusted for the files the rescue environment fetches over https (plans,
+// install files); without it the fetch fails at once naming the problem.
+func TestPlanCA(t *testing.T) {
+	srv, caPEM := labServer(t, "hello from the lab")
+	const machine = "\n[[machine]]\nsnapshot = \"media:/snapshots/pc1\"\n"
+
+	if _, err := ParsePlan([]byte(`ca = "-----BEGIN PRIVATE KEY-----"` + machine)); err == nil || !strings.Contains(err.Error(), "the plan's ca key holds no PEM certificate") {
+		t.Errorf("plan with a key as ca: got %v, want an error naming the plan's ca key", err)
+	}
+	withCA, err := ParsePlan([]byte("ca = '''\n" + caPEM + "'''\n" + machine))
+	if err != nil {
+		t.Fatalf("plan with the lab's CA: %v", err)
+	}
+	without, err := ParsePlan([]byte(machine))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		plan *Plan
+		want string // "" means the body is read
+	}{
+		{"plan without ca", without, "unknown authority"},
+		{"plan with the lab's ca", withCA, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			roots, err := planRoots(tc.plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The network counts as up: nothing here touches the host's NICs.
+			r := &Rescue{netUp: true, roots: roots, client: httpClient(roots)}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			data, err := r.readLocation(ctx, srv.URL+"/install/motd")
+			if tc.want == "" {
+				if err != nil || string(data) != "hello from the lab" {
+					t.Fatalf("GET %s: got %q, %v; want the body", srv.URL, data, err)
+				}
+				return
+			}
+			if !errors.Is(err, snapshot.ErrCertificate) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "ca key") {
+				t.Fatalf("GET %s: got %v; want a certificate error saying %q and naming the plan's ca key", srv.URL, err, tc.want)
+			}
+		})
+	}
+}
