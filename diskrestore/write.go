@@ -25,6 +25,12 @@ type WriteOptions struct {
 	// discards them; TargetLayout returns the same notes before anything
 	// is written.
 	Logf func(format string, args ...any)
+	// TableOnly writes only the table proper of each table sector (the
+	// MBR's signature, entries and 0x55AA, GPT headers and entry arrays,
+	// EBR entries) and no stale-header zeroing: the caller cleared the
+	// table areas (ClearTable) and wrote the boot areas already, and the
+	// table goes on last.
+	TableOnly bool
 }
 
 func (o WriteOptions) logf(format string, args ...any) {
@@ -63,6 +69,9 @@ func WriteLayout(target *os.File, l *snapshot.Layout, opts WriteOptions) error {
 	if ss == 512 {
 		stale = append(stale, 4096, g.Size-4096)
 	}
+	if opts.TableOnly {
+		stale = nil
+	}
 	zero := make([]byte, ss)
 	for _, off := range stale {
 		if off < ss || off+ss > g.Size {
@@ -73,6 +82,9 @@ func WriteLayout(target *os.File, l *snapshot.Layout, opts WriteOptions) error {
 		}
 	}
 	for _, w := range writes {
+		if opts.TableOnly {
+			w.Data, w.Off = w.Data[w.Table.Off-w.Off:w.Table.End-w.Off], w.Table.Off
+		}
 		if _, err := target.WriteAt(w.Data, w.Off); err != nil {
 			return fmt.Errorf("%s: write %s at byte %d: %w", target.Name(), w.What, w.Off, err)
 		}

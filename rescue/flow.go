@@ -19,6 +19,7 @@ import (
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -694,7 +695,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	r.report.Layout = table
 	r.report.Delta = r.settings.Machine.Delta
 	jr := r.openJournal(ctx, snap, disk, f)
-	opts := ApplyOptions{Delta: r.settings.Machine.Delta, Log: r.log.Event}
+	opts := machine.ApplyOptions{Delta: r.settings.Machine.Delta, Wipe: r.settings.Machine.Wipe, Log: r.log.Event}
 	if jr != nil {
 		opts.Checkpoint = jr.checkpoint
 		if jr.resume != nil {
@@ -705,36 +706,40 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	opts.Progress = r.progress(pp.Update)
 
 	start := time.Now()
-	a, err := Apply(ctx, snap, f, opts)
+	a, err := machine.Apply(ctx, snap, f, opts)
 	if a == nil {
 		r.report.AddStep("layout", StepFailed, start, err.Error())
 		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
 	}
 	r.report.LayoutWritten, r.report.TableCleared = a.LayoutWritten, a.TableCleared
+	r.report.Wipe = a.Wipe
+	if res := a.Restore; res != nil {
+		r.report.BytesWritten, r.report.BytesZeroed, r.report.BytesSkipped = res.BytesWritten, res.BytesZeroed, res.BytesSkipped
+	}
+	// The table is written last, after the data: a failure anywhere leaves
+	// the disk without one.
+	if err != nil {
+		step := "restore"
+		if a.Restore == nil && a.Wipe == nil {
+			step = "layout"
+		}
+		r.report.AddStep(step, StepFailed, start, err.Error())
+		// The journal stays: a resumed restore writes the table again.
+		if a.TableCleared {
+			r.log.Printf("%s holds no partition table, so the half-restored disk cannot boot", disk.Path)
+		}
+		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
+	}
 	switch {
 	case table == "none":
 		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
-	case a.LayoutWritten:
-		detail := fmt.Sprintf("%s, %d partitions", table, a.Partitions)
+	default:
+		detail := fmt.Sprintf("%s, %d partitions, written after the data", table, a.Partitions)
 		if opts.Resume {
 			detail += "; written again for the resumed restore"
 		}
 		r.report.AddStep("layout", StepOK, start, detail)
 		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, a.Partitions, disk.Path)
-	default:
-		r.report.AddStep("layout", StepFailed, start, err.Error())
-		return StatusFailed, fmt.Errorf("writing the %s partition table on %s: %w", table, disk.Path, err)
-	}
-	if res := a.Restore; res != nil {
-		r.report.BytesWritten, r.report.BytesZeroed, r.report.BytesSkipped = res.BytesWritten, res.BytesZeroed, res.BytesSkipped
-	}
-	if err != nil {
-		r.report.AddStep("restore", StepFailed, start, err.Error())
-		// The journal stays: a resumed restore writes the table again.
-		if a.TableCleared {
-			r.log.Printf("the partition table of %s was cleared so that the half-restored disk cannot boot", disk.Path)
-		}
-		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
 	}
 	res := a.Restore
 	r.report.RestoreSeconds = res.Duration.Seconds()

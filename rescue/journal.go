@@ -1,7 +1,6 @@
 package rescue
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
@@ -297,51 +297,15 @@ func LoadJournal(path string) (*Journal, error) {
 	return &j, nil
 }
 
-// errJournalSource marks a VerifyJournal failure to read the snapshot, as
-// opposed to a difference on the target: the journal is not to blame.
-var errJournalSource = errors.New("the snapshot could not be read to check the journal")
-
-// VerifyJournal reads back the last n chunks the journal says are on the
-// target (the highest-numbered: the last written) and compares them with
-// the snapshot's verified, decompressed chunks. It returns how many it
-// checked, or an error naming the first chunk that differs.
-func VerifyJournal(ctx context.Context, snap *snapshot.Snapshot, target io.ReaderAt, j *Journal, n int) (int, error) {
-	m := snap.Manifest
+// VerifyJournal reads back every chunk the journal says is on the target
+// and compares it with the snapshot (restore.CheckChunks): a stale or
+// forged journal cannot make a resumed restore skip a chunk that is not
+// there. It returns what it checked and the chunks to write again; an
+// error wrapping restore.ErrSource means the snapshot could not be read,
+// not that the target differs.
+func VerifyJournal(ctx context.Context, snap *snapshot.Snapshot, target io.ReaderAt, j *Journal, jobs int) (*restore.Checked, error) {
 	done := j.DoneSet()
-	var check []int
-	for i := len(done) - 1; i >= 0 && len(check) < n; i-- {
-		if done[i] && i < len(m.Chunks) {
-			check = append(check, i)
-		}
-	}
-	frame := make([]byte, 0, snapshot.FrameBound(int(m.ChunkSize)))
-	want := make([]byte, m.ChunkSize)
-	got := make([]byte, m.ChunkSize)
-	for _, i := range check {
-		c := m.Chunks[i]
-		w := want[:c.Length]
-		if c.Zero {
-			clear(w)
-		} else {
-			f, err := snap.ReadFrame(ctx, i, frame)
-			if err == nil {
-				err = snap.CheckFrame(i, f)
-			}
-			if err != nil {
-				return 0, fmt.Errorf("%w: %w", errJournalSource, err)
-			}
-			if err := snapshot.DecodeFrame(w, f); err != nil {
-				return 0, snap.ChunkError(i, err)
-			}
-		}
-		if _, err := target.ReadAt(got[:c.Length], c.Offset); err != nil {
-			return 0, fmt.Errorf("read chunk %d back from the target at offset %d: %w", i, c.Offset, err)
-		}
-		if !bytes.Equal(got[:c.Length], w) {
-			return 0, fmt.Errorf("chunk %d at offset %d on the target differs from the snapshot", i, c.Offset)
-		}
-	}
-	return len(check), nil
+	return restore.CheckChunks(ctx, snap, target, func(i int) bool { return i < len(done) && done[i] }, jobs)
 }
 
 // journalRun is the journal of the restore under way.
@@ -366,6 +330,16 @@ func (jr *journalRun) checkpoint(done []bool) error {
 	return jr.file.write(jr.j)
 }
 
+// firstFalse is the index of the first false in b, or len(b).
+func firstFalse(b []bool) int {
+	for i, v := range b {
+		if !v {
+			return i
+		}
+	}
+	return len(b)
+}
+
 func (jr *journalRun) remove() {
 	if jr.file != nil {
 		jr.file.f.Close()
@@ -375,17 +349,13 @@ func (jr *journalRun) remove() {
 	syncDir(filepath.Dir(jr.path))
 }
 
-// journalVerify is how many of the last chunks a journal names are read
-// back and compared before a resume.
-const journalVerify = 4
-
 // openJournal prepares the resume journal on a writable rescue media and
 // looks for one an interrupted restore of the same snapshot onto the same
 // disk under the same plan entry left. When one is found, the person at
-// the console may start over instead (unattended, it is resumed), and its
-// last chunks are read back from the target and compared with the
-// snapshot: any difference starts over. It returns nil when there is no
-// writable media.
+// the console may start over instead (unattended, it is resumed), and
+// every chunk it names is read back from the target and compared with the
+// snapshot: those that differ are written again. It returns nil when there
+// is no writable media.
 func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk Disk, target io.ReaderAt) *journalRun {
 	if r.media == nil || !r.media.RW {
 		r.log.Printf("journal: no writable rescue media; an interrupted restore would start over")
@@ -420,8 +390,8 @@ func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk 
 			return startOver("starting over was chosen at the console")
 		}
 	}
-	verified, err := VerifyJournal(ctx, snap, target, old, journalVerify)
-	if errors.Is(err, errJournalSource) {
+	checked, err := VerifyJournal(ctx, snap, target, old, 0)
+	if errors.Is(err, restore.ErrSource) {
 		// Keep the journal for a later boot; this run goes without one.
 		r.log.Printf("journal: %s kept, not used: %v", rel, err)
 		return nil
@@ -430,7 +400,18 @@ func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk 
 		return startOver(err.Error())
 	}
 	jr.resume = old.DoneSet()
-	r.report.Resume = &Resume{Journal: rel, FromChunk: old.FirstMissing(), ChunksDone: n, Chunks: old.Chunks, Verified: verified}
+	for _, i := range checked.Differ {
+		jr.resume[i] = false
+	}
+	if len(checked.Differ) == n {
+		return startOver(fmt.Sprintf("none of the %d chunks it names is on the disk", n))
+	}
+	if len(checked.Differ) > 0 {
+		r.log.Printf("journal: %d of the %d chunks it names are not on the disk as the snapshot has them (first: chunk %d); they are written again",
+			len(checked.Differ), n, checked.Differ[0])
+	}
+	r.report.Resume = &Resume{Journal: rel, FromChunk: firstFalse(jr.resume), ChunksDone: n - len(checked.Differ), Chunks: old.Chunks,
+		Verified: checked.Checked, Rewritten: len(checked.Differ)}
 	r.log.Printf("%s", resumeMessage(r.report.Resume))
 	return jr
 }

@@ -3,12 +3,18 @@ package rescue
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
@@ -96,8 +102,10 @@ func TestJournalSaveLoadMismatch(t *testing.T) {
 	}
 }
 
-// VerifyJournal reads back the last chunks a journal names and finds a
-// chunk that is not what the snapshot holds.
+// VerifyJournal reads back every chunk a journal names, whatever the
+// snapshot's format version: with the raw hash (version 2) or by fetching
+// the chunk (version 1). It finds a changed chunk in the middle and the
+// chunks a forged journal claims that were never written.
 func TestVerifyJournal(t *testing.T) {
 	dir := t.TempDir()
 	const chunk = 64 << 10
@@ -106,31 +114,140 @@ func TestVerifyJournal(t *testing.T) {
 		src[i] = byte(i / 1000)
 	}
 	copy(src[3*chunk:4*chunk], make([]byte, chunk)) // a zero chunk
-	m, err := snapshot.Capture(context.Background(), bytes.NewReader(src), filepath.Join(dir, "snap"),
+	m, err := snapshot.Capture(context.Background(), bytes.NewReader(src), filepath.Join(dir, "v2"),
 		snapshot.CaptureOptions{DiskSize: int64(len(src)), ChunkSize: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := snapshot.Open(context.Background(), filepath.Join(dir, "snap"), snapshot.OpenOptions{})
+	// The same snapshot as format version 1: no raw hashes.
+	v1 := filepath.Join(dir, "v1")
+	if err := os.CopyFS(v1, os.DirFS(filepath.Join(dir, "v2"))); err != nil {
+		t.Fatal(err)
+	}
+	m1 := *m
+	m1.Version = 1
+	m1.Chunks = append([]snapshot.Chunk(nil), m.Chunks...)
+	for i := range m1.Chunks {
+		m1.Chunks[i].RawSHA256 = ""
+	}
+	b, _ := m1.Marshal()
+	os.WriteFile(filepath.Join(v1, snapshot.ManifestName), b, 0o644)
+
+	// The target holds chunks 0-4, then chunk 2 is changed; the journal
+	// claims all 8.
+	target := append([]byte(nil), src[:5*chunk]...)
+	target = append(target, make([]byte, 3*chunk)...)
+	target[2*chunk+10] ^= 1
+	j := &Journal{Chunks: len(m.Chunks)}
+	done := make([]bool, len(m.Chunks))
+	for i := range done {
+		done[i] = true
+	}
+	j.SetDone(done)
+	for _, version := range []string{"v2", "v1"} {
+		snap, err := snapshot.Open(context.Background(), filepath.Join(dir, version), snapshot.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := VerifyJournal(context.Background(), snap, bytes.NewReader(target), j, 3)
+		snap.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", version, err)
+		}
+		if got.Checked != 8 || fmt.Sprint(got.Differ) != "[2 5 6 7]" {
+			t.Errorf("%s snapshot: checked %d, differ %v; want 8 checked and chunks [2 5 6 7] to write again", version, got.Checked, got.Differ)
+		}
+	}
+}
+
+// A forged journal (or a stale one) claims every chunk is on the disk,
+// but three chunks in the middle are not: the resumed restore reads every
+// claimed chunk back, writes those three again, says so in the report,
+// and the disk equals the source.
+func TestForgedJournalIsCheckedAndRewritten(t *testing.T) {
+	if tool := testdisk.Missing(); tool != "" {
+		t.Skip(tool + " not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	if _, err := (testdisk.Sample{Size: 48 << 20, ESPSize: 33 << 20, ExtSize: 8 << 20, RandomSize: 4 << 20,
+		FilesFrom: "/usr/share/doc", FilesLimit: 2 << 20, Seed: 12}).Build(src); err != nil {
+		t.Fatal(err)
+	}
+	sf, _ := os.Open(src)
+	fi, _ := sf.Stat()
+	layout, extents, err := diskrestore.ReadLayout(sf, fi.Size(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapDir := filepath.Join(dir, "snap")
+	m, err := snapshot.Capture(context.Background(), sf, snapDir, snapshot.CaptureOptions{
+		DiskSize: fi.Size(), Layout: layout, Extents: extents, ChunkSize: 1 << 20})
+	sf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Open(context.Background(), snapDir, snapshot.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer snap.Close()
-	j := &Journal{Chunks: len(m.Chunks)}
-	done := make([]bool, len(m.Chunks))
-	for i := 0; i < 5; i++ {
-		done[i] = true
+
+	// A restore that got everywhere, then three chunks damaged behind it.
+	backing := filepath.Join(dir, "disk.img")
+	os.WriteFile(backing, nil, 0o644)
+	os.Truncate(backing, fi.Size())
+	dev := testdisk.Loop(t, backing, 0)
+	tf, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	j.SetDone(done)
-	target := append([]byte(nil), src[:5*chunk]...)
-	target = append(target, make([]byte, 3*chunk)...) // chunks 5.. never written
-	n, err := VerifyJournal(context.Background(), snap, bytes.NewReader(target), j, 4)
-	if err != nil || n != 4 {
-		t.Fatalf("intact target: verified %d, %v; want 4, nil", n, err)
+	if _, err := machine.Apply(context.Background(), snap, tf, machine.ApplyOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	target[4*chunk+10] ^= 1
-	if _, err := VerifyJournal(context.Background(), snap, bytes.NewReader(target), j, 4); err == nil || !strings.Contains(err.Error(), "chunk 4") {
-		t.Errorf("chunk 4 differs on the target: got %v, want an error naming chunk 4", err)
+	var damaged []int
+	for i, c := range m.Chunks {
+		if !c.Zero && len(damaged) < 3 && i > 5 && i%3 == 0 {
+			tf.WriteAt(testdisk.RandomBytes(uint64(i), 4096), c.Offset+8192)
+			damaged = append(damaged, i)
+		}
+	}
+	tf.Sync()
+	tf.Close()
+
+	disk := Disk{Path: dev, Size: fi.Size(), Serial: "forged1"}
+	var console bytes.Buffer
+	r := &Rescue{
+		log:      &Logger{consoles: []io.Writer{&console}},
+		media:    &Media{Dir: filepath.Join(dir, "media"), RW: true},
+		report:   NewReport(time.Now()),
+		settings: &Settings{Machine: Machine{Name: "pc1", Snapshot: snapDir}},
+	}
+	all := make([]bool, len(m.Chunks))
+	for i := range all {
+		all[i] = true
+	}
+	j := &Journal{Version: JournalVersion, Snapshot: snap.ID, Plan: PlanHash(r.settings.Machine), Target: IdentityOf(disk)}
+	j.SetDone(all)
+	if err := SaveJournal(JournalPath(r.media.Path(MediaJournals), snap.ID, j.Target), j); err != nil {
+		t.Fatal(err)
+	}
+
+	status, err := r.restore(context.Background(), snap, disk)
+	if err != nil || status != StatusSuccess {
+		t.Fatalf("resumed restore onto %s: %s, %v\n%s", dev, status, err, console.String())
+	}
+	rs := r.report.Resume
+	if rs == nil || rs.Verified != len(m.Chunks) || rs.Rewritten != len(damaged) {
+		t.Errorf("report resume %+v; want all %d claimed chunks verified and the %d damaged ones (%v) rewritten", rs, len(m.Chunks), len(damaged), damaged)
+	}
+	if !strings.Contains(console.String(), fmt.Sprintf("%d of the %d chunks", len(damaged), len(m.Chunks))) {
+		t.Errorf("the console does not say how many chunks were written again:\n%s", console.String())
+	}
+	want, _ := os.ReadFile(src)
+	got, _ := os.ReadFile(dev)
+	if sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Errorf("%s after the resumed restore differs from the source (damaged chunks %v)", dev, damaged)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -86,6 +87,9 @@ type Machine struct {
 	Network *netcfg.Config `toml:"network"`
 	// Delta reads the target first and writes only the chunks that differ.
 	Delta bool `toml:"delta"`
+	// Wipe says what becomes of the target's bytes the snapshot does not
+	// cover: "auto" (default), "full" or "signatures" (machine.ParseWipe).
+	Wipe string `toml:"wipe"`
 	// InstallFiles are copied into the restored file systems afterwards.
 	InstallFiles []InstallFile `toml:"install_file"`
 	// Expect pins the snapshot this entry restores; see Expect.
@@ -293,6 +297,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			}
 		}
 		if err := checkAfter(m.After); err != nil {
+			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
+		if _, err := machine.ParseWipe(m.Wipe); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
 		}
 		for _, mac := range m.Match.MAC {

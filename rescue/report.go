@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"io"
 	"net/http"
@@ -86,6 +87,7 @@ type Report struct {
 	BytesSkipped   int64            `json:"bytes_skipped,omitempty"` // delta: chunks already on the target, not written
 	Delta          bool             `json:"delta,omitempty"`         // only chunks that differ were written
 	Resume         *Resume          `json:"resume,omitempty"`        // an interrupted restore was continued
+	Wipe           *machine.Wipe    `json:"wipe,omitempty"`          // the bytes the snapshot does not cover: mode, method, time
 	RestoreSeconds float64          `json:"restore_seconds,omitempty"`
 	BytesPerSecond float64          `json:"bytes_per_second,omitempty"`
 	InstallFiles   []InstallOutcome `json:"install_files,omitempty"` // each file's outcome
@@ -99,7 +101,8 @@ type Resume struct {
 	FromChunk  int    `json:"from_chunk"`  // the first chunk not on the disk
 	ChunksDone int    `json:"chunks_done"` // chunks the journal had, not written again
 	Chunks     int    `json:"chunks"`
-	Verified   int    `json:"verified"` // of them, read back and compared before resuming
+	Verified   int    `json:"verified"`  // of them, read back and compared before resuming: all of them
+	Rewritten  int    `json:"rewritten"` // of those, found different and written again
 }
 
 // Step is one stage of the rescue flow.

@@ -109,7 +109,16 @@ func Summary(r *Report) string {
 		fmt.Fprintf(&b, "  Delta:     %s already on the disk, not written\n", units.Bytes(r.BytesSkipped))
 	}
 	if r.Resume != nil {
-		fmt.Fprintf(&b, "  Resumed:   from chunk %d; %d of %d chunks were on the disk (%s)\n", r.Resume.FromChunk, r.Resume.ChunksDone, r.Resume.Chunks, r.Resume.Journal)
+		fmt.Fprintf(&b, "  Resumed:   from chunk %d; %d of %d chunks were on the disk (%s); %d read back and checked, %d written again\n",
+			r.Resume.FromChunk, r.Resume.ChunksDone, r.Resume.Chunks, r.Resume.Journal, r.Resume.Verified, r.Resume.Rewritten)
+	}
+	if w := r.Wipe; w != nil && w.Uncovered > 0 {
+		fmt.Fprintf(&b, "  Wipe:      %s: %s of %s not in the snapshot zeroed by %s in %.1fs\n",
+			w.Mode, units.Bytes(w.Bytes), units.Bytes(w.Uncovered), w.Method, w.Seconds)
+		if w.OldRemains {
+			fmt.Fprintf(&b, "             the other %s of free space still holds the old disk's bytes; wipe = \"full\" in the plan zeroes them\n",
+				units.Bytes(w.Uncovered-w.Bytes))
+		}
 	}
 	if r.RestoreSeconds > 0 {
 		fmt.Fprintf(&b, "  Time:      %s restoring (%.1f MB/s), %s in all\n",
@@ -199,8 +208,8 @@ func resumeQuestion(done, chunks int, when time.Time) string {
 }
 
 func resumeMessage(r *Resume) string {
-	return fmt.Sprintf("restore: resumed from chunk %d: %d of %d chunks are on the disk (journal %s; the last %d read back and verified)",
-		r.FromChunk, r.ChunksDone, r.Chunks, r.Journal, r.Verified)
+	return fmt.Sprintf("restore: resumed from chunk %d: %d of %d chunks are on the disk (journal %s; all %d it names read back and checked, %d written again)",
+		r.FromChunk, r.ChunksDone, r.Chunks, r.Journal, r.Verified, r.Rewritten)
 }
 
 func installLine(o InstallOutcome) string {

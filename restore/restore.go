@@ -44,7 +44,8 @@ type Options struct {
 	// CheckpointInterval (default 2 s) with the chunks known to be on the
 	// target: done[i] is true for chunks written (or skipped) before the
 	// target was flushed, never for one whose write may still be in a
-	// cache. A resume journal records it. An error is logged, not fatal.
+	// cache. A resume journal records it. An error recording it is logged,
+	// not fatal; an error flushing the target fails the restore.
 	Checkpoint         func(done []bool) error
 	CheckpointInterval time.Duration
 }
@@ -63,12 +64,13 @@ type Progress struct {
 
 // Result summarises a finished restore or verify.
 type Result struct {
-	Chunks       int   // chunks handled
-	ZeroChunks   int   // of which all-zero
-	BytesWritten int64 // raw bytes of non-zero chunks written
-	BytesZeroed  int64 // raw bytes of zero chunks (holes, discards or zeros)
-	BytesSkipped int64 // with Delta: raw bytes already on the target, not written
-	Refetched    int   // chunks whose first read failed verification
+	Chunks       int    // chunks handled
+	ZeroChunks   int    // of which all-zero
+	BytesWritten int64  // raw bytes of non-zero chunks written
+	BytesZeroed  int64  // raw bytes of zero chunks (holes, discards or zeros)
+	BytesSkipped int64  // with Delta: raw bytes already on the target, not written
+	Refetched    int    // chunks whose first read failed verification
+	ZeroMethod   string // how zero chunks were zeroed (Describe); "" when none were
 	Duration     time.Duration
 }
 
@@ -82,7 +84,7 @@ func Run(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts Opt
 	if target == nil {
 		return nil, errors.New("restore: no target")
 	}
-	return run(ctx, snap, newWriter(target, opts.FreshTarget), opts)
+	return run(ctx, snap, newWriter(target, NewZeroer(target, opts.FreshTarget)), opts)
 }
 
 // Verify reads every chunk of snap, checks its hash and decompresses it,
@@ -172,6 +174,10 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 		}
 	}
 	res.Refetched = p.refetch
+	if w != nil && res.ZeroChunks > 0 {
+		u, _ := w.z.Used()
+		res.ZeroMethod = Describe(u)
+	}
 	res.Duration = time.Since(start)
 	if opts.Progress != nil {
 		opts.Progress(Progress{Done: res.done(), Total: p.total(), Elapsed: res.Duration, Final: true})
@@ -366,7 +372,9 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 		if done != nil {
 			done[it.index] = true
 			if time.Since(last) >= interval && ctx.Err() == nil {
-				p.checkpoint(done)
+				if err := p.checkpoint(done); err != nil {
+					p.fail(err)
+				}
 				last = time.Now()
 			}
 		}
@@ -391,14 +399,16 @@ func (p *pipeline) account(ctx context.Context, in <-chan item, start time.Time)
 
 // checkpoint flushes the target and hands a copy of done, taken before
 // the flush, to opts.Checkpoint: every chunk in it was written before the
-// flush began, so the flush made it durable.
-func (p *pipeline) checkpoint(done []bool) {
+// flush began, so the flush made it durable. A failed flush is returned:
+// Linux reports a lost write once, to the first flush after it, so a
+// later flush may succeed with the chunk still missing.
+func (p *pipeline) checkpoint(done []bool) error {
 	snap := append([]bool(nil), done...)
 	if err := p.w.flush(); err != nil {
-		p.opts.Log("checkpoint skipped", "error", err)
-		return
+		return err
 	}
 	if err := p.opts.Checkpoint(snap); err != nil {
 		p.opts.Log("checkpoint not recorded", "error", err)
 	}
+	return nil
 }

@@ -30,18 +30,37 @@ type Target struct {
 // exclusively, so the kernel refuses it while it or a partition of it is
 // mounted, and must hold minSize bytes.
 func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, error) {
+	return OpenTargetChecked(path, createSize, keep, func(size int64, _ int) error {
+		if size < minSize {
+			return fmt.Errorf("it holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
+				units.Bytes(size), size, units.Bytes(minSize), minSize)
+		}
+		return nil
+	})
+}
+
+// OpenTargetChecked is OpenTarget with check deciding whether the target
+// fits: it gets the size the target has (or, for an image file, will
+// have) and its logical sector size (0 for an image file), and runs before
+// anything on the target changes, so a refused snapshot leaves an
+// existing image file as it was.
+func OpenTargetChecked(path string, createSize int64, keep bool, check func(size int64, sectorSize int) error) (*Target, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || err == nil && fi.Mode().IsRegular():
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("open target %s: %w", path, err)
-		}
 		fresh := !keep || fi == nil
 		size := createSize
 		if !fresh {
 			size = max(fi.Size(), createSize)
-		} else {
+		}
+		if err := check(size, 0); err != nil {
+			return nil, fmt.Errorf("target %s: %w", path, err)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open target %s: %w", path, err)
+		}
+		if fresh {
 			err = f.Truncate(0)
 		}
 		if err == nil {
@@ -65,14 +84,17 @@ func OpenTarget(path string, minSize, createSize int64, keep bool) (*Target, err
 		return nil, fmt.Errorf("open target %s: %w", path, err)
 	}
 	size, err := DeviceSize(f)
+	if err == nil {
+		ss, serr := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+		if serr != nil {
+			err = fmt.Errorf("sector size of %s: %w", path, serr)
+		} else if cerr := check(size, ss); cerr != nil {
+			err = fmt.Errorf("target %s: %w", path, cerr)
+		}
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if size < minSize {
-		f.Close()
-		return nil, fmt.Errorf("target %s holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
-			path, units.Bytes(size), size, units.Bytes(minSize), minSize)
 	}
 	return &Target{File: f, Path: path, Size: size, Block: true}, nil
 }
@@ -86,19 +108,14 @@ func DeviceSize(f *os.File) (int64, error) {
 	return int64(size), nil
 }
 
-// writer writes chunks to a target and knows how to zero a range on it.
+// writer writes chunks to a target; zero chunks go through a Zeroer.
 type writer struct {
-	f     *os.File
-	fresh bool
-	block bool
+	f *os.File
+	z *Zeroer
 }
 
-func newWriter(f *os.File, fresh bool) *writer {
-	w := &writer{f: f, fresh: fresh}
-	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeDevice != 0 {
-		w.block = true
-	}
-	return w
+func newWriter(f *os.File, z *Zeroer) *writer {
+	return &writer{f: f, z: z}
 }
 
 func (w *writer) writeAt(p []byte, off int64) error {
@@ -122,36 +139,21 @@ func (w *writer) holds(old, want []byte, off int64) (bool, error) {
 	return bytes.Equal(old, want), nil
 }
 
-// zero makes [off, off+n) read as zeros: nothing on a fresh sparse file, a
-// hole punched in an old file, BLKZEROOUT on a block device, and written
-// zeros where neither works.
-func (w *writer) zero(off, n int64) error {
-	if w.fresh {
-		return nil
-	}
-	if w.block {
-		r := [2]uint64{uint64(off), uint64(n)}
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r))); errno == 0 {
-			return nil
-		}
-	} else if err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err == nil {
-		return nil
-	}
-	zeros := make([]byte, min(n, 1<<20))
-	for done := int64(0); done < n; {
-		k := min(int64(len(zeros)), n-done)
-		if _, err := w.f.WriteAt(zeros[:k], off+done); err != nil {
-			return err
-		}
-		done += k
-	}
-	return nil
-}
+// zero makes [off, off+n) read as zeros the cheapest way the target offers.
+func (w *writer) zero(off, n int64) error { return w.z.Zero(off, n) }
 
 // flush makes every write durable.
 func (w *writer) flush() error {
-	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("flush target %s: %w", w.f.Name(), err)
+	return Flush(w.f)
+}
+
+// Flush makes every write to f durable. Its error wraps ErrWrite and says
+// what it means: the kernel reports a lost write once, so data written
+// before this flush may be missing from the target.
+func Flush(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%w: flush %s: %w: data written before this flush may not be on the device; check the device (dmesg, SMART, free space under an image file) and restore again",
+			ErrWrite, f.Name(), err)
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
-	"github.com/rewind-bmr/rewind/rescue"
+	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/spf13/cobra"
@@ -28,6 +28,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 		progress string
 		growLast bool
 		delta    bool
+		wipe     string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT TARGET",
@@ -38,15 +39,24 @@ disk GUID or MBR signature, then streams every chunk: fetched, verified against
 its SHA-256, decompressed on several workers and written at its offset. The
 target is flushed before success is reported.
 
+The old partition table and signatures are made unusable first, the data and
+the zeros for every byte the snapshot does not cover (--wipe) follow, and the
+partition table is written last: until the restore succeeds TARGET has none.
+
 A block device must not be mounted and must be large enough. An image file is
-created (or emptied) at the snapshot's disk size, sparse. Everything on TARGET
-is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
+created (or emptied) at the snapshot's disk size, sparse; a snapshot that does
+not fit is refused before the file is touched. Everything on TARGET is lost: on
+a terminal you are asked to confirm; elsewhere pass --yes.`,
 		Example: `  rewind restore /mnt/backup/pc1 /dev/sdb
   rewind restore http://10.0.0.5:8080/pc1 /dev/nvme0n1 --trust lab.pub --yes
   rewind restore snap disk.img --progress json`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			ctx := cmd.Context()
+			wipeMode, err := machine.ParseWipe(wipe)
+			if err != nil {
+				return usageError{fmt.Errorf("--wipe: %w", err)}
+			}
 			keys, err := loadTrust(trust)
 			if err != nil {
 				return err
@@ -77,11 +87,12 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 					return err
 				}
 			}
-			minSize := m.RequiredSize()
-			if m.Layout != nil && m.Layout.Table != "none" {
-				minSize = 0 // the layout decides what fits: rescue.Apply checks
-			}
-			t, err := restore.OpenTarget(path, minSize, m.DiskSize, delta)
+			// Everything is checked (layout fit, table encoding) before
+			// the target is opened: a refused snapshot leaves an existing
+			// image file as it was.
+			t, err := restore.OpenTargetChecked(path, m.DiskSize, delta, func(size int64, sectorSize int) error {
+				return machine.Check(m, size, sectorSize, growLast)
+			})
 			if err != nil {
 				return err
 			}
@@ -90,10 +101,11 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 			if err != nil {
 				return usageError{err}
 			}
-			applied, err := rescue.Apply(ctx, snap, t.File, rescue.ApplyOptions{
+			applied, err := machine.Apply(ctx, snap, t.File, machine.ApplyOptions{
 				GrowLast:    growLast,
 				FreshTarget: t.Fresh,
 				Delta:       delta,
+				Wipe:        wipeMode,
 				Jobs:        jobs,
 				Progress:    pp.Update,
 				Log:         a.log.Warn,
@@ -114,6 +126,7 @@ is lost: on a terminal you are asked to confirm; elsewhere pass --yes.`,
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before overwriting TARGET")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	cmd.Flags().BoolVar(&delta, "delta", false, "read TARGET first and write only the chunks that differ (re-imaging a disk that holds most of the snapshot)")
+	cmd.Flags().StringVar(&wipe, "wipe", machine.WipeAuto, "bytes of TARGET the snapshot does not cover: full (zero them all), signatures (zero the first and last MiB of each range and of old partitions), auto (full when the device zeroes cheaply or little is uncovered)")
 	cmd.Flags().BoolVar(&growLast, "grow-last", false, "on a larger disk, extend the last partition to the end (its file system is not grown)")
 	return cmd
 }
@@ -164,7 +177,7 @@ func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
 	return nil
 }
 
-func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, applied *rescue.Applied) {
+func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, applied *machine.Applied) {
 	res := applied.Restore
 	secs := res.Duration.Seconds()
 	fmt.Fprintf(w, "restored %s onto %s in %s\n", snap.Location, path, res.Duration.Round(time.Millisecond))
@@ -175,16 +188,35 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 	for _, n := range applied.Notes {
 		fmt.Fprintf(w, "  note      %s\n", n)
 	}
-	fmt.Fprintf(w, "  written   %s in %d chunks, plus %s of zero chunks (holes in an image file, zeroed on a disk)\n",
-		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed))
+	zeroed := ""
+	if res.ZeroMethod != "" {
+		zeroed = " (" + res.ZeroMethod + ")"
+	}
+	fmt.Fprintf(w, "  written   %s in %d chunks, plus %s of zero chunks%s\n",
+		units.Bytes(res.BytesWritten), res.Chunks-res.ZeroChunks, units.Bytes(res.BytesZeroed), zeroed)
 	if secs > 0 {
 		fmt.Fprintf(w, "  speed     %.1f MB/s (disk bytes restored per second)\n", float64(res.BytesWritten+res.BytesZeroed)/secs/1e6)
 	}
 	if res.BytesSkipped > 0 {
 		fmt.Fprintf(w, "  delta     %s already on the target, not written\n", units.Bytes(res.BytesSkipped))
 	}
+	printWipe(w, applied.Wipe)
 	if res.Refetched > 0 {
 		fmt.Fprintf(w, "  re-read   %d chunks failed their first hash check and verified on the second read\n", res.Refetched)
+	}
+}
+
+// printWipe says what became of the bytes the snapshot does not cover.
+func printWipe(w io.Writer, wp *machine.Wipe) {
+	if wp == nil || wp.Uncovered == 0 {
+		return
+	}
+	took := time.Duration(wp.Seconds * float64(time.Second)).Round(time.Millisecond)
+	fmt.Fprintf(w, "  wipe      %s: %s of %s not in the snapshot zeroed by %s in %s (%s)\n",
+		wp.Mode, units.Bytes(wp.Bytes), units.Bytes(wp.Uncovered), wp.Method, took, wp.Why)
+	if wp.OldRemains {
+		fmt.Fprintf(w, "  note      the other %s of free space still holds the old disk's bytes; --wipe full zeroes them all\n",
+			units.Bytes(wp.Uncovered-wp.Bytes))
 	}
 }
 

@@ -1,0 +1,348 @@
+// Package machine applies a snapshot to a machine's disk: the one sequence
+// the host CLI (rewind restore) and the rescue boot flow share. Check that
+// the layout fits, make the old table and signatures unusable, stream the
+// data and zero what the snapshot does not cover, and write the boot areas
+// in the table sectors and the partition table last.
+package machine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
+	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+// ApplyOptions controls Apply.
+type ApplyOptions struct {
+	GrowLast    bool   // on a larger disk, extend the last partition
+	FreshTarget bool   // the target is a new sparse image file
+	Delta       bool   // write only the chunks whose bytes differ on the target
+	Wipe        string // WipeAuto (""), WipeFull or WipeSignatures
+	Jobs        int
+	Progress    func(restore.Progress)
+	Log         func(msg string, args ...any) // notes and retries; may be nil
+	// Resume continues an interrupted restore: Skip names the chunks a
+	// journal says are on the target already (checked by the caller, see
+	// restore.CheckChunks). The partition table and the chunks in the
+	// table areas are always written again: they go on last and are never
+	// in a journal.
+	Resume bool
+	Skip   func(index int) bool
+	// Checkpoint and CheckpointInterval are passed to restore.Options: the
+	// chunks on the target after a flush, for a resume journal.
+	Checkpoint         func(done []bool) error
+	CheckpointInterval time.Duration
+}
+
+// Applied says what Apply did, for summaries and reports.
+type Applied struct {
+	Table         string   // "gpt", "mbr" or "none"
+	Partitions    int      // partitions written
+	LayoutWritten bool     // the partition table was written
+	TableCleared  bool     // after a failure, the target holds no partition table
+	Notes         []string // for the operator: moved backup GPT, grown or skipped areas
+	Wipe          *Wipe    // what became of the bytes the snapshot does not cover
+	Restore       *restore.Result
+}
+
+// prepared is what Apply will write, computed before anything is.
+type prepared struct {
+	layout   *snapshot.Layout // the table to write; nil for none
+	tl       *snapshot.Layout // the layout as fitted to the target
+	keep     []snapshot.Extent
+	notes    []string
+	excluded map[int]bool // chunks in extents that do not fit: not restored
+	last     map[int]bool // chunks in the table areas: written with the table, last
+	head     int64        // the table areas [0, head) and [tail, size)
+	tail     int64
+	size     int64
+}
+
+// Check reports whether snap's manifest can be restored onto a target of
+// size bytes with sectorSize-byte logical sectors (0: an image file, the
+// layout's own): the layout fits, the table encodes, the extents fit. The
+// host CLI calls it before it opens (and empties) an image file.
+func Check(m *snapshot.Manifest, size int64, sectorSize int, growLast bool) error {
+	_, err := prepare(m, size, sectorSize, growLast)
+	return err
+}
+
+func prepare(m *snapshot.Manifest, size int64, sectorSize int, growLast bool) (*prepared, error) {
+	p := &prepared{size: size, keep: m.Extents, excluded: map[int]bool{}, last: map[int]bool{}}
+	l := m.Layout
+	if l == nil || l.Table == "none" {
+		if need := m.RequiredSize(); size < need {
+			return nil, fmt.Errorf("the target holds %s (%d bytes) but the snapshot needs %s (%d bytes): choose a larger disk",
+				units.Bytes(size), size, units.Bytes(need), need)
+		}
+		return p, nil
+	}
+	tl, notes, err := diskrestore.TargetLayout(l, size, sectorSize, diskrestore.WriteOptions{GrowLast: growLast})
+	if err != nil {
+		return nil, err
+	}
+	keep, dropped, err := diskrestore.FitExtents(tl, m.Extents)
+	if err != nil {
+		return nil, err
+	}
+	p.layout, p.tl, p.keep, p.notes = l, tl, keep, append(notes, dropped...)
+	p.head, p.tail = diskrestore.ClearedSpans(size, int64(tl.LogicalSectorSize))
+	for i, c := range m.Chunks {
+		if !inExtents(c, keep) {
+			p.excluded[i] = true
+		} else if c.Offset < p.head || c.Offset+c.Length > p.tail {
+			p.last[i] = true
+		}
+	}
+	return p, nil
+}
+
+func inExtents(c snapshot.Chunk, extents []snapshot.Extent) bool {
+	for _, e := range extents {
+		if c.Offset >= e.Offset && c.Offset+c.Length <= e.Offset+e.Length {
+			return true
+		}
+	}
+	return false
+}
+
+// covered is what the restore writes: the kept extents and, with a
+// table, the table areas (cleared first, then holding the table).
+func (p *prepared) covered() []span {
+	var c []span
+	for _, e := range p.keep {
+		c = append(c, span{e.Offset, e.Offset + e.Length})
+	}
+	if p.layout != nil {
+		c = append(c, span{0, p.head}, span{p.tail, p.size})
+	}
+	return c
+}
+
+// Apply restores snap onto target, the one sequence the host CLI and the
+// rescue environment share, in the order coreos-installer uses, so that
+// the target has no valid partition table while data is written and a
+// power cut leaves a disk that boots nothing half-restored:
+//
+//  1. check that the layout fits the target (before anything is written);
+//  2. make the old table and signatures unusable: clear the table areas
+//     (the first 34 and last 33 sectors) and zero the signature areas of
+//     the ranges the snapshot does not cover; flush;
+//  3. zero the ranges the snapshot does not cover (all of them, or only
+//     their signature areas: opts.Wipe) and stream the data chunks;
+//     restore.Run flushes;
+//  4. write the chunks that lie in the table areas (boot code, the gap
+//     GRUB uses) and then the partition table; flush.
+//
+// A failure after something was written leaves (or makes) the target
+// without a partition table; a resume journal stays valid, because a
+// resumed run does all four steps again and the chunks of step 4 are
+// never in a journal.
+func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts ApplyOptions) (*Applied, error) {
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			opts.Log(fmt.Sprintf(format, args...))
+		}
+	}
+	m := snap.Manifest
+	wipe, err := ParseWipe(opts.Wipe)
+	if err != nil {
+		return nil, err
+	}
+	g, err := diskrestore.GeometryOf(target)
+	if err != nil {
+		return nil, err
+	}
+	a := &Applied{Table: "none"}
+	p, err := prepare(m, g.Size, g.LogicalSectorSize, opts.GrowLast)
+	if err != nil {
+		return a, fmt.Errorf("%s: %w", target.Name(), err)
+	}
+	if p.layout != nil {
+		a.Table, a.Partitions = p.layout.Table, len(p.layout.Partitions)
+	}
+	a.Notes = p.notes
+	for _, n := range a.Notes {
+		logf("layout: %s", n)
+	}
+
+	// Old partitions, read before their table is cleared: their first and
+	// last MiB hold the signatures of what they held.
+	var oldParts []span
+	if !opts.FreshTarget {
+		ss := g.LogicalSectorSize
+		if ss == 0 && p.tl != nil {
+			ss = p.tl.LogicalSectorSize
+		}
+		for _, q := range diskrestore.TablePartitions(target, g.Size, ss) {
+			oldParts = append(oldParts, span{q.Start, min(q.Start+q.Length, g.Size)})
+		}
+	}
+	uncovered := complement(g.Size, p.covered())
+	z := restore.NewZeroer(target, opts.FreshTarget)
+	w := &Wipe{Requested: wipe, Uncovered: total(uncovered)}
+	w.Mode, w.Why = chooseWipe(wipe, z.Offloads(), w.Uncovered, g.Size)
+	a.Wipe = w
+
+	tableStarted := false // the table's sectors are being written
+	fail := func(err error) (*Applied, error) {
+		return a, clearOnFailure(a, target, tableStarted, err)
+	}
+
+	// 2. The old table and signatures.
+	sigs := signatureAreas(uncovered, oldParts)
+	if !opts.FreshTarget {
+		if p.layout != nil {
+			if err := diskrestore.ClearTable(target); err != nil {
+				return fail(err)
+			}
+		}
+		if err := zeroAll(ctx, z, sigs); err != nil {
+			return fail(err)
+		}
+		if err := restore.Flush(target); err != nil {
+			return fail(err)
+		}
+	}
+	// From here on, until the table is written, the target has none.
+	a.TableCleared = p.layout != nil
+
+	// 3. The uncovered ranges and the data.
+	rest := uncovered
+	if w.Mode == WipeSignatures {
+		rest = nil
+	}
+	rest = subtract(rest, sigs)
+	if n := total(rest); n > 0 && !z.Offloads() {
+		logf("wipe: zeroing %s not covered by the snapshot; the device has no write-zeroes offload, so this writes it", units.Bytes(n))
+	}
+	if err := zeroAll(ctx, z, rest); err != nil {
+		return fail(err)
+	}
+	w.Bytes = total(sigs)
+	if w.Mode == WipeFull {
+		w.Bytes = w.Uncovered
+	}
+	w.OldRemains = w.Bytes < w.Uncovered
+	used, took := z.Used()
+	w.Method, w.Seconds = restore.Describe(used), took.Seconds()
+	if w.Uncovered > 0 {
+		logf("wipe: %s: %s of %s not covered by the snapshot zeroed by %s in %s (%s)", w.Mode, units.Bytes(w.Bytes),
+			units.Bytes(w.Uncovered), w.Method, took.Round(time.Millisecond), w.Why)
+	}
+
+	skip := func(i int) bool { return opts.Skip != nil && opts.Skip(i) }
+	a.Restore, err = restore.Run(ctx, snap, target, restore.Options{
+		Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Delta: opts.Delta, Progress: opts.Progress, Log: opts.Log,
+		Skip:       func(i int) bool { return !p.last[i] && skip(i) },
+		Exclude:    func(i int) bool { return p.excluded[i] || p.last[i] },
+		Checkpoint: opts.Checkpoint, CheckpointInterval: opts.CheckpointInterval,
+	})
+	if err != nil {
+		return fail(err)
+	}
+
+	// 4. The table areas: boot areas first, then the table proper.
+	if p.layout == nil {
+		return a, nil
+	}
+	if len(p.last) > 0 {
+		res, err := restore.Run(ctx, snap, target, restore.Options{
+			Jobs: opts.Jobs, FreshTarget: opts.FreshTarget, Log: opts.Log,
+			Exclude: func(i int) bool { return !p.last[i] },
+		})
+		addResult(a.Restore, res)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	tableStarted = true
+	if err := diskrestore.WriteLayout(target, p.layout, diskrestore.WriteOptions{
+		GrowLast: opts.GrowLast, TableOnly: true, Logf: func(string, ...any) {}, // the notes are in a.Notes already
+	}); err != nil {
+		return fail(fmt.Errorf("write the %s partition table: %w", p.layout.Table, err))
+	}
+	a.LayoutWritten, a.TableCleared = true, false
+	return a, nil
+}
+
+// clearOnFailure makes sure a target that a failed Apply wrote to holds
+// no partition table, and says so in the error: a table whose writing
+// failed half-way is cleared again.
+func clearOnFailure(a *Applied, target *os.File, tableStarted bool, err error) error {
+	if tableStarted {
+		a.LayoutWritten = false
+		if cerr := diskrestore.ClearTable(target); cerr != nil {
+			a.TableCleared = false
+			return fmt.Errorf("%w; clearing the partition table of %s also failed (%v): do not boot from this disk", err, target.Name(), cerr)
+		}
+		a.TableCleared = true
+	}
+	if a.TableCleared {
+		return fmt.Errorf("%w; %s holds no partition table, so the half-restored disk cannot boot", err, target.Name())
+	}
+	return err
+}
+
+// zeroAll zeroes every range, in pieces of at most zeroStep bytes so
+// that a cancelled restore stops soon.
+func zeroAll(ctx context.Context, z *restore.Zeroer, ranges []span) error {
+	for _, r := range ranges {
+		for off := r.Off; off < r.End; off += zeroStep {
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
+			if err := z.Zero(off, min(zeroStep, r.End-off)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// zeroStep bounds one zeroing call.
+const zeroStep = 1 << 30
+
+// subtract returns the parts of the sorted, disjoint ranges a that no
+// range of the sorted, disjoint b covers.
+func subtract(a, b []span) []span {
+	var out []span
+	for _, r := range a {
+		at := r.Off
+		for _, s := range b {
+			if s.End <= at || s.Off >= r.End {
+				continue
+			}
+			if s.Off > at {
+				out = append(out, span{at, s.Off})
+			}
+			at = max(at, s.End)
+		}
+		if at < r.End {
+			out = append(out, span{at, r.End})
+		}
+	}
+	return out
+}
+
+// addResult adds the counts of b to a.
+func addResult(a, b *restore.Result) {
+	if a == nil || b == nil {
+		return
+	}
+	a.Chunks += b.Chunks
+	a.ZeroChunks += b.ZeroChunks
+	a.BytesWritten += b.BytesWritten
+	a.BytesZeroed += b.BytesZeroed
+	a.BytesSkipped += b.BytesSkipped
+	a.Refetched += b.Refetched
+	a.Duration += b.Duration
+	if a.ZeroMethod == "" {
+		a.ZeroMethod = b.ZeroMethod
+	}
+}
