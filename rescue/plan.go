@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -505,10 +506,20 @@ var CmdlineKeys = []string{"rewind.auto", "rewind.countdown", "rewind.default", 
 // the plan's default disk.
 func ParseCmdline(cmdline string) (Overrides, error) {
 	var o Overrides
+	seen := make(map[string]bool)
 	for _, f := range splitCmdline(cmdline) {
 		key, val, hasVal := strings.Cut(f, "=")
-		if !strings.HasPrefix(key, "rewind.") {
+		// Rewind.target= or REWIND.PLAN= is a misspelt key, not another
+		// program's: it falls through to the unknown-key error.
+		if !strings.HasPrefix(strings.ToLower(key), "rewind.") {
 			continue
+		}
+		if seen[key] {
+			return o, fmt.Errorf("kernel command line: %s is given twice; give it once (check the boot menu entry and what was typed at the boot prompt)", key)
+		}
+		seen[key] = true
+		if key != "rewind.auto" && key != "rewind.debug" && slices.Contains(CmdlineKeys, key) && val == "" {
+			return o, fmt.Errorf("kernel command line: %s= has no value; give one or drop the key", key)
 		}
 		switch key {
 		case "rewind.auto":

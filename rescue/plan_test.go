@@ -135,6 +135,19 @@ func TestParseCmdline(t *testing.T) {
 		// A misspelt key must not restore onto the plan's default target.
 		{"quiet rewind.taget=/dev/sdb", "unknown key rewind.taget; the known keys are rewind.auto, rewind.countdown"},
 		{"rewind.bogus=1", "unknown key rewind.bogus"},
+		// A key given twice (a boot menu's entry plus one typed at the
+		// prompt) must not let the last one win silently.
+		{"rewind.plan=http://10.0.2.100/plan.toml rewind.plan=http://10.0.2.66/plan.toml", "rewind.plan is given twice"},
+		{"rewind.target=path=/dev/sda rewind.target=path=/dev/sdb", "rewind.target is given twice"},
+		{"rewind.snapshot=http://a/pc1 rewind.snapshot=http://a/pc1", "rewind.snapshot is given twice"},
+		// A key in the wrong case is a misspelt key, not some other
+		// program's parameter.
+		{"Rewind.target=/dev/sdb", "unknown key Rewind.target"},
+		{"REWIND.PLAN=http://x/plan.toml", "unknown key REWIND.PLAN"},
+		{"rewind.Target=path=/dev/sdb", "unknown key rewind.Target"},
+		// An empty value would silently mean "not given".
+		{"rewind.plan=", "rewind.plan= has no value"},
+		{"rewind.machine=", "rewind.machine= has no value"},
 	} {
 		if _, err := ParseCmdline(tc.cmdline); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("kernel command line %q: got error %v, want one containing %q", tc.cmdline, err, tc.want)
