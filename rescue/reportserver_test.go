@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,7 +128,9 @@ func post(t *testing.T, url, auth, body string) (int, string) {
 
 func getStatus(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	// The timeout only turns a server that hangs into a failure.
+	c := &http.Client{Timeout: time.Minute}
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -557,6 +560,15 @@ func TestLabServerFiles(t *testing.T) {
 			"id_ed25519":     "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
 			"lab.pub":        "rewind-ed25519-public BBBB\n",
 			"tls/server.pem": "-----BEGIN CERTIFICATE-----\nCCCC\n",
+			// Keys that do not start on the first byte: openssl pkcs12
+			// output, a blank line first, a combined certificate and key
+			// (haproxy), Rewind's key after white space (it still loads),
+			// a PuTTY key.
+			"tls/p12.pem":      "Bag Attributes\n    localKeyID: 01\nKey Attributes: <No Attributes>\n-----BEGIN PRIVATE KEY-----\nAAAA\n",
+			"tls/blank.pem":    "\n-----BEGIN RSA PRIVATE KEY-----\nAAAA\n",
+			"tls/combined.pem": "-----BEGIN CERTIFICATE-----\nCCCC\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nAAAA\n",
+			"signing2":         "\n  rewind-ed25519-private AAAA\n",
+			"lab.ppk":          "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nAAAA\n",
 		} {
 			p := filepath.Join(l.dir, name)
 			os.MkdirAll(filepath.Dir(p), 0o755)
@@ -572,6 +584,9 @@ func TestLabServerFiles(t *testing.T) {
 			if err := os.Symlink(to, filepath.Join(l.dir, link)); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if err := syscall.Mkfifo(filepath.Join(l.dir, "pipe"), 0o644); err != nil {
+			t.Fatal(err)
 		}
 		dirCode := http.StatusForbidden
 		if list {
@@ -595,6 +610,14 @@ func TestLabServerFiles(t *testing.T) {
 			{"/signing", http.StatusNotFound, ""},
 			{"/id_ed25519", http.StatusNotFound, ""},
 			{"/%2e%2e/out/secret", http.StatusNotFound, ""},
+			{"/tls/p12.pem", http.StatusNotFound, ""},
+			{"/tls/blank.pem", http.StatusNotFound, ""},
+			{"/tls/combined.pem", http.StatusNotFound, ""},
+			{"/signing2", http.StatusNotFound, ""},
+			{"/lab.ppk", http.StatusNotFound, ""},
+			// A FIFO (or a device) is never opened for reading: opening a
+			// FIFO blocks until someone writes to it, a thread per GET.
+			{"/pipe", http.StatusNotFound, ""},
 			{"/", dirCode, ""},
 			{"/pc1/", dirCode, ""},
 		} {
