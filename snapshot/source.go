@@ -379,7 +379,7 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 // stalled rewrites a read error caused by the watchdog.
 func (h *HTTPSource) stalled(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
-		return fmt.Errorf("no data for %s", h.stall)
+		return fmt.Errorf("stalled: less than %d KiB arrived in %s", minProgress>>10, h.stall)
 	}
 	return err
 }
@@ -399,10 +399,39 @@ func (h *HTTPSource) ReadFile(ctx context.Context, name string) ([]byte, error) 
 		if resp.StatusCode != http.StatusOK {
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
 		}
-		data, err = io.ReadAll(io.LimitReader(body, 1<<30))
-		return true, h.stalled(ctx, err)
+		limit := MaxFileSize(name)
+		if resp.ContentLength > limit {
+			return false, fmt.Errorf("%s is %d bytes on the server; at most %d: this is not a Rewind snapshot's %s", name, resp.ContentLength, limit, name)
+		}
+		data, err = io.ReadAll(io.LimitReader(body, limit+1))
+		if err != nil {
+			return true, h.stalled(ctx, err)
+		}
+		if int64(len(data)) > limit {
+			data = nil
+			return false, fmt.Errorf("%s is larger than %d bytes: this is not a Rewind snapshot's %s", name, limit, name)
+		}
+		return false, nil
 	})
 	return data, err
+}
+
+// Size limits of the small files a Source reads whole.
+const (
+	// MaxManifestSize bounds manifest.json: millions of chunks.
+	MaxManifestSize = 1 << 30
+	// MaxSignatureSize bounds manifest.json.sig, one line of ~110 bytes.
+	MaxSignatureSize = 64 << 10
+)
+
+// MaxFileSize is the most ReadFile reads of a snapshot file: the signature
+// is one short line, anything else at most MaxManifestSize. A larger file
+// (a hostile server's endless body) is refused, never truncated.
+func MaxFileSize(name string) int64 {
+	if name == SignatureName {
+		return MaxSignatureSize
+	}
+	return MaxManifestSize
 }
 
 // Size implements Source. It also remembers the file's validator, so that
@@ -521,17 +550,26 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 	return err
 }
 
-// stallReader re-arms the watchdog whenever bytes arrive.
+// minProgress is how many bytes a response body must deliver within each
+// stall timeout: a server that trickles a byte now and then (about 1 KiB/s
+// and less with the default 60 s) is stalled, not slow.
+const minProgress = 64 << 10
+
+// stallReader re-arms the watchdog each time minProgress more bytes have
+// arrived.
 type stallReader struct {
 	r        io.Reader
 	watchdog *time.Timer
 	after    time.Duration
+	got      int // bytes since the watchdog was last armed
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if n > 0 {
+	s.got += n
+	if s.got >= minProgress {
 		s.watchdog.Reset(s.after)
+		s.got = 0
 	}
 	return n, err
 }

@@ -94,9 +94,9 @@ func TestHTTPSourceStalledServer(t *testing.T) {
 		{"segment size from a server that never answers", "http://" + silent.Addr().String() + "/snap",
 			func(ctx context.Context, h *HTTPSource) error { _, err := h.Size(ctx, "data.000"); return err }, "no response for 200ms"},
 		{"manifest whose body stalls", stallBody.URL + "/snap",
-			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, ManifestName); return err }, "no data for 200ms"},
+			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, ManifestName); return err }, "less than 64 KiB arrived in 200ms"},
 		{"signature whose body stalls", stallBody.URL + "/snap",
-			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, SignatureName); return err }, "no data for 200ms"},
+			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, SignatureName); return err }, "less than 64 KiB arrived in 200ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := guard(t)
@@ -353,6 +353,75 @@ func TestHTTPSourceSegmentReplaced(t *testing.T) {
 			}
 			if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("chunk 1 after data.000 was replaced: got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A hostile or broken server cannot make a small file large or a read
+// endless: the signature (one line) and the manifest have size limits
+// checked before and while reading, and a body that trickles in below the
+// minimum rate is a stall, not progress.
+func TestHTTPSourceHugeOrTricklingFiles(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/endless/" + SignatureName: // no length, bytes for ever
+			buf := bytes.Repeat([]byte("A"), 32<<10)
+			for r.Context().Err() == nil {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		case "/declared/" + ManifestName: // claims 4 GiB, sends 1 KiB, waits
+			w.Header().Set("Content-Length", "4294967296")
+			w.Write(bytes.Repeat([]byte(" "), 1024))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/trickle/" + ManifestName: // one byte every 10 ms
+			w.Header().Set("Content-Length", "100000")
+			for i := 0; i < 100000; i++ {
+				if _, err := w.Write([]byte(" ")); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-release:
+					return
+				case <-r.Context().Done():
+					return
+				}
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.CloseClientConnections)
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		dir, file string
+		want      string
+	}{
+		{"endless", SignatureName, "manifest.json.sig is larger than 65536 bytes"},
+		{"declared", ManifestName, "manifest.json is 4294967296 bytes on the server; at most 1073741824"},
+		{"trickle", ManifestName, "less than 64 KiB arrived in 300ms"},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			ctx := guard(t)
+			h := NewHTTPSource(srv.URL+"/"+tc.dir, nil, 500*time.Millisecond, nil)
+			h.SetStallTimeout(300 * time.Millisecond)
+			defer h.Close()
+			_, err := h.ReadFile(ctx, tc.file)
+			if ctx.Err() != nil {
+				t.Fatalf("GET %s/%s: the read was still going when the test's guard ended (err %v)", tc.dir, tc.file, err)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("GET %s/%s: got error %v, want one saying %q", tc.dir, tc.file, err, tc.want)
 			}
 		})
 	}
