@@ -412,14 +412,26 @@ func (r *Rescue) trustDirectory() string {
 	return OverlayTrust
 }
 
-// readLocation reads a small file from media:/path, a local path or http(s).
+// maxLocationFile bounds what readLocation reads: a plan.
+const maxLocationFile = 1 << 20
+
+// readLocation reads a small file from media:/path, a local path or
+// http(s). A file larger than maxLocationFile is refused, not truncated:
+// a plan cut at a line's end can be another valid plan.
 func (r *Rescue) readLocation(ctx context.Context, loc string) ([]byte, error) {
 	rc, err := r.openLocation(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(rc, maxLocationFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", loc, err)
+	}
+	if len(data) > maxLocationFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: too large for a plan; check the URL or split the plan", loc, maxLocationFile)
+	}
+	return data, nil
 }
 
 // openLocation opens media:/path on the rescue media, a local path, or an
@@ -476,7 +488,7 @@ func httpClient(roots *x509.CertPool) *http.Client {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
-	return &http.Client{Timeout: 5 * time.Minute, Transport: t}
+	return &http.Client{Timeout: 5 * time.Minute, Transport: t, CheckRedirect: snapshot.CheckRedirect}
 }
 
 // planRoots returns the rescue image's CA bundle plus the ca certificates

@@ -173,8 +173,25 @@ func NewHTTPClient(roots *x509.CertPool) *http.Client {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: CheckRedirect}
 }
+
+// CheckRedirect is the redirect policy of Rewind's HTTP clients: at most
+// 10 redirects, and never from https to plain http, where anyone on the
+// network could change what is read (and see a report's token).
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return fmt.Errorf("stopped after 10 redirects (last to %s)", req.URL.Redacted())
+	}
+	if prev := via[len(via)-1]; prev.URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w: %s redirected from https to %s (%s); fix the server or use the URL it redirects to", ErrInsecureRedirect, prev.URL.Redacted(), req.URL.Scheme, req.URL.Redacted())
+	}
+	return nil
+}
+
+// ErrInsecureRedirect is wrapped by the errors of requests that an https
+// server redirected to plain http. They are never retried.
+var ErrInsecureRedirect = errors.New("refused an insecure redirect")
 
 // LoadCertPool returns the system's certificate authorities plus those in
 // the PEM files named (a lab's own CA). A file without a certificate is an
@@ -522,6 +539,9 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		again, err = attempt()
 		if ce := CertError(err); ce != nil {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
+		}
+		if errors.Is(err, ErrInsecureRedirect) {
+			return fmt.Errorf("%s from %s: %w", what, h.raw, err)
 		}
 		if err == nil || !again || ctx.Err() != nil {
 			break

@@ -426,3 +426,26 @@ func TestHTTPSourceHugeOrTricklingFiles(t *testing.T) {
 		})
 	}
 }
+
+// An https snapshot is not read over plain http when its server redirects
+// there: the request fails at once (no retries), naming the redirect.
+func TestHTTPSourceRefusesDowngrade(t *testing.T) {
+	dir := testSnapshot(t)
+	plain := httptest.NewServer(http.StripPrefix("/snap/", http.FileServer(http.Dir(dir))))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusMovedPermanently)
+	}))
+	t.Cleanup(secure.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(secure.Certificate())
+	ctx := guard(t)
+	snap, err := Open(ctx, secure.URL+"/snap", OpenOptions{HTTPClient: NewHTTPClient(roots), RetryFor: 20 * time.Second})
+	if err == nil {
+		snap.Close()
+		t.Fatalf("open %s (redirecting to %s): got a snapshot, want the redirect to plain http refused", secure.URL, plain.URL)
+	}
+	if ctx.Err() != nil || !errors.Is(err, ErrInsecureRedirect) || !strings.Contains(err.Error(), "from https to http") || strings.Contains(err.Error(), "gave up") {
+		t.Fatalf("open %s: got %v, want an immediate error naming the redirect from https to http", secure.URL, err)
+	}
+}
