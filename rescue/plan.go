@@ -301,6 +301,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			if err != nil {
 				return fmt.Errorf("plan machine %s match.mac %q is not a MAC address such as 52:54:00:12:34:56", name, mac)
 			}
+			if isPlaceholderMAC(hw) {
+				return fmt.Errorf("plan machine %s match.mac %q is not a NIC's address (all zeros or broadcast); use the MAC 'ip link' shows on the machine", name, mac)
+			}
 			if other, dup := macs[hw.String()]; dup && other != name {
 				return fmt.Errorf("plan machines %s and %s both match MAC %s; a machine must match one entry", other, name, hw)
 			}
@@ -309,6 +312,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 		if u := m.Match.DMIUUID; u != "" {
 			if !dmiUUID.MatchString(u) {
 				return fmt.Errorf("plan machine %s match.dmi_uuid %q is not a UUID such as 0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060 (see /sys/class/dmi/id/product_uuid)", name, u)
+			}
+			if isPlaceholderUUID(u) {
+				return fmt.Errorf("plan machine %s match.dmi_uuid %q is a placeholder that firmware puts on many boards, not this machine's identity: match it by mac instead", name, u)
 			}
 			if other, dup := uuids[strings.ToLower(u)]; dup {
 				return fmt.Errorf("plan machines %s and %s both match DMI UUID %s; a machine must match one entry", other, name, u)
@@ -333,6 +339,21 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 		}
 	}
 	return nil
+}
+
+// isPlaceholderUUID reports whether u is a DMI system UUID that firmware
+// sets on many boards alike: all zeros, all ones, or the AMI default
+// 03000200-0400-0500-0006-000700080009.
+func isPlaceholderUUID(u string) bool {
+	u = strings.ToLower(u)
+	hex := strings.ReplaceAll(u, "-", "")
+	return strings.Trim(hex, "0") == "" || strings.Trim(hex, "f") == "" || u == "03000200-0400-0500-0006-000700080009"
+}
+
+// isPlaceholderMAC reports whether hw is no NIC's own address: all zeros
+// or broadcast.
+func isPlaceholderMAC(hw net.HardwareAddr) bool {
+	return bytes.Count(hw, []byte{0}) == len(hw) || bytes.Count(hw, []byte{0xff}) == len(hw)
 }
 
 var dmiUUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)

@@ -255,6 +255,13 @@ func TestPlanValidateRefusals(t *testing.T) {
 			"plan machines pc1 and pc2 both match MAC 52:54:00:12:34:56"},
 		{"duplicate DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060\"\n" + pc2 + "[machine.match]\ndmi_uuid = \"0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060\"\n", 0,
 			"plan machines pc1 and pc2 both match DMI UUID"},
+		// Firmware placeholders many boards share: matching one restores
+		// this entry's snapshot onto every such board.
+		{"placeholder DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"03000200-0400-0500-0006-000700080009\"\n", 0, `machine pc1 match.dmi_uuid "03000200-0400-0500-0006-000700080009" is a placeholder`},
+		{"zero DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"00000000-0000-0000-0000-000000000000\"\n", 0, "is a placeholder"},
+		{"all-F DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"ffffffff-ffff-ffff-ffff-ffffffffffff\"\n", 0, "is a placeholder"},
+		{"zero MAC", pc1 + "[machine.match]\nmac = [\"00:00:00:00:00:00\"]\n", 0, `machine pc1 match.mac "00:00:00:00:00:00" is not a NIC's address`},
+		{"broadcast MAC", pc1 + "[machine.match]\nmac = [\"ff-ff-ff-ff-ff-ff\"]\n", 0, "is not a NIC's address"},
 		{"huge countdown", "[countdown]\nseconds = 9223372036\n" + pc1, 0, "countdown.seconds is 9223372036, more than a day (86400)"},
 		{"day countdown", "[countdown]\nseconds = 86400\n" + pc1, 0, ""},
 		{"short expect.id", pc1 + "[machine.expect]\nid = \"3f2a\"\n", 0, `machine pc1: expect.id "3f2a" is not a snapshot ID`},
