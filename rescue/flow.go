@@ -389,6 +389,11 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if err := plan.ValidateFor(len(imageKeys)); err != nil {
 		return nil, source, fmt.Errorf("plan %s: %w", source, err)
 	}
+	if len(imageKeys) > 0 && plan != r.builtin {
+		if err := plan.checkOutsideInstallFiles(); err != nil {
+			return nil, source, fmt.Errorf("plan %s: %w", source, err)
+		}
+	}
 	return plan, source, nil
 }
 

@@ -356,6 +356,26 @@ func isPlaceholderMAC(hw net.HardwareAddr) bool {
 	return bytes.Count(hw, []byte{0}) == len(hw) || bytes.Count(hw, []byte{0xff}) == len(hw)
 }
 
+// checkOutsideInstallFiles refuses, in a plan from outside a rescue image
+// that has trusted keys (rewind.plan=, the medium's plan.toml), install
+// files fetched over the network: their sha256 comes from that same
+// unverified plan, so a hostile plan server could put any file into the
+// signed system it restores. The image's own plan and media: sources may.
+func (p *Plan) checkOutsideInstallFiles() error {
+	for i, m := range p.Machines {
+		name := m.Name
+		if name == "" {
+			name = fmt.Sprintf("#%d", i+1)
+		}
+		for _, f := range m.InstallFiles {
+			if isHTTP(f.Source) {
+				return fmt.Errorf("machine %s: install_file %s comes from a plan outside the rescue image, which has trusted keys: the plan, and so its sha256, is not verified; put the entry in the plan built into the image (rewind media build --plan) or copy the file onto the medium (media:/...)", name, f.Source)
+			}
+		}
+	}
+	return nil
+}
+
 var dmiUUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // checkSnapshotLocation accepts what the rescue flow can open: media:/path
