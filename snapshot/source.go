@@ -177,20 +177,23 @@ func NewHTTPClient(roots *x509.CertPool) *http.Client {
 }
 
 // CheckRedirect is the redirect policy of Rewind's HTTP clients: at most
-// 10 redirects, and never from https to plain http, where anyone on the
-// network could change what is read (and see a report's token).
+// 10 redirects, only to http(s), and never from https to plain http, where
+// anyone on the network could change what is read (and see a report's
+// token).
 func CheckRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return fmt.Errorf("stopped after 10 redirects (last to %s)", req.URL.Redacted())
 	}
-	if prev := via[len(via)-1]; prev.URL.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("%w: %s redirected from https to %s (%s); fix the server or use the URL it redirects to", ErrInsecureRedirect, prev.URL.Redacted(), req.URL.Scheme, req.URL.Redacted())
+	prev := via[len(via)-1]
+	if prev.URL.Scheme == "https" && req.URL.Scheme != "https" || req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w: %s redirected from %s to %s (%s); fix the server or use the URL it redirects to", ErrInsecureRedirect, prev.URL.Redacted(), prev.URL.Scheme, req.URL.Scheme, req.URL.Redacted())
 	}
 	return nil
 }
 
-// ErrInsecureRedirect is wrapped by the errors of requests that an https
-// server redirected to plain http. They are never retried.
+// ErrInsecureRedirect is wrapped by the errors of requests that a server
+// redirected from https to plain http, or to a scheme other than http(s).
+// They are never retried.
 var ErrInsecureRedirect = errors.New("refused an insecure redirect")
 
 // LoadCertPool returns the system's certificate authorities plus those in

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -428,7 +429,8 @@ func TestHTTPSourceHugeOrTricklingFiles(t *testing.T) {
 }
 
 // An https snapshot is not read over plain http when its server redirects
-// there: the request fails at once (no retries), naming the redirect.
+// there, and no snapshot is read from a redirect to another scheme
+// (file://): the request fails at once (no retries), naming the redirect.
 func TestHTTPSourceRefusesDowngrade(t *testing.T) {
 	dir := testSnapshot(t)
 	plain := httptest.NewServer(http.StripPrefix("/snap/", http.FileServer(http.Dir(dir))))
@@ -437,15 +439,24 @@ func TestHTTPSourceRefusesDowngrade(t *testing.T) {
 		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusMovedPermanently)
 	}))
 	t.Cleanup(secure.Close)
+	toFile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "file://"+dir+"/"+path.Base(r.URL.Path), http.StatusFound)
+	}))
+	t.Cleanup(toFile.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(secure.Certificate())
-	ctx := guard(t)
-	snap, err := Open(ctx, secure.URL+"/snap", OpenOptions{HTTPClient: NewHTTPClient(roots), RetryFor: 20 * time.Second})
-	if err == nil {
-		snap.Close()
-		t.Fatalf("open %s (redirecting to %s): got a snapshot, want the redirect to plain http refused", secure.URL, plain.URL)
-	}
-	if ctx.Err() != nil || !errors.Is(err, ErrInsecureRedirect) || !strings.Contains(err.Error(), "from https to http") || strings.Contains(err.Error(), "gave up") {
-		t.Fatalf("open %s: got %v, want an immediate error naming the redirect from https to http", secure.URL, err)
+	for _, tc := range []struct{ url, want string }{
+		{secure.URL + "/snap", "redirected from https to http"},
+		{toFile.URL + "/snap", "redirected from http to file"},
+	} {
+		ctx := guard(t)
+		snap, err := Open(ctx, tc.url, OpenOptions{HTTPClient: NewHTTPClient(roots), RetryFor: 20 * time.Second})
+		if err == nil {
+			snap.Close()
+			t.Fatalf("open %s: got a snapshot, want the redirect refused", tc.url)
+		}
+		if ctx.Err() != nil || !errors.Is(err, ErrInsecureRedirect) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "gave up") {
+			t.Fatalf("open %s: got %v, want an immediate error saying %q", tc.url, err, tc.want)
+		}
 	}
 }
