@@ -191,6 +191,11 @@ func CheckRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// ErrContentEncoding is wrapped by the errors of responses that are
+// compressed on the way (Content-Encoding): their bytes are not the
+// snapshot's. They are never retried.
+var ErrContentEncoding = errors.New("the server encodes what it sends")
+
 // ErrInsecureRedirect is wrapped by the errors of requests that a server
 // redirected from https to plain http, or to a scheme other than http(s).
 // They are never retried.
@@ -392,6 +397,10 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 		}
 		return nil, nil, nil, err
 	}
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		done()
+		return nil, nil, nil, fmt.Errorf("%w: the server sent %s with Content-Encoding %s, not the stored bytes; turn off compression for the snapshot files on the server", ErrContentEncoding, name, enc)
+	}
 	watchdog.Reset(h.stall)
 	return resp, &stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, done, nil
 }
@@ -543,7 +552,7 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		if ce := CertError(err); ce != nil {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
 		}
-		if errors.Is(err, ErrInsecureRedirect) {
+		if errors.Is(err, ErrInsecureRedirect) || errors.Is(err, ErrContentEncoding) {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, err)
 		}
 		if err == nil || !again || ctx.Err() != nil {

@@ -460,3 +460,28 @@ func TestHTTPSourceRefusesDowngrade(t *testing.T) {
 		}
 	}
 }
+
+// A server that compresses what it sends (Content-Encoding: gzip, as a web
+// server's on-the-fly compression does) is named as such, not reported as
+// a manifest that is not JSON or a damaged chunk.
+func TestHTTPSourceContentEncoding(t *testing.T) {
+	dir := testSnapshot(t)
+	files := http.FileServer(http.Dir(dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/snap")
+		w.Header().Set("Content-Encoding", "gzip") // a lie or not: either way not the stored bytes
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h := NewHTTPSource(srv.URL+"/snap", nil, time.Second, nil)
+	defer h.Close()
+	ctx := guard(t)
+	_, err := h.ReadFile(ctx, ManifestName)
+	if err == nil || !strings.Contains(err.Error(), "Content-Encoding gzip") {
+		t.Errorf("GET %s: got %v, want an error naming Content-Encoding gzip", ManifestName, err)
+	}
+	err = h.ReadAt(ctx, "data.000", make([]byte, 100), 0)
+	if err == nil || !strings.Contains(err.Error(), "Content-Encoding gzip") {
+		t.Errorf("GET data.000 bytes 0-99: got %v, want an error naming Content-Encoding gzip", err)
+	}
+}
