@@ -434,18 +434,27 @@ const (
 	maxReportMACs  = 64
 )
 
+// maxReportObjects bounds the JSON objects in one report (a real one has
+// a few dozen: steps, NICs, install files). Each becomes a struct of up
+// to a few hundred bytes, so 256 KiB of "{}," would otherwise hold some
+// 20 MB per row, and as much again on disk once re-encoded.
+const maxReportObjects = 2048
+
 // decodeReport parses one report and validates what names it.
 func decodeReport(rd io.Reader) (*Report, machineID, error) {
-	dec := json.NewDecoder(rd)
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, machineID{}, err // too big, or a timeout: the caller tells them apart
+	}
+	if n := countObjects(b); n > maxReportObjects {
+		return nil, machineID{}, fmt.Errorf("report has more than %d JSON objects; a report has a few dozen (steps, NICs, install files)", maxReportObjects)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	var r Report
 	if err := dec.Decode(&r); err != nil {
 		return nil, machineID{}, fmt.Errorf("report is not JSON: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, machineID{}, err
-		}
 		return nil, machineID{}, errors.New("report has data after its JSON object")
 	}
 	id, err := validateReport(&r)
@@ -453,6 +462,24 @@ func decodeReport(rd io.Reader) (*Report, machineID, error) {
 		return nil, machineID{}, err
 	}
 	return &r, id, nil
+}
+
+// countObjects counts the JSON objects in b, stopping past
+// maxReportObjects or at the first syntax error (which decoding reports).
+// It holds no more than one token at a time.
+func countObjects(b []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	n := 0
+	for n <= maxReportObjects {
+		t, err := dec.Token()
+		if err != nil {
+			break
+		}
+		if t == json.Delim('{') {
+			n++
+		}
+	}
+	return n
 }
 
 // validateReport checks the fields that name a report: version, status,

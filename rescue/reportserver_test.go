@@ -233,6 +233,24 @@ func TestReportPOSTRefused(t *testing.T) {
 	}
 	status := func(s string) func(m map[string]any) { return func(m map[string]any) { m["status"] = s } }
 	big := valid(func(m map[string]any) { m["error"] = strings.Repeat("x", DefaultMaxReportSize) })
+	// 240 KiB of empty objects decode to some 20 MB of structs per report
+	// (a NIC is ~250 bytes in memory, 3 in JSON): a thousand such rows
+	// would hold tens of GB.
+	empties := func(n int) []map[string]any { return make([]map[string]any, n) }
+	manyNICs := valid(func(m map[string]any) {
+		nics := empties(80000)
+		for i := range nics {
+			nics[i] = map[string]any{}
+		}
+		m["network"] = map[string]any{"nics": nics}
+	})
+	manySteps := valid(func(m map[string]any) {
+		steps := empties(80000)
+		for i := range steps {
+			steps[i] = map[string]any{}
+		}
+		m["steps"] = steps
+	})
 	for _, tc := range []struct {
 		name, auth, body string
 		code             int
@@ -261,6 +279,8 @@ func TestReportPOSTRefused(t *testing.T) {
 		{"not JSON", bearer, "not json", http.StatusBadRequest, "not JSON"},
 		{"trailing data", bearer, valid(func(map[string]any) {}) + `{"status": "../x"}`, http.StatusBadRequest, "after its JSON"},
 		{"oversize", bearer, big, http.StatusRequestEntityTooLarge, "larger than"},
+		{"80000 NICs", bearer, manyNICs, http.StatusBadRequest, "JSON objects"},
+		{"80000 steps", bearer, manySteps, http.StatusBadRequest, "JSON objects"},
 	} {
 		before := tree(t, l.base)
 		code, answer := post(t, url, tc.auth, tc.body)
