@@ -440,14 +440,18 @@ const (
 // 20 MB per row, and as much again on disk once re-encoded.
 const maxReportObjects = 2048
 
+// maxReportTokens bounds the JSON values, keys and delimiters of one
+// report: 256 KiB of `"",` in a string list would be 87000 strings.
+const maxReportTokens = 32768
+
 // decodeReport parses one report and validates what names it.
 func decodeReport(rd io.Reader) (*Report, machineID, error) {
 	b, err := io.ReadAll(rd)
 	if err != nil {
 		return nil, machineID{}, err // too big, or a timeout: the caller tells them apart
 	}
-	if n := countObjects(b); n > maxReportObjects {
-		return nil, machineID{}, fmt.Errorf("report has more than %d JSON objects; a report has a few dozen (steps, NICs, install files)", maxReportObjects)
+	if objects, tokens := countJSON(b); objects > maxReportObjects || tokens > maxReportTokens {
+		return nil, machineID{}, fmt.Errorf("report has more than %d JSON objects or %d values; a report has a few dozen objects (steps, NICs, install files)", maxReportObjects, maxReportTokens)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var r Report
@@ -464,22 +468,22 @@ func decodeReport(rd io.Reader) (*Report, machineID, error) {
 	return &r, id, nil
 }
 
-// countObjects counts the JSON objects in b, stopping past
-// maxReportObjects or at the first syntax error (which decoding reports).
-// It holds no more than one token at a time.
-func countObjects(b []byte) int {
+// countJSON counts the JSON objects and tokens in b, stopping past the
+// limits or at the first syntax error (which decoding reports). It holds
+// no more than one token at a time.
+func countJSON(b []byte) (objects, tokens int) {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	n := 0
-	for n <= maxReportObjects {
+	for objects <= maxReportObjects && tokens <= maxReportTokens {
 		t, err := dec.Token()
 		if err != nil {
 			break
 		}
+		tokens++
 		if t == json.Delim('{') {
-			n++
+			objects++
 		}
 	}
-	return n
+	return objects, tokens
 }
 
 // validateReport checks the fields that name a report: version, status,

@@ -281,6 +281,7 @@ func TestReportPOSTRefused(t *testing.T) {
 		{"oversize", bearer, big, http.StatusRequestEntityTooLarge, "larger than"},
 		{"80000 NICs", bearer, manyNICs, http.StatusBadRequest, "JSON objects"},
 		{"80000 steps", bearer, manySteps, http.StatusBadRequest, "JSON objects"},
+		{"80000 DNS servers", bearer, valid(func(m map[string]any) { m["network"] = map[string]any{"dns": make([]string, 80000)} }), http.StatusBadRequest, "values"},
 	} {
 		before := tree(t, l.base)
 		code, answer := post(t, url, tc.auth, tc.body)
