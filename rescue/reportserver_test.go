@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewind-bmr/rewind/restore"
 )
@@ -802,5 +805,59 @@ func TestLabServerWriteTimeout(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * time.Minute): // a hang guard, not a speed check
 		t.Fatal("the server still holds a connection whose client stopped reading")
+	}
+}
+
+// The report saved on the rescue medium never follows a symbolic link
+// planted there (an ext4 medium): last.json -> /dev/sda would write the
+// JSON over the start of the disk just restored.
+func TestSaveReportPlantedSymlink(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "rewind", "reports")
+	os.MkdirAll(dir, 0o755)
+	victim := filepath.Join(base, "restored-disk")
+	if err := os.WriteFile(victim, []byte("boot sector"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := testReport("pc1", "52:54:00:00:00:01", StatusSuccess, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	// /dev/null's numbers: a write through it is lost, and was reported saved.
+	null := func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))) }
+	for _, tc := range []struct {
+		what  string
+		plant func(p string) error
+	}{
+		{"a link to the restored disk", func(p string) error { return os.Symlink(victim, p) }},
+		{"a FIFO", func(p string) error { return unix.Mkfifo(p, 0o644) }},
+		{"a device node", null},
+	} {
+		for _, name := range []string{"last.json", r.FileName()} {
+			os.Remove(filepath.Join(dir, "last.json"))
+			os.Remove(filepath.Join(dir, r.FileName()))
+			if err := tc.plant(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := SaveReport(r, dir); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute): // only turns a hang into a failure
+				t.Fatalf("%s %s: SaveReport still waiting after a minute", name, tc.what)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != "boot sector" {
+				t.Fatalf("%s %s: SaveReport wrote through it (now %.40q)", name, tc.what, b)
+			}
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s %s: SaveReport returned %v, want an error naming it", name, tc.what, err)
+			}
+		}
+	}
+	os.Remove(filepath.Join(dir, "last.json"))
+	os.Remove(filepath.Join(dir, r.FileName()))
+	if _, err := SaveReport(r, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "last.json")); err != nil || !bytes.Equal(b, r.JSON()) {
+		t.Errorf("last.json: got %d bytes, %v; want the report", len(b), err)
 	}
 }
