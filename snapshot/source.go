@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -48,9 +49,42 @@ func NewDirSource(dir string) *DirSource {
 
 func (d *DirSource) String() string { return d.dir }
 
-// ReadFile implements Source.
+// ReadFile implements Source. A file larger than MaxFileSize(name), or
+// not a regular file (a FIFO planted on a stick would block for ever), is
+// refused, naming it.
 func (d *DirSource) ReadFile(_ context.Context, name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(d.dir, name))
+	f, err := openRegular(filepath.Join(d.dir, name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	limit := MaxFileSize(name)
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: this is not a Rewind snapshot's %s", filepath.Join(d.dir, name), limit, name)
+	}
+	return data, nil
+}
+
+// openRegular opens a regular file for reading; anything else (a FIFO, a
+// device) is an error naming it, and a FIFO is never waited on.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is a %s, not a regular file", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Size implements Source.
@@ -84,7 +118,7 @@ func (d *DirSource) open(name string) (*os.File, error) {
 	if f, ok := d.files[name]; ok {
 		return f, nil
 	}
-	f, err := os.Open(filepath.Join(d.dir, name))
+	f, err := openRegular(filepath.Join(d.dir, name))
 	if err != nil {
 		return nil, err
 	}

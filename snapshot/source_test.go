@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -483,5 +484,34 @@ func TestHTTPSourceContentEncoding(t *testing.T) {
 	err = h.ReadAt(ctx, "data.000", make([]byte, 100), 0)
 	if err == nil || !strings.Contains(err.Error(), "Content-Encoding gzip") {
 		t.Errorf("GET data.000 bytes 0-99: got %v, want an error naming Content-Encoding gzip", err)
+	}
+}
+
+// A snapshot directory (a stick, a share) holding a FIFO or an oversized
+// file in place of the manifest's signature neither hangs nor fills
+// memory: each is refused, naming the file.
+func TestDirSourceOddFiles(t *testing.T) {
+	for _, tc := range []struct {
+		what  string
+		plant func(p string) error
+		want  string
+	}{
+		{"a FIFO", func(p string) error { return syscall.Mkfifo(p, 0o644) }, "not a regular file"},
+		{"a 1 MiB signature", func(p string) error { return os.WriteFile(p, make([]byte, 1<<20), 0o644) }, "larger than 65536 bytes"},
+	} {
+		dir := testSnapshot(t)
+		if err := tc.plant(filepath.Join(dir, SignatureName)); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := NewDirSource(dir).ReadFile(context.Background(), SignatureName); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), SignatureName) {
+				t.Errorf("%s as %s: got %v, want an error naming it and saying %q", tc.what, SignatureName, err, tc.want)
+			}
+		case <-time.After(time.Minute): // only turns a hang into a failure
+			t.Fatalf("%s as %s: ReadFile still waiting after a minute", tc.what, SignatureName)
+		}
 	}
 }
