@@ -547,6 +547,9 @@ var CmdlineKeys = []string{"rewind.auto", "rewind.countdown", "rewind.default", 
 // the plan's default disk.
 func ParseCmdline(cmdline string) (Overrides, error) {
 	var o Overrides
+	if tail, ok := unclosedQuote(cmdline); ok && strings.Contains(strings.ToLower(tail), "rewind.") {
+		return o, fmt.Errorf("kernel command line: the double quote in %s is never closed, so it swallows the rest of the line; close it", tail)
+	}
 	seen := make(map[string]bool)
 	for _, f := range splitCmdline(cmdline) {
 		key, val, hasVal := strings.Cut(f, "=")
@@ -573,7 +576,14 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 			}
 			o.Auto = b
 		case "rewind.debug":
-			o.Debug = true
+			b := true
+			if hasVal {
+				var err error
+				if b, err = strconv.ParseBool(val); err != nil {
+					return o, fmt.Errorf("kernel command line %s: want rewind.debug, rewind.debug=1 or rewind.debug=0", f)
+				}
+			}
+			o.Debug = b
 		case "rewind.countdown":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 0 || n > MaxCountdown {
@@ -609,6 +619,26 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 		}
 	}
 	return o, nil
+}
+
+// unclosedQuote returns the text from a double quote that is never
+// closed to the end of the command line, and whether there is one.
+func unclosedQuote(s string) (string, bool) {
+	open := -1
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' {
+			if open < 0 {
+				open = i
+			} else {
+				open = -1
+			}
+		}
+	}
+	if open < 0 {
+		return "", false
+	}
+	start := strings.LastIndexAny(s[:open], " \t\n") + 1
+	return s[start:], true
 }
 
 func splitCmdline(s string) []string {

@@ -124,6 +124,9 @@ func TestParseCmdline(t *testing.T) {
 		o.Plan != "http://10.0.2.100/plan.toml" {
 		t.Errorf("got %+v", o)
 	}
+	if o, err := ParseCmdline(`rewind.debug=0 quiet="a b"`); err != nil || o.Debug {
+		t.Errorf("rewind.debug=0: got %+v, %v; want debug off", o, err)
+	}
 	for _, tc := range []struct{ cmdline, want string }{
 		{"rewind.countdown=x", "rewind.countdown=x: want a number of seconds"},
 		{"rewind.countdown=99999999999", "from 0 to 86400"},
@@ -148,6 +151,10 @@ func TestParseCmdline(t *testing.T) {
 		// An empty value would silently mean "not given".
 		{"rewind.plan=", "rewind.plan= has no value"},
 		{"rewind.machine=", "rewind.machine= has no value"},
+		// An unclosed quote swallows what follows: here rewind.after=shell.
+		{`rewind.target="path=/dev/sda rewind.after=shell`, `the double quote in rewind.target="path=/dev/sda rewind.after=shell is never closed`},
+		{`foo="bar rewind.target=path=/dev/sdb`, "is never closed"},
+		{"rewind.debug=maybe", "rewind.debug=maybe"},
 	} {
 		if _, err := ParseCmdline(tc.cmdline); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("kernel command line %q: got error %v, want one containing %q", tc.cmdline, err, tc.want)
