@@ -205,6 +205,13 @@ func ParsePlan(data []byte) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan is not valid TOML: %w", err)
 	}
+	// The decoder matches keys to fields ignoring case, so TARGET after
+	// target would silently win over it; every plan key is lower case.
+	for _, k := range md.Keys() {
+		if s := k.String(); s != strings.ToLower(s) {
+			return nil, fmt.Errorf("plan key %s has upper-case letters; plan keys are lower case (a second key differing only in case would silently replace the first)", s)
+		}
+	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
 		for i, k := range und {

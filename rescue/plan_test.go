@@ -269,6 +269,10 @@ func TestPlanValidateRefusals(t *testing.T) {
 		{"all-F DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"ffffffff-ffff-ffff-ffff-ffffffffffff\"\n", 0, "is a placeholder"},
 		{"zero MAC", pc1 + "[machine.match]\nmac = [\"00:00:00:00:00:00\"]\n", 0, `machine pc1 match.mac "00:00:00:00:00:00" is not a NIC's address`},
 		{"broadcast MAC", pc1 + "[machine.match]\nmac = [\"ff-ff-ff-ff-ff-ff\"]\n", 0, "is not a NIC's address"},
+		// A key differing only in case decoded into the same field: the
+		// reviewer reads target = sdb, the restore used TARGET = sda.
+		{"key in another case", pc1 + "target = \"path=/dev/sdb\"\nTARGET = \"path=/dev/sda\"\n", 0, "plan key machine.TARGET has upper-case letters"},
+		{"table in another case", "[Countdown]\nseconds = 0\n" + pc1, 0, "plan key Countdown has upper-case letters"},
 		{"huge countdown", "[countdown]\nseconds = 9223372036\n" + pc1, 0, "countdown.seconds is 9223372036, more than a day (86400)"},
 		{"day countdown", "[countdown]\nseconds = 86400\n" + pc1, 0, ""},
 		{"short expect.id", pc1 + "[machine.expect]\nid = \"3f2a\"\n", 0, `machine pc1: expect.id "3f2a" is not a snapshot ID`},
