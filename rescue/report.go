@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -141,11 +142,17 @@ func (r *Report) Finish(status string, err error, now time.Time) {
 	r.Seconds = now.Sub(r.Started).Seconds()
 }
 
-// JSON encodes the report.
+// JSON encodes the report. The password of any URL in it (the plan's
+// http://user:password@host/...) is replaced by xxxxx, as url.Redacted
+// does: reports go to the lab's public page and onto the medium.
 func (r *Report) JSON() []byte {
 	b, _ := json.MarshalIndent(r, "", "  ")
+	b = urlPassword.ReplaceAll(b, []byte("${1}:xxxxx@"))
 	return append(b, '\n')
 }
+
+// urlPassword matches the user and password of an http(s) URL.
+var urlPassword = regexp.MustCompile(`(?i)(https?://[^/@"\s:]*):[^/@"\s]*@`)
 
 // FileName is the report's file name under rewind/reports/.
 func (r *Report) FileName() string {

@@ -861,3 +861,23 @@ func TestSaveReportPlantedSymlink(t *testing.T) {
 		t.Errorf("last.json: got %d bytes, %v; want the report", len(b), err)
 	}
 }
+
+// A password in a URL of the plan (http://user:password@host/...) never
+// reaches the report: it is shown on the lab's public reports page, kept
+// in DIR/reports and on the medium.
+func TestReportRedactsURLPasswords(t *testing.T) {
+	r := testReport("pc1", "52:54:00:00:00:01", StatusFailed, time.Now())
+	r.Plan.Source = "https://lab:s3cret-plan@10.0.0.1/plan.toml"
+	r.Snapshot.Location = "http://lab:s3cret-snap@10.0.0.1/pc1"
+	r.Error = `GET manifest.json from http://lab:s3cret-err@10.0.0.1/pc1: 503`
+	r.InstallFiles = []InstallOutcome{{Source: "https://u:s3cret-inst@10.0.0.1/x", Dest: "part:1:/x", Result: InstallFailed}}
+	out := string(r.JSON())
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("report JSON holds a URL's password:\n%s", out)
+	}
+	for _, want := range []string{"http://lab:xxxxx@10.0.0.1/pc1", "https://lab:xxxxx@10.0.0.1/plan.toml"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report JSON lacks %s:\n%s", want, out)
+		}
+	}
+}
