@@ -881,3 +881,17 @@ func TestReportRedactsURLPasswords(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot segment (LZ4 frames) whose first bytes hold the text of a
+// captured PEM key, stored as LZ4 literals, is still served: the private
+// key check must not make a restore fail with a missing segment.
+func TestLabServerServesSegmentsWithKeyText(t *testing.T) {
+	l := startLab(t, LabServerConfig{})
+	seg := "\x04\x22\x4d\x18\x64\x40\xa7" + "\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n" + strings.Repeat("z", 1000)
+	if err := os.WriteFile(filepath.Join(l.dir, "pc1", "data.001"), []byte(seg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := getStatus(t, l.url+"/pc1/data.001"); code != http.StatusOK || body != seg {
+		t.Errorf("GET /pc1/data.001 (an LZ4 segment): %d with %d bytes, want 200 with the %d bytes", code, len(body), len(seg))
+	}
+}

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"html/template"
@@ -158,8 +159,11 @@ func isPrivateKey(f *os.File) bool {
 	if bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte(privateKeyHeader)) {
 		return true
 	}
+	if len(head) >= 4 && binary.LittleEndian.Uint32(head) == lz4Magic {
+		return false // a segment: its frames may hold a captured key's text as literals
+	}
 	if !bytes.Contains(head, []byte("PRIVATE KEY-----")) && !bytes.Contains(head, []byte("PuTTY-User-Key-File-")) {
-		return false // the common case: a segment or a manifest
+		return false // the common case: a manifest, a boot file
 	}
 	for line := range bytes.Lines(head) {
 		line = bytes.TrimSpace(line)
