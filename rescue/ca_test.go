@@ -16,7 +16,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,5 +152,25 @@ func TestReadLocationRefusals(t *testing.T) {
 	}
 	if _, err := ParsePlan([]byte(big[:1<<20])); err != nil {
 		t.Errorf("the plan's first MiB should parse (that is the danger), got %v", err)
+	}
+}
+
+// A plan or install file on the medium that is a FIFO (planted on an ext4
+// stick) fails at once, naming it, instead of blocking the rescue.
+func TestReadLocationFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "plan.toml")
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &Rescue{}
+	done := make(chan error, 1)
+	go func() { _, err := r.readLocation(context.Background(), p); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), p) {
+			t.Errorf("read %s (a FIFO): got %v, want an error naming it, not a regular file", p, err)
+		}
+	case <-time.After(time.Minute): // only turns a hang into a failure
+		t.Fatalf("read %s (a FIFO): still waiting after a minute", p)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
@@ -447,7 +448,20 @@ func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, e
 		if err != nil {
 			return nil, err
 		}
-		return os.Open(p)
+		// O_NONBLOCK: a FIFO planted on the medium fails instead of
+		// blocking the rescue; it has no effect on a regular file.
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, err
+		}
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			if err == nil {
+				err = fmt.Errorf("%s is not a regular file", p)
+			}
+			return nil, err
+		}
+		return f, nil
 	}
 	if err := r.network(ctx); err != nil {
 		return nil, err
