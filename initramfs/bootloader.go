@@ -34,13 +34,51 @@ type MenuEntry struct {
 
 // Menu returns the boot menu: "Restore" (the default; Rewind's countdown
 // then runs as the plan says) and "Rescue shell". extra is appended to
-// both command lines.
+// both command lines; the shell entry leaves out extra's keys that
+// ShellCmdline sets, since the rescue flow refuses a key given twice.
 func Menu(extra string) []MenuEntry {
-	cl := func(s ...string) string { return strings.Join(strings.Fields(strings.Join(s, " ")), " ") }
+	cl := func(s ...string) string { return strings.Join(cmdlineFields(strings.Join(s, " ")), " ") }
+	shellKeys := make(map[string]bool)
+	for _, f := range cmdlineFields(ShellCmdline) {
+		key, _, _ := strings.Cut(f, "=")
+		shellKeys[key] = true
+	}
+	var shellExtra []string
+	for _, f := range cmdlineFields(extra) {
+		if key, _, _ := strings.Cut(f, "="); !shellKeys[key] {
+			shellExtra = append(shellExtra, f)
+		}
+	}
 	return []MenuEntry{
 		{ID: "restore", Title: "Rewind: Restore", Cmdline: cl(BaseCmdline, extra)},
-		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, extra, ShellCmdline)},
+		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, strings.Join(shellExtra, " "), ShellCmdline)},
 	}
+}
+
+// cmdlineFields splits a kernel command line at white space outside
+// double quotes, keeping the quotes.
+func cmdlineFields(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			cur.WriteRune(r)
+		case !quoted && (r == ' ' || r == '\t' || r == '\n'):
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
 }
 
 // grubConfig is boot/grub/grub.cfg: a menu on the screen and the serial

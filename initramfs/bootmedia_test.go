@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/rescue"
 )
 
 func TestCheckOutDir(t *testing.T) {
@@ -59,6 +60,24 @@ func TestMenus(t *testing.T) {
 		if !strings.Contains(script, want) {
 			t.Errorf("boot.ipxe lacks %q:\n%s", want, script)
 		}
+	}
+}
+
+// The rescue shell entry keeps working when media build --cmdline sets the
+// keys it sets: the rescue flow refuses a key given twice, so the shell
+// entry drops them from the extra command line instead of repeating them.
+func TestMenuShellEntryOverridesExtra(t *testing.T) {
+	menu := Menu(`rewind.countdown=30 rewind.default=restore rewind.after=reboot rewind.target="serial=WD 1" quiet`)
+	shell := menu[1].Cmdline
+	o, err := rescue.ParseCmdline(shell)
+	if err != nil {
+		t.Fatalf("shell entry %q: %v", shell, err)
+	}
+	if o.Default != rescue.DefaultAbort || o.After != rescue.AfterShell || o.Countdown == nil || *o.Countdown != 0 || o.Target != "serial=WD 1" {
+		t.Errorf("shell entry %q: got overrides %+v, want countdown 0, default abort, after shell, target serial=WD 1", shell, o)
+	}
+	if _, err := rescue.ParseCmdline(menu[0].Cmdline); err != nil {
+		t.Errorf("restore entry %q: %v", menu[0].Cmdline, err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
@@ -390,6 +391,11 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 	if err := plan.ValidateFor(len(imageKeys)); err != nil {
 		return nil, source, fmt.Errorf("plan %s: %w", source, err)
 	}
+	if len(imageKeys) > 0 && plan != r.builtin {
+		if err := plan.checkOutsideInstallFiles(); err != nil {
+			return nil, source, fmt.Errorf("plan %s: %w", source, err)
+		}
+	}
 	return plan, source, nil
 }
 
@@ -413,14 +419,26 @@ func (r *Rescue) trustDirectory() string {
 	return OverlayTrust
 }
 
-// readLocation reads a small file from media:/path, a local path or http(s).
+// maxLocationFile bounds what readLocation reads: a plan.
+const maxLocationFile = 1 << 20
+
+// readLocation reads a small file from media:/path, a local path or
+// http(s). A file larger than maxLocationFile is refused, not truncated:
+// a plan cut at a line's end can be another valid plan.
 func (r *Rescue) readLocation(ctx context.Context, loc string) ([]byte, error) {
 	rc, err := r.openLocation(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(rc, maxLocationFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", loc, err)
+	}
+	if len(data) > maxLocationFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: too large for a plan; check the URL or split the plan", loc, maxLocationFile)
+	}
+	return data, nil
 }
 
 // openLocation opens media:/path on the rescue media, a local path, or an
@@ -431,7 +449,20 @@ func (r *Rescue) openLocation(ctx context.Context, loc string) (io.ReadCloser, e
 		if err != nil {
 			return nil, err
 		}
-		return os.Open(p)
+		// O_NONBLOCK: a FIFO planted on the medium fails instead of
+		// blocking the rescue; it has no effect on a regular file.
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, err
+		}
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			if err == nil {
+				err = fmt.Errorf("%s is not a regular file", p)
+			}
+			return nil, err
+		}
+		return f, nil
 	}
 	if err := r.network(ctx); err != nil {
 		return nil, err
@@ -477,7 +508,7 @@ func httpClient(roots *x509.CertPool) *http.Client {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
-	return &http.Client{Timeout: 5 * time.Minute, Transport: t}
+	return &http.Client{Timeout: 5 * time.Minute, Transport: t, CheckRedirect: snapshot.CheckRedirect}
 }
 
 // planRoots returns the rescue image's CA bundle plus the ca certificates

@@ -210,3 +210,55 @@ func TestTrustImageKeysAlwaysRequired(t *testing.T) {
 		}
 	}
 }
+
+// With trusted keys in the rescue image, a plan from outside it (here
+// rewind.plan=URL on a server an attacker controls) cannot install files
+// fetched over the network: their sha256 comes from the same unverified
+// plan, so it would let that server put any file, say an SSH key, into
+// the signed system it restores. The plan is refused before anything is
+// written; media: sources and plans without image keys are unaffected.
+func TestOutsidePlanCannotInstallFromNetwork(t *testing.T) {
+	dir := t.TempDir()
+	imageDir := filepath.Join(dir, "image-trust")
+	os.Mkdir(imageDir, 0o755)
+	newKey(t, imageDir, "lab")
+	noKeys := filepath.Join(dir, "no-keys")
+	os.Mkdir(noKeys, 0o755)
+	idFile := filepath.Join(dir, "media-id")
+	os.WriteFile(idFile, []byte("none\n"), 0o644) // a PXE image: no medium to look for
+
+	const pc1 = "[[machine]]\nname = \"pc1\"\nsnapshot = \"http://10.0.0.1/snapshots/pc1\"\n"
+	sum := strings.Repeat("ab", 32)
+	plans := map[string]string{
+		"/web.toml":   pc1 + "[[machine.install_file]]\nsource = \"http://10.0.0.66/authorized_keys\"\ndest = \"part:1:/root/.ssh/authorized_keys\"\nsha256 = \"" + sum + "\"\n",
+		"/media.toml": pc1 + "[[machine.install_file]]\nsource = \"media:/drivers/x.conf\"\ndest = \"part:1:/etc/x.conf\"\n",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, plans[req.URL.Path])
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, trustDir, plan, want string // want "" = loaded
+	}{
+		{"image keys, network install file", imageDir, "/web.toml", "install_file http://10.0.0.66/authorized_keys comes from a plan outside the rescue image"},
+		{"image keys, media install file", imageDir, "/media.toml", ""},
+		{"no image keys, network install file", noKeys, "/web.toml", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := testRescue(tc.trustDir)
+			r.mediaIDFile = idFile
+			r.netUp = true
+			r.client = httpClient(nil)
+			r.over.Plan = srv.URL + tc.plan
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _, err := r.loadPlan(ctx)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("plan %s: got %v, want it loaded", tc.plan, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("plan %s: got error %v, want one containing %q", tc.plan, err, tc.want)
+			}
+		})
+	}
+}

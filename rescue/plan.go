@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -208,6 +209,13 @@ func ParsePlan(data []byte) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan is not valid TOML: %w", err)
 	}
+	// The decoder matches keys to fields ignoring case, so TARGET after
+	// target would silently win over it; every plan key is lower case.
+	for _, k := range md.Keys() {
+		if s := k.String(); s != strings.ToLower(s) {
+			return nil, fmt.Errorf("plan key %s has upper-case letters; plan keys are lower case (a second key differing only in case would silently replace the first)", s)
+		}
+	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
 		for i, k := range und {
@@ -307,6 +315,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			if err != nil {
 				return fmt.Errorf("plan machine %s match.mac %q is not a MAC address such as 52:54:00:12:34:56", name, mac)
 			}
+			if isPlaceholderMAC(hw) {
+				return fmt.Errorf("plan machine %s match.mac %q is not a NIC's address (all zeros or broadcast); use the MAC 'ip link' shows on the machine", name, mac)
+			}
 			if other, dup := macs[hw.String()]; dup && other != name {
 				return fmt.Errorf("plan machines %s and %s both match MAC %s; a machine must match one entry", other, name, hw)
 			}
@@ -315,6 +326,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 		if u := m.Match.DMIUUID; u != "" {
 			if !dmiUUID.MatchString(u) {
 				return fmt.Errorf("plan machine %s match.dmi_uuid %q is not a UUID such as 0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060 (see /sys/class/dmi/id/product_uuid)", name, u)
+			}
+			if isPlaceholderUUID(u) {
+				return fmt.Errorf("plan machine %s match.dmi_uuid %q is a placeholder that firmware puts on many boards, not this machine's identity: match it by mac instead", name, u)
 			}
 			if other, dup := uuids[strings.ToLower(u)]; dup {
 				return fmt.Errorf("plan machines %s and %s both match DMI UUID %s; a machine must match one entry", other, name, u)
@@ -335,6 +349,41 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			}
 			if signed && isHTTP(f.Source) && f.SHA256 == "" {
 				return fmt.Errorf("plan machine %s: install_file %s is fetched over the network without a sha256, but snapshots must be signed (trusted keys are set); add sha256 = \"...\" (sha256sum FILE)", name, f.Source)
+			}
+		}
+	}
+	return nil
+}
+
+// isPlaceholderUUID reports whether u is a DMI system UUID that firmware
+// sets on many boards alike: all zeros, all ones, or the AMI default
+// 03000200-0400-0500-0006-000700080009.
+func isPlaceholderUUID(u string) bool {
+	u = strings.ToLower(u)
+	hex := strings.ReplaceAll(u, "-", "")
+	return strings.Trim(hex, "0") == "" || strings.Trim(hex, "f") == "" || u == "03000200-0400-0500-0006-000700080009"
+}
+
+// isPlaceholderMAC reports whether hw is no NIC's own address: all zeros
+// or broadcast.
+func isPlaceholderMAC(hw net.HardwareAddr) bool {
+	return bytes.Count(hw, []byte{0}) == len(hw) || bytes.Count(hw, []byte{0xff}) == len(hw)
+}
+
+// checkOutsideInstallFiles refuses, in a plan from outside a rescue image
+// that has trusted keys (rewind.plan=, the medium's plan.toml), install
+// files fetched over the network: their sha256 comes from that same
+// unverified plan, so a hostile plan server could put any file into the
+// signed system it restores. The image's own plan and media: sources may.
+func (p *Plan) checkOutsideInstallFiles() error {
+	for i, m := range p.Machines {
+		name := m.Name
+		if name == "" {
+			name = fmt.Sprintf("#%d", i+1)
+		}
+		for _, f := range m.InstallFiles {
+			if isHTTP(f.Source) {
+				return fmt.Errorf("machine %s: install_file %s comes from a plan outside the rescue image, which has trusted keys: the plan, and so its sha256, is not verified; put the entry in the plan built into the image (rewind media build --plan) or copy the file onto the medium (media:/...)", name, f.Source)
 			}
 		}
 	}
@@ -512,10 +561,23 @@ var CmdlineKeys = []string{"rewind.auto", "rewind.countdown", "rewind.default", 
 // the plan's default disk.
 func ParseCmdline(cmdline string) (Overrides, error) {
 	var o Overrides
+	if tail, ok := unclosedQuote(cmdline); ok && strings.Contains(strings.ToLower(tail), "rewind.") {
+		return o, fmt.Errorf("kernel command line: the double quote in %s is never closed, so it swallows the rest of the line; close it", tail)
+	}
+	seen := make(map[string]bool)
 	for _, f := range splitCmdline(cmdline) {
 		key, val, hasVal := strings.Cut(f, "=")
-		if !strings.HasPrefix(key, "rewind.") {
+		// Rewind.target= or REWIND.PLAN= is a misspelt key, not another
+		// program's: it falls through to the unknown-key error.
+		if !strings.HasPrefix(strings.ToLower(key), "rewind.") {
 			continue
+		}
+		if seen[key] {
+			return o, fmt.Errorf("kernel command line: %s is given twice; give it once (check the boot menu entry and what was typed at the boot prompt)", key)
+		}
+		seen[key] = true
+		if key != "rewind.auto" && key != "rewind.debug" && slices.Contains(CmdlineKeys, key) && val == "" {
+			return o, fmt.Errorf("kernel command line: %s= has no value; give one or drop the key", key)
 		}
 		switch key {
 		case "rewind.auto":
@@ -528,7 +590,14 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 			}
 			o.Auto = b
 		case "rewind.debug":
-			o.Debug = true
+			b := true
+			if hasVal {
+				var err error
+				if b, err = strconv.ParseBool(val); err != nil {
+					return o, fmt.Errorf("kernel command line %s: want rewind.debug, rewind.debug=1 or rewind.debug=0", f)
+				}
+			}
+			o.Debug = b
 		case "rewind.countdown":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 0 || n > MaxCountdown {
@@ -564,6 +633,26 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 		}
 	}
 	return o, nil
+}
+
+// unclosedQuote returns the text from a double quote that is never
+// closed to the end of the command line, and whether there is one.
+func unclosedQuote(s string) (string, bool) {
+	open := -1
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' {
+			if open < 0 {
+				open = i
+			} else {
+				open = -1
+			}
+		}
+	}
+	if open < 0 {
+		return "", false
+	}
+	start := strings.LastIndexAny(s[:open], " \t\n") + 1
+	return s[start:], true
 }
 
 func splitCmdline(s string) []string {

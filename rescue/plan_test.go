@@ -124,6 +124,9 @@ func TestParseCmdline(t *testing.T) {
 		o.Plan != "http://10.0.2.100/plan.toml" {
 		t.Errorf("got %+v", o)
 	}
+	if o, err := ParseCmdline(`rewind.debug=0 quiet="a b"`); err != nil || o.Debug {
+		t.Errorf("rewind.debug=0: got %+v, %v; want debug off", o, err)
+	}
 	for _, tc := range []struct{ cmdline, want string }{
 		{"rewind.countdown=x", "rewind.countdown=x: want a number of seconds"},
 		{"rewind.countdown=99999999999", "from 0 to 86400"},
@@ -135,6 +138,23 @@ func TestParseCmdline(t *testing.T) {
 		// A misspelt key must not restore onto the plan's default target.
 		{"quiet rewind.taget=/dev/sdb", "unknown key rewind.taget; the known keys are rewind.auto, rewind.countdown"},
 		{"rewind.bogus=1", "unknown key rewind.bogus"},
+		// A key given twice (a boot menu's entry plus one typed at the
+		// prompt) must not let the last one win silently.
+		{"rewind.plan=http://10.0.2.100/plan.toml rewind.plan=http://10.0.2.66/plan.toml", "rewind.plan is given twice"},
+		{"rewind.target=path=/dev/sda rewind.target=path=/dev/sdb", "rewind.target is given twice"},
+		{"rewind.snapshot=http://a/pc1 rewind.snapshot=http://a/pc1", "rewind.snapshot is given twice"},
+		// A key in the wrong case is a misspelt key, not some other
+		// program's parameter.
+		{"Rewind.target=/dev/sdb", "unknown key Rewind.target"},
+		{"REWIND.PLAN=http://x/plan.toml", "unknown key REWIND.PLAN"},
+		{"rewind.Target=path=/dev/sdb", "unknown key rewind.Target"},
+		// An empty value would silently mean "not given".
+		{"rewind.plan=", "rewind.plan= has no value"},
+		{"rewind.machine=", "rewind.machine= has no value"},
+		// An unclosed quote swallows what follows: here rewind.after=shell.
+		{`rewind.target="path=/dev/sda rewind.after=shell`, `the double quote in rewind.target="path=/dev/sda rewind.after=shell is never closed`},
+		{`foo="bar rewind.target=path=/dev/sdb`, "is never closed"},
+		{"rewind.debug=maybe", "rewind.debug=maybe"},
 	} {
 		if _, err := ParseCmdline(tc.cmdline); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("kernel command line %q: got error %v, want one containing %q", tc.cmdline, err, tc.want)
@@ -242,6 +262,17 @@ func TestPlanValidateRefusals(t *testing.T) {
 			"plan machines pc1 and pc2 both match MAC 52:54:00:12:34:56"},
 		{"duplicate DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"0E3A1C66-7B2D-4C3E-9A51-1D2E3F405060\"\n" + pc2 + "[machine.match]\ndmi_uuid = \"0e3a1c66-7b2d-4c3e-9a51-1d2e3f405060\"\n", 0,
 			"plan machines pc1 and pc2 both match DMI UUID"},
+		// Firmware placeholders many boards share: matching one restores
+		// this entry's snapshot onto every such board.
+		{"placeholder DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"03000200-0400-0500-0006-000700080009\"\n", 0, `machine pc1 match.dmi_uuid "03000200-0400-0500-0006-000700080009" is a placeholder`},
+		{"zero DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"00000000-0000-0000-0000-000000000000\"\n", 0, "is a placeholder"},
+		{"all-F DMI UUID", pc1 + "[machine.match]\ndmi_uuid = \"ffffffff-ffff-ffff-ffff-ffffffffffff\"\n", 0, "is a placeholder"},
+		{"zero MAC", pc1 + "[machine.match]\nmac = [\"00:00:00:00:00:00\"]\n", 0, `machine pc1 match.mac "00:00:00:00:00:00" is not a NIC's address`},
+		{"broadcast MAC", pc1 + "[machine.match]\nmac = [\"ff-ff-ff-ff-ff-ff\"]\n", 0, "is not a NIC's address"},
+		// A key differing only in case decoded into the same field: the
+		// reviewer reads target = sdb, the restore used TARGET = sda.
+		{"key in another case", pc1 + "target = \"path=/dev/sdb\"\nTARGET = \"path=/dev/sda\"\n", 0, "plan key machine.TARGET has upper-case letters"},
+		{"table in another case", "[Countdown]\nseconds = 0\n" + pc1, 0, "plan key Countdown has upper-case letters"},
 		{"huge countdown", "[countdown]\nseconds = 9223372036\n" + pc1, 0, "countdown.seconds is 9223372036, more than a day (86400)"},
 		{"day countdown", "[countdown]\nseconds = 86400\n" + pc1, 0, ""},
 		{"short expect.id", pc1 + "[machine.expect]\nid = \"3f2a\"\n", 0, `machine pc1: expect.id "3f2a" is not a snapshot ID`},

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -143,11 +145,17 @@ func (r *Report) Finish(status string, err error, now time.Time) {
 	r.Seconds = now.Sub(r.Started).Seconds()
 }
 
-// JSON encodes the report.
+// JSON encodes the report. The password of any URL in it (the plan's
+// http://user:password@host/...) is replaced by xxxxx, as url.Redacted
+// does: reports go to the lab's public page and onto the medium.
 func (r *Report) JSON() []byte {
 	b, _ := json.MarshalIndent(r, "", "  ")
+	b = urlPassword.ReplaceAll(b, []byte("${1}:xxxxx@"))
 	return append(b, '\n')
 }
+
+// urlPassword matches the user and password of an http(s) URL.
+var urlPassword = regexp.MustCompile(`(?i)(https?://[^/@"\s:]*):[^/@"\s]*@`)
 
 // FileName is the report's file name under rewind/reports/.
 func (r *Report) FileName() string {
@@ -170,18 +178,42 @@ func (r *Report) FileName() string {
 
 // SaveReport writes the report as JSON into dir (rewind/reports on the
 // rescue media), plus a copy named last.json.
+// Only regular files are written: a symbolic link, device node or FIFO
+// planted on an ext4 medium (last.json -> /dev/sda, the disk just
+// restored) is refused, not written through.
 func SaveReport(r *Report, dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	p := filepath.Join(dir, r.FileName())
-	if err := os.WriteFile(p, r.JSON(), 0o644); err != nil {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "last.json"), r.JSON(), 0o644); err != nil {
-		return "", err
+	defer root.Close()
+	for _, name := range []string{r.FileName(), "last.json"} {
+		// O_NONBLOCK: a FIFO there fails instead of waiting for a reader.
+		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+		if err != nil {
+			return "", fmt.Errorf("report %s: %w (a symbolic link or FIFO there is not written through: remove it)", filepath.Join(dir, name), err)
+		}
+		fi, err := f.Stat()
+		if err == nil && !fi.Mode().IsRegular() {
+			err = fmt.Errorf("it is a %s, not a file: remove it", fi.Mode().Type())
+		}
+		if err == nil {
+			err = f.Truncate(0)
+		}
+		if err == nil {
+			_, err = f.Write(r.JSON())
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("report %s: %w", filepath.Join(dir, name), err)
+		}
 	}
-	return p, nil
+	return filepath.Join(dir, r.FileName()), nil
 }
 
 // PostReport sends the JSON report to url, with the lab's report token

@@ -434,18 +434,31 @@ const (
 	maxReportMACs  = 64
 )
 
+// maxReportObjects bounds the JSON objects in one report (a real one has
+// a few dozen: steps, NICs, install files). Each becomes a struct of up
+// to a few hundred bytes, so 256 KiB of "{}," would otherwise hold some
+// 20 MB per row, and as much again on disk once re-encoded.
+const maxReportObjects = 2048
+
+// maxReportTokens bounds the JSON values, keys and delimiters of one
+// report: 256 KiB of `"",` in a string list would be 87000 strings.
+const maxReportTokens = 32768
+
 // decodeReport parses one report and validates what names it.
 func decodeReport(rd io.Reader) (*Report, machineID, error) {
-	dec := json.NewDecoder(rd)
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, machineID{}, err // too big, or a timeout: the caller tells them apart
+	}
+	if objects, tokens := countJSON(b); objects > maxReportObjects || tokens > maxReportTokens {
+		return nil, machineID{}, fmt.Errorf("report has more than %d JSON objects or %d values; a report has a few dozen objects (steps, NICs, install files)", maxReportObjects, maxReportTokens)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	var r Report
 	if err := dec.Decode(&r); err != nil {
 		return nil, machineID{}, fmt.Errorf("report is not JSON: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, machineID{}, err
-		}
 		return nil, machineID{}, errors.New("report has data after its JSON object")
 	}
 	id, err := validateReport(&r)
@@ -453,6 +466,24 @@ func decodeReport(rd io.Reader) (*Report, machineID, error) {
 		return nil, machineID{}, err
 	}
 	return &r, id, nil
+}
+
+// countJSON counts the JSON objects and tokens in b, stopping past the
+// limits or at the first syntax error (which decoding reports). It holds
+// no more than one token at a time.
+func countJSON(b []byte) (objects, tokens int) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for objects <= maxReportObjects && tokens <= maxReportTokens {
+		t, err := dec.Token()
+		if err != nil {
+			break
+		}
+		tokens++
+		if t == json.Delim('{') {
+			objects++
+		}
+	}
+	return objects, tokens
 }
 
 // validateReport checks the fields that name a report: version, status,

@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,8 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewind-bmr/rewind/restore"
 )
@@ -127,7 +131,9 @@ func post(t *testing.T, url, auth, body string) (int, string) {
 
 func getStatus(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	// The timeout only turns a server that hangs into a failure.
+	c := &http.Client{Timeout: time.Minute}
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -230,6 +236,24 @@ func TestReportPOSTRefused(t *testing.T) {
 	}
 	status := func(s string) func(m map[string]any) { return func(m map[string]any) { m["status"] = s } }
 	big := valid(func(m map[string]any) { m["error"] = strings.Repeat("x", DefaultMaxReportSize) })
+	// 240 KiB of empty objects decode to some 20 MB of structs per report
+	// (a NIC is ~250 bytes in memory, 3 in JSON): a thousand such rows
+	// would hold tens of GB.
+	empties := func(n int) []map[string]any { return make([]map[string]any, n) }
+	manyNICs := valid(func(m map[string]any) {
+		nics := empties(80000)
+		for i := range nics {
+			nics[i] = map[string]any{}
+		}
+		m["network"] = map[string]any{"nics": nics}
+	})
+	manySteps := valid(func(m map[string]any) {
+		steps := empties(80000)
+		for i := range steps {
+			steps[i] = map[string]any{}
+		}
+		m["steps"] = steps
+	})
 	for _, tc := range []struct {
 		name, auth, body string
 		code             int
@@ -258,6 +282,9 @@ func TestReportPOSTRefused(t *testing.T) {
 		{"not JSON", bearer, "not json", http.StatusBadRequest, "not JSON"},
 		{"trailing data", bearer, valid(func(map[string]any) {}) + `{"status": "../x"}`, http.StatusBadRequest, "after its JSON"},
 		{"oversize", bearer, big, http.StatusRequestEntityTooLarge, "larger than"},
+		{"80000 NICs", bearer, manyNICs, http.StatusBadRequest, "JSON objects"},
+		{"80000 steps", bearer, manySteps, http.StatusBadRequest, "JSON objects"},
+		{"80000 DNS servers", bearer, valid(func(m map[string]any) { m["network"] = map[string]any{"dns": make([]string, 80000)} }), http.StatusBadRequest, "values"},
 	} {
 		before := tree(t, l.base)
 		code, answer := post(t, url, tc.auth, tc.body)
@@ -557,6 +584,15 @@ func TestLabServerFiles(t *testing.T) {
 			"id_ed25519":     "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
 			"lab.pub":        "rewind-ed25519-public BBBB\n",
 			"tls/server.pem": "-----BEGIN CERTIFICATE-----\nCCCC\n",
+			// Keys that do not start on the first byte: openssl pkcs12
+			// output, a blank line first, a combined certificate and key
+			// (haproxy), Rewind's key after white space (it still loads),
+			// a PuTTY key.
+			"tls/p12.pem":      "Bag Attributes\n    localKeyID: 01\nKey Attributes: <No Attributes>\n-----BEGIN PRIVATE KEY-----\nAAAA\n",
+			"tls/blank.pem":    "\n-----BEGIN RSA PRIVATE KEY-----\nAAAA\n",
+			"tls/combined.pem": "-----BEGIN CERTIFICATE-----\nCCCC\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nAAAA\n",
+			"signing2":         "\n  rewind-ed25519-private AAAA\n",
+			"lab.ppk":          "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nAAAA\n",
 		} {
 			p := filepath.Join(l.dir, name)
 			os.MkdirAll(filepath.Dir(p), 0o755)
@@ -572,6 +608,9 @@ func TestLabServerFiles(t *testing.T) {
 			if err := os.Symlink(to, filepath.Join(l.dir, link)); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if err := syscall.Mkfifo(filepath.Join(l.dir, "pipe"), 0o644); err != nil {
+			t.Fatal(err)
 		}
 		dirCode := http.StatusForbidden
 		if list {
@@ -595,6 +634,14 @@ func TestLabServerFiles(t *testing.T) {
 			{"/signing", http.StatusNotFound, ""},
 			{"/id_ed25519", http.StatusNotFound, ""},
 			{"/%2e%2e/out/secret", http.StatusNotFound, ""},
+			{"/tls/p12.pem", http.StatusNotFound, ""},
+			{"/tls/blank.pem", http.StatusNotFound, ""},
+			{"/tls/combined.pem", http.StatusNotFound, ""},
+			{"/signing2", http.StatusNotFound, ""},
+			{"/lab.ppk", http.StatusNotFound, ""},
+			// A FIFO (or a device) is never opened for reading: opening a
+			// FIFO blocks until someone writes to it, a thread per GET.
+			{"/pipe", http.StatusNotFound, ""},
 			{"/", dirCode, ""},
 			{"/pc1/", dirCode, ""},
 		} {
@@ -758,5 +805,93 @@ func TestLabServerWriteTimeout(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * time.Minute): // a hang guard, not a speed check
 		t.Fatal("the server still holds a connection whose client stopped reading")
+	}
+}
+
+// The report saved on the rescue medium never follows a symbolic link
+// planted there (an ext4 medium): last.json -> /dev/sda would write the
+// JSON over the start of the disk just restored.
+func TestSaveReportPlantedSymlink(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "rewind", "reports")
+	os.MkdirAll(dir, 0o755)
+	victim := filepath.Join(base, "restored-disk")
+	if err := os.WriteFile(victim, []byte("boot sector"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := testReport("pc1", "52:54:00:00:00:01", StatusSuccess, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	// /dev/null's numbers: a write through it is lost, and was reported saved.
+	null := func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))) }
+	for _, tc := range []struct {
+		what  string
+		plant func(p string) error
+	}{
+		{"a link to the restored disk", func(p string) error { return os.Symlink(victim, p) }},
+		{"a FIFO", func(p string) error { return unix.Mkfifo(p, 0o644) }},
+		{"a device node", null},
+	} {
+		for _, name := range []string{"last.json", r.FileName()} {
+			os.Remove(filepath.Join(dir, "last.json"))
+			os.Remove(filepath.Join(dir, r.FileName()))
+			if err := tc.plant(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := SaveReport(r, dir); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute): // only turns a hang into a failure
+				t.Fatalf("%s %s: SaveReport still waiting after a minute", name, tc.what)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != "boot sector" {
+				t.Fatalf("%s %s: SaveReport wrote through it (now %.40q)", name, tc.what, b)
+			}
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s %s: SaveReport returned %v, want an error naming it", name, tc.what, err)
+			}
+		}
+	}
+	os.Remove(filepath.Join(dir, "last.json"))
+	os.Remove(filepath.Join(dir, r.FileName()))
+	if _, err := SaveReport(r, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "last.json")); err != nil || !bytes.Equal(b, r.JSON()) {
+		t.Errorf("last.json: got %d bytes, %v; want the report", len(b), err)
+	}
+}
+
+// A password in a URL of the plan (http://user:password@host/...) never
+// reaches the report: it is shown on the lab's public reports page, kept
+// in DIR/reports and on the medium.
+func TestReportRedactsURLPasswords(t *testing.T) {
+	r := testReport("pc1", "52:54:00:00:00:01", StatusFailed, time.Now())
+	r.Plan.Source = "https://lab:s3cret-plan@10.0.0.1/plan.toml"
+	r.Snapshot.Location = "http://lab:s3cret-snap@10.0.0.1/pc1"
+	r.Error = `GET manifest.json from http://lab:s3cret-err@10.0.0.1/pc1: 503`
+	r.InstallFiles = []InstallOutcome{{Source: "https://u:s3cret-inst@10.0.0.1/x", Dest: "part:1:/x", Result: InstallFailed}}
+	out := string(r.JSON())
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("report JSON holds a URL's password:\n%s", out)
+	}
+	for _, want := range []string{"http://lab:xxxxx@10.0.0.1/pc1", "https://lab:xxxxx@10.0.0.1/plan.toml"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report JSON lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// A snapshot segment (LZ4 frames) whose first bytes hold the text of a
+// captured PEM key, stored as LZ4 literals, is still served: the private
+// key check must not make a restore fail with a missing segment.
+func TestLabServerServesSegmentsWithKeyText(t *testing.T) {
+	l := startLab(t, LabServerConfig{})
+	seg := "\x04\x22\x4d\x18\x64\x40\xa7" + "\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n" + strings.Repeat("z", 1000)
+	if err := os.WriteFile(filepath.Join(l.dir, "pc1", "data.001"), []byte(seg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := getStatus(t, l.url+"/pc1/data.001"); code != http.StatusOK || body != seg {
+		t.Errorf("GET /pc1/data.001 (an LZ4 segment): %d with %d bytes, want 200 with the %d bytes", code, len(body), len(seg))
 	}
 }

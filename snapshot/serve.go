@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"html/template"
@@ -88,7 +89,10 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	f, err := h.root.Open(name)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer, holding a thread per request; it has no effect on the
+	// regular files and directories served.
+	f, err := h.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		// Absent, outside the directory (a symbolic link leading out),
 		// or unreadable: all look the same to the client.
@@ -139,18 +143,34 @@ func servedName(p string) (string, bool) {
 	return name, true
 }
 
-// isPrivateKey reports whether f starts like a private key file: Rewind's
-// own (rewind key generate, sign.go) or a PEM or OpenSSH private key.
+// keyScan is how much of a file isPrivateKey reads: enough for a
+// certificate chain before the key in a combined PEM file.
+const keyScan = 16 << 10
+
+// isPrivateKey reports whether f holds a private key in its first keyScan
+// bytes: Rewind's own (rewind key generate, sign.go; its loader skips
+// white space), a PEM block "-----BEGIN ... PRIVATE KEY-----" on any line
+// (after openssl's "Bag Attributes", after a certificate in a combined
+// file), an OpenSSH or a PuTTY key.
 func isPrivateKey(f *os.File) bool {
-	head := make([]byte, 128)
+	head := make([]byte, keyScan)
 	n, _ := f.ReadAt(head, 0)
 	head = head[:n]
-	if bytes.HasPrefix(head, []byte(privateKeyHeader)) {
+	if bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte(privateKeyHeader)) {
 		return true
 	}
-	if bytes.HasPrefix(head, []byte("-----BEGIN ")) {
-		line, _, _ := bytes.Cut(head, []byte("\n"))
-		return bytes.Contains(line, []byte("PRIVATE KEY"))
+	if len(head) >= 4 && binary.LittleEndian.Uint32(head) == lz4Magic {
+		return false // a segment: its frames may hold a captured key's text as literals
+	}
+	if !bytes.Contains(head, []byte("PRIVATE KEY-----")) && !bytes.Contains(head, []byte("PuTTY-User-Key-File-")) {
+		return false // the common case: a manifest, a boot file
+	}
+	for line := range bytes.Lines(head) {
+		line = bytes.TrimSpace(line)
+		if bytes.HasPrefix(line, []byte("PuTTY-User-Key-File-")) ||
+			bytes.HasPrefix(line, []byte("-----BEGIN ")) && bytes.Contains(line, []byte("PRIVATE KEY-----")) {
+			return true
+		}
 	}
 	return false
 }

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -48,9 +49,42 @@ func NewDirSource(dir string) *DirSource {
 
 func (d *DirSource) String() string { return d.dir }
 
-// ReadFile implements Source.
+// ReadFile implements Source. A file larger than MaxFileSize(name), or
+// not a regular file (a FIFO planted on a stick would block for ever), is
+// refused, naming it.
 func (d *DirSource) ReadFile(_ context.Context, name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(d.dir, name))
+	f, err := openRegular(filepath.Join(d.dir, name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	limit := MaxFileSize(name)
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: this is not a Rewind snapshot's %s", filepath.Join(d.dir, name), limit, name)
+	}
+	return data, nil
+}
+
+// openRegular opens a regular file for reading; anything else (a FIFO, a
+// device) is an error naming it, and a FIFO is never waited on.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is a %s, not a regular file", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Size implements Source.
@@ -84,7 +118,7 @@ func (d *DirSource) open(name string) (*os.File, error) {
 	if f, ok := d.files[name]; ok {
 		return f, nil
 	}
-	f, err := os.Open(filepath.Join(d.dir, name))
+	f, err := openRegular(filepath.Join(d.dir, name))
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +207,33 @@ func NewHTTPClient(roots *x509.CertPool) *http.Client {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: CheckRedirect}
 }
+
+// CheckRedirect is the redirect policy of Rewind's HTTP clients: at most
+// 10 redirects, only to http(s), and never from https to plain http, where
+// anyone on the network could change what is read (and see a report's
+// token).
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return fmt.Errorf("stopped after 10 redirects (last to %s)", req.URL.Redacted())
+	}
+	prev := via[len(via)-1]
+	if prev.URL.Scheme == "https" && req.URL.Scheme != "https" || req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w: %s redirected from %s to %s (%s); fix the server or use the URL it redirects to", ErrInsecureRedirect, prev.URL.Redacted(), prev.URL.Scheme, req.URL.Scheme, req.URL.Redacted())
+	}
+	return nil
+}
+
+// ErrContentEncoding is wrapped by the errors of responses that are
+// compressed on the way (Content-Encoding): their bytes are not the
+// snapshot's. They are never retried.
+var ErrContentEncoding = errors.New("the server encodes what it sends")
+
+// ErrInsecureRedirect is wrapped by the errors of requests that a server
+// redirected from https to plain http, or to a scheme other than http(s).
+// They are never retried.
+var ErrInsecureRedirect = errors.New("refused an insecure redirect")
 
 // LoadCertPool returns the system's certificate authorities plus those in
 // the PEM files named (a lab's own CA). A file without a certificate is an
@@ -372,6 +431,10 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 		}
 		return nil, nil, nil, err
 	}
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		done()
+		return nil, nil, nil, fmt.Errorf("%w: the server sent %s with Content-Encoding %s, not the stored bytes; turn off compression for the snapshot files on the server", ErrContentEncoding, name, enc)
+	}
 	watchdog.Reset(h.stall)
 	return resp, &stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, done, nil
 }
@@ -379,7 +442,7 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 // stalled rewrites a read error caused by the watchdog.
 func (h *HTTPSource) stalled(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
-		return fmt.Errorf("no data for %s", h.stall)
+		return fmt.Errorf("stalled: less than %d KiB arrived in %s", minProgress>>10, h.stall)
 	}
 	return err
 }
@@ -399,10 +462,39 @@ func (h *HTTPSource) ReadFile(ctx context.Context, name string) ([]byte, error) 
 		if resp.StatusCode != http.StatusOK {
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
 		}
-		data, err = io.ReadAll(io.LimitReader(body, 1<<30))
-		return true, h.stalled(ctx, err)
+		limit := MaxFileSize(name)
+		if resp.ContentLength > limit {
+			return false, fmt.Errorf("%s is %d bytes on the server; at most %d: this is not a Rewind snapshot's %s", name, resp.ContentLength, limit, name)
+		}
+		data, err = io.ReadAll(io.LimitReader(body, limit+1))
+		if err != nil {
+			return true, h.stalled(ctx, err)
+		}
+		if int64(len(data)) > limit {
+			data = nil
+			return false, fmt.Errorf("%s is larger than %d bytes: this is not a Rewind snapshot's %s", name, limit, name)
+		}
+		return false, nil
 	})
 	return data, err
+}
+
+// Size limits of the small files a Source reads whole.
+const (
+	// MaxManifestSize bounds manifest.json: millions of chunks.
+	MaxManifestSize = 1 << 30
+	// MaxSignatureSize bounds manifest.json.sig, one line of ~110 bytes.
+	MaxSignatureSize = 64 << 10
+)
+
+// MaxFileSize is the most ReadFile reads of a snapshot file: the signature
+// is one short line, anything else at most MaxManifestSize. A larger file
+// (a hostile server's endless body) is refused, never truncated.
+func MaxFileSize(name string) int64 {
+	if name == SignatureName {
+		return MaxSignatureSize
+	}
+	return MaxManifestSize
 }
 
 // Size implements Source. It also remembers the file's validator, so that
@@ -494,6 +586,9 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		if ce := CertError(err); ce != nil {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
 		}
+		if errors.Is(err, ErrInsecureRedirect) || errors.Is(err, ErrContentEncoding) {
+			return fmt.Errorf("%s from %s: %w", what, h.raw, err)
+		}
 		if err == nil || !again || ctx.Err() != nil {
 			break
 		}
@@ -521,17 +616,26 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 	return err
 }
 
-// stallReader re-arms the watchdog whenever bytes arrive.
+// minProgress is how many bytes a response body must deliver within each
+// stall timeout: a server that trickles a byte now and then (about 1 KiB/s
+// and less with the default 60 s) is stalled, not slow.
+const minProgress = 64 << 10
+
+// stallReader re-arms the watchdog each time minProgress more bytes have
+// arrived.
 type stallReader struct {
 	r        io.Reader
 	watchdog *time.Timer
 	after    time.Duration
+	got      int // bytes since the watchdog was last armed
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if n > 0 {
+	s.got += n
+	if s.got >= minProgress {
 		s.watchdog.Reset(s.after)
+		s.got = 0
 	}
 	return n, err
 }

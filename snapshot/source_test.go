@@ -19,10 +19,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,9 +96,9 @@ func TestHTTPSourceStalledServer(t *testing.T) {
 		{"segment size from a server that never answers", "http://" + silent.Addr().String() + "/snap",
 			func(ctx context.Context, h *HTTPSource) error { _, err := h.Size(ctx, "data.000"); return err }, "no response for 200ms"},
 		{"manifest whose body stalls", stallBody.URL + "/snap",
-			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, ManifestName); return err }, "no data for 200ms"},
+			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, ManifestName); return err }, "less than 64 KiB arrived in 200ms"},
 		{"signature whose body stalls", stallBody.URL + "/snap",
-			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, SignatureName); return err }, "no data for 200ms"},
+			func(ctx context.Context, h *HTTPSource) error { _, err := h.ReadFile(ctx, SignatureName); return err }, "less than 64 KiB arrived in 200ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := guard(t)
@@ -355,5 +357,161 @@ func TestHTTPSourceSegmentReplaced(t *testing.T) {
 				t.Fatalf("chunk 1 after data.000 was replaced: got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A hostile or broken server cannot make a small file large or a read
+// endless: the signature (one line) and the manifest have size limits
+// checked before and while reading, and a body that trickles in below the
+// minimum rate is a stall, not progress.
+func TestHTTPSourceHugeOrTricklingFiles(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/endless/" + SignatureName: // no length, bytes for ever
+			buf := bytes.Repeat([]byte("A"), 32<<10)
+			for r.Context().Err() == nil {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		case "/declared/" + ManifestName: // claims 4 GiB, sends 1 KiB, waits
+			w.Header().Set("Content-Length", "4294967296")
+			w.Write(bytes.Repeat([]byte(" "), 1024))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/trickle/" + ManifestName: // one byte every 10 ms
+			w.Header().Set("Content-Length", "100000")
+			for i := 0; i < 100000; i++ {
+				if _, err := w.Write([]byte(" ")); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-release:
+					return
+				case <-r.Context().Done():
+					return
+				}
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.CloseClientConnections)
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		dir, file string
+		want      string
+	}{
+		{"endless", SignatureName, "manifest.json.sig is larger than 65536 bytes"},
+		{"declared", ManifestName, "manifest.json is 4294967296 bytes on the server; at most 1073741824"},
+		{"trickle", ManifestName, "less than 64 KiB arrived in 300ms"},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			ctx := guard(t)
+			h := NewHTTPSource(srv.URL+"/"+tc.dir, nil, 500*time.Millisecond, nil)
+			h.SetStallTimeout(300 * time.Millisecond)
+			defer h.Close()
+			_, err := h.ReadFile(ctx, tc.file)
+			if ctx.Err() != nil {
+				t.Fatalf("GET %s/%s: the read was still going when the test's guard ended (err %v)", tc.dir, tc.file, err)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("GET %s/%s: got error %v, want one saying %q", tc.dir, tc.file, err, tc.want)
+			}
+		})
+	}
+}
+
+// An https snapshot is not read over plain http when its server redirects
+// there, and no snapshot is read from a redirect to another scheme
+// (file://): the request fails at once (no retries), naming the redirect.
+func TestHTTPSourceRefusesDowngrade(t *testing.T) {
+	dir := testSnapshot(t)
+	plain := httptest.NewServer(http.StripPrefix("/snap/", http.FileServer(http.Dir(dir))))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusMovedPermanently)
+	}))
+	t.Cleanup(secure.Close)
+	toFile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "file://"+dir+"/"+path.Base(r.URL.Path), http.StatusFound)
+	}))
+	t.Cleanup(toFile.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(secure.Certificate())
+	for _, tc := range []struct{ url, want string }{
+		{secure.URL + "/snap", "redirected from https to http"},
+		{toFile.URL + "/snap", "redirected from http to file"},
+	} {
+		ctx := guard(t)
+		snap, err := Open(ctx, tc.url, OpenOptions{HTTPClient: NewHTTPClient(roots), RetryFor: 20 * time.Second})
+		if err == nil {
+			snap.Close()
+			t.Fatalf("open %s: got a snapshot, want the redirect refused", tc.url)
+		}
+		if ctx.Err() != nil || !errors.Is(err, ErrInsecureRedirect) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "gave up") {
+			t.Fatalf("open %s: got %v, want an immediate error saying %q", tc.url, err, tc.want)
+		}
+	}
+}
+
+// A server that compresses what it sends (Content-Encoding: gzip, as a web
+// server's on-the-fly compression does) is named as such, not reported as
+// a manifest that is not JSON or a damaged chunk.
+func TestHTTPSourceContentEncoding(t *testing.T) {
+	dir := testSnapshot(t)
+	files := http.FileServer(http.Dir(dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/snap")
+		w.Header().Set("Content-Encoding", "gzip") // a lie or not: either way not the stored bytes
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h := NewHTTPSource(srv.URL+"/snap", nil, time.Second, nil)
+	defer h.Close()
+	ctx := guard(t)
+	_, err := h.ReadFile(ctx, ManifestName)
+	if err == nil || !strings.Contains(err.Error(), "Content-Encoding gzip") {
+		t.Errorf("GET %s: got %v, want an error naming Content-Encoding gzip", ManifestName, err)
+	}
+	err = h.ReadAt(ctx, "data.000", make([]byte, 100), 0)
+	if err == nil || !strings.Contains(err.Error(), "Content-Encoding gzip") {
+		t.Errorf("GET data.000 bytes 0-99: got %v, want an error naming Content-Encoding gzip", err)
+	}
+}
+
+// A snapshot directory (a stick, a share) holding a FIFO or an oversized
+// file in place of the manifest's signature neither hangs nor fills
+// memory: each is refused, naming the file.
+func TestDirSourceOddFiles(t *testing.T) {
+	for _, tc := range []struct {
+		what  string
+		plant func(p string) error
+		want  string
+	}{
+		{"a FIFO", func(p string) error { return syscall.Mkfifo(p, 0o644) }, "not a regular file"},
+		{"a 1 MiB signature", func(p string) error { return os.WriteFile(p, make([]byte, 1<<20), 0o644) }, "larger than 65536 bytes"},
+	} {
+		dir := testSnapshot(t)
+		if err := tc.plant(filepath.Join(dir, SignatureName)); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := NewDirSource(dir).ReadFile(context.Background(), SignatureName); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), SignatureName) {
+				t.Errorf("%s as %s: got %v, want an error naming it and saying %q", tc.what, SignatureName, err, tc.want)
+			}
+		case <-time.After(time.Minute): // only turns a hang into a failure
+			t.Fatalf("%s as %s: ReadFile still waiting after a minute", tc.what, SignatureName)
+		}
 	}
 }
