@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rewind-bmr/rewind/restore"
@@ -172,14 +173,36 @@ type journalFile struct {
 	seq uint64
 }
 
+// openJournalRegular opens the journal file itself, never what a symbolic
+// link, device node or FIFO planted in its place on an ext4 medium leads to
+// (a link to the disk being restored would have the journal written over
+// it; a FIFO would block the rescue).
+func openJournalRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("journal %s is a symbolic link, not a file: remove it", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("journal %s is a %s, not a file: remove it", path, fi.Mode().Type())
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
 // openJournalFile opens the journal at path, creating it at its full size.
 func openJournalFile(path string) (*journalFile, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openJournalRegular(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, err
 		}
-		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		if f, err = openJournalRegular(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644); err != nil {
 			return nil, err
 		}
 		// Allocate both slots now: writes later only overwrite them.
@@ -275,7 +298,7 @@ func SaveJournal(path string, j *Journal) error {
 // LoadJournal reads the newest intact slot of the journal at path; a
 // missing file is fs.ErrNotExist.
 func LoadJournal(path string) (*Journal, error) {
-	f, err := os.Open(path)
+	f, err := openJournalRegular(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,5 +296,44 @@ func TestJournalTornWriteKeepsTheOtherSlot(t *testing.T) {
 	f.Close()
 	if got, err := LoadJournal(p); err != nil || got.Count() != 1 {
 		t.Fatalf("newest slot torn: %v, %v; want the older record with 1 chunk", got, err)
+	}
+}
+
+// A symbolic link, FIFO or device planted where the journal goes on an ext4
+// medium is refused: never written through (a link to the disk being
+// restored would put the journal over it), never blocking the rescue.
+func TestJournalPlantedFile(t *testing.T) {
+	j := &Journal{Version: JournalVersion, Snapshot: "s1", Chunks: 2}
+	j.SetDone([]bool{true, false})
+	for _, tc := range []struct {
+		name  string
+		plant func(path, victim string) error
+		want  string
+	}{
+		{"symlink", func(p, victim string) error { return os.Symlink(victim, p) }, "symbolic link"},
+		{"fifo", func(p, _ string) error { return syscall.Mkfifo(p, 0o644) }, "not a file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			victim := filepath.Join(dir, "victim")
+			if err := os.WriteFile(victim, []byte("the restored disk"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "journal", "j.json")
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := tc.plant(p, victim); err != nil {
+				t.Fatal(err)
+			}
+			err := SaveJournal(p, j)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("SaveJournal onto a planted %s: got %v, want an error saying %q", tc.name, err, tc.want)
+			}
+			if _, err := LoadJournal(p); err == nil {
+				t.Errorf("LoadJournal of a planted %s: got no error", tc.name)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != "the restored disk" {
+				t.Errorf("the link's target was written: now %q", b)
+			}
+		})
 	}
 }
