@@ -15,6 +15,7 @@ needs=(
 	"debugfs:e2fsprogs"
 	"dnsmasq:dnsmasq-base"
 	"lz4:lz4"
+	"strace:strace"                     # the capture test that checks the directory fsync
 	"zstd:zstd"
 	"bmaptool:bmap-tools"
 	"partclone.ext4:partclone"
