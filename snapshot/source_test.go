@@ -3,17 +3,11 @@ package snapshot
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rewind-bmr/rewind/internal/testca"
 )
 
 // testSnapshot captures 1 MiB of random data in 64 KiB chunks into a new
@@ -116,55 +112,6 @@ func TestHTTPSourceStalledServer(t *testing.T) {
 	}
 }
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Rewind test lab CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a server certificate for ip and names, valid from
-// notBefore to notAfter.
-func (ca *testCA) issue(t *testing.T, ip net.IP, names []string, notBefore, notAfter time.Time) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "rewind test server"},
-		NotBefore: notBefore, NotAfter: notAfter, DNSNames: names,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	if ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // tlsServer serves dir over https on 127.0.0.1 with cert.
 func tlsServer(t *testing.T, dir string, cert tls.Certificate) *httptest.Server {
 	t.Helper()
@@ -182,9 +129,9 @@ func tlsServer(t *testing.T, dir string, cert tls.Certificate) *httptest.Server 
 func TestHTTPSourceCertificates(t *testing.T) {
 	dir := testSnapshot(t)
 	parent := filepath.Dir(dir)
-	ca := newTestCA(t)
-	caFile := filepath.Join(t.TempDir(), "lab-ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
+	ca := testca.New(t)
+	caFile := filepath.Join(t.TempDir(), "lab-ca.PEM")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	lab, err := LoadCertPool(caFile)
@@ -193,9 +140,9 @@ func TestHTTPSourceCertificates(t *testing.T) {
 	}
 	now := time.Now()
 	localhost := net.IPv4(127, 0, 0, 1)
-	good := ca.issue(t, localhost, nil, now.Add(-time.Hour), now.Add(time.Hour))
-	expired := ca.issue(t, localhost, nil, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
-	wrongName := ca.issue(t, net.IPv4(127, 0, 0, 2), []string{"other.example"}, now.Add(-time.Hour), now.Add(time.Hour))
+	good := ca.Issue(t, localhost, nil, now.Add(-time.Hour), now.Add(time.Hour))
+	expired := ca.Issue(t, localhost, nil, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	wrongName := ca.Issue(t, net.IPv4(127, 0, 0, 2), []string{"other.example"}, now.Add(-time.Hour), now.Add(time.Hour))
 
 	for _, tc := range []struct {
 		name  string
