@@ -77,6 +77,9 @@ a terminal you are asked to confirm; elsewhere pass --yes.`,
 				return fmt.Errorf("%s: %w", snap.Location, err)
 			}
 			path := argv[1]
+			if own := snap.OwnFile(path); own != "" {
+				return fmt.Errorf("target %s is part of the snapshot being restored (its %s): restoring onto it would destroy the snapshot; choose another target", path, own)
+			}
 			if _, err := os.Stat(path); err == nil {
 				if err := diskrestore.CheckNotMounted(path); err != nil {
 					return err
