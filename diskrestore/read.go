@@ -64,7 +64,13 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		pss = ss
 	}
 	if size < int64(ss)*2 || size%int64(ss) != 0 {
-		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors, or too small", size, ss)
+		if size < int64(ss)*2 {
+			return nil, nil, fmt.Errorf("disk size %d bytes is too small: a disk holds at least two %d-byte sectors", size, ss)
+		}
+		whole := (size + int64(ss) - 1) / int64(ss) * int64(ss)
+		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors: a disk image is whole sectors; "+
+			"if bytes were appended to one, cut it to %d bytes (truncate -s %d), else pad it with zeros to %d bytes (truncate -s %d) to capture it whole",
+			size, ss, size-size%int64(ss), size-size%int64(ss), whole, whole)
 	}
 	l := &snapshot.Layout{Table: "none", LogicalSectorSize: ss, PhysicalSectorSize: pss, DiskSize: size, Partitions: []snapshot.Partition{}}
 	if guessNote != "" {
