@@ -122,6 +122,36 @@ func CheckNotMounted(path string) error {
 	return refuseInUse(path, v.usage(dir))
 }
 
+// CheckCaptureSource refuses a block device to capture from while a file
+// system on it (a partition, an LVM volume on it) is mounted read-write or
+// it holds active swap: what changes while it is read is captured
+// inconsistent, and a snapshot written onto the same disk captures itself
+// half-written. Read-only mounts are allowed; a regular file is not
+// checked.
+func CheckCaptureSource(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+		return nil
+	}
+	rdev := uint64(st.Sys().(*syscall.Stat_t).Rdev)
+	v, err := newSysView("/")
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.EvalSymlinks(v.path(fmt.Sprintf("sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))))
+	if err != nil {
+		return fmt.Errorf("%s: not found in /sys/dev/block: %w", path, err)
+	}
+	if u := v.usage(dir); len(u.writable) > 0 {
+		return fmt.Errorf("%s is in use read-write: %s; a file system that changes while it is read is captured inconsistent: "+
+			"unmount it, remount it read-only (mount -o remount,ro), or capture a snapshot of the volume", path, strings.Join(u.writable, ", "))
+	}
+	return nil
+}
+
 func refuseInUse(path string, u usage) error {
 	if len(u.mounts) > 0 {
 		var points []string
@@ -145,6 +175,7 @@ type sysView struct {
 
 type mountEntry struct {
 	majMin, point, source string
+	writable              bool // mounted read-write (the super block's options), or swap
 }
 
 func newSysView(root string) (*sysView, error) {
@@ -166,12 +197,13 @@ func newSysView(root string) (*sysView, error) {
 		if !ok || len(f1) < 5 || len(f2) < 2 {
 			continue
 		}
-		v.mounts = append(v.mounts, mountEntry{majMin: f1[2], point: unescapeMount(f1[4]), source: unescapeMount(f2[1])})
+		rw := len(f2) < 3 || slices.Contains(strings.Split(f2[2], ","), "rw")
+		v.mounts = append(v.mounts, mountEntry{majMin: f1[2], point: unescapeMount(f1[4]), source: unescapeMount(f2[1]), writable: rw})
 	}
 	if b, err := os.ReadFile(v.path("proc/swaps")); err == nil {
 		for _, line := range strings.Split(string(b), "\n")[1:] {
 			if f := strings.Fields(line); len(f) > 0 {
-				v.mounts = append(v.mounts, mountEntry{point: "[swap]", source: unescapeMount(f[0])})
+				v.mounts = append(v.mounts, mountEntry{point: "[swap]", source: unescapeMount(f[0]), writable: true})
 			}
 		}
 	}
@@ -207,6 +239,7 @@ type usage struct {
 	devs       map[string]bool // MAJ:MIN
 	partitions []string
 	mounts     []string
+	writable   []string // of mounts, those mounted read-write (and swap)
 	holders    []string
 	system     bool
 }
@@ -226,6 +259,9 @@ func (v *sysView) usage(dir string) usage {
 		if u.devs[m.majMin] || (strings.HasPrefix(src, "/dev/") && u.names[strings.TrimPrefix(src, "/dev/")]) {
 			if s := m.source + " on " + m.point; !slices.Contains(u.mounts, s) {
 				u.mounts = append(u.mounts, s)
+				if m.writable {
+					u.writable = append(u.writable, s)
+				}
 			}
 			u.system = u.system || systemMounts[m.point]
 		}

@@ -47,6 +47,12 @@ func parseMBREntries(b []byte) (entries [4]mbrEntry, ok bool) {
 		if e.Status != 0 && e.Status != 0x80 {
 			return entries, false
 		}
+		if e.Size == 0 && e.Type != mbrTypeProtected {
+			// No sectors: no partition, whatever its type says, as for the
+			// kernel and libblkid (a deleted entry some tools leave). The
+			// sector's bytes are recorded and restored as they are.
+			e.Type = 0
+		}
 		if e.used() && (e.Start == 0 || e.Size == 0) {
 			return entries, false
 		}

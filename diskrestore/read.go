@@ -64,7 +64,13 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		pss = ss
 	}
 	if size < int64(ss)*2 || size%int64(ss) != 0 {
-		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors, or too small", size, ss)
+		if size < int64(ss)*2 {
+			return nil, nil, fmt.Errorf("disk size %d bytes is too small: a disk holds at least two %d-byte sectors", size, ss)
+		}
+		whole := (size + int64(ss) - 1) / int64(ss) * int64(ss)
+		return nil, nil, fmt.Errorf("disk size %d bytes is not a multiple of its %d-byte sectors: a disk image is whole sectors; "+
+			"if bytes were appended to one, cut it to %d bytes (truncate -s %d), else pad it with zeros to %d bytes (truncate -s %d) to capture it whole",
+			size, ss, size-size%int64(ss), size-size%int64(ss), whole, whole)
 	}
 	l := &snapshot.Layout{Table: "none", LogicalSectorSize: ss, PhysicalSectorSize: pss, DiskSize: size, Partitions: []snapshot.Partition{}}
 	if guessNote != "" {
@@ -151,7 +157,57 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 	if err := CheckRestorable(l, extents); err != nil {
 		return nil, nil, fmt.Errorf("%w; fix the table (sgdisk -v, fdisk) or capture the disk as a raw image", err)
 	}
+	if note := normalisedTable(r, l); note != "" {
+		l.Notes = append(l.Notes, note)
+	}
 	return l, extents, nil
+}
+
+// normalisedTable compares the table sectors restore writes for l onto a
+// disk of its own size with the bytes r holds there, and says where they
+// differ: a table that records what Rewind does not (a GPT header larger
+// than 92 bytes, data in its reserved bytes or in unused entries, another
+// revision) is restored as a standard one, and the user is told so.
+func normalisedTable(r io.ReaderAt, l *snapshot.Layout) string {
+	t, _, err := TargetLayout(l, l.DiskSize, 0, WriteOptions{})
+	if err != nil {
+		return ""
+	}
+	writes, err := encodeLayout(t)
+	if err != nil {
+		return ""
+	}
+	var where []string
+	for _, w := range writes {
+		// Only the table's bytes: the rest of its sectors (boot code) is
+		// captured as data, as a restore writes it (TableOnly).
+		w.Data, w.Off = w.Data[w.Table.Off-w.Off:w.Table.End-w.Off], w.Table.Off
+		got := make([]byte, len(w.Data))
+		if readFull(r, got, w.Off) != nil {
+			continue
+		}
+		if i := firstDiff(got, w.Data); i >= 0 {
+			where = append(where, fmt.Sprintf("%s (first at byte %d)", w.What, w.Off+int64(i)))
+		}
+	}
+	if len(where) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the %s partition table holds bytes Rewind does not record, in %s: the partitions are captured, but restore writes a standard table there",
+		l.Table, strings.Join(where, ", "))
+}
+
+// firstDiff is the index of the first byte where a and b differ, or -1.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }
 
 // CheckRestorable runs what a restore checks before it writes, as a dry

@@ -219,11 +219,38 @@ func TargetLayout(l *snapshot.Layout, size int64, sectorSize int, opts WriteOpti
 			return nil, nil, err
 		}
 		t.MBRTables = tables
+		if err := hybridFits(&t, sectors); err != nil {
+			return nil, nil, err
+		}
 		if err := checkMBRTables(&t); err != nil {
 			return nil, nil, fmt.Errorf("internal error: the MBR tables adapted to the target are inconsistent: %w", err)
 		}
 	}
 	return &t, notes, nil
+}
+
+// hybridFits refuses a hybrid MBR entry of t's protective MBR that ends
+// past the target's last sector (an entry the source's disk held but that
+// no GPT partition's growth or shrinking moves): a choice of disk, named
+// as such, not a table Rewind got wrong.
+func hybridFits(t *snapshot.Layout, sectors uint64) error {
+	if t.Table != "gpt" || len(t.MBRTables) == 0 || t.MBRTables[0].Sector != 0 {
+		return nil
+	}
+	e, err := hex.DecodeString(t.MBRTables[0].Entries)
+	if err != nil || len(e) != 4*mbrEntrySize {
+		return nil // checkMBRTables names it
+	}
+	b := make([]byte, mbrTableOffset+len(e)+2)
+	copy(b[mbrTableOffset:], e)
+	for i, m := range rawMBREntries(b) {
+		if end := uint64(m.Start) + uint64(m.Size); m.Type != mbrTypeProtected && m.Size != 0 && end > sectors {
+			need := int64(end) * int64(t.LogicalSectorSize)
+			return fmt.Errorf("the snapshot's protective MBR holds a hybrid MBR entry %d (sectors %d-%d) that does not fit on the target of %s (%d bytes, %d sectors): pick a disk of at least %s (%d bytes)",
+				i+1, m.Start, end-1, units.Bytes(t.DiskSize), t.DiskSize, sectors, units.Bytes(need), need)
+		}
+	}
+	return nil
 }
 
 // memDisk is a sparse in-memory disk of whole sectors, for decoding

@@ -108,8 +108,18 @@ func TestCaptureSyncsDirectory(t *testing.T) {
 	if renamed < 0 {
 		t.Fatalf("no rename of %s.tmp in the trace:\n%s", ManifestName, out)
 	}
+	// strace -f splits a call another thread interrupts into
+	// "[pid N] fsync(5<dir> <unfinished ...>" and "[pid N] <... fsync
+	// resumed>) = 0".
+	unfinished := map[string]bool{}
 	for _, l := range lines[renamed+1:] {
-		if strings.Contains(l, "fsync(") && strings.Contains(l, "<"+dir+">") && strings.Contains(l, "= 0") {
+		pid, _, _ := strings.Cut(l, "]")
+		switch {
+		case strings.Contains(l, "fsync(") && strings.Contains(l, "<"+dir+">") && strings.Contains(l, "= 0"):
+			return
+		case strings.Contains(l, "fsync(") && strings.Contains(l, "<"+dir+">") && strings.Contains(l, "<unfinished"):
+			unfinished[pid] = true
+		case strings.Contains(l, "<... fsync resumed>") && unfinished[pid] && strings.Contains(l, "= 0"):
 			return
 		}
 	}

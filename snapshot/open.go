@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -112,6 +113,31 @@ func OpenSource(ctx context.Context, src Source, opts OpenOptions) (*Snapshot, e
 
 // Close releases the snapshot's source.
 func (s *Snapshot) Close() error { return s.src.Close() }
+
+// OwnFile returns the name of the snapshot's file (manifest, signature or
+// segment) that path is, the same file by device and inode (a hard link
+// too), or "" when it is none of them or the snapshot is not a directory.
+// A restore refuses such a target: writing it would destroy the snapshot.
+func (s *Snapshot) OwnFile(path string) string {
+	d, ok := s.src.(*DirSource)
+	if !ok {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	names := []string{ManifestName, SignatureName}
+	for _, seg := range s.Manifest.Segments {
+		names = append(names, seg.Name)
+	}
+	for _, n := range names {
+		if own, err := os.Stat(filepath.Join(d.dir, n)); err == nil && os.SameFile(fi, own) {
+			return n
+		}
+	}
+	return ""
+}
 
 // ReadFrame reads chunk i's stored frame into buf (grown when too small)
 // and returns it. It does not verify it: see CheckFrame.

@@ -36,7 +36,9 @@ independent LZ4 frame. All-zero chunks are detected and stored as tiny frames;
 the holes of a sparse image file are not even read.
 
 Capture from a disk that is not in use (unmounted, or a snapshot of a volume):
-a mounted file system that changes while it is read is captured inconsistent.`,
+a mounted file system that changes while it is read is captured inconsistent,
+so a block device with a file system mounted read-write or active swap is
+refused; read-only mounts are allowed.`,
 		Example: `  rewind capture /dev/sda -o /mnt/backup/pc1
   rewind capture disk.img -o snap --chunk-size 8MiB --sign lab.key`,
 		Args: args(cobra.ExactArgs(1)),
@@ -45,6 +47,9 @@ a mounted file system that changes while it is read is captured inconsistent.`,
 				return usageError{errors.New("capture: the output directory is required: -o DIR")}
 			}
 			src := argv[0]
+			if err := diskrestore.CheckCaptureSource(src); err != nil {
+				return fmt.Errorf("capture: %w", err)
+			}
 			f, err := os.Open(src)
 			if err != nil {
 				return fmt.Errorf("open source: %w", err)

@@ -45,7 +45,8 @@ partition table is written last: until the restore succeeds TARGET has none.
 
 A block device must not be mounted and must be large enough. An image file is
 created (or emptied) at the snapshot's disk size, sparse; a snapshot that does
-not fit is refused before the file is touched. Everything on TARGET is lost: on
+not fit, or a TARGET that is one of the snapshot's own files, is refused
+before the file is touched. Everything on TARGET is lost: on
 a terminal you are asked to confirm; elsewhere pass --yes.`,
 		Example: `  rewind restore /mnt/backup/pc1 /dev/sdb
   rewind restore http://10.0.0.5:8080/pc1 /dev/nvme0n1 --trust lab.pub --yes
@@ -77,6 +78,9 @@ a terminal you are asked to confirm; elsewhere pass --yes.`,
 				return fmt.Errorf("%s: %w", snap.Location, err)
 			}
 			path := argv[1]
+			if own := snap.OwnFile(path); own != "" {
+				return fmt.Errorf("target %s is part of the snapshot being restored (its %s): restoring onto it would destroy the snapshot; choose another target", path, own)
+			}
 			if _, err := os.Stat(path); err == nil {
 				if err := diskrestore.CheckNotMounted(path); err != nil {
 					return err
