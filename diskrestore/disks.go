@@ -110,16 +110,11 @@ func CheckNotMounted(path string) error {
 	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
 		return fmt.Errorf("%s is neither a block device nor a regular file", path)
 	}
-	rdev := uint64(st.Sys().(*syscall.Stat_t).Rdev)
-	v, err := newSysView("/")
+	u, err := deviceUsage(path, st)
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.EvalSymlinks(v.path(fmt.Sprintf("sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))))
-	if err != nil {
-		return fmt.Errorf("%s: not found in /sys/dev/block: %w", path, err)
-	}
-	return refuseInUse(path, v.usage(dir))
+	return refuseInUse(path, u)
 }
 
 // CheckCaptureSource refuses a block device to capture from while a file
@@ -136,20 +131,30 @@ func CheckCaptureSource(path string) error {
 	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
 		return nil
 	}
-	rdev := uint64(st.Sys().(*syscall.Stat_t).Rdev)
-	v, err := newSysView("/")
+	u, err := deviceUsage(path, st)
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.EvalSymlinks(v.path(fmt.Sprintf("sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))))
-	if err != nil {
-		return fmt.Errorf("%s: not found in /sys/dev/block: %w", path, err)
-	}
-	if u := v.usage(dir); len(u.writable) > 0 {
+	if len(u.writable) > 0 {
 		return fmt.Errorf("%s is in use read-write: %s; a file system that changes while it is read is captured inconsistent: "+
 			"unmount it, remount it read-only (mount -o remount,ro), or capture a snapshot of the volume", path, strings.Join(u.writable, ", "))
 	}
 	return nil
+}
+
+// deviceUsage finds the block device st (of path) in /sys/dev/block and
+// says what uses it and its partitions and holders.
+func deviceUsage(path string, st os.FileInfo) (usage, error) {
+	rdev := uint64(st.Sys().(*syscall.Stat_t).Rdev)
+	v, err := newSysView("/")
+	if err != nil {
+		return usage{}, err
+	}
+	dir, err := filepath.EvalSymlinks(v.path(fmt.Sprintf("sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))))
+	if err != nil {
+		return usage{}, fmt.Errorf("%s: not found in /sys/dev/block: %w", path, err)
+	}
+	return v.usage(dir), nil
 }
 
 func refuseInUse(path string, u usage) error {
