@@ -14,8 +14,11 @@ import (
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
-// span is a half-open byte range [Off, End) of a disk.
-type span struct{ Off, End int64 }
+// Span is a half-open byte range [Off, End) of a disk.
+type Span struct{ Off, End int64 }
+
+// span is the package's short name for Span.
+type span = Span
 
 // bootAreaMergeGap joins two non-zero runs of one free region into one
 // boot-area extent when fewer zero bytes than this separate them: fewer,
@@ -129,7 +132,7 @@ func ReadLayout(r io.ReaderAt, size int64, logicalSectorSize int) (*snapshot.Lay
 		extents = append(extents, snapshot.Extent{Kind: snapshot.ExtentPartition, Offset: off, Length: n, Partition: p.Number})
 		used = append(used, span{off, off + n})
 	}
-	for _, free := range complement(used, size) {
+	for _, free := range Complement(size, used) {
 		runs, err := nonZeroRuns(r, free, int64(ss))
 		if err != nil {
 			return nil, nil, err
@@ -632,20 +635,25 @@ func mbrPartition(number int, e mbrEntry, start uint64, extended bool) snapshot.
 	}
 }
 
-// complement returns the parts of [0, size) that no span covers.
-func complement(used []span, size int64) []span {
-	s := append([]span(nil), used...)
+// Complement returns the parts of [0, size) that no span in covered
+// touches, in order; spans may overlap, come in any order or reach past
+// size.
+func Complement(size int64, covered []Span) []Span {
+	s := append([]Span(nil), covered...)
 	sort.Slice(s, func(i, j int) bool { return s[i].Off < s[j].Off })
-	var out []span
+	var out []Span
 	pos := int64(0)
 	for _, u := range s {
 		if u.Off > pos {
-			out = append(out, span{pos, min(u.Off, size)})
+			out = append(out, Span{pos, min(u.Off, size)})
 		}
 		pos = max(pos, u.End)
+		if pos >= size {
+			break
+		}
 	}
 	if pos < size {
-		out = append(out, span{pos, size})
+		out = append(out, Span{pos, size})
 	}
 	return out
 }

@@ -116,10 +116,10 @@ func inExtents(c snapshot.Chunk, extents []snapshot.Extent) bool {
 func (p *prepared) covered() []span {
 	var c []span
 	for _, e := range p.keep {
-		c = append(c, span{e.Offset, e.Offset + e.Length})
+		c = append(c, span{Off: e.Offset, End: e.Offset + e.Length})
 	}
 	if p.layout != nil {
-		c = append(c, span{0, p.head}, span{p.tail, p.size})
+		c = append(c, span{Off: 0, End: p.head}, span{Off: p.tail, End: p.size})
 	}
 	return c
 }
@@ -180,10 +180,10 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 			ss = p.tl.LogicalSectorSize
 		}
 		for _, q := range diskrestore.TablePartitions(target, g.Size, ss) {
-			oldParts = append(oldParts, span{q.Start, min(q.Start+q.Length, g.Size)})
+			oldParts = append(oldParts, span{Off: q.Start, End: min(q.Start+q.Length, g.Size)})
 		}
 	}
-	uncovered := complement(g.Size, p.covered())
+	uncovered := diskrestore.Complement(g.Size, p.covered())
 	z := restore.NewZeroer(target, opts.FreshTarget)
 	w := &Wipe{Requested: wipe, Uncovered: total(uncovered)}
 	w.Mode, w.Why = chooseWipe(wipe, z.Offloads(), w.Uncovered, g.Size)
@@ -319,12 +319,12 @@ func subtract(a, b []span) []span {
 				continue
 			}
 			if s.Off > at {
-				out = append(out, span{at, s.Off})
+				out = append(out, span{Off: at, End: s.Off})
 			}
 			at = max(at, s.End)
 		}
 		if at < r.End {
-			out = append(out, span{at, r.End})
+			out = append(out, span{Off: at, End: r.End})
 		}
 	}
 	return out

@@ -316,10 +316,10 @@ func TestLargerUsedDiskTailReadsZeros(t *testing.T) {
 		if !bytes.Equal(got[e.Offset:e.Offset+e.Length], want[e.Offset:e.Offset+e.Length]) {
 			t.Errorf("%s: %s extent at byte %d differs from the source", dev, e.Kind, e.Offset)
 		}
-		parts = append(parts, span{e.Offset, e.Offset + e.Length})
+		parts = append(parts, span{Off: e.Offset, End: e.Offset + e.Length})
 	}
 	head, tail := diskrestore.ClearedSpans(size, 512)
-	for _, r := range complement(size, append(parts, span{0, head}, span{tail, size})) {
+	for _, r := range diskrestore.Complement(size, append(parts, span{Off: 0, End: head}, span{Off: tail, End: size})) {
 		if !snapshot.IsZero(got[r.Off:r.End]) {
 			t.Errorf("%s: bytes %d-%d outside the snapshot do not read as zeros", dev, r.Off, r.End)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
 )
 
@@ -55,29 +56,7 @@ type Wipe struct {
 }
 
 // span is a byte range [Off, End) of the target.
-type span struct{ Off, End int64 }
-
-// complement returns the parts of [0, size) that no span in covered
-// touches, in order.
-func complement(size int64, covered []span) []span {
-	c := append([]span(nil), covered...)
-	sort.Slice(c, func(i, j int) bool { return c[i].Off < c[j].Off })
-	var out []span
-	at := int64(0)
-	for _, s := range c {
-		if s.Off > at {
-			out = append(out, span{at, min(s.Off, size)})
-		}
-		at = max(at, s.End)
-		if at >= size {
-			break
-		}
-	}
-	if at < size {
-		out = append(out, span{at, size})
-	}
-	return out
-}
+type span = diskrestore.Span
 
 // intersect returns the parts of s that lie in one of the sorted,
 // disjoint ranges.
@@ -86,7 +65,7 @@ func intersect(s span, ranges []span) []span {
 	for _, r := range ranges {
 		lo, hi := max(s.Off, r.Off), min(s.End, r.End)
 		if lo < hi {
-			out = append(out, span{lo, hi})
+			out = append(out, span{Off: lo, End: hi})
 		}
 	}
 	return out
@@ -98,7 +77,7 @@ func intersect(s span, ranges []span) []span {
 func signatureAreas(uncovered, oldParts []span) []span {
 	var areas []span
 	ends := func(s span) []span {
-		return []span{{s.Off, min(s.Off+signatureWindow, s.End)}, {max(s.End-signatureWindow, s.Off), s.End}}
+		return []span{{Off: s.Off, End: min(s.Off+signatureWindow, s.End)}, {Off: max(s.End-signatureWindow, s.Off), End: s.End}}
 	}
 	for _, r := range uncovered {
 		areas = append(areas, ends(r)...)

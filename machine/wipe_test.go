@@ -4,26 +4,28 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/diskrestore"
 )
 
 func TestComplementAndSignatureAreas(t *testing.T) {
 	const size = 100 * mib
-	covered := []span{{0, 17 << 10}, {mib, 40 * mib}, {50 * mib, 60 * mib}, {size - 17<<10, size}}
-	un := complement(size, covered)
-	if got, want := fmt.Sprint(un), fmt.Sprint([]span{{17 << 10, mib}, {40 * mib, 50 * mib}, {60 * mib, size - 17<<10}}); got != want {
+	covered := []span{{Off: 0, End: 17 << 10}, {Off: mib, End: 40 * mib}, {Off: 50 * mib, End: 60 * mib}, {Off: size - 17<<10, End: size}}
+	un := diskrestore.Complement(size, covered)
+	if got, want := fmt.Sprint(un), fmt.Sprint([]span{{Off: 17 << 10, End: mib}, {Off: 40 * mib, End: 50 * mib}, {Off: 60 * mib, End: size - 17<<10}}); got != want {
 		t.Fatalf("uncovered ranges of a %d-byte disk: got %s, want %s", size, got, want)
 	}
 	// An old partition from 70 to 80 MiB: its ends are zeroed too.
-	sigs := signatureAreas(un, []span{{70 * mib, 80 * mib}, {2 * mib, 45 * mib}})
+	sigs := signatureAreas(un, []span{{Off: 70 * mib, End: 80 * mib}, {Off: 2 * mib, End: 45 * mib}})
 	want := []span{
-		{17 << 10, mib},                      // the whole gap after the table (under a MiB)
-		{40 * mib, 41 * mib},                 // first MiB of the gap between partitions
-		{44 * mib, 45 * mib},                 // last MiB of the old partition reaching into it
-		{49 * mib, 50 * mib},                 // last MiB of the gap
-		{60 * mib, 61 * mib},                 // first MiB of the tail
-		{70 * mib, 71 * mib},                 // the old partition's first MiB
-		{79 * mib, 80 * mib},                 // and last
-		{size - 17<<10 - mib, size - 17<<10}, // last MiB of the tail
+		{Off: 17 << 10, End: mib},                      // the whole gap after the table (under a MiB)
+		{Off: 40 * mib, End: 41 * mib},                 // first MiB of the gap between partitions
+		{Off: 44 * mib, End: 45 * mib},                 // last MiB of the old partition reaching into it
+		{Off: 49 * mib, End: 50 * mib},                 // last MiB of the gap
+		{Off: 60 * mib, End: 61 * mib},                 // first MiB of the tail
+		{Off: 70 * mib, End: 71 * mib},                 // the old partition's first MiB
+		{Off: 79 * mib, End: 80 * mib},                 // and last
+		{Off: size - 17<<10 - mib, End: size - 17<<10}, // last MiB of the tail
 	}
 	if fmt.Sprint(sigs) != fmt.Sprint(want) {
 		t.Errorf("signature areas:\n got %v\nwant %v", sigs, want)
