@@ -19,6 +19,7 @@ needs=(
 	"zstd:zstd"
 	"bmaptool:bmap-tools"
 	"partclone.ext4:partclone"
+	"mkntfs:ntfs-3g"                    # NTFS file systems for the used-block tests (mkntfs, ntfscp, ntfscat)
 	"cpio:cpio"
 	"/usr/bin/time:time"
 	"losetup:mount"

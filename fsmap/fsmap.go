@@ -1,0 +1,104 @@
+// Package fsmap reads the allocation maps of file systems: which byte
+// ranges of a partition hold data and which are free. Capture stores only
+// the allocated ranges of a file system it can read (ext2/3/4, FAT12/16/32,
+// NTFS) and only the header of a swap area.
+//
+// Everything here reads untrusted bytes: a map is returned only when the
+// file system's own structures agree with each other (free counts,
+// checksums, the metadata the bitmaps must mark in use); otherwise Read
+// returns ErrDamaged and the caller captures the partition whole. A file
+// system that is not clean (an ext4 journal that needs recovery, an NTFS
+// volume marked dirty) gives ErrNotClean: its bitmaps may not describe
+// what is on the disk.
+//
+// The package imports no other Rewind package.
+package fsmap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Errors Read wraps; test them with errors.Is.
+var (
+	// ErrUnknown: no file system this package reads was recognised.
+	ErrUnknown = errors.New("no file system with a readable allocation map")
+	// ErrNotClean: the file system was not cleanly unmounted.
+	ErrNotClean = errors.New("file system is not clean")
+	// ErrDamaged: the allocation map contradicts the file system's other
+	// structures, or lies outside the partition.
+	ErrDamaged = errors.New("allocation map is damaged")
+)
+
+// Range is a byte range relative to the start of the partition.
+type Range struct {
+	Offset int64
+	Length int64
+}
+
+// Map is the allocation of one file system.
+type Map struct {
+	// FS is the file system: "ext2", "ext3", "ext4", "vfat", "ntfs" or
+	// "swap" (blkid's names).
+	FS string
+	// BlockSize is the allocation unit in bytes: the ext block, the FAT
+	// or NTFS cluster, the swap page.
+	BlockSize int64
+	// Size is the partition size the map was read for.
+	Size int64
+	// Free lists the ranges that hold no data, sorted, not overlapping,
+	// not adjacent, each inside [0, Size) and a multiple of 512 bytes in
+	// offset and length. Everything else is in use, including all file
+	// system metadata, any bytes past the last block the file system
+	// covers (an NTFS backup boot sector) and reserved areas.
+	Free []Range
+}
+
+// FreeBytes is the sum of the free ranges.
+func (m *Map) FreeBytes() int64 {
+	var n int64
+	for _, r := range m.Free {
+		n += r.Length
+	}
+	return n
+}
+
+// Read recognises the file system on r, a partition of size bytes, and
+// returns its allocation map. The error wraps ErrUnknown, ErrNotClean or
+// ErrDamaged, with the detail (which group, which count) in its text.
+func Read(r io.ReaderAt, size int64) (*Map, error) {
+	readers := []func(io.ReaderAt, int64) (*Map, error){readExt, readFAT, readNTFS, readSwap}
+	for _, read := range readers {
+		m, err := read(r, size)
+		if errors.Is(err, ErrUnknown) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := m.check(); err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", m.FS, ErrDamaged, err)
+		}
+		return m, nil
+	}
+	return nil, ErrUnknown
+}
+
+// check enforces the invariants documented on Map.Free.
+func (m *Map) check() error {
+	var end int64
+	for i, r := range m.Free {
+		if r.Offset < 0 || r.Length <= 0 || r.Length > m.Size-r.Offset {
+			return fmt.Errorf("free range %d (offset %d, length %d) leaves the partition of %d bytes", i, r.Offset, r.Length, m.Size)
+		}
+		if r.Offset%512 != 0 || r.Length%512 != 0 {
+			return fmt.Errorf("free range %d (offset %d, length %d) is not in 512-byte units", i, r.Offset, r.Length)
+		}
+		if i > 0 && r.Offset <= end {
+			return fmt.Errorf("free range %d (offset %d) overlaps or touches the one before it", i, r.Offset)
+		}
+		end = r.Offset + r.Length
+	}
+	return nil
+}
