@@ -3,6 +3,9 @@
 // the allocated ranges of a file system it can read (ext2/3/4, FAT12/16/32,
 // NTFS) and only the header of a swap area.
 //
+// The caller stores a partition whole on ErrUnknown, ErrDamaged and
+// ErrUnsupported (saying why for the last two) and refuses on ErrNotClean.
+//
 // Everything here reads untrusted bytes: a map is returned only when the
 // file system's own structures agree with each other (free counts,
 // checksums, the metadata the bitmaps must mark in use); otherwise Read
@@ -29,6 +32,9 @@ var (
 	// ErrDamaged: the allocation map contradicts the file system's other
 	// structures, or lies outside the partition.
 	ErrDamaged = errors.New("allocation map is damaged")
+	// ErrUnsupported: the file system was recognised but uses a feature
+	// this package does not read (ext4 bigalloc, say).
+	ErrUnsupported = errors.New("file system feature not supported")
 )
 
 // Range is a byte range relative to the start of the partition.
@@ -65,8 +71,8 @@ func (m *Map) FreeBytes() int64 {
 }
 
 // Read recognises the file system on r, a partition of size bytes, and
-// returns its allocation map. The error wraps ErrUnknown, ErrNotClean or
-// ErrDamaged, with the detail (which group, which count) in its text.
+// returns its allocation map. The error wraps ErrUnknown, ErrNotClean,
+// ErrDamaged or ErrUnsupported, with the detail (which group, which count) in its text.
 func Read(r io.ReaderAt, size int64) (*Map, error) {
 	readers := []func(io.ReaderAt, int64) (*Map, error){readExt, readFAT, readNTFS, readSwap}
 	for _, read := range readers {
