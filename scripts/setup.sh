@@ -20,6 +20,7 @@ needs=(
 	"bmaptool:bmap-tools"
 	"partclone.ext4:partclone"
 	"mkntfs:ntfs-3g"                    # NTFS file systems for the used-block tests (mkntfs, ntfscp, ntfscat)
+	"/bin/busybox:busybox-static"      # the static init of the used-block system disk (qemu-tests/sysdisk.go)
 	"cpio:cpio"
 	"/usr/bin/time:time"
 	"losetup:mount"
