@@ -64,6 +64,17 @@ type sysManifest struct {
 	} `json:"extents"`
 }
 
+// unusedBytes is the sum of the unused ranges of every extent.
+func (m *sysManifest) unusedBytes() int64 {
+	var n int64
+	for _, e := range m.Extents {
+		for _, u := range e.Unused {
+			n += u.Length
+		}
+	}
+	return n
+}
+
 // sysDisk builds (or finds cached) the system disk; it skips the test
 // without the tools the build needs.
 func sysDisk(t *testing.T) *SysDisk {
@@ -167,10 +178,7 @@ func checkUsedManifest(t *testing.T, d *SysDisk, m *sysManifest, stored int64) {
 		if e.FS != "ext4" || e.Capture != "used" {
 			t.Fatalf("ext4 extent at %d: fs %q, capture %q (note %q); want fs \"ext4\", capture \"used\"", e.Offset, e.FS, e.Capture, e.Note)
 		}
-		var unused int64
-		for _, u := range e.Unused {
-			unused += u.Length
-		}
+		unused := m.unusedBytes()
 		if unused*2 <= e.Length {
 			t.Errorf("ext4 extent at %d: %d unused bytes of %d; want more than half (the disk is mostly free)", e.Offset, unused, e.Length)
 		}
@@ -313,7 +321,9 @@ func checkRestoredSysDisk(t *testing.T, d *SysDisk, m *sysManifest, target strin
 			}
 		}
 	}
-	t.Logf("target %s: %d live files identical, %d free blocks (%d MiB) zeros, %d deleted files gone", target, len(paths), freeBlocks, freeBlocks*d.BlockSize>>20, len(deleted))
+	if !t.Failed() {
+		t.Logf("target %s: %d live files identical, %d free blocks (%d MiB) zeros, %d deleted files gone", target, len(paths), freeBlocks, freeBlocks*d.BlockSize>>20, len(deleted))
+	}
 }
 
 // sourceFreeRanges lists the source partition's free blocks.
@@ -441,6 +451,11 @@ func TestSysDiskUsedBlocksQEMU(t *testing.T) {
 		t.Fatalf("report status %q, error %q; want success", r.Status, r.Error)
 	}
 	t.Logf("restored: %d bytes written, %d zeroed in %.1fs", r.BytesWritten, r.BytesZeroed, r.RestoreSeconds)
+	// Restore writes the used blocks only: the unused ranges are zeroed
+	// (counted apart), never written as data.
+	if stored := m.DiskSize - m.unusedBytes(); r.BytesWritten > stored {
+		t.Errorf("report: %d bytes written; want at most the %d bytes the snapshot stores (disk minus unused)", r.BytesWritten, stored)
+	}
 
 	// 4. Checked on the host.
 	checkRestoredSysDisk(t, d, m, target)
