@@ -4,7 +4,8 @@ package qemutests
 // is built in named steps, top to bottom (BuildSysDisk):
 //
 //	fillRandom    the whole image holds random bytes first (old use)
-//	partition     an MBR with one bootable Linux partition from 1 MiB to the end
+//	partition     an MBR: a bootable Linux root partition from 1 MiB, then a
+//	              32 MiB swap partition to the end
 //	rootTree      the files of the root file system: the host's Debian kernel
 //	              and initramfs-tools initrd, GRUB's grub.cfg, a static busybox
 //	              as /bin/busybox, /sbin/init (a busybox script that checks its
@@ -14,6 +15,8 @@ package qemutests
 //	              free blocks keep the old data
 //	deleteFiles   files written by mkfs and deleted with debugfs: their blocks
 //	              are free but still hold their data
+//	mkswap        the swap partition: old random bytes (swapped-out pages of
+//	              the old use) under a swap header
 //	installGRUB   GRUB for BIOS: boot.img in the MBR, core.img (with the
 //	              ext2 and part_msdos modules built in) in the gap after it
 //
@@ -48,7 +51,7 @@ const (
 
 // sysDiskVersion is part of the cache key; bump it when the disk's layout
 // changes in a way the hashed inputs do not show.
-const sysDiskVersion = 1
+const sysDiskVersion = 2
 
 // SysDisk describes a built system disk.
 type SysDisk struct {
@@ -58,6 +61,10 @@ type SysDisk struct {
 	PartOffset int64  `json:"part_offset"`
 	PartSize   int64  `json:"part_size"`
 	UUID       string `json:"uuid"` // the ext4 file system's UUID
+	// SwapOffset and SwapSize are the swap partition's byte range.
+	SwapOffset int64  `json:"swap_offset"`
+	SwapSize   int64  `json:"swap_size"`
+	SwapUUID   string `json:"swap_uuid"`
 	BlockSize  int64  `json:"block_size"`
 	// Files maps every live regular file (its path in the file system)
 	// to its sha256.
@@ -71,7 +78,9 @@ type SysDisk struct {
 const (
 	sysDiskSize  = 256 << 20
 	sysPartStart = 1 << 20
+	sysSwapSize  = 32 << 20
 	sysFSUUID    = "5e5d15c0-0015-4015-8015-000000000015"
+	sysSwapUUID  = "5e5d15c0-0015-4015-8015-00000000005a"
 	sysMBRID     = "0x5e5d1515"
 )
 
@@ -171,7 +180,9 @@ func BuildSysDisk(ctx context.Context, path, kernel, initrd string) (*SysDisk, e
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	d := &SysDisk{Path: path, Size: sysDiskSize, PartOffset: sysPartStart, PartSize: sysDiskSize - sysPartStart, UUID: sysFSUUID, BlockSize: 4096}
+	d := &SysDisk{Path: path, Size: sysDiskSize, PartOffset: sysPartStart, PartSize: sysDiskSize - sysPartStart - sysSwapSize, UUID: sysFSUUID, BlockSize: 4096,
+		SwapOffset: sysDiskSize - sysSwapSize, SwapSize: sysSwapSize, SwapUUID: sysSwapUUID}
+	swap := filepath.Join(tmp, "part.swap")
 	tree := filepath.Join(tmp, "root")
 	part := filepath.Join(tmp, "part.ext4")
 	steps := []struct {
@@ -186,6 +197,9 @@ func BuildSysDisk(ctx context.Context, path, kernel, initrd string) (*SysDisk, e
 		{"delete files with debugfs", func() error { return deleteFiles(ctx, part, d) }},
 		{"check the file system", func() error { return fsckClean(ctx, part) }},
 		{"copy the partition into the disk", func() error { return copyAt(path, part, d.PartOffset) }},
+		{"fill the swap partition with other random bytes", func() error { return fillRandom(swap, d.SwapSize, 1518) }},
+		{"mkswap", func() error { return runCtx(ctx, "mkswap", "-U", d.SwapUUID, "-L", "swap", swap) }},
+		{"copy the swap partition into the disk", func() error { return copyAt(path, swap, d.SwapOffset) }},
 		{"install GRUB", func() error { return installGRUB(ctx, path, tmp) }},
 	}
 	for _, s := range steps {
@@ -239,8 +253,8 @@ func fillRandom(path string, size int64, seed uint64) error {
 
 func partitionMBR(path string, d *SysDisk) error {
 	cmd := exec.Command("sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", path)
-	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: dos\nlabel-id: %s\nstart=%d, size=%d, type=83, bootable\n",
-		sysMBRID, d.PartOffset/512, d.PartSize/512))
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("label: dos\nlabel-id: %s\nstart=%d, size=%d, type=83, bootable\nstart=%d, size=%d, type=82\n",
+		sysMBRID, d.PartOffset/512, d.PartSize/512, d.SwapOffset/512, d.SwapSize/512))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("sfdisk: %v\n%s", err, out)
 	}

@@ -27,7 +27,6 @@ package qemutests
 // TestSysDiskUsedBlocksQEMU (three boots, about 90 s) with REWIND_QEMU_ALL=1.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -48,29 +48,37 @@ import (
 // JSON, not with the snapshot package, so that the test checks the file
 // the format documents.
 type sysManifest struct {
-	Version  int   `json:"version"`
-	DiskSize int64 `json:"disk_size"`
-	Extents  []struct {
-		Kind    string `json:"kind"`
-		Offset  int64  `json:"offset"`
-		Length  int64  `json:"length"`
-		FS      string `json:"fs"`
-		Capture string `json:"capture"`
-		Note    string `json:"note"`
-		Unused  []struct {
-			Offset int64 `json:"offset"`
-			Length int64 `json:"length"`
-		} `json:"unused"`
-	} `json:"extents"`
+	Version  int         `json:"version"`
+	DiskSize int64       `json:"disk_size"`
+	Extents  []sysExtent `json:"extents"`
+}
+
+type sysExtent struct {
+	Kind    string `json:"kind"`
+	Offset  int64  `json:"offset"`
+	Length  int64  `json:"length"`
+	FS      string `json:"fs"`
+	Capture string `json:"capture"`
+	Note    string `json:"note"`
+	Unused  []struct {
+		Offset int64 `json:"offset"`
+		Length int64 `json:"length"`
+	} `json:"unused"`
+}
+
+func (e sysExtent) unusedBytes() int64 {
+	var n int64
+	for _, u := range e.Unused {
+		n += u.Length
+	}
+	return n
 }
 
 // unusedBytes is the sum of the unused ranges of every extent.
 func (m *sysManifest) unusedBytes() int64 {
 	var n int64
 	for _, e := range m.Extents {
-		for _, u := range e.Unused {
-			n += u.Length
-		}
+		n += e.unusedBytes()
 	}
 	return n
 }
@@ -156,45 +164,50 @@ func captureSysDisk(t *testing.T, rewind string, d *SysDisk) (string, *sysManife
 }
 
 // checkUsedManifest checks that the ext4 partition was captured
-// used-blocks, with more than half of it unused, and that the snapshot
-// is smaller than the partition's unused part says it must be.
+// used-blocks with more than half of it unused, the swap partition as its
+// header only, and that the snapshot holds no more than the used bytes.
 func checkUsedManifest(t *testing.T, d *SysDisk, m *sysManifest, stored int64) {
 	t.Helper()
-	found := false
-	for _, e := range m.Extents {
-		if e.Offset != d.PartOffset {
-			continue
+	parts := []struct {
+		name         string
+		offset, size int64
+		fs           string
+		minUnused    int64
+	}{
+		// The free blocks: more than half of the partition.
+		{"ext4 root", d.PartOffset, d.PartSize, "ext4", d.PartSize / 2},
+		// Everything after the header page, up to one minimum run.
+		{"swap", d.SwapOffset, d.SwapSize, "swap", d.SwapSize - 64<<10},
+	}
+	for _, p := range parts {
+		k := slices.IndexFunc(m.Extents, func(e sysExtent) bool { return e.Offset == p.offset })
+		if k < 0 {
+			t.Fatalf("the manifest has no extent for the %s partition at offset %d", p.name, p.offset)
 		}
-		found = true
-		if e.Length != d.PartSize {
-			t.Errorf("ext4 extent at %d: length %d, want the partition's %d", e.Offset, e.Length, d.PartSize)
+		e := m.Extents[k]
+		if e.Length != p.size {
+			t.Errorf("%s extent at %d: length %d, want the partition's %d", p.name, e.Offset, e.Length, p.size)
 		}
 		if e.FS == "" {
 			// TODO(issue 15): unconditional once capture reads the
-			// allocation maps; until then the partition is stored whole.
-			t.Logf("manifest version %d: capture read no allocation map; the ext4 partition is stored whole", m.Version)
+			// allocation maps; until then the partitions are stored whole.
+			t.Logf("manifest version %d: capture read no allocation map; the %s partition is stored whole", m.Version, p.name)
 			return
 		}
-		if e.FS != "ext4" || e.Capture != "used" {
-			t.Fatalf("ext4 extent at %d: fs %q, capture %q (note %q); want fs \"ext4\", capture \"used\"", e.Offset, e.FS, e.Capture, e.Note)
+		if e.FS != p.fs || e.Capture != "used" {
+			t.Fatalf("%s extent at %d: fs %q, capture %q (note %q); want fs %q, capture \"used\"", p.name, e.Offset, e.FS, e.Capture, e.Note, p.fs)
 		}
-		var unused int64
-		for _, u := range e.Unused {
-			unused += u.Length
+		if u := e.unusedBytes(); u < p.minUnused {
+			t.Errorf("%s extent at %d: %d unused bytes of %d; want at least %d", p.name, e.Offset, u, e.Length, p.minUnused)
 		}
-		if unused*2 <= e.Length {
-			t.Errorf("ext4 extent at %d: %d unused bytes of %d; want more than half (the disk is mostly free)", e.Offset, unused, e.Length)
-		}
-		// Stored: the used blocks, compressed; the free blocks hold
-		// random bytes, which would not compress.
-		if stored > e.Length-unused+(4<<20) {
-			t.Errorf("snapshot holds %d bytes; want at most the %d used bytes (+4 MiB): unused ranges were stored", stored, e.Length-unused)
-		}
-		t.Logf("ext4 partition: %d of %d bytes unused (%.0f%%) in %d ranges; snapshot %d bytes", unused, e.Length, 100*float64(unused)/float64(e.Length), len(e.Unused), stored)
+		t.Logf("%s partition: %d of %d bytes unused (%.0f%%) in %d ranges", p.name, e.unusedBytes(), e.Length, 100*float64(e.unusedBytes())/float64(e.Length), len(e.Unused))
 	}
-	if !found {
-		t.Fatalf("the manifest has no extent for the ext4 partition at offset %d", d.PartOffset)
+	// Stored: the used bytes, compressed; the free blocks and the swap
+	// pages hold random bytes, which would not compress.
+	if used := m.DiskSize - m.unusedBytes(); stored > used+(4<<20) {
+		t.Errorf("snapshot holds %d bytes; want at most the %d used bytes (+4 MiB): unused ranges were stored", stored, used)
 	}
+	t.Logf("snapshot: %d bytes stored for a %d-byte disk", stored, m.DiskSize)
 }
 
 // snapshotBytes is the size of the snapshot's files.
@@ -256,6 +269,8 @@ func checkRestoredSysDisk(t *testing.T, d *SysDisk, m *sysManifest, target strin
 		t.Errorf("target %s: sfdisk --dump\n%s(%v)\nwant\n%s", target, dt, err, ds)
 	}
 
+	checkRestoredSwap(t, d, m, src, tgt)
+
 	part := filepath.Join(t.TempDir(), "part.ext4")
 	if err := copyOut(tgt, d.PartOffset, d.PartSize, part); err != nil {
 		t.Fatal(err)
@@ -278,11 +293,7 @@ func checkRestoredSysDisk(t *testing.T, d *SysDisk, m *sysManifest, target strin
 		}
 	}
 
-	used := false
-	for _, e := range m.Extents {
-		used = used || e.Offset == d.PartOffset && e.Capture == "used"
-	}
-	if !used {
+	if !m.usedAt(d.PartOffset) {
 		if hs, ht := rangeHash(t, src, d.PartOffset, d.PartSize), rangeHash(t, tgt, d.PartOffset, d.PartSize); hs != ht {
 			t.Errorf("target %s: partition 1 (stored whole) has sha256 %s, want the source's %s", target, ht, hs)
 		}
@@ -329,6 +340,36 @@ func checkRestoredSysDisk(t *testing.T, d *SysDisk, m *sysManifest, target strin
 	}
 }
 
+// checkRestoredSwap checks the swap partition: its header page (the
+// signature, UUID and label) is the source's; after it, with a used-block
+// capture, the target reads zeros where the source holds old pages.
+func checkRestoredSwap(t *testing.T, d *SysDisk, m *sysManifest, src, tgt *os.File) {
+	t.Helper()
+	const page = 4096
+	if hs, ht := rangeHash(t, src, d.SwapOffset, page), rangeHash(t, tgt, d.SwapOffset, page); hs != ht {
+		t.Errorf("target %s: the swap header (partition 2, first %d bytes) has sha256 %s, want the source's %s", tgt.Name(), page, ht, hs)
+	}
+	rest, n := d.SwapOffset+page, d.SwapSize-page
+	if !m.usedAt(d.SwapOffset) {
+		if hs, ht := rangeHash(t, src, rest, n), rangeHash(t, tgt, rest, n); hs != ht {
+			t.Errorf("target %s: the swap pages (stored whole) have sha256 %s, want the source's %s", tgt.Name(), ht, hs)
+		}
+		return
+	}
+	if _, zero := firstNonZero(t, src, rest, n); zero {
+		t.Fatalf("source %s: the swap pages are zeros; the fixture lost its old data", src.Name())
+	}
+	if off, zero := firstNonZero(t, tgt, rest, n); !zero {
+		t.Errorf("target %s: swap byte %d (partition 2 + %d) is not zero: old swapped-out pages came back", tgt.Name(), off, off-d.SwapOffset)
+	}
+}
+
+// usedAt says whether the extent at offset was captured used-blocks.
+func (m *sysManifest) usedAt(offset int64) bool {
+	k := slices.IndexFunc(m.Extents, func(e sysExtent) bool { return e.Offset == offset })
+	return k >= 0 && m.Extents[k].Capture == "used"
+}
+
 // sourceFreeRanges lists the source partition's free blocks.
 func sourceFreeRanges(ctx context.Context, d *SysDisk) ([][2]int64, error) {
 	f, err := os.Open(d.Path)
@@ -353,14 +394,24 @@ func sourceFreeRanges(ctx context.Context, d *SysDisk) ([][2]int64, error) {
 // blocks of the partition) that is not all zeros on the disk f, or ok.
 func firstNonZeroBlock(t *testing.T, f *os.File, d *SysDisk, r [2]int64) (block int64, ok bool) {
 	t.Helper()
-	buf := make([]byte, d.BlockSize)
-	for b := r[0]; b <= r[1]; b++ {
-		if _, err := f.ReadAt(buf, d.PartOffset+b*d.BlockSize); err != nil {
-			t.Fatalf("%s: block %d: %v", f.Name(), b, err)
+	off, ok := firstNonZero(t, f, d.PartOffset+r[0]*d.BlockSize, (r[1]-r[0]+1)*d.BlockSize)
+	return (off - d.PartOffset) / d.BlockSize, ok
+}
+
+// firstNonZero returns the offset of the first byte in [off, off+n) of f
+// that is not zero, or ok when there is none.
+func firstNonZero(t *testing.T, f *os.File, off, n int64) (at int64, ok bool) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < n; {
+		b := buf[:min(int64(len(buf)), n-done)]
+		if _, err := f.ReadAt(b, off+done); err != nil {
+			t.Fatalf("%s: bytes %d-%d: %v", f.Name(), off+done, off+done+int64(len(b))-1, err)
 		}
-		if !bytes.Equal(buf, make([]byte, len(buf))) {
-			return b, false
+		if i := slices.IndexFunc(b, func(c byte) bool { return c != 0 }); i >= 0 {
+			return off + done + int64(i), false
 		}
+		done += int64(len(b))
 	}
 	return 0, true
 }
