@@ -4,11 +4,12 @@ package qemutests
 // used-blocks, restored onto a used disk, and boots. The disks:
 //
 //	system disk  256 MiB MBR image (sysdisk.go): GRUB for BIOS in the MBR
-//	             and the gap after it, one ext4 root partition holding the
+//	             and the gap after it, an ext4 root partition holding the
 //	             host's Debian kernel and initramfs-tools initrd, a static
 //	             busybox whose /sbin/init checks the disk's files and prints
 //	             SysDiskMarker; its free blocks hold old random data and the
-//	             blocks of three files deleted with debugfs
+//	             blocks of three files deleted with debugfs; a 32 MiB swap
+//	             partition whose pages hold old random data
 //	target       256 MiB filled with other random bytes (a used disk): a
 //	             loop device on the host, a virtio disk in QEMU
 //	USB stick    FAT32 labelled REWIND holding snapshots/pc1 (the system
@@ -16,10 +17,12 @@ package qemutests
 //	             unattended plan
 //
 // Checked from the host: the manifest stores the ext4 partition used-blocks
-// with most of it unused; on the target, e2fsck -fn is clean, every live
-// file dumped with debugfs has the source's sha256, every free block (as
-// dumpe2fs lists them) and every block of the deleted files reads as zeros,
-// the boot code and the partition table are the source's. In QEMU (SeaBIOS,
+// with most of it unused and the swap partition as its header only; on the
+// target, e2fsck -fn is clean, every live file dumped with debugfs has the
+// source's sha256, every free block (as dumpe2fs lists them), every block
+// of the deleted files and every swap page after the header reads as
+// zeros, the boot code, the swap header and the partition table are the
+// source's. In QEMU (SeaBIOS,
 // TCG), the source disk boots first (the fixture works) and the restored
 // disk boots after.
 //
