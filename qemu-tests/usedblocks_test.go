@@ -445,7 +445,7 @@ func copyOut(f *os.File, off, n int64, path string) error {
 // init found its files intact.
 func bootSysDisk(t *testing.T, disk, what string) {
 	t.Helper()
-	vm := &VM{Drives: []Drive{{Path: disk, Boot: true}}, Timeout: 150 * time.Second,
+	vm := &VM{Drives: []Drive{{Path: disk, Boot: true}}, Timeout: 300 * time.Second,
 		LogPath: filepath.Join(t.TempDir(), "console.log")}
 	out := runLogged(t, vm, " (booting "+what+")")
 	if strings.Contains(out, SysDiskBad) {
@@ -502,7 +502,7 @@ func TestSysDiskUsedBlocksQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := dirtyTarget(t, d)
-	vm := &VM{Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: target, Serial: "target1"}}, Timeout: 240 * time.Second}
+	vm := &VM{Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: target, Serial: "target1"}}, Timeout: 400 * time.Second}
 	_, r := boot(t, vm, "")
 	if r.Status != rescue.StatusSuccess {
 		t.Fatalf("report status %q, error %q; want success", r.Status, r.Error)
