@@ -1,14 +1,19 @@
 package fsmap
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 // extTools are what the ext tests run: mke2fs to make the file systems,
@@ -254,4 +259,174 @@ func diffRanges(got, want []Range) string {
 		}
 	}
 	return "equal"
+}
+
+// TestReadExtRefuses damages, dirties or extends real file systems and
+// checks Read says which and where, so capture falls back to a whole copy
+// (ErrDamaged, ErrUnsupported) or refuses (ErrNotClean).
+func TestReadExtRefuses(t *testing.T) {
+	tfsNeed(t, extTools...)
+	const size = 64 << 20
+	csum := []string{"-t", "ext4", "-b", "1024"}
+	gdtCsum := []string{"-t", "ext4", "-b", "1024", "-O", "^metadata_csum,uninit_bg"}
+	noCsum := []string{"-t", "ext4", "-b", "1024", "-O", "^metadata_csum,^uninit_bg,^flex_bg"}
+	// firstFree picks an initialised group past group 0 with free blocks.
+	firstFree := func(t *testing.T, info *extInfo) int {
+		for i, g := range info.groups {
+			if i > 0 && !g.uninit && len(g.free) > 0 {
+				return i
+			}
+		}
+		t.Fatal("no initialised group with free blocks")
+		return 0
+	}
+	// flip inverts the bitmap bit of block b in group g.
+	flip := func(t *testing.T, img string, info *extInfo, g int, b int64) {
+		gr := info.groups[g]
+		off := gr.blockBitmap*info.blockSize + (b-gr.start)/8
+		byt := tfsReadAt(t, img, off, 1)
+		byt[0] ^= 1 << ((b - gr.start) % 8)
+		tfsPatch(t, img, off, byt)
+	}
+	// desc returns the offset of group g's descriptor (1 KiB blocks: the
+	// table starts at block 2).
+	desc := func(info *extInfo, g int) int64 { return 2*info.blockSize + int64(g)*info.descSize }
+	debugfs := func(cmd string) func(*testing.T, string, *extInfo) int {
+		return func(t *testing.T, img string, _ *extInfo) int {
+			tfsRun(t, "debugfs", "-w", "-R", cmd, img)
+			return 0
+		}
+	}
+	tests := []struct {
+		name   string
+		mkfs   []string
+		damage func(t *testing.T, img string, info *extInfo) int // returns the group named in the error
+		short  int64                                             // Read this many bytes fewer than the image
+		want   error
+		text   []string // in the error; "%d" is the group damage returned
+	}{
+		{"bitmap bit flipped, metadata_csum", csum, func(t *testing.T, img string, info *extInfo) int {
+			g := firstFree(t, info)
+			flip(t, img, info, g, info.groups[g].free[0][0])
+			return g
+		}, 0, ErrDamaged, []string{"block bitmap of group %d has checksum"}},
+		{"bitmap bit flipped, no checksums", noCsum, func(t *testing.T, img string, info *extInfo) int {
+			g := firstFree(t, info)
+			flip(t, img, info, g, info.groups[g].free[0][0])
+			return g
+		}, 0, ErrDamaged, []string{"block bitmap of group %d marks", "free, its descriptor says"}},
+		{"inode table marked free, counts agree", noCsum, func(t *testing.T, img string, info *extInfo) int {
+			g := firstFree(t, info)
+			flip(t, img, info, g, info.groups[g].inodeTable)
+			flip(t, img, info, g, info.groups[g].free[0][0])
+			return g
+		}, 0, ErrDamaged, []string{"block bitmap of group %d marks block", "holds file system metadata"}},
+		{"descriptor points outside", noCsum, func(t *testing.T, img string, info *extInfo) int {
+			tfsPatch(t, img, desc(info, 2), binary.LittleEndian.AppendUint32(nil, 0xFFFFFF00))
+			return 2
+		}, 0, ErrDamaged, []string{"descriptor of group %d puts its block bitmap at block 4294967040, outside"}},
+		{"descriptor changed, metadata_csum", csum, func(t *testing.T, img string, info *extInfo) int {
+			tfsPatch(t, img, desc(info, 2)+gdFreeBlocksLo, []byte{1, 0})
+			return 2
+		}, 0, ErrDamaged, []string{"descriptor of group %d has checksum"}},
+		{"descriptor changed, gdt_csum", gdtCsum, func(t *testing.T, img string, info *extInfo) int {
+			tfsPatch(t, img, desc(info, 3)+gdFreeBlocksLo, []byte{1, 0})
+			return 3
+		}, 0, ErrDamaged, []string{"descriptor of group %d has checksum"}},
+		{"superblock changed, metadata_csum", csum, func(t *testing.T, img string, info *extInfo) int {
+			tfsPatch(t, img, extSBOffset+0x34, []byte{0x55})
+			return 0
+		}, 0, ErrDamaged, []string{"superblock checksum"}},
+		{"partition shorter than the file system", csum, nil, 1 << 20, ErrDamaged, []string{"larger than its partition (66060288 bytes)"}},
+		{"needs_recovery", csum, debugfs("feature needs_recovery"), 0, ErrNotClean, []string{"needs_recovery", "e2fsck", "--raw"}},
+		{"state has errors", csum, debugfs("ssv state 3"), 0, ErrNotClean, []string{"ERROR_FS", "e2fsck -f", "--raw"}},
+		{"state not valid", noCsum, debugfs("ssv state 0"), 0, ErrNotClean, []string{"VALID_FS", "unmount", "--raw"}},
+		{"bigalloc", []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384"}, nil, 0, ErrUnsupported, []string{"bigalloc"}},
+		{"external journal device", []string{"-b", "1024", "-O", "journal_dev"}, nil, 0, ErrUnsupported, []string{"journal_dev"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img, _ := makeExt(t, dir, size, size/8, tt.mkfs, "")
+			g := 0
+			if tt.damage != nil {
+				g = tt.damage(t, img, dumpe2fs(t, img))
+			}
+			m, err := tfsRead(t, img, size-tt.short)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Read %s (%s): got map %v, error %v; want %v", img, tt.name, m, err, tt.want)
+			}
+			t.Logf("%s: %v", tt.name, err)
+			for _, s := range tt.text {
+				if s = strings.ReplaceAll(s, "%d", strconv.Itoa(g)); !strings.Contains(err.Error(), s) {
+					t.Errorf("Read %s (%s): got error %q, want it to say %q", img, tt.name, err, s)
+				}
+			}
+		})
+	}
+}
+
+// TestReadExtKernelWritten lets the kernel allocate and free blocks (a
+// loop device mounted as ext4): while it is mounted the journal needs
+// recovery and Read refuses; once unmounted, Read agrees with dumpe2fs and
+// the zeroed copy keeps every file.
+func TestReadExtKernelWritten(t *testing.T) {
+	tfsNeed(t, append(extTools, "losetup", "mount", "umount")...)
+	const size = 96 << 20
+	dir := t.TempDir()
+	img, _ := makeExt(t, dir, size, size/10, []string{"-t", "ext4", "-b", "1024"}, "")
+	dev := testdisk.Loop(t, img, 0)
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "ext4", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount %s: %v: %s", dev, err, out)
+	}
+	mounted := true
+	unmount := func() {
+		if mounted {
+			tfsRun(t, "umount", mnt)
+			mounted = false
+		}
+	}
+	t.Cleanup(unmount)
+
+	// The kernel writes files across groups (initialising BLOCK_UNINIT
+	// ones) and frees some.
+	sums := map[string]string{}
+	for i := range 24 {
+		name := fmt.Sprintf("k%02d", i)
+		sums[name] = tfsFile(t, filepath.Join(mnt, name), int64(i)*150_000+123, uint64(1000+i))
+	}
+	for i := 0; i < 24; i += 4 {
+		name := fmt.Sprintf("k%02d", i)
+		if err := os.Remove(filepath.Join(mnt, name)); err != nil {
+			t.Fatal(err)
+		}
+		delete(sums, name)
+	}
+	tfsRun(t, "sync")
+	if m, err := tfsRead(t, dev, size); !errors.Is(err, ErrNotClean) || !strings.Contains(err.Error(), "needs_recovery") {
+		t.Fatalf("Read %s while mounted: got map %v, error %v; want %v naming needs_recovery", dev, m, err, ErrNotClean)
+	}
+	unmount()
+
+	info := dumpe2fs(t, img)
+	m, err := tfsRead(t, dev, size)
+	if err != nil {
+		t.Fatalf("Read %s after unmount: %v", dev, err)
+	}
+	if want := info.free(); !slices.Equal(m.Free, want) {
+		t.Fatalf("Read %s: free ranges differ from dumpe2fs's\n%s", dev, diffRanges(m.Free, want))
+	}
+	tfsZero(t, img, m.Free)
+	tfsRun(t, "e2fsck", "-fn", img)
+	for name, sum := range sums {
+		out := filepath.Join(dir, "out-"+name)
+		tfsRun(t, "debugfs", "-R", "dump /"+name+" "+out, img)
+		if got := tfsSum(t, out); got != sum {
+			t.Errorf("%s: /%s read back with sha256 %s, want %s", img, name, got, sum)
+		}
+	}
 }

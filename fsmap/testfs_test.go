@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -172,3 +173,6 @@ func tfsReadAt(t testing.TB, path string, off int64, n int) []byte {
 	}
 	return b
 }
+
+// itoa formats n for a command line.
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
