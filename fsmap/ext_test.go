@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -429,4 +430,98 @@ func TestReadExtKernelWritten(t *testing.T) {
 			t.Errorf("%s: /%s read back with sha256 %s, want %s", img, name, got, sum)
 		}
 	}
+}
+
+// fuzzHead is how much of a seed image the fuzzer mutates: the superblock,
+// the descriptors and the bitmaps of the small seed file systems all lie
+// in it; the rest of the partition reads as zeros.
+const fuzzHead = 64 << 10
+
+// zeroTail is a partition whose first bytes are head and the rest zeros.
+type zeroTail struct {
+	head []byte
+	size int64
+}
+
+func (z zeroTail) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if off >= z.size {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if int64(n) > z.size-off {
+		n = int(z.size - off)
+	}
+	clear(p[:n])
+	if off < int64(len(z.head)) {
+		copy(p[:n], z.head[off:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// FuzzRead feeds mutated ext and swap headers to the readers: they must
+// never panic, every error must say which kind it is, and every map they
+// return must keep Map's invariants. `make fuzz` runs it; go test runs the
+// seeds.
+func FuzzRead(f *testing.F) {
+	if _, err := exec.LookPath("mke2fs"); err == nil {
+		dir := f.TempDir()
+		for i, opts := range [][]string{
+			{"-t", "ext4", "-b", "1024", "-g", "256", "-N", "64", "-O", "^has_journal,^resize_inode"},
+			{"-t", "ext4", "-b", "1024", "-g", "256", "-N", "64", "-O", "^has_journal,^resize_inode,^metadata_csum,^uninit_bg,^flex_bg"},
+			{"-t", "ext4", "-b", "1024", "-g", "256", "-N", "64", "-O", "^has_journal,^resize_inode,^metadata_csum,meta_bg,^64bit"},
+			{"-t", "ext4", "-b", "4096", "-g", "256", "-N", "64", "-O", "^has_journal,^resize_inode,^metadata_csum,uninit_bg,sparse_super2"},
+			{"-t", "ext2", "-b", "2048", "-g", "256", "-N", "64", "-O", "^resize_inode"},
+		} {
+			img := filepath.Join(dir, fmt.Sprintf("seed%d.img", i))
+			size := int64(768 << 10)
+			if opts[3] != "1024" {
+				size = 3 << 20
+			}
+			if err := os.WriteFile(img, make([]byte, size), 0o644); err != nil {
+				f.Fatal(err)
+			}
+			if out, err := exec.Command("mke2fs", append(append([]string{"-q", "-F", "-E", "nodiscard"}, opts...), img)...).CombinedOutput(); err != nil {
+				f.Fatalf("mke2fs %q: %v: %s", opts, err, out)
+			}
+			b, err := os.ReadFile(img)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b[:fuzzHead], uint32(size-fuzzHead))
+		}
+	}
+	swap := make([]byte, 4096)
+	swap[swapVersionOff] = 1
+	binary.LittleEndian.PutUint32(swap[swapLastPageOff:], 255)
+	copy(swap[4096-10:], "SWAPSPACE2")
+	f.Add(swap, uint32(1<<20-4096))
+
+	f.Fuzz(func(t *testing.T, head []byte, extra uint32) {
+		if len(head) > fuzzHead {
+			head = head[:fuzzHead]
+		}
+		size := int64(len(head)) + int64(extra)
+		r := zeroTail{head, size}
+		for name, read := range map[string]func(io.ReaderAt, int64) (*Map, error){"Read": Read, "readExt": readExt, "readSwap": readSwap} {
+			m, err := read(r, size)
+			if err != nil {
+				if !errors.Is(err, ErrUnknown) && !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrNotClean) && !errors.Is(err, ErrUnsupported) {
+					t.Fatalf("%s (%d bytes): error %v wraps none of the fsmap errors", name, size, err)
+				}
+				continue
+			}
+			if m.Size != size {
+				t.Fatalf("%s: got map of size %d, want %d", name, m.Size, size)
+			}
+			if err := m.check(); err != nil {
+				t.Fatalf("%s (%s, %d bytes): map breaks its invariants: %v", name, m.FS, size, err)
+			}
+		}
+	})
 }
