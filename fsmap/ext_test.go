@@ -525,3 +525,48 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// countingReader counts the reads Read makes.
+type countingReader struct {
+	r     io.ReaderAt
+	reads int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.r.ReadAt(p, off)
+}
+
+// TestReadExtLarge reads a 1 TiB ext4 (a sparse image; 8192 groups, every
+// bitmap initialised): the map matches dumpe2fs's, and the bitmaps of each
+// flex group come in one read, not one read per group.
+func TestReadExtLarge(t *testing.T) {
+	tfsNeed(t, extTools...)
+	const size = 1 << 40
+	img := filepath.Join(t.TempDir(), "big.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Skipf("no 1 TiB sparse file here: %v", err)
+	}
+	tfsRun(t, "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-G", "16", "-O", "^metadata_csum,^uninit_bg", "-N", "131072", "-E", "nodiscard,lazy_journal_init=1", img)
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := &countingReader{r: f}
+	m, err := Read(c, size)
+	if err != nil {
+		t.Fatalf("Read %s: %v", img, err)
+	}
+	info := dumpe2fs(t, img)
+	if want := info.free(); !slices.Equal(m.Free, want) {
+		t.Fatalf("Read %s: free ranges differ from dumpe2fs's\n%s", img, diffRanges(m.Free, want))
+	}
+	// The superblock, the descriptor table, and one read per flex group.
+	if groups := len(info.groups); c.reads > 2+groups/16 {
+		t.Errorf("Read %s: got %d reads for %d groups, want at most %d", img, c.reads, groups, 2+groups/16)
+	}
+}
