@@ -47,6 +47,7 @@ const (
 	sbDescSize        = 0xFE
 	sbFirstMetaBg     = 0x104
 	sbBlocksCountHi   = 0x150
+	sbMMPBlock        = 0x168
 	sbChecksumType    = 0x175
 	sbBackupBgs       = 0x24C
 	sbChecksumSeed    = 0x270
@@ -124,6 +125,11 @@ const (
 
 	bgBlockUninit = 0x2
 
+	// The multiple-mount protection block (struct mmp_struct).
+	mmpMagic    = 0x004D4D50
+	mmpSeqClean = 0xFF4D4D50
+	mmpSeqFsck  = 0xE24D4D50
+
 	// extMaxGroups bounds the descriptor table read into memory (8 MiB of
 	// 64-byte descriptors, 512 TiB at 4 KiB blocks); larger file systems
 	// are captured whole.
@@ -133,6 +139,9 @@ const (
 	// with flex_bg the bitmaps of a flex group lie side by side, so one
 	// read fetches many groups' bitmaps.
 	extBitmapBatch = 1 << 20
+	// extBitmapGap is the most blocks a batch skips between two bitmaps
+	// (the bitmaps of BLOCK_UNINIT groups, which are not read).
+	extBitmapGap = 64
 )
 
 var extCastagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -301,6 +310,9 @@ func readExt(r io.ReaderAt, size int64) (*Map, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := x.checkMMP(r, sb); err != nil {
+		return nil, err
+	}
 	if err := x.readDescriptors(r); err != nil {
 		return nil, err
 	}
@@ -464,6 +476,34 @@ func parseExtSuper(sb []byte, size int64) (*extFS, error) {
 		}
 	}
 	return x, nil
+}
+
+// checkMMP refuses a file system with multiple-mount protection whose MMP
+// block says it is in use (mounted, perhaps by another machine sharing the
+// disk, or being checked).
+func (x *extFS) checkMMP(r io.ReaderAt, sb []byte) error {
+	if x.incompat&incompatMMP == 0 {
+		return nil
+	}
+	blk := binary.LittleEndian.Uint64(sb[sbMMPBlock:])
+	if blk < x.firstDataBlock || blk >= x.blocks {
+		return fmt.Errorf("%s: %w: the multiple-mount protection block %d lies outside the file system of %d blocks", x.name, ErrDamaged, blk, x.blocks)
+	}
+	var mmp [8]byte
+	if err := extReadAt(r, mmp[:], int64(blk)*x.bs); err != nil {
+		return fmt.Errorf("%s: read the multiple-mount protection block at byte %d: %w", x.name, int64(blk)*x.bs, err)
+	}
+	if magic := binary.LittleEndian.Uint32(mmp[:]); magic != mmpMagic {
+		return fmt.Errorf("%s: %w: the multiple-mount protection block %d has magic %#x, not %#x", x.name, ErrDamaged, blk, magic, mmpMagic)
+	}
+	switch seq := binary.LittleEndian.Uint32(mmp[4:]); seq {
+	case mmpSeqClean:
+		return nil
+	case mmpSeqFsck:
+		return fmt.Errorf("%s: %w: e2fsck is checking it (multiple-mount protection says so); wait for it to finish, or capture with --raw", x.name, ErrNotClean)
+	default:
+		return fmt.Errorf("%s: %w: it is in use (multiple-mount protection sequence %#x: mounted here or on another machine, or not unmounted cleanly); unmount it everywhere, or run e2fsck, or capture with --raw", x.name, ErrNotClean, seq)
+	}
 }
 
 // readDescriptors reads the group descriptor table and checks every
@@ -690,7 +730,7 @@ func (b *extBitmapReader) bitmap(g uint64) ([]byte, error) {
 			continue
 		}
 		c := x.blockBitmap(h)
-		if c < end || c >= limit {
+		if c < end || c >= limit || c-end > extBitmapGap {
 			break
 		}
 		end = c + 1

@@ -342,6 +342,11 @@ func TestReadExtRefuses(t *testing.T) {
 		{"needs_recovery", csum, debugfs("feature needs_recovery"), 0, ErrNotClean, []string{"needs_recovery", "e2fsck", "--raw"}},
 		{"state has errors", csum, debugfs("ssv state 3"), 0, ErrNotClean, []string{"ERROR_FS", "e2fsck -f", "--raw"}},
 		{"state not valid", noCsum, debugfs("ssv state 0"), 0, ErrNotClean, []string{"VALID_FS", "unmount", "--raw"}},
+		{"in use by another machine (mmp)", []string{"-t", "ext4", "-b", "1024", "-O", "mmp"}, func(t *testing.T, img string, info *extInfo) int {
+			blk := mmpBlock(t, img)
+			tfsPatch(t, img, blk*info.blockSize+4, binary.LittleEndian.AppendUint32(nil, 0x12345))
+			return 0
+		}, 0, ErrNotClean, []string{"multiple-mount protection sequence 0x12345", "unmount it everywhere", "--raw"}},
 		{"bigalloc", []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384"}, nil, 0, ErrUnsupported, []string{"bigalloc"}},
 		{"external journal device", []string{"-b", "1024", "-O", "journal_dev"}, nil, 0, ErrUnsupported, []string{"journal_dev"}},
 	}
@@ -569,4 +574,20 @@ func TestReadExtLarge(t *testing.T) {
 	if groups := len(info.groups); c.reads > 2+groups/16 {
 		t.Errorf("Read %s: got %d reads for %d groups, want at most %d", img, c.reads, groups, 2+groups/16)
 	}
+}
+
+// mmpBlock is the multiple-mount protection block dumpe2fs names.
+func mmpBlock(t *testing.T, img string) int64 {
+	t.Helper()
+	for _, line := range strings.Split(tfsRun(t, "dumpe2fs", "-h", img), "\n") {
+		if v, ok := strings.CutPrefix(line, "MMP block number:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatalf("dumpe2fs -h %s: %q: %v", img, line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("dumpe2fs -h %s names no MMP block", img)
+	return 0
 }
