@@ -471,8 +471,8 @@ func (z zeroTail) ReadAt(p []byte, off int64) (int, error) {
 
 // FuzzRead feeds mutated ext and swap headers to the readers: they must
 // never panic, every error must say which kind it is, and every map they
-// return must keep Map's invariants. `make fuzz` runs it; go test runs the
-// seeds.
+// return must keep Map's invariants. go test runs the seeds; fuzz it with
+// go test ./fsmap -run '^$' -fuzz FuzzRead -fuzztime 60s.
 func FuzzRead(f *testing.F) {
 	if _, err := exec.LookPath("mke2fs"); err == nil {
 		dir := f.TempDir()
