@@ -327,12 +327,15 @@ func readExt(r io.ReaderAt, size int64) (*Map, error) {
 	return &Map{FS: x.name, BlockSize: x.bs, Size: size, Free: free}, nil
 }
 
-// extName is blkid's name for the file system: ext4 when it uses a
-// feature ext3 lacks, else ext3 when it has a journal, else ext2.
+// extName is blkid's name for the file system: jbd for an external
+// journal, ext4 when it uses a feature ext3 lacks, else ext3 when it has a
+// journal, else ext2.
 func extName(compat, incompat, roCompat uint32) string {
 	const ext3Incompat = incompatFiletype | incompatRecover | incompatMetaBg
 	const ext3RoCompat = roCompatSparseSuper | roCompatLargeFile | roCompatBtreeDir
 	switch {
+	case incompat&incompatJournalDev != 0:
+		return "jbd" // an external journal, not a file system
 	case incompat&^ext3Incompat != 0 || roCompat&^ext3RoCompat != 0:
 		return "ext4"
 	case compat&compatHasJournal != 0:

@@ -348,7 +348,7 @@ func TestReadExtRefuses(t *testing.T) {
 			return 0
 		}, 0, ErrNotClean, []string{"multiple-mount protection sequence 0x12345", "unmount it everywhere", "--raw"}},
 		{"bigalloc", []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384"}, nil, 0, ErrUnsupported, []string{"bigalloc"}},
-		{"external journal device", []string{"-b", "1024", "-O", "journal_dev"}, nil, 0, ErrUnsupported, []string{"journal_dev"}},
+		{"external journal device", []string{"-b", "1024", "-O", "journal_dev"}, nil, 0, ErrUnsupported, []string{"jbd: ", "journal_dev"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
