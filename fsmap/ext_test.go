@@ -171,24 +171,34 @@ func TestReadExt(t *testing.T) {
 		blocks string   // file system blocks, when smaller than the image
 		fs     string   // want Map.FS
 		uninit bool     // want BLOCK_UNINIT groups
+		grow   bool     // made with blocks, then grown to the image by resize2fs
 	}{
-		{"ext4 1k 64bit flex_bg metadata_csum", 200*mib + 3*mib, []string{"-t", "ext4", "-b", "1024"}, "", "ext4", true},
-		{"ext4 4k small groups csum_seed", 200*mib + 5*mib, []string{"-t", "ext4", "-b", "4096", "-g", "4096", "-O", "metadata_csum_seed"}, "", "ext4", true},
-		{"ext4 4k default groups", 300 * mib, []string{"-t", "ext4", "-b", "4096"}, "", "ext4", false},
-		{"ext4 no 64bit, gdt_csum", 150*mib + 1*mib, []string{"-t", "ext4", "-b", "1024", "-O", "^64bit,^metadata_csum,uninit_bg"}, "", "ext4", true},
-		{"ext4 no flex_bg", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "^flex_bg"}, "", "ext4", true},
-		{"ext4 meta_bg", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"}, "", "ext4", true},
-		{"ext4 sparse_super2", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "sparse_super2"}, "", "ext4", true},
-		{"ext4 no sparse_super", 100*mib + 2*mib, []string{"-t", "ext4", "-b", "2048", "-O", "^sparse_super,^resize_inode"}, "", "ext4", true},
-		{"ext4 64k blocks", 300 * mib, []string{"-t", "ext4", "-b", "65536", "-g", "1024"}, "", "ext4", true},
-		{"ext4 smaller than its partition", 120 * mib, []string{"-t", "ext4", "-b", "4096", "-g", "2048"}, "27000", "ext4", true},
-		{"ext3", 150*mib + 2*mib, []string{"-t", "ext3", "-b", "1024"}, "", "ext3", false},
-		{"ext2", 100*mib + 2*mib, []string{"-t", "ext2", "-b", "4096", "-g", "2048"}, "", "ext2", false},
+		{"ext4 1k 64bit flex_bg metadata_csum", 200*mib + 3*mib, []string{"-t", "ext4", "-b", "1024"}, "", "ext4", true, false},
+		{"ext4 4k small groups csum_seed", 200*mib + 5*mib, []string{"-t", "ext4", "-b", "4096", "-g", "4096", "-O", "metadata_csum_seed"}, "", "ext4", true, false},
+		{"ext4 4k default groups", 300 * mib, []string{"-t", "ext4", "-b", "4096"}, "", "ext4", false, false},
+		{"ext4 no 64bit, gdt_csum", 150*mib + 1*mib, []string{"-t", "ext4", "-b", "1024", "-O", "^64bit,^metadata_csum,uninit_bg"}, "", "ext4", true, false},
+		{"ext4 no flex_bg", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "^flex_bg"}, "", "ext4", true, false},
+		{"ext4 meta_bg", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"}, "", "ext4", true, false},
+		{"ext4 sparse_super2", 150*mib + 2*mib, []string{"-t", "ext4", "-b", "1024", "-O", "sparse_super2"}, "", "ext4", true, false},
+		{"ext4 no sparse_super", 100*mib + 2*mib, []string{"-t", "ext4", "-b", "2048", "-O", "^sparse_super,^resize_inode"}, "", "ext4", true, false},
+		{"ext4 64k blocks", 300 * mib, []string{"-t", "ext4", "-b", "65536", "-g", "1024"}, "", "ext4", true, false},
+		{"ext4 smaller than its partition", 120 * mib, []string{"-t", "ext4", "-b", "4096", "-g", "2048"}, "27000", "ext4", true, false},
+		{"ext4 grown by resize2fs", 200*mib + 3*mib, []string{"-t", "ext4", "-b", "1024"}, "30000", "ext4", true, true},
+		{"ext4 4k grown by resize2fs", 300 * mib, []string{"-t", "ext4", "-b", "4096", "-g", "2048", "-O", "^resize_inode"}, "6000", "ext4", true, true},
+		{"ext3", 150*mib + 2*mib, []string{"-t", "ext3", "-b", "1024"}, "", "ext3", false, false},
+		{"ext2", 100*mib + 2*mib, []string{"-t", "ext2", "-b", "4096", "-g", "2048"}, "", "ext2", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			img, files := makeExt(t, dir, tt.size, tt.size/5, tt.mkfs, tt.blocks)
+			used := tt.size / 5
+			if tt.grow {
+				used = 8 << 20
+			}
+			img, files := makeExt(t, dir, tt.size, used, tt.mkfs, tt.blocks)
+			if tt.grow {
+				tfsRun(t, "resize2fs", img)
+			}
 			info := dumpe2fs(t, img)
 			m, err := tfsRead(t, img, 0)
 			if err != nil {
