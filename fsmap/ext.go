@@ -243,6 +243,7 @@ func (x *extFS) hasSuper(g uint64) bool {
 	return extIsPower(g, 3) || extIsPower(g, 5) || extIsPower(g, 7)
 }
 
+// extIsPower reports whether n is a power of base (1 included).
 func extIsPower(n, base uint64) bool {
 	p := uint64(1)
 	for p < n {
@@ -251,10 +252,10 @@ func extIsPower(n, base uint64) bool {
 	return p == n
 }
 
-// baseMeta returns the superblock and group descriptor blocks (backups
-// included) at the start of group g, as a run of blocks from the group's
-// first block (ext4_num_base_meta_blocks), and the meta_bg descriptor
-// block if the group holds one.
+// baseMeta returns how many blocks at the start of group g hold a
+// superblock copy, descriptor blocks (the table, or with meta_bg the one
+// descriptor block of its meta group) and reserved descriptor blocks
+// (ext4_num_base_meta_blocks).
 func (x *extFS) baseMeta(g uint64) (n uint64) {
 	super := x.hasSuper(g)
 	if x.incompat&incompatMetaBg == 0 || g < x.firstMetaBg*x.descPerBlock {
