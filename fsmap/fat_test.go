@@ -1,0 +1,285 @@
+package fsmap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// ftFATImage makes a FAT file system with mkfs.vfat over random data, adds
+// files and a directory with mtools, deletes some and adds more (so the
+// free space is fragmented and holds deleted data), and returns the image
+// and the sha256 of every file left, by its mtools path.
+func ftFATImage(t *testing.T, size int64, seed uint64, withFiles bool, mkfs ...string) (string, map[string]string) {
+	t.Helper()
+	img := ftImage(t, size, seed)
+	ftCmd(t, "mkfs.vfat", append(mkfs, img)...)
+	if !withFiles {
+		return img, nil
+	}
+	src := t.TempDir()
+	files := map[string]string{}
+	ftCmd(t, "mmd", "-i", img, "::/dir")
+	var names []string
+	for i := range 14 {
+		name := fmt.Sprintf("::/f%02d.bin", i)
+		if i%2 == 1 {
+			name = fmt.Sprintf("::/dir/g%02d.bin", i)
+		}
+		// Sizes from 0 to about 1/40 of the volume each.
+		n := int64((seed*31+uint64(i)*7919)%uint64(size/40+1)) + int64(i%3)
+		if i == 0 {
+			n = 0
+		}
+		path, sum := ftFile(t, src, fmt.Sprintf("s%02d", i), n, seed*100+uint64(i))
+		ftCmd(t, "mcopy", "-i", img, "-o", path, name)
+		files[name] = sum
+		names = append(names, name)
+	}
+	for i, name := range names {
+		if i%3 == 1 {
+			ftCmd(t, "mdel", "-i", img, name)
+			delete(files, name)
+		}
+	}
+	for i := range 4 {
+		name := fmt.Sprintf("::/late%d.bin", i)
+		path, sum := ftFile(t, src, fmt.Sprintf("late%d", i), size/30+int64(i)*1000, seed*1000+uint64(i))
+		ftCmd(t, "mcopy", "-i", img, "-o", path, name)
+		files[name] = sum
+	}
+	return img, files
+}
+
+// ftMdirFree is the "bytes free" mdir reports for the image.
+func ftMdirFree(t *testing.T, img string) int64 {
+	t.Helper()
+	out := ftCmd(t, "mdir", "-i", img, "::/")
+	for _, line := range strings.Split(out, "\n") {
+		if s, ok := strings.CutSuffix(strings.TrimSpace(line), "bytes free"); ok {
+			n, err := strconv.ParseInt(strings.ReplaceAll(strings.TrimSpace(s), " ", ""), 10, 64)
+			if err != nil {
+				t.Fatalf("mdir %s: free bytes in %q: %v", img, line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("mdir %s: no \"bytes free\" line in\n%s", img, out)
+	return 0
+}
+
+// ftFsckUsed is the number of clusters fsck.vfat -n finds in use, and the
+// number it counts in all.
+func ftFsckUsed(t *testing.T, img string) (used, total int64) {
+	t.Helper()
+	out := ftCmd(t, "fsck.vfat", "-n", img)
+	i := strings.LastIndex(out, "files, ")
+	if i < 0 {
+		t.Fatalf("fsck.vfat -n %s: no cluster count in\n%s", img, out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "files, %d/%d clusters", &used, &total); err != nil {
+		t.Fatalf("fsck.vfat -n %s: cluster count in %q: %v", img, out[i:], err)
+	}
+	return used, total
+}
+
+// TestFATReadsRealFileSystems maps FAT12/16/32 volumes made by mkfs.vfat
+// over random data, zeroes every free range in a copy, and checks what a
+// user would: fsck.vfat finds nothing wrong, every file reads back
+// identical and the free bytes are what mdir reports.
+func TestFATReadsRealFileSystems(t *testing.T) {
+	ftNeed(t, "mkfs.vfat", "fsck.vfat", "mcopy", "mdel", "mmd", "mdir")
+	tests := []struct {
+		name  string
+		size  int64
+		mkfs  []string
+		bits  int
+		block int64
+		files bool // false: mtools cannot write it (a FAT32 of few clusters)
+	}{
+		{"fat12 512B clusters", 2 << 20, []string{"-F", "12", "-s", "1"}, 12, 512, true},
+		{"fat12 4K clusters no alignment", 12 << 20, []string{"-F", "12", "-s", "8", "-a"}, 12, 4096, true},
+		{"fat16 512B clusters", 24 << 20, []string{"-F", "16", "-s", "1"}, 16, 512, true},
+		{"fat16 32K clusters", 160 << 20, []string{"-F", "16", "-s", "64"}, 16, 32 << 10, true},
+		{"fat16 one FAT", 20 << 20, []string{"-F", "16", "-s", "2", "-f", "1"}, 16, 1024, true},
+		{"fat16 4K sectors no alignment", 64 << 20, []string{"-F", "16", "-S", "4096", "-s", "1", "-a"}, 16, 4096, true},
+		{"fat32 512B clusters", 48 << 20, []string{"-F", "32", "-s", "1"}, 32, 512, true},
+		{"fat32 4K sectors no alignment", 264 << 20, []string{"-F", "32", "-S", "4096", "-s", "1", "-a"}, 32, 4096, true},
+		{"fat32 with fewer than 65525 clusters", 64 << 20, []string{"-F", "32", "-s", "64"}, 32, 32 << 10, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img, files := ftFATImage(t, tt.size, uint64(i+1), tt.files, tt.mkfs...)
+			m, err := ftReadMap(t, img)
+			if err != nil {
+				t.Fatalf("Read(%s): %v", tt.name, err)
+			}
+			if m.FS != "vfat" || m.BlockSize != tt.block || m.Size != tt.size {
+				t.Errorf("Read(%s): got fs %q block %d size %d, want vfat %d %d", tt.name, m.FS, m.BlockSize, m.Size, tt.block, tt.size)
+			}
+			v, err := parseFATBoot(ftReadAt(t, img, 0, 512), tt.size)
+			if err != nil || v.bits != tt.bits {
+				t.Fatalf("%s: got FAT%d (%v), want FAT%d", tt.name, v.bits, err, tt.bits)
+			}
+			if tt.files {
+				if got, want := m.FreeBytes(), ftMdirFree(t, img); got != want {
+					t.Errorf("%s: got %d free bytes, mdir reports %d", tt.name, got, want)
+				}
+			}
+			used, total := ftFsckUsed(t, img)
+			if got, want := m.FreeBytes(), (total-used)*tt.block; got != want {
+				t.Errorf("%s: got %d free bytes, fsck.vfat counts %d of %d clusters used: %d free", tt.name, got, used, total, want)
+			}
+			if m.FreeBytes() == 0 {
+				t.Fatalf("%s: no free bytes: the test would prove nothing", tt.name)
+			}
+			zeroed := ftZeroFree(t, img, m)
+			if u, _ := ftFsckUsed(t, zeroed); u != used {
+				t.Errorf("%s: fsck.vfat counts %d clusters used after zeroing the free ranges, %d before", tt.name, u, used)
+			}
+			out := t.TempDir()
+			for name, want := range files {
+				dst := filepath.Join(out, "x")
+				ftCmd(t, "mcopy", "-i", zeroed, "-o", "-n", name, dst)
+				data, err := os.ReadFile(dst)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ftSum(data); got != want {
+					t.Errorf("%s: file %s after zeroing the free ranges: got sha256 %s, want %s", tt.name, name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestFATRefusesDamageAndDirt breaks one structure at a time in a real
+// FAT16 and FAT32 volume and checks the error names the problem.
+func TestFATRefusesDamageAndDirt(t *testing.T) {
+	ftNeed(t, "mkfs.vfat", "mcopy", "mdel", "mmd")
+	for _, bits := range []int{16, 32} {
+		spc := map[int]string{16: "2", 32: "1"}[bits] // FAT32 of 65525 clusters or more, for mtools
+		img, _ := ftFATImage(t, 40<<20, uint64(bits), true, "-F", strconv.Itoa(bits), "-s", spc)
+		v, err := parseFATBoot(ftReadAt(t, img, 0, 512), 40<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ftReadMap(t, img)
+		if err != nil {
+			t.Fatalf("FAT%d: Read before damage: %v", bits, err)
+		}
+		freeCluster := (m.Free[0].Offset-v.dataStart)/v.clusterSize + 2
+		entryOff := func(copy int, c int64) int64 {
+			return v.fatStart + int64(copy)*v.fatBytes + c*int64(bits/8)
+		}
+		// setEntry writes entry c in every FAT copy (or only copy k >= 0).
+		setEntry := func(path string, k int, c int64, val uint32) {
+			for i := range v.fats {
+				if k >= 0 && i != k {
+					continue
+				}
+				b := make([]byte, bits/8)
+				if bits == 16 {
+					binary.LittleEndian.PutUint16(b, uint16(val))
+				} else {
+					old := binary.LittleEndian.Uint32(ftReadAt(t, path, entryOff(i, c), 4))
+					binary.LittleEndian.PutUint32(b, old&0xF0000000|val)
+				}
+				ftPatch(t, path, entryOff(i, c), b)
+			}
+		}
+		entry1 := func(path string) uint32 {
+			b := ftReadAt(t, path, entryOff(0, 1), 4)
+			if bits == 16 {
+				return uint32(binary.LittleEndian.Uint16(b))
+			}
+			return binary.LittleEndian.Uint32(b) & 0x0FFFFFFF
+		}
+		state := int64(0x25)
+		if bits == 32 {
+			state = 0x41
+		}
+		tests := []struct {
+			name   string
+			damage func(path string)
+			size   int64 // partition size; 0: the image's
+			want   error
+			text   string
+		}{
+			{"copies disagree", func(p string) { setEntry(p, 1, freeCluster, 0x0FFF) }, 0, ErrDamaged, fmt.Sprintf("FAT copy 2 differs from copy 1 at entry %d", freeCluster)},
+			{"entry outside the volume", func(p string) { setEntry(p, -1, freeCluster, uint32(v.clusters+2)) }, 0, ErrDamaged, fmt.Sprintf("cluster %d points to cluster %d", freeCluster, v.clusters+2)},
+			{"entry 1 points to reserved 1", func(p string) { setEntry(p, -1, freeCluster, 1) }, 0, ErrDamaged, "points to cluster 1,"},
+			{"boot sector dirty flag", func(p string) { ftPatch(t, p, state, []byte{ftReadAt(t, p, state, 1)[0] | 1}) }, 0, ErrNotClean, "dirty flag"},
+			{"FAT entry 1 clean bit clear", func(p string) {
+				clean := uint32(0x8000)
+				if bits == 32 {
+					clean = 0x08000000
+				}
+				setEntry(p, -1, 1, entry1(p)&^clean)
+			}, 0, ErrNotClean, "clean-shutdown bit"},
+			{"volume larger than the partition", func(string) {}, 40<<20 - 4096, ErrDamaged, "do not fit the partition"},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("FAT%d %s", bits, tt.name), func(t *testing.T) {
+				p := ftCopy(t, img)
+				tt.damage(p)
+				f, err := os.Open(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				size := int64(40 << 20)
+				if tt.size != 0 {
+					size = tt.size
+				}
+				_, err = Read(f, size)
+				if !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.text) {
+					t.Errorf("FAT%d %s: got error %v, want %v naming %q", bits, tt.name, err, tt.want, tt.text)
+				}
+			})
+		}
+		t.Run(fmt.Sprintf("FAT%d bad cluster is used", bits), func(t *testing.T) {
+			p := ftCopy(t, img)
+			bad := uint32(0xFFF7)
+			if bits == 32 {
+				bad = 0x0FFFFFF7
+			}
+			setEntry(p, -1, freeCluster, bad)
+			got, err := ftReadMap(t, p)
+			if err != nil {
+				t.Fatalf("FAT%d with a bad cluster: %v", bits, err)
+			}
+			if got.FreeBytes() != m.FreeBytes()-v.clusterSize {
+				t.Errorf("FAT%d with bad cluster %d: got %d free bytes, want %d", bits, freeCluster, got.FreeBytes(), m.FreeBytes()-v.clusterSize)
+			}
+		})
+	}
+}
+
+// TestFATUnknown checks what is not FAT is left to other readers.
+func TestFATUnknown(t *testing.T) {
+	exfat := make([]byte, 4096)
+	copy(exfat, "\xEB\x76\x90EXFAT   ")
+	exfat[510], exfat[511] = 0x55, 0xAA
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"random bytes", ftRandom(3, 1<<20)},
+		{"zeros", make([]byte, 1<<20)},
+		{"exFAT", exfat},
+		{"shorter than a sector", []byte{0xEB}},
+	}
+	for _, tt := range tests {
+		_, err := readFAT(bytes.NewReader(tt.data), int64(len(tt.data)))
+		if !errors.Is(err, ErrUnknown) {
+			t.Errorf("readFAT(%s): got %v, want ErrUnknown", tt.name, err)
+		}
+	}
+}
