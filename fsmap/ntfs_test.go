@@ -1,0 +1,277 @@
+package fsmap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// ftNTFSImage makes an NTFS volume with mkntfs over random data (so the
+// free clusters hold old data), copies files in with ntfscp, and returns
+// the image and the sha256 of every file by its NTFS path.
+func ftNTFSImage(t *testing.T, size int64, seed uint64, mkfs ...string) (string, map[string]string) {
+	t.Helper()
+	img := ftImage(t, size, seed)
+	ftCmd(t, "mkntfs", append([]string{"-F", "-Q"}, append(mkfs, img)...)...)
+	src := t.TempDir()
+	files := map[string]string{}
+	for i := range 10 {
+		// Small files stay resident in their MFT record; large ones get runs.
+		n := int64(i) * 300
+		if i%2 == 1 {
+			n = int64((seed*31+uint64(i)*7919)%uint64(size/20)) + 1
+		}
+		path, sum := ftFile(t, src, fmt.Sprintf("s%02d", i), n, seed*100+uint64(i))
+		name := fmt.Sprintf("/f%02d.bin", i)
+		ftCmd(t, "ntfscp", "-q", img, path, name)
+		files[name] = sum
+	}
+	return img, files
+}
+
+// ftNTFSFree is the free cluster count ntfsinfo -m reports.
+func ftNTFSFree(t *testing.T, img string) int64 {
+	t.Helper()
+	out := ftCmd(t, "ntfsinfo", "-m", img)
+	for _, line := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(strings.TrimSpace(line), "Free Clusters:"); ok {
+			f := strings.Fields(s)
+			if len(f) > 0 {
+				n, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return n
+				}
+			}
+			t.Fatalf("ntfsinfo -m %s: free clusters in %q", img, line)
+		}
+	}
+	t.Fatalf("ntfsinfo -m %s: no \"Free Clusters\" line in\n%s", img, out)
+	return 0
+}
+
+// TestNTFSReadsRealFileSystems maps NTFS volumes made by mkntfs over random
+// data with files from ntfscp, zeroes every free range in a copy, and
+// checks what a user would: ntfsfix -n finds nothing wrong, every file
+// reads back identical with ntfscat and the free bytes are what ntfsinfo
+// reports.
+func TestNTFSReadsRealFileSystems(t *testing.T) {
+	ftNeed(t, "mkntfs", "ntfscp", "ntfscat", "ntfsfix", "ntfsinfo")
+	tests := []struct {
+		name  string
+		size  int64
+		mkfs  []string
+		block int64
+	}{
+		{"512B clusters", 48 << 20, []string{"-c", "512"}, 512},
+		{"4K clusters", 64 << 20, []string{"-c", "4096"}, 4096},
+		{"16K clusters", 64 << 20, []string{"-c", "16384"}, 16 << 10},
+		{"64K clusters", 96 << 20, []string{"-c", "65536"}, 64 << 10},
+		{"4K sectors", 64 << 20, []string{"-s", "4096", "-c", "4096"}, 4096},
+		{"odd size with backup boot sector", 50<<20 + 3*512, []string{"-c", "4096"}, 4096},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img, files := ftNTFSImage(t, tt.size, uint64(i+1), tt.mkfs...)
+			m, err := ftReadMap(t, img)
+			if err != nil {
+				t.Fatalf("Read(%s): %v", tt.name, err)
+			}
+			if m.FS != "ntfs" || m.BlockSize != tt.block || m.Size != tt.size {
+				t.Errorf("Read(%s): got fs %q block %d size %d, want ntfs %d %d", tt.name, m.FS, m.BlockSize, m.Size, tt.block, tt.size)
+			}
+			if got, want := m.FreeBytes(), ftNTFSFree(t, img)*tt.block; got != want {
+				t.Errorf("%s: got %d free bytes, ntfsinfo -m reports %d", tt.name, got, want)
+			}
+			if m.FreeBytes() == 0 {
+				t.Fatalf("%s: no free bytes: the test would prove nothing", tt.name)
+			}
+			if last := m.Free[len(m.Free)-1]; last.Offset+last.Length > tt.size-512 {
+				t.Errorf("%s: free range %+v reaches the backup boot sector in the last 512 bytes of %d", tt.name, last, tt.size)
+			}
+			zeroed := ftZeroFree(t, img, m)
+			if out := ftCmd(t, "ntfsfix", "-n", zeroed); !strings.Contains(out, "processed successfully") {
+				t.Errorf("%s: ntfsfix -n after zeroing the free ranges:\n%s", tt.name, out)
+			}
+			if got, want := ftNTFSFree(t, zeroed), m.FreeBytes()/tt.block; got != want {
+				t.Errorf("%s: ntfsinfo -m after zeroing: got %d free clusters, want %d", tt.name, got, want)
+			}
+			for name, want := range files {
+				if got := ftSum([]byte(ftCmd(t, "ntfscat", zeroed, name))); got != want {
+					t.Errorf("%s: file %s after zeroing the free ranges: got sha256 %s, want %s", tt.name, name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// ftNTFSLayout reads where the test damages things: the volume, the byte
+// offset of MFT records by number, and the $Bitmap's first cluster.
+func ftNTFSLayout(t *testing.T, img string, size int64) (v *ntfsVolume, recordAt func(n int64) int64, bitmapLCN int64) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	v, err = parseNTFSBoot(ftReadAt(t, img, 0, 512), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.r = f
+	rec, err := v.record(0, v.mftLCN*v.clusterSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := v.attr(0, rec, ntfsAttrData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.mftRuns = data.runs
+	recordAt = func(n int64) int64 {
+		run := v.mftRuns[0]
+		if (n+1)*v.recordSize > run.length*v.clusterSize {
+			t.Fatalf("record %d is not in the MFT's first run", n)
+		}
+		return run.lcn*v.clusterSize + n*v.recordSize
+	}
+	brec, err := v.readRecord(ntfsRecordBitmap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bitmap, err := v.attr(ntfsRecordBitmap, brec, ntfsAttrData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, recordAt, bitmap.runs[0].lcn
+}
+
+// TestNTFSRefusesDamageAndDirt breaks one structure at a time in a real
+// NTFS volume and checks the error names the problem.
+func TestNTFSRefusesDamageAndDirt(t *testing.T) {
+	ftNeed(t, "mkntfs", "ntfscp")
+	const size = 32 << 20
+	img, _ := ftNTFSImage(t, size, 9, "-c", "4096")
+	v, recordAt, bitmapLCN := ftNTFSLayout(t, img, size)
+
+	// volumeFlags is the byte offset of $Volume's flags in the image.
+	volumeFlags := func() int64 {
+		rec := ftReadAt(t, img, recordAt(3), v.recordSize)
+		off := int64(binary.LittleEndian.Uint16(rec[0x14:]))
+		for binary.LittleEndian.Uint32(rec[off:]) != ntfsAttrVolumeInfo {
+			off += int64(binary.LittleEndian.Uint32(rec[off+4:]))
+		}
+		return recordAt(3) + off + int64(binary.LittleEndian.Uint16(rec[off+0x14:])) + 10
+	}()
+	if volumeFlags%512 >= 510 {
+		t.Fatalf("$Volume's flags lie under a fixup at byte %d", volumeFlags)
+	}
+	tests := []struct {
+		name   string
+		damage func(path string)
+		size   int64 // partition size; 0: the image's
+		want   error
+		text   string
+	}{
+		{"$Bitmap bit of the $MFT cleared", func(p string) {
+			at := bitmapLCN*v.clusterSize + v.mftLCN/8
+			ftPatch(t, p, at, []byte{ftReadAt(t, p, at, 1)[0] &^ (1 << (v.mftLCN % 8))})
+		}, 0, ErrDamaged, fmt.Sprintf("$Bitmap marks cluster %d free, one of the $MFT's own clusters", v.mftLCN)},
+		{"$Bitmap bit of cluster 0 cleared", func(p string) {
+			at := bitmapLCN * v.clusterSize
+			ftPatch(t, p, at, []byte{ftReadAt(t, p, at, 1)[0] &^ 1})
+		}, 0, ErrDamaged, "$Bitmap marks cluster 0 free"},
+		{"broken fixup of $Bitmap", func(p string) {
+			ftPatch(t, p, recordAt(6)+510, []byte{0x12, 0x34})
+		}, 0, ErrDamaged, "MFT record 6 ($Bitmap): update sequence number of its sector 0 does not match"},
+		{"broken fixup of $MFT", func(p string) {
+			ftPatch(t, p, recordAt(0)+1022, []byte{0x12, 0x34})
+		}, 0, ErrDamaged, "MFT record 0 ($MFT): update sequence number of its sector 1"},
+		{"$Volume record not FILE", func(p string) { ftPatch(t, p, recordAt(3), []byte("BAAD")) }, 0, ErrDamaged, "MFT record 3 ($Volume): signature \"BAAD\""},
+		{"dirty flag", func(p string) {
+			ftPatch(t, p, volumeFlags, []byte{ftReadAt(t, p, volumeFlags, 1)[0] | 1})
+		}, 0, ErrNotClean, "marked dirty"},
+		{"$Bitmap shorter than the volume", func(p string) {
+			// Claim twice the clusters in a partition twice as large.
+			if err := os.Truncate(p, 2*size); err != nil {
+				t.Fatal(err)
+			}
+			b := ftReadAt(t, p, 0x28, 8)
+			binary.LittleEndian.PutUint64(b, 2*binary.LittleEndian.Uint64(b))
+			ftPatch(t, p, 0x28, b)
+		}, 2 * size, ErrDamaged, "$Bitmap holds"},
+		{"volume larger than the partition", func(string) {}, size - 4096, ErrDamaged, "do not fit the partition"},
+		{"$MFT outside the volume", func(p string) {
+			b := make([]byte, 8)
+			binary.LittleEndian.PutUint64(b, 1<<40)
+			ftPatch(t, p, 0x30, b)
+		}, 0, ErrDamaged, "$MFT at cluster 1099511627776"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := ftCopy(t, img)
+			tt.damage(p)
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			n := int64(size)
+			if tt.size != 0 {
+				n = tt.size
+			}
+			_, err = Read(f, n)
+			if !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.text) {
+				t.Errorf("NTFS %s: got error %v, want %v naming %q", tt.name, err, tt.want, tt.text)
+			}
+		})
+	}
+}
+
+// TestNTFSBootEncodings checks the boot sector's negative encodings: sectors
+// per cluster as a shift (clusters over 64 KiB) and the MFT record size as a
+// shift, next to the positive ones.
+func TestNTFSBootEncodings(t *testing.T) {
+	tests := []struct {
+		name            string
+		bps             uint16
+		spc, perRecord  byte
+		cluster, record int64
+		wantErr         error
+	}{
+		{"512B clusters, 2 clusters per record", 512, 1, 2, 512, 1024, nil},
+		{"4K clusters, record 2^10", 512, 8, 0xF6, 4096, 1024, nil},
+		{"128K clusters as shift -8", 512, 0xF8, 0xF6, 128 << 10, 1024, nil},
+		{"2M clusters as shift -12", 512, 0xF4, 0xF6, 2 << 20, 1024, nil},
+		{"4K sectors, record 2^12", 4096, 1, 0xF4, 4096, 4096, nil},
+		{"sectors per cluster not a power of two", 512, 3, 0xF6, 0, 0, ErrDamaged},
+		{"record of 2^8 bytes", 512, 8, 0xF8, 0, 0, ErrDamaged},
+		{"record size byte zero", 512, 8, 0, 0, 0, ErrDamaged},
+		{"256-byte sectors", 256, 8, 0xF6, 0, 0, ErrDamaged},
+	}
+	for _, tt := range tests {
+		b := make([]byte, 512)
+		copy(b[3:], "NTFS    ")
+		b[510], b[511] = 0x55, 0xAA
+		binary.LittleEndian.PutUint16(b[0x0B:], tt.bps)
+		b[0x0D] = tt.spc
+		binary.LittleEndian.PutUint64(b[0x28:], 1<<20)
+		binary.LittleEndian.PutUint64(b[0x30:], 4)
+		b[0x40] = tt.perRecord
+		v, err := parseNTFSBoot(b, 1<<40)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: got error %v, want %v", tt.name, err, tt.wantErr)
+			continue
+		}
+		if err == nil && (v.clusterSize != tt.cluster || v.recordSize != tt.record) {
+			t.Errorf("%s: got cluster %d record %d, want %d %d", tt.name, v.clusterSize, v.recordSize, tt.cluster, tt.record)
+		}
+	}
+	if _, err := readNTFS(bytes.NewReader(ftRandom(5, 1<<20)), 1<<20); !errors.Is(err, ErrUnknown) {
+		t.Errorf("readNTFS(random bytes): got %v, want ErrUnknown", err)
+	}
+}
