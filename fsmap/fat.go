@@ -110,8 +110,10 @@ func parseFATBoot(b []byte, size int64) (*fatVolume, error) {
 		}
 		v.rootCluster = int64(le.Uint32(b[44:]))
 		v.stateOffset = 0x41
-		if rootEntries != 0 || total16 != 0 || fatSize == 0 {
-			return nil, damaged("FAT32 with %d root entries, 16-bit sector count %d, FAT size %d", rootEntries, total16, fatSize)
+		// Microsoft wants a zero 16-bit sector count on FAT32; mkfs.vfat
+		// fills it in on small volumes, and Linux reads it like FAT16's.
+		if rootEntries != 0 || fatSize == 0 {
+			return nil, damaged("FAT32 with %d root entries and a FAT of %d sectors", rootEntries, fatSize)
 		}
 		if extFlags&0x80 != 0 {
 			v.mirrorActive = int(extFlags & 0x0F)

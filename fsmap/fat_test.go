@@ -283,3 +283,35 @@ func TestFATUnknown(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFAT patches real FAT12/16/32 images (boot sector, FATs) and checks
+// readFAT never panics and every map it returns is well formed.
+func FuzzFAT(f *testing.F) {
+	bases := [][]byte{
+		ftBase(f, 256<<10, "mkfs.vfat", "-F", "12", "-s", "1"),
+		ftBase(f, 4<<20, "mkfs.vfat", "-F", "16", "-s", "1"),
+		ftBase(f, 4<<20, "mkfs.vfat", "-F", "32", "-s", "1"),
+	}
+	for i, base := range bases {
+		if _, err := readFAT(bytes.NewReader(base), int64(len(base))); err != nil {
+			f.Fatalf("readFAT base %d: %v", i, err)
+		}
+	}
+	f.Add([]byte{})
+	for i := range bases {
+		f.Add([]byte{byte(i), 0})
+		f.Add([]byte{byte(i), 1})
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(13, 0x80)...))                // sectors per cluster
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(17, 0xFF, 0xFF)...))          // root entries
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(32, 0xFF, 0xFF, 0xFF, 0)...)) // total sectors
+	}
+	// FAT entries of the first clusters, in the first FAT.
+	f.Add(append([]byte{0, 0}, ftPatch32(512+3, 0x34, 0x12, 0x00, 0x00)...))
+	f.Add(append([]byte{1, 0}, ftPatch32(4*512+8, 0xF7, 0xFF, 0x05, 0x00)...))
+	f.Add(append([]byte{2, 0}, ftPatch32(32*512+12, 0xFF, 0xFF, 0xFF, 0x0F, 0x00, 0x00, 0x00, 0x00)...))
+	f.Fuzz(func(t *testing.T, patches []byte) {
+		img, size := ftPatched(bases, patches)
+		m, err := readFAT(bytes.NewReader(img), size)
+		ftFuzzCheck(t, "vfat", m, err, size)
+	})
+}

@@ -275,3 +275,42 @@ func TestNTFSBootEncodings(t *testing.T) {
 		t.Errorf("readNTFS(random bytes): got %v, want ErrUnknown", err)
 	}
 }
+
+// FuzzNTFS patches real NTFS images (boot sector, MFT records, $Bitmap) and
+// checks readNTFS never panics and every map it returns is well formed.
+func FuzzNTFS(f *testing.F) {
+	bases := [][]byte{
+		ftBase(f, 2<<20, "mkntfs", "-F", "-Q", "-c", "512"),
+		ftBase(f, 2<<20, "mkntfs", "-F", "-Q", "-c", "4096"),
+	}
+	for i, base := range bases {
+		if _, err := readNTFS(bytes.NewReader(base), int64(len(base))); err != nil {
+			f.Fatalf("readNTFS base %d: %v", i, err)
+		}
+	}
+	f.Add([]byte{})
+	for i, base := range bases {
+		f.Add([]byte{byte(i), 0})
+		f.Add([]byte{byte(i), 1})
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(0x0D, 0xF4)...))
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(0x40, 0x01)...))
+		// The MFT records read and the $Bitmap, where the image holds them.
+		v, err := parseNTFSBoot(base, int64(len(base)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		mft := uint32(v.mftLCN * v.clusterSize)
+		for _, rec := range []uint32{0, 3, 6} {
+			at := mft + rec*uint32(v.recordSize)
+			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x14, 0x30)...))
+			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x50, 0x00, 0x00, 0xFF, 0xFF)...))
+			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x1FE, 0x00, 0x01)...))
+			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x100, 0x31, 0x7F, 0xFF, 0xFF, 0x7F)...))
+		}
+	}
+	f.Fuzz(func(t *testing.T, patches []byte) {
+		img, size := ftPatched(bases, patches)
+		m, err := readNTFS(bytes.NewReader(img), size)
+		ftFuzzCheck(t, "ntfs", m, err, size)
+	})
+}

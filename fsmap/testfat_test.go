@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -154,4 +155,71 @@ func ftCopy(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// ftBase makes a small file system image from zeros with the given mkfs
+// command for a fuzz target's base, and returns its bytes.
+func ftBase(f *testing.F, size int64, mkfs string, args ...string) []byte {
+	f.Helper()
+	if _, err := exec.LookPath(mkfs); err != nil {
+		f.Skipf("%s is not installed: %v", mkfs, err)
+	}
+	path := filepath.Join(f.TempDir(), "base.img")
+	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, append(args, path)...).CombinedOutput(); err != nil {
+		f.Fatalf("%s %v: %v\n%s", mkfs, args, err, out)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return data
+}
+
+// ftPatched returns a copy of one of the bases with patches applied: the
+// first byte of patches picks the base; then each patch is a 4-byte
+// little-endian offset (modulo the base's size), a length byte and that
+// many bytes. It also returns the partition size to present, which the
+// second byte can shrink by whole sectors.
+func ftPatched(bases [][]byte, patches []byte) ([]byte, int64) {
+	if len(patches) < 2 {
+		return bytes.Clone(bases[0]), int64(len(bases[0]))
+	}
+	img := bytes.Clone(bases[int(patches[0])%len(bases)])
+	size := int64(len(img)) - int64(patches[1]%4)*512
+	for p := patches[2:]; len(p) >= 5; {
+		off := int(uint32(p[0])|uint32(p[1])<<8|uint32(p[2])<<16|uint32(p[3])<<24) % len(img)
+		n := min(int(p[4]), len(p)-5)
+		copy(img[off:], p[5:5+n])
+		p = p[5+n:]
+	}
+	return img, size
+}
+
+// ftPatch32 encodes one patch for ftPatched.
+func ftPatch32(off uint32, b ...byte) []byte {
+	return append([]byte{byte(off), byte(off >> 8), byte(off >> 16), byte(off >> 24), byte(len(b))}, b...)
+}
+
+// ftFuzzCheck fails the fuzz test when a successful read breaks the Map
+// invariants.
+func ftFuzzCheck(t *testing.T, fs string, m *Map, err error, size int64) {
+	t.Helper()
+	if err != nil {
+		if !errors.Is(err, ErrUnknown) && !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrNotClean) && !errors.Is(err, ErrUnsupported) {
+			// I/O errors from reads past the end are fine too, but must say so.
+			if !strings.Contains(err.Error(), "EOF") {
+				t.Fatalf("%s: error wraps none of the package's errors: %v", fs, err)
+			}
+		}
+		return
+	}
+	if m.FS != fs || m.Size != size {
+		t.Fatalf("got fs %q size %d, want %s %d", m.FS, m.Size, fs, size)
+	}
+	if err := m.check(); err != nil {
+		t.Fatalf("%s: map breaks its invariants: %v", fs, err)
+	}
 }
