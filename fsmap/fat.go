@@ -51,6 +51,12 @@ func readFAT(r io.ReaderAt, size int64) (*Map, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sig, err := foreignSignature(r, size); err != nil || sig != "" {
+		if err != nil {
+			return nil, fmt.Errorf("vfat: %w", err)
+		}
+		return nil, fmt.Errorf("vfat: %w: a FAT boot sector, but also a %s signature", ErrUnknown, sig)
+	}
 	if boot[v.stateOffset]&0x01 != 0 {
 		return nil, fmt.Errorf("vfat: %w: the boot sector's dirty flag (byte 0x%x) is set, it was not cleanly unmounted; run fsck.vfat or mount and unmount it, or capture with --raw", ErrNotClean, v.stateOffset)
 	}
@@ -76,6 +82,11 @@ func parseFATBoot(b []byte, size int64) (*fatVolume, error) {
 		return nil, fmt.Errorf("exfat: %w: the exFAT allocation bitmap is not read", ErrUnknown)
 	}
 	if string(b[3:11]) == "NTFS    " {
+		return nil, ErrUnknown
+	}
+	// The file system type string, which libblkid also wants and wipefs
+	// erases (not used for the FAT type: the cluster count decides).
+	if !fatTypeString(b) {
 		return nil, ErrUnknown
 	}
 	le := binary.LittleEndian
@@ -164,6 +175,41 @@ func parseFATBoot(b []byte, size int64) (*fatVolume, error) {
 		return nil, damaged("root directory cluster %d outside clusters 2..%d", v.rootCluster, v.clusters+1)
 	}
 	return v, nil
+}
+
+// fatTypeString says whether the boot sector carries one of the type
+// strings that FAT formatters write: at 0x36 for FAT12/16, at 0x52 for
+// FAT32 (the same list as libblkid's).
+func fatTypeString(b []byte) bool {
+	for _, s := range []string{"FAT12   ", "FAT16   ", "FAT     ", "MSDOS"} {
+		if bytes.HasPrefix(b[0x36:], []byte(s)) {
+			return true
+		}
+	}
+	return bytes.HasPrefix(b[0x52:], []byte("FAT32   ")) || bytes.HasPrefix(b[0x52:], []byte("MSWIN"))
+}
+
+// foreignSignature looks for the signatures of what may have been made
+// over an old FAT or NTFS volume without erasing its boot sector: a swap
+// area (its signature at the end of the first page, for pages of 4 to 64
+// KiB) and an LVM physical volume (its label in one of the first four
+// sectors). It returns the name of the one found, or "".
+func foreignSignature(r io.ReaderAt, size int64) (string, error) {
+	head := make([]byte, min(size, 64<<10))
+	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
+		return "", fmt.Errorf("read the first %d bytes: %w", len(head), err)
+	}
+	for page := 4096; page <= len(head); page *= 2 {
+		if s := string(head[page-10 : page]); s == "SWAPSPACE2" || s == "SWAP-SPACE" {
+			return "swap", nil
+		}
+	}
+	for sector := 0; sector < 4 && (sector+1)*512 <= len(head); sector++ {
+		if string(head[sector*512:sector*512+8]) == "LABELONE" {
+			return "LVM", nil
+		}
+	}
+	return "", nil
 }
 
 // entryBytes is the number of FAT bytes that hold n entries.

@@ -111,6 +111,7 @@ func TestFATReadsRealFileSystems(t *testing.T) {
 		{"fat16 4K sectors no alignment", 64 << 20, []string{"-F", "16", "-S", "4096", "-s", "1", "-a"}, 16, 4096, true},
 		{"fat32 512B clusters", 48 << 20, []string{"-F", "32", "-s", "1"}, 32, 512, true},
 		{"fat32 4K sectors no alignment", 264 << 20, []string{"-F", "32", "-S", "4096", "-s", "1", "-a"}, 32, 4096, true},
+		{"fat32 small, with a 16-bit sector count", 4 << 20, []string{"-F", "32", "-s", "1"}, 32, 512, false},
 		{"fat32 with fewer than 65525 clusters", 64 << 20, []string{"-F", "32", "-s", "64"}, 32, 32 << 10, false},
 	}
 	for i, tt := range tests {
@@ -284,6 +285,41 @@ func TestFATUnknown(t *testing.T) {
 	}
 }
 
+// TestFATLeftOvers checks that a FAT boot sector that is no longer the
+// partition's file system is not believed: after wipefs, or under a swap
+// area or an LVM label made without erasing it. Believing it would skip
+// live data.
+func TestFATLeftOvers(t *testing.T) {
+	ftNeed(t, "mkfs.vfat", "wipefs")
+	for _, bits := range []string{"16", "32"} {
+		img, _ := ftFATImage(t, 40<<20, 5, false, "-F", bits, "-s", map[string]string{"16": "2", "32": "1"}[bits])
+		if _, err := ftReadMap(t, img); err != nil {
+			t.Fatalf("FAT%s before: %v", bits, err)
+		}
+		tests := []struct {
+			name   string
+			damage func(p string)
+		}{
+			{"wipefs -a", func(p string) { ftCmd(t, "wipefs", "-a", p) }},
+			{"swap signature", func(p string) { ftPatch(t, p, 4096-10, []byte("SWAPSPACE2")) }},
+			{"LVM label", func(p string) { ftPatch(t, p, 512, []byte("LABELONE")) }},
+		}
+		for _, tt := range tests {
+			p := ftCopy(t, img)
+			tt.damage(p)
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = readFAT(f, 40<<20)
+			f.Close()
+			if !errors.Is(err, ErrUnknown) {
+				t.Errorf("FAT%s after %s: got %v, want ErrUnknown", bits, tt.name, err)
+			}
+		}
+	}
+}
+
 // FuzzFAT patches real FAT12/16/32 images (boot sector, FATs) and checks
 // readFAT never panics and every map it returns is well formed.
 func FuzzFAT(f *testing.F) {
@@ -311,7 +347,7 @@ func FuzzFAT(f *testing.F) {
 	f.Add(append([]byte{2, 0}, ftPatch32(32*512+12, 0xFF, 0xFF, 0xFF, 0x0F, 0x00, 0x00, 0x00, 0x00)...))
 	f.Fuzz(func(t *testing.T, patches []byte) {
 		img, size := ftPatched(bases, patches)
-		m, err := readFAT(bytes.NewReader(img), size)
+		m, err := readFAT(img, size)
 		ftFuzzCheck(t, "vfat", m, err, size)
 	})
 }

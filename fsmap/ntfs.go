@@ -75,6 +75,12 @@ func readNTFS(r io.ReaderAt, size int64) (*Map, error) {
 		return nil, err
 	}
 	v.r = r
+	if sig, err := foreignSignature(r, size); err != nil || sig != "" {
+		if err != nil {
+			return nil, fmt.Errorf("ntfs: %w", err)
+		}
+		return nil, fmt.Errorf("ntfs: %w: an NTFS boot sector, but also a %s signature", ErrUnknown, sig)
+	}
 
 	// Record 0 first, read where the boot sector says the MFT starts: its
 	// $DATA maps the rest of the MFT.

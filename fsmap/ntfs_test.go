@@ -310,7 +310,7 @@ func FuzzNTFS(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, patches []byte) {
 		img, size := ftPatched(bases, patches)
-		m, err := readNTFS(bytes.NewReader(img), size)
+		m, err := readNTFS(img, size)
 		ftFuzzCheck(t, "ntfs", m, err, size)
 	})
 }

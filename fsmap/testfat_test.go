@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -178,24 +179,52 @@ func ftBase(f *testing.F, size int64, mkfs string, args ...string) []byte {
 	return data
 }
 
-// ftPatched returns a copy of one of the bases with patches applied: the
-// first byte of patches picks the base; then each patch is a 4-byte
-// little-endian offset (modulo the base's size), a length byte and that
-// many bytes. It also returns the partition size to present, which the
-// second byte can shrink by whole sectors.
-func ftPatched(bases [][]byte, patches []byte) ([]byte, int64) {
+// ftPatched presents one of the bases with patches applied, without
+// copying it: the first byte of patches picks the base; then each patch is
+// a 4-byte little-endian offset (modulo the base's size), a length byte and
+// that many bytes. It also returns the partition size to present, which
+// the second byte can shrink by whole sectors.
+func ftPatched(bases [][]byte, patches []byte) (io.ReaderAt, int64) {
 	if len(patches) < 2 {
-		return bytes.Clone(bases[0]), int64(len(bases[0]))
+		return &ftOverlay{base: bases[0]}, int64(len(bases[0]))
 	}
-	img := bytes.Clone(bases[int(patches[0])%len(bases)])
-	size := int64(len(img)) - int64(patches[1]%4)*512
+	o := &ftOverlay{base: bases[int(patches[0])%len(bases)]}
+	size := int64(len(o.base)) - int64(patches[1]%4)*512
 	for p := patches[2:]; len(p) >= 5; {
-		off := int(uint32(p[0])|uint32(p[1])<<8|uint32(p[2])<<16|uint32(p[3])<<24) % len(img)
+		off := int64(uint32(p[0])|uint32(p[1])<<8|uint32(p[2])<<16|uint32(p[3])<<24) % int64(len(o.base))
 		n := min(int(p[4]), len(p)-5)
-		copy(img[off:], p[5:5+n])
+		o.patches = append(o.patches, ftOverlayPatch{off, p[5 : 5+n]})
 		p = p[5+n:]
 	}
-	return img, size
+	return o, size
+}
+
+// ftOverlay reads a base image with patches laid over it, later ones on top.
+type ftOverlay struct {
+	base    []byte
+	patches []ftOverlayPatch
+}
+
+type ftOverlayPatch struct {
+	off  int64
+	data []byte
+}
+
+func (o *ftOverlay) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(o.base)) {
+		return 0, io.EOF
+	}
+	n := copy(p, o.base[off:])
+	for _, x := range o.patches {
+		lo, hi := max(off, x.off), min(off+int64(n), x.off+int64(len(x.data)))
+		if lo < hi {
+			copy(p[lo-off:hi-off], x.data[lo-x.off:hi-x.off])
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // ftPatch32 encodes one patch for ftPatched.
