@@ -374,3 +374,9 @@ func FuzzFAT(f *testing.F) {
 		ftFuzzCheck(t, "vfat", m, err, size)
 	})
 }
+
+// BenchmarkFATRead maps a 32 GiB FAT32 volume of 4 KiB clusters (two FATs
+// of 32 MiB each, read and compared).
+func BenchmarkFATRead(b *testing.B) {
+	ftBenchRead(b, 32<<30, "mkfs.vfat", "-F", "32", "-s", "8")
+}

@@ -318,3 +318,9 @@ func FuzzNTFS(f *testing.F) {
 		ftFuzzCheck(t, "ntfs", m, err, size)
 	})
 }
+
+// BenchmarkNTFSRead maps a 32 GiB NTFS volume of 4 KiB clusters (a $Bitmap
+// of 1 MiB).
+func BenchmarkNTFSRead(b *testing.B) {
+	ftBenchRead(b, 32<<30, "mkntfs", "-F", "-Q", "-c", "4096")
+}

@@ -252,3 +252,31 @@ func ftFuzzCheck(t *testing.T, fs string, m *Map, err error, size int64) {
 		t.Fatalf("%s: map breaks its invariants: %v", fs, err)
 	}
 }
+
+// ftBenchRead times Read on a sparse image of size bytes made by mkfs.
+func ftBenchRead(b *testing.B, size int64, mkfs string, args ...string) {
+	if _, err := exec.LookPath(mkfs); err != nil {
+		b.Skipf("%s is not installed: %v", mkfs, err)
+	}
+	path := filepath.Join(b.TempDir(), "bench.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, append(args, path)...).CombinedOutput(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", mkfs, args, err, out)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.SetBytes(size)
+	for b.Loop() {
+		if _, err := Read(f, size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
