@@ -380,3 +380,34 @@ func FuzzFAT(f *testing.F) {
 func BenchmarkFATRead(b *testing.B) {
 	ftBenchRead(b, 32<<30, "mkfs.vfat", "-F", "32", "-s", "8")
 }
+
+// TestFAT32MirroringOff checks a FAT32 with mirroring turned off is read
+// from its active FAT, whatever the other copy holds.
+func TestFAT32MirroringOff(t *testing.T) {
+	ftNeed(t, "mkfs.vfat", "mcopy", "mdel", "mmd")
+	const size = 40 << 20
+	img, _ := ftFATImage(t, size, 11, true, "-F", "32", "-s", "1")
+	v, err := parseFATBoot(ftReadAt(t, img, 0, 512), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ftReadMap(t, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// FAT 2 active, FAT 1 overwritten with garbage entries.
+	ftPatch(t, img, 40, []byte{0x81, 0x00})
+	ftPatch(t, img, v.fatStart+64, ftRandom(12, 4096))
+	got, err := ftReadMap(t, img)
+	if err != nil {
+		t.Fatalf("FAT32 with FAT 2 active: %v", err)
+	}
+	if got.FreeBytes() != want.FreeBytes() || len(got.Free) != len(want.Free) {
+		t.Errorf("FAT32 with FAT 2 active: got %d free bytes in %d ranges, want %d in %d", got.FreeBytes(), len(got.Free), want.FreeBytes(), len(want.Free))
+	}
+	// Mirroring on again: the garbage in FAT 1 is damage.
+	ftPatch(t, img, 40, []byte{0x00, 0x00})
+	if _, err := ftReadMap(t, img); !errors.Is(err, ErrDamaged) {
+		t.Errorf("FAT32 with mirroring on and FAT 1 overwritten: got %v, want ErrDamaged", err)
+	}
+}

@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -323,4 +326,74 @@ func FuzzNTFS(f *testing.F) {
 // of 1 MiB).
 func BenchmarkNTFSRead(b *testing.B) {
 	ftBenchRead(b, 32<<30, "mkntfs", "-F", "-Q", "-c", "4096")
+}
+
+// ftLoop attaches part of path (offset, size bytes) to a loop device and
+// detaches it when the test ends. It skips without root or loop devices.
+// (internal/testdisk.Loop attaches whole files; fsmap imports no Rewind
+// package, not even in tests.)
+func ftLoop(t *testing.T, path string, offset, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	out, err := exec.Command("losetup", "-f", "--show", "-r", "-o", strconv.FormatInt(offset, 10), "--sizelimit", strconv.FormatInt(size, 10), path).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup failed (no loop devices here?): %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// TestReadsPartitionsOnLoopDevices reads a FAT32 and an NTFS volume at
+// their offsets in a disk image through loop devices, as capture reads a
+// partition, and gets the same maps as from the image files.
+func TestReadsPartitionsOnLoopDevices(t *testing.T) {
+	ftNeed(t, "mkfs.vfat", "mcopy", "mdel", "mmd", "mkntfs", "ntfscp", "losetup")
+	fat, _ := ftFATImage(t, 40<<20, 21, true, "-F", "32", "-s", "1")
+	ntfs, _ := ftNTFSImage(t, 32<<20+512, 22, "-c", "4096")
+	disk := ftImage(t, 1<<20+40<<20+32<<20+512+1<<20, 23)
+	parts := []struct {
+		img    string
+		offset int64
+	}{{fat, 1 << 20}, {ntfs, 1<<20 + 40<<20}}
+	for _, p := range parts {
+		data, err := os.ReadFile(p.img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ftPatch(t, disk, p.offset, data)
+	}
+	for _, p := range parts {
+		want, err := ftReadMap(t, p.img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(p.img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev := ftLoop(t, disk, p.offset, st.Size())
+		f, err := os.Open(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, err := f.Seek(0, io.SeekEnd)
+		if err != nil || size != st.Size() {
+			t.Fatalf("%s: got size %d (%v), want %d", dev, size, err, st.Size())
+		}
+		got, err := Read(f, size)
+		f.Close()
+		if err != nil {
+			t.Fatalf("Read(%s at %d): %v", dev, p.offset, err)
+		}
+		if got.FS != want.FS || !slices.Equal(got.Free, want.Free) {
+			t.Errorf("Read(%s at %d): got %s with %d free bytes in %d ranges, want %s with %d in %d", dev, p.offset, got.FS, got.FreeBytes(), len(got.Free), want.FS, want.FreeBytes(), len(want.Free))
+		}
+	}
 }
