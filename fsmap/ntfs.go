@@ -14,9 +14,10 @@ import (
 // sequence fixups, checked here before anything in them is believed.
 
 const (
-	ntfsRecordMFT    = 0
-	ntfsRecordVolume = 3
-	ntfsRecordBitmap = 6
+	ntfsRecordMFT     = 0
+	ntfsRecordLogFile = 2
+	ntfsRecordVolume  = 3
+	ntfsRecordBitmap  = 6
 
 	ntfsAttrList       = 0x20
 	ntfsAttrVolumeInfo = 0x70
@@ -28,7 +29,7 @@ const (
 )
 
 // ntfsRecordNames names the system records in errors.
-var ntfsRecordNames = map[int64]string{ntfsRecordMFT: "$MFT", ntfsRecordVolume: "$Volume", ntfsRecordBitmap: "$Bitmap"}
+var ntfsRecordNames = map[int64]string{ntfsRecordMFT: "$MFT", ntfsRecordLogFile: "$LogFile", ntfsRecordVolume: "$Volume", ntfsRecordBitmap: "$Bitmap"}
 
 // ntfsVolume is what the boot sector says, checked against the partition.
 type ntfsVolume struct {
@@ -112,6 +113,10 @@ func readNTFS(r io.ReaderAt, size int64) (*Map, error) {
 		return nil, fmt.Errorf("ntfs: %w: the NTFS volume is marked dirty (flags %#04x); run chkdsk in Windows or ntfsfix -d, or capture with --raw", ErrNotClean, flags)
 	}
 
+	if err := v.checkLogFile(); err != nil {
+		return nil, err
+	}
+
 	bitmapRec, err := v.readRecord(ntfsRecordBitmap)
 	if err != nil {
 		return nil, err
@@ -143,6 +148,88 @@ func readNTFS(r io.ReaderAt, size int64) (*Map, error) {
 		}
 	}
 	return m, nil
+}
+
+// checkLogFile refuses a volume whose $LogFile holds changes not yet
+// applied to the disk (Windows hibernated by Fast Startup, or stopped
+// without shutting down): its $Bitmap may not be the one Windows will
+// use. The rule is ntfs-3g's: the newer of the two restart pages must have
+// no client in use or the volume-is-clean flag. A $LogFile without restart
+// pages (all 0xFF: emptied by mkntfs, ntfs-3g or ntfsfix) is clean.
+func (v *ntfsVolume) checkLogFile() error {
+	rec, err := v.readRecord(ntfsRecordLogFile)
+	if err != nil {
+		return err
+	}
+	data, err := v.attr(ntfsRecordLogFile, rec, ntfsAttrData)
+	if err != nil {
+		return err
+	}
+	if !data.nonResident || len(data.runs) == 0 {
+		return fmt.Errorf("ntfs: %w: MFT record 2 ($LogFile): its $DATA is not on the volume", ErrDamaged)
+	}
+	const page = 4096 // the restart pages are the first two of this size
+	head := make([]byte, min(2*page, data.dataSize))
+	if int64(len(head)) > data.runs[0].length*v.clusterSize {
+		return fmt.Errorf("ntfs: %w: $LogFile's restart pages span two runs", ErrUnsupported)
+	}
+	if _, err := v.r.ReadAt(head, data.runs[0].lcn*v.clusterSize); err != nil {
+		return fmt.Errorf("ntfs: read $LogFile at cluster %d: %w", data.runs[0].lcn, err)
+	}
+	le := binary.LittleEndian
+	var newest uint64
+	found, clean := false, true
+	for off := 0; off+page <= len(head); off += page {
+		p := head[off : off+page]
+		switch string(p[:4]) {
+		case "\xff\xff\xff\xff":
+			continue
+		case "CHKD":
+			return fmt.Errorf("ntfs: %w: $LogFile was left by chkdsk outside Windows; run chkdsk in Windows, or capture with --raw", ErrNotClean)
+		case "RSTR":
+		default:
+			return fmt.Errorf("ntfs: %w: $LogFile restart page %d has signature %q", ErrDamaged, off/page, p[:4])
+		}
+		if err := ntfsFixup(p, page); err != nil {
+			return fmt.Errorf("ntfs: %w: $LogFile restart page %d: %v", ErrDamaged, off/page, err)
+		}
+		ra := int(le.Uint16(p[0x18:]))
+		if ra < 0x1E || ra+0x10 > page {
+			return fmt.Errorf("ntfs: %w: $LogFile restart page %d: restart area at offset %d", ErrDamaged, off/page, ra)
+		}
+		lsn := le.Uint64(p[ra:])
+		inUse, flags := le.Uint16(p[ra+0x0C:]), le.Uint16(p[ra+0x0E:])
+		if !found || lsn > newest {
+			newest, found = lsn, true
+			clean = inUse == 0xFFFF || flags&0x0002 != 0
+		}
+	}
+	if !clean {
+		return fmt.Errorf("ntfs: %w: $LogFile holds changes not yet written to the volume (Windows was hibernated by Fast Startup or not shut down); boot Windows and shut it down fully (shutdown /s /t 0, or turn Fast Startup off), or capture with --raw", ErrNotClean)
+	}
+	return nil
+}
+
+// ntfsFixup checks and applies the update sequence fixups of a
+// multi-sector structure of size bytes (an MFT record, a $LogFile page):
+// the last two bytes of every 512-byte stride must hold the update sequence
+// number, and get back the bytes saved in the array.
+func ntfsFixup(b []byte, size int64) error {
+	le := binary.LittleEndian
+	usaOff := int64(le.Uint16(b[4:]))
+	usaCount := int64(le.Uint16(b[6:]))
+	if usaCount != size/512+1 || usaOff < 8 || usaOff%2 != 0 || usaOff+2*usaCount > 512-2 {
+		return fmt.Errorf("update sequence array of %d entries at offset %d", usaCount, usaOff)
+	}
+	usn := b[usaOff : usaOff+2]
+	for i := int64(1); i < usaCount; i++ {
+		end := i*512 - 2
+		if b[end] != usn[0] || b[end+1] != usn[1] {
+			return fmt.Errorf("update sequence number of its sector %d does not match (a torn or damaged write)", i-1)
+		}
+		copy(b[end:end+2], b[usaOff+2*i:usaOff+2*i+2])
+	}
+	return nil
 }
 
 // parseNTFSBoot recognises an NTFS boot sector and checks its geometry.
@@ -228,20 +315,13 @@ func (v *ntfsVolume) record(n, pos int64) ([]byte, error) {
 	if string(rec[:4]) != "FILE" {
 		return nil, damaged("signature %q, want \"FILE\"", rec[:4])
 	}
+	if usaOff := binary.LittleEndian.Uint16(rec[4:]); usaOff < 0x28 {
+		return nil, damaged("update sequence array at offset %d, inside the record header", usaOff)
+	}
+	if err := ntfsFixup(rec, v.recordSize); err != nil {
+		return nil, damaged("%v", err)
+	}
 	le := binary.LittleEndian
-	usaOff := int64(le.Uint16(rec[4:]))
-	usaCount := int64(le.Uint16(rec[6:]))
-	if usaCount != v.recordSize/512+1 || usaOff < 0x28 || usaOff%2 != 0 || usaOff+2*usaCount > 512-2 {
-		return nil, damaged("update sequence array of %d entries at offset %d", usaCount, usaOff)
-	}
-	usn := rec[usaOff : usaOff+2]
-	for i := int64(1); i < usaCount; i++ {
-		end := i*512 - 2
-		if rec[end] != usn[0] || rec[end+1] != usn[1] {
-			return nil, damaged("update sequence number of its sector %d does not match (a torn or damaged write)", i-1)
-		}
-		copy(rec[end:end+2], rec[usaOff+2*i:usaOff+2*i+2])
-	}
 	if le.Uint16(rec[0x16:])&0x0001 == 0 {
 		return nil, damaged("the record is not in use")
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,7 +115,7 @@ func TestNTFSReadsRealFileSystems(t *testing.T) {
 
 // ftNTFSLayout reads where the test damages things: the volume, the byte
 // offset of MFT records by number, and the $Bitmap's first cluster.
-func ftNTFSLayout(t *testing.T, img string, size int64) (v *ntfsVolume, recordAt func(n int64) int64, bitmapLCN int64) {
+func ftNTFSLayout(t *testing.T, img string, size int64) (v *ntfsVolume, recordAt func(n int64) int64, bitmapLCN, logLCN int64) {
 	t.Helper()
 	f, err := os.Open(img)
 	if err != nil {
@@ -150,7 +151,56 @@ func ftNTFSLayout(t *testing.T, img string, size int64) (v *ntfsVolume, recordAt
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v, recordAt, bitmap.runs[0].lcn
+	lrec, err := v.readRecord(ntfsRecordLogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := v.attr(ntfsRecordLogFile, lrec, ntfsAttrData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, recordAt, bitmap.runs[0].lcn, logFile.runs[0].lcn
+}
+
+// ftRestartPage builds a $LogFile restart page of 4096 bytes, with its
+// update sequence applied, whose restart area has the given current LSN,
+// client-in-use list and flags (the fields ntfs-3g's clean test reads),
+// and one client record; the other fields are consistent enough for
+// ntfs-3g to read it, for a $LogFile of 4 MiB.
+func ftRestartPage(lsn uint64, inUse, flags uint16) []byte {
+	p := make([]byte, 4096)
+	le := binary.LittleEndian
+	copy(p, "RSTR")
+	le.PutUint16(p[4:], 0x1E) // update sequence array offset
+	le.PutUint16(p[6:], 9)    // 1 + 4096/512 entries
+	le.PutUint32(p[0x10:], 4096)
+	le.PutUint32(p[0x14:], 4096)
+	le.PutUint16(p[0x18:], 0x30) // restart area offset
+	le.PutUint16(p[0x1A:], 1)
+	le.PutUint16(p[0x1C:], 1)
+	le.PutUint64(p[0x30:], lsn)
+	le.PutUint16(p[0x38:], 1)      // log clients
+	le.PutUint16(p[0x3A:], 0xFFFF) // client free list
+	le.PutUint16(p[0x3C:], inUse)
+	le.PutUint16(p[0x3E:], flags)
+	le.PutUint32(p[0x40:], 67-23) // sequence number bits: 67 - bits of the file size
+	le.PutUint16(p[0x44:], 0xD0)  // restart area length: header and one client
+	le.PutUint16(p[0x46:], 0x30)  // client array offset
+	le.PutUint64(p[0x48:], 4<<20) // file size
+	le.PutUint16(p[0x54:], 0x30)  // log record header length
+	le.PutUint16(p[0x56:], 0x40)  // log page data offset
+	le.PutUint16(p[0x60+0x10:], 0xFFFF)
+	le.PutUint16(p[0x60+0x12:], 0xFFFF)
+	le.PutUint32(p[0x60+0x1C:], 8)
+	copy(p[0x60+0x20:], "N\x00T\x00F\x00S\x00")
+	usn := []byte{0x07, 0x00}
+	copy(p[0x1E:], usn)
+	for i := 1; i <= 8; i++ {
+		end := i*512 - 2
+		copy(p[0x1E+2*i:], p[end:end+2])
+		copy(p[end:], usn)
+	}
+	return p
 }
 
 // TestNTFSRefusesDamageAndDirt breaks one structure at a time in a real
@@ -159,7 +209,8 @@ func TestNTFSRefusesDamageAndDirt(t *testing.T) {
 	ftNeed(t, "mkntfs", "ntfscp", "ntfsfix")
 	const size = 32 << 20
 	img, _ := ftNTFSImage(t, size, 9, "-c", "4096")
-	v, recordAt, bitmapLCN := ftNTFSLayout(t, img, size)
+	v, recordAt, bitmapLCN, logLCN := ftNTFSLayout(t, img, size)
+	logAt := logLCN * v.clusterSize
 
 	// volumeFlags is the byte offset of $Volume's flags in the image.
 	volumeFlags := func() int64 {
@@ -197,6 +248,28 @@ func TestNTFSRefusesDamageAndDirt(t *testing.T) {
 		{"$Volume record not FILE", func(p string) { ftPatch(t, p, recordAt(3), []byte("BAAD")) }, 0, ErrDamaged, "MFT record 3 ($Volume): signature \"BAAD\""},
 		{"dirty flag", func(p string) {
 			ftPatch(t, p, volumeFlags, []byte{ftReadAt(t, p, volumeFlags, 1)[0] | 1})
+		}, 0, ErrNotClean, "marked dirty"},
+		{"$LogFile with a client in use", func(p string) {
+			ftPatch(t, p, logAt, ftRestartPage(100, 0, 0))
+			ftPatch(t, p, logAt+4096, ftRestartPage(90, 0xFFFF, 0))
+		}, 0, ErrNotClean, "$LogFile holds changes not yet written"},
+		{"$LogFile clean in the newer restart page", func(p string) {
+			ftPatch(t, p, logAt, ftRestartPage(100, 0, 0))
+			ftPatch(t, p, logAt+4096, ftRestartPage(110, 0xFFFF, 0))
+		}, 0, nil, ""},
+		{"$LogFile with the volume-is-clean flag", func(p string) {
+			ftPatch(t, p, logAt, ftRestartPage(100, 0, 2))
+			ftPatch(t, p, logAt+4096, ftRestartPage(100, 0, 2))
+		}, 0, nil, ""},
+		{"$LogFile restart page torn", func(p string) {
+			ftPatch(t, p, logAt, ftRestartPage(100, 0xFFFF, 0))
+			ftPatch(t, p, logAt+1022, []byte{0x12, 0x34})
+		}, 0, ErrDamaged, "$LogFile restart page 0: update sequence number of its sector 1"},
+		// ntfsfix empties the $LogFile but marks the volume dirty, for chkdsk.
+		{"$LogFile with a client in use then ntfsfix", func(p string) {
+			ftPatch(t, p, logAt, ftRestartPage(100, 0, 0))
+			ftPatch(t, p, logAt+4096, ftRestartPage(100, 0, 0))
+			ftCmd(t, "ntfsfix", p)
 		}, 0, ErrNotClean, "marked dirty"},
 		{"dirty flag then ntfsfix -d", func(p string) {
 			ftPatch(t, p, volumeFlags, []byte{ftReadAt(t, p, volumeFlags, 1)[0] | 1})
@@ -395,5 +468,47 @@ func TestReadsPartitionsOnLoopDevices(t *testing.T) {
 		if got.FS != want.FS || !slices.Equal(got.Free, want.Free) {
 			t.Errorf("Read(%s at %d): got %s with %d free bytes in %d ranges, want %s with %d in %d", dev, p.offset, got.FS, got.FreeBytes(), len(got.Free), want.FS, want.FreeBytes(), len(want.Free))
 		}
+	}
+}
+
+// TestNTFSLogFileAgreesWithNTFS3G checks the $LogFile verdict against
+// ntfs-3g's own: ntfscp refuses to write to a volume whose journal holds
+// changes ("unclean file system") exactly when Read gives ErrNotClean.
+func TestNTFSLogFileAgreesWithNTFS3G(t *testing.T) {
+	ftNeed(t, "mkntfs", "ntfscp")
+	const size = 32 << 20
+	img, _ := ftNTFSImage(t, size, 13, "-c", "4096")
+	v, _, _, logLCN := ftNTFSLayout(t, img, size)
+	tests := []struct {
+		name         string
+		page0, page1 []byte
+		unclean      bool
+	}{
+		{"empty (mkntfs)", nil, nil, false},
+		{"client in use in both pages", ftRestartPage(100, 0, 0), ftRestartPage(100, 0, 0), true},
+		{"client in use in the newer page", ftRestartPage(100, 0xFFFF, 0), ftRestartPage(110, 0, 0), true},
+		{"no client in use in the newer page", ftRestartPage(110, 0xFFFF, 0), ftRestartPage(100, 0, 0), false},
+		{"volume-is-clean flag", ftRestartPage(100, 0, 2), ftRestartPage(100, 0, 2), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := ftCopy(t, img)
+			if tt.page0 != nil {
+				ftPatch(t, p, logLCN*v.clusterSize, tt.page0)
+				ftPatch(t, p, logLCN*v.clusterSize+4096, tt.page1)
+			}
+			_, err := ftReadMap(t, p)
+			if got := errors.Is(err, ErrNotClean); got != tt.unclean || !got && err != nil {
+				t.Errorf("$LogFile %s: got %v, want not clean %v", tt.name, err, tt.unclean)
+			}
+			src := filepath.Join(t.TempDir(), "x")
+			if err := os.WriteFile(src, []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command("ntfscp", p, src, "/x").CombinedOutput()
+			if ntfs3g := err != nil && strings.Contains(string(out), "unclean file system"); ntfs3g != tt.unclean || !tt.unclean && err != nil {
+				t.Errorf("$LogFile %s: ntfscp says unclean %v, want %v: %v\n%s", tt.name, ntfs3g, tt.unclean, err, out)
+			}
+		})
 	}
 }
