@@ -115,7 +115,7 @@ func TestNTFSReadsRealFileSystems(t *testing.T) {
 
 // ftNTFSLayout reads where the test damages things: the volume, the byte
 // offset of MFT records by number, and the $Bitmap's first cluster.
-func ftNTFSLayout(t *testing.T, img string, size int64) (v *ntfsVolume, recordAt func(n int64) int64, bitmapLCN, logLCN int64) {
+func ftNTFSLayout(t testing.TB, img string, size int64) (v *ntfsVolume, recordAt func(n int64) int64, bitmapLCN, logLCN int64) {
 	t.Helper()
 	f, err := os.Open(img)
 	if err != nil {
@@ -380,7 +380,15 @@ func FuzzNTFS(f *testing.F) {
 			f.Fatal(err)
 		}
 		mft := uint32(v.mftLCN * v.clusterSize)
-		for _, rec := range []uint32{0, 3, 6} {
+		// A $LogFile restart page, clean and not.
+		path := filepath.Join(f.TempDir(), "base.img")
+		if err := os.WriteFile(path, base, 0o600); err != nil {
+			f.Fatal(err)
+		}
+		_, _, _, logLCN := ftNTFSLayout(f, path, int64(len(base)))
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(uint32(logLCN*v.clusterSize), ftRestartPage(5, 0, 0)[:255]...)...))
+		f.Add(append([]byte{byte(i), 0}, ftPatch32(uint32(logLCN*v.clusterSize), ftRestartPage(5, 0xFFFF, 2)[:255]...)...))
+		for _, rec := range []uint32{0, 2, 3, 6} {
 			at := mft + rec*uint32(v.recordSize)
 			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x14, 0x30)...))
 			f.Add(append([]byte{byte(i), 0}, ftPatch32(at+0x50, 0x00, 0x00, 0xFF, 0xFF)...))

@@ -117,7 +117,7 @@ func ftZeroFree(t *testing.T, path string, m *Map) string {
 }
 
 // ftPatch overwrites bytes of the image at off.
-func ftPatch(t *testing.T, path string, off int64, b []byte) {
+func ftPatch(t testing.TB, path string, off int64, b []byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
@@ -130,7 +130,7 @@ func ftPatch(t *testing.T, path string, off int64, b []byte) {
 }
 
 // ftReadAt reads n bytes of the image at off.
-func ftReadAt(t *testing.T, path string, off, n int64) []byte {
+func ftReadAt(t testing.TB, path string, off, n int64) []byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
