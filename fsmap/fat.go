@@ -262,6 +262,18 @@ func (v *fatVolume) scan(r io.ReaderAt, m *Map) error {
 	if v.mirrorActive >= 0 {
 		first = v.mirrorActive
 	}
+	// Entry 1's top bits say the volume was cleanly unmounted (FAT16 bit
+	// 15, FAT32 bit 27; FAT12 has none). Checked before the copies are
+	// compared: a volume in use may well have copies that differ.
+	if v.bits != 12 {
+		head := make([]byte, 8)
+		if _, err := r.ReadAt(head, v.fatStart+int64(first)*v.fatBytes); err != nil {
+			return fmt.Errorf("vfat: read FAT %d: %w", first+1, err)
+		}
+		if e := v.entry(head, 1); v.bits == 16 && e&0x8000 == 0 || v.bits == 32 && e&0x08000000 == 0 {
+			return fmt.Errorf("vfat: %w: the clean-shutdown bit of FAT entry 1 is clear, it was not cleanly unmounted; run fsck.vfat or mount and unmount it, or capture with --raw", ErrNotClean)
+		}
+	}
 	for start := int64(0); start < n; start += per {
 		count := min(per, n-start)
 		off := v.entryBytes(start)
@@ -293,14 +305,8 @@ func (v *fatVolume) scan(r io.ReaderAt, m *Map) error {
 				e = v.entry(buf, i)
 			}
 			switch {
-			case c == 0:
-				continue
-			case c == 1:
-				// Entry 1's top bits: clean shutdown (FAT16 bit 15, FAT32
-				// bit 27). FAT12 has none.
-				if v.bits == 16 && e&0x8000 == 0 || v.bits == 32 && e&0x08000000 == 0 {
-					return fmt.Errorf("vfat: %w: the clean-shutdown bit of FAT entry 1 is clear, it was not cleanly unmounted; run fsck.vfat or mount and unmount it, or capture with --raw", ErrNotClean)
-				}
+			case c == 0, c == 1:
+				continue // entry 0 holds the media byte; entry 1 was checked first
 			case e == 0 && c == v.rootCluster:
 				return fmt.Errorf("vfat: %w: the root directory's cluster %d is marked free in the FAT", ErrDamaged, c)
 			case e == 0:

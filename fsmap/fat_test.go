@@ -226,6 +226,14 @@ func TestFATRefusesDamageAndDirt(t *testing.T) {
 				setEntry(p, -1, 1, entry1(p)&^clean)
 			}, 0, ErrNotClean, "clean-shutdown bit"},
 			{"volume larger than the partition", func(string) {}, 40<<20 - 4096, ErrDamaged, "do not fit the partition"},
+			// Windows clears the bit in use; a crash may leave the copies apart.
+			{"FAT entry 1 clean bit clear in the first copy only", func(p string) {
+				clean := uint32(0x8000)
+				if bits == 32 {
+					clean = 0x08000000
+				}
+				setEntry(p, 0, 1, entry1(p)&^clean)
+			}, 0, ErrNotClean, "clean-shutdown bit"},
 			// The remedy the message gives works: fsck.vfat -a clears both flags.
 			{"boot sector dirty flag then fsck.vfat -a", func(p string) {
 				ftPatch(t, p, state, []byte{ftReadAt(t, p, state, 1)[0] | 1})
