@@ -58,6 +58,7 @@ type ntfsAttr struct {
 	highVCN     int64
 	dataSize    int64
 	initSize    int64
+	partial     bool // the runs map only the first part; the rest is in other records
 }
 
 // readNTFS reads the $Bitmap of an NTFS volume. Free clusters are those
@@ -124,6 +125,9 @@ func readNTFS(r io.ReaderAt, size int64) (*Map, error) {
 	bitmap, err := v.attr(ntfsRecordBitmap, bitmapRec, ntfsAttrData)
 	if err != nil {
 		return nil, err
+	}
+	if bitmap.partial {
+		return nil, fmt.Errorf("ntfs: %w: MFT record 6 ($Bitmap): its $DATA continues in other records, through an attribute list", ErrUnsupported)
 	}
 	m := &Map{FS: "ntfs", BlockSize: v.clusterSize, Size: size}
 	if m.Free, err = v.scanBitmap(bitmap); err != nil {
@@ -401,8 +405,16 @@ func (v *ntfsVolume) attr(n int64, rec []byte, typ uint32) (*ntfsAttr, error) {
 			}
 			return nil, damaged("attribute of type %#x: runs map %d clusters, its header %d", t, end, attr.highVCN+1)
 		}
-		if attr.dataSize < 0 || attr.initSize < 0 || attr.initSize > attr.dataSize || attr.dataSize > end*v.clusterSize {
-			return nil, damaged("attribute of type %#x: %d bytes of data, %d initialised, in %d clusters", t, attr.dataSize, attr.initSize, end)
+		if attr.dataSize < 0 || attr.initSize < 0 || attr.initSize > attr.dataSize {
+			return nil, damaged("attribute of type %#x: %d bytes of data, %d initialised", t, attr.dataSize, attr.initSize)
+		}
+		if attr.dataSize > end*v.clusterSize {
+			if !hasList {
+				return nil, damaged("attribute of type %#x: %d bytes of data in %d clusters", t, attr.dataSize, end)
+			}
+			// The rest is mapped by extension records (a fragmented
+			// $MFT): the first segment is all that is read here.
+			attr.partial = true
 		}
 		attr.runs = runs
 		return attr, nil
@@ -520,6 +532,9 @@ func (v *ntfsVolume) scanBitmap(a *ntfsAttr) ([]Range, error) {
 		if done == need {
 			break
 		}
+	}
+	if done < need {
+		return nil, fmt.Errorf("ntfs: %w: $Bitmap's runs hold %d bytes, the volume's %d clusters need %d", ErrDamaged, done, v.clusters, need)
 	}
 	return runs.ranges, nil
 }
