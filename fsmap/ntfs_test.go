@@ -224,6 +224,21 @@ func TestNTFSRefusesDamageAndDirt(t *testing.T) {
 	if volumeFlags%512 >= 510 {
 		t.Fatalf("$Volume's flags lie under a fixup at byte %d", volumeFlags)
 	}
+	// runOffset is where the first run of record n's unnamed $DATA lies in
+	// the image (its header byte), and the bytes of its length and LCN.
+	runOffset := func(n int64) (at int64, length, lcn int) {
+		rec := ftReadAt(t, img, recordAt(n), v.recordSize)
+		off := int64(binary.LittleEndian.Uint16(rec[0x14:]))
+		for binary.LittleEndian.Uint32(rec[off:]) != ntfsAttrData || rec[off+9] != 0 {
+			off += int64(binary.LittleEndian.Uint32(rec[off+4:]))
+		}
+		run := off + int64(binary.LittleEndian.Uint16(rec[off+0x20:]))
+		if run%512 >= 500 {
+			t.Fatalf("record %d: the runlist lies under a fixup", n)
+		}
+		h := rec[run]
+		return recordAt(n) + run, int(h & 0x0F), int(h >> 4)
+	}
 	tests := []struct {
 		name   string
 		damage func(path string)
@@ -231,6 +246,17 @@ func TestNTFSRefusesDamageAndDirt(t *testing.T) {
 		want   error
 		text   string
 	}{
+		{"$Bitmap's run outside the volume", func(p string) {
+			at, length, lcn := runOffset(6)
+			if lcn < 2 {
+				t.Fatalf("$Bitmap's first run has a %d-byte LCN", lcn)
+			}
+			ftPatch(t, p, at+1+int64(length), bytes.Repeat([]byte{0x7F}, lcn))
+		}, 0, ErrDamaged, "MFT record 6 ($Bitmap): attribute of type 0x80: run 0"},
+		{"$MFT's runlist longer than its header says", func(p string) {
+			at, length, _ := runOffset(0)
+			ftPatch(t, p, at+1, bytes.Repeat([]byte{0x7F}, length))
+		}, 0, ErrDamaged, "MFT record 0 ($MFT): attribute of type 0x80: runs map 127 clusters"},
 		{"$Bitmap bit of the $MFT cleared", func(p string) {
 			at := bitmapLCN*v.clusterSize + v.mftLCN/8
 			ftPatch(t, p, at, []byte{ftReadAt(t, p, at, 1)[0] &^ (1 << (v.mftLCN % 8))})
