@@ -47,6 +47,9 @@ func readFAT(r io.ReaderAt, size int64) (*Map, error) {
 	if _, err := r.ReadAt(boot, 0); err != nil {
 		return nil, fmt.Errorf("vfat: read the boot sector: %w", err)
 	}
+	if string(boot[3:11]) == "EXFAT   " {
+		return readExFAT(r, size, boot)
+	}
 	v, err := parseFATBoot(boot, size)
 	if err != nil {
 		return nil, err
@@ -77,9 +80,6 @@ func parseFATBoot(b []byte, size int64) (*fatVolume, error) {
 	}
 	if b[510] != 0x55 || b[511] != 0xAA {
 		return nil, ErrUnknown
-	}
-	if string(b[3:11]) == "EXFAT   " {
-		return nil, fmt.Errorf("exfat: %w: the exFAT allocation bitmap is not read", ErrUnknown)
 	}
 	if string(b[3:11]) == "NTFS    " {
 		return nil, ErrUnknown
@@ -356,4 +356,211 @@ func (l *fatRunList) add(off, length int64) {
 		return
 	}
 	l.ranges = append(l.ranges, Range{Offset: off, Length: length})
+}
+
+// exFAT, after Microsoft's "exFAT file system specification": the boot
+// sector locates the FAT and the cluster heap; the allocation bitmap (a
+// file named by an entry of type 0x81 in the root directory) has one bit
+// per cluster, 1 for in use. The FAT only chains clusters (files marked
+// NoFatChain have none), so the bitmap alone says what is free.
+
+const (
+	exfatEntryBitmap = 0x81
+	exfatEOC         = 0xFFFFFFFF
+	exfatBad         = 0xFFFFFFF7
+)
+
+// exfatVolume is what the exFAT boot sector says, checked against the
+// partition.
+type exfatVolume struct {
+	r           io.ReaderAt
+	sectorSize  int64
+	clusterSize int64
+	fatStart    int64 // byte offset of the active FAT
+	heapStart   int64 // byte offset of cluster 2
+	clusters    int64 // clusters 2..clusters+1
+	rootCluster int64
+}
+
+// readExFAT reads the allocation bitmap of an exFAT volume.
+func readExFAT(r io.ReaderAt, size int64, b []byte) (*Map, error) {
+	le := binary.LittleEndian
+	damaged := func(format string, a ...any) error {
+		return fmt.Errorf("exfat: %w: %s", ErrDamaged, fmt.Sprintf(format, a...))
+	}
+	if b[510] != 0x55 || b[511] != 0xAA {
+		return nil, ErrUnknown
+	}
+	for _, x := range b[11:64] { // MustBeZero: where a FAT BPB would be
+		if x != 0 {
+			return nil, ErrUnknown
+		}
+	}
+	bpsShift, spcShift := int(b[108]), int(b[109])
+	if bpsShift < 9 || bpsShift > 12 || spcShift > 25-bpsShift {
+		return nil, damaged("boot sector: sector shift %d, cluster shift %d", bpsShift, spcShift)
+	}
+	v := &exfatVolume{r: r, sectorSize: 1 << bpsShift}
+	v.clusterSize = v.sectorSize << spcShift
+	volumeSectors := le.Uint64(b[72:])
+	fatOffset, fatLength := int64(le.Uint32(b[80:])), int64(le.Uint32(b[84:]))
+	heapOffset := int64(le.Uint32(b[88:]))
+	v.clusters = int64(le.Uint32(b[92:]))
+	v.rootCluster = int64(le.Uint32(b[96:]))
+	flags := le.Uint16(b[106:])
+	fats := int64(b[110])
+	if volumeSectors == 0 || volumeSectors > uint64(size>>bpsShift) {
+		return nil, damaged("boot sector: %d sectors of %d bytes do not fit the partition of %d bytes", volumeSectors, v.sectorSize, size)
+	}
+	if fats != 1 && fats != 2 || fatOffset < 24 || fatLength == 0 || heapOffset < fatOffset+fats*fatLength ||
+		v.clusters == 0 || v.clusters > 0xFFFFFFF5 ||
+		(v.clusters+2)*4 > fatLength*v.sectorSize ||
+		uint64(heapOffset)+uint64(v.clusters)<<spcShift > volumeSectors ||
+		v.rootCluster < 2 || v.rootCluster > v.clusters+1 {
+		return nil, damaged("boot sector: FAT at sector %d (%d sectors, %d FATs), cluster heap at sector %d with %d clusters, root at cluster %d, in %d sectors",
+			fatOffset, fatLength, fats, heapOffset, v.clusters, v.rootCluster, volumeSectors)
+	}
+	if err := exfatChecksum(r, v.sectorSize); err != nil {
+		return nil, err
+	}
+	if flags&0x0002 != 0 {
+		return nil, fmt.Errorf("exfat: %w: the volume's dirty flag is set, it was not cleanly unmounted; run fsck.exfat or mount and unmount it, or capture with --raw", ErrNotClean)
+	}
+	active := int64(0)
+	if flags&0x0001 != 0 && fats == 2 {
+		active = 1
+	}
+	v.fatStart = (fatOffset + active*fatLength) * v.sectorSize
+	v.heapStart = heapOffset * v.sectorSize
+
+	// The root directory, then its allocation bitmap entry.
+	// (Its first clusters: the bitmap entry comes first in practice.)
+	root, err := v.chain(v.rootCluster, "the root directory", 256)
+	if err != nil {
+		return nil, err
+	}
+	bitmapCluster, bitmapLength, err := v.findBitmap(root)
+	if err != nil {
+		return nil, err
+	}
+	need := (v.clusters + 7) / 8
+	if bitmapLength < need {
+		return nil, damaged("the allocation bitmap holds %d bytes, the volume's %d clusters need %d", bitmapLength, v.clusters, need)
+	}
+	bitmap, err := v.chain(bitmapCluster, "the allocation bitmap", (need+v.clusterSize-1)/v.clusterSize)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(bitmap))*v.clusterSize < need {
+		return nil, damaged("the allocation bitmap's %d clusters hold fewer than the %d bytes it needs", len(bitmap), need)
+	}
+	var runs fatRunList
+	buf := make([]byte, min(v.clusterSize, need))
+	var done int64
+	for _, c := range bitmap {
+		n := min(int64(len(buf)), need-done)
+		if n <= 0 {
+			break
+		}
+		if _, err := r.ReadAt(buf[:n], v.clusterOffset(c)); err != nil {
+			return nil, fmt.Errorf("exfat: read the allocation bitmap at cluster %d: %w", c, err)
+		}
+		for i, x := range buf[:n] {
+			if x == 0xFF {
+				continue
+			}
+			for bit := range int64(8) {
+				k := (done+int64(i))*8 + bit // bit k is cluster k+2
+				if k < v.clusters && x&(1<<bit) == 0 {
+					runs.add(v.heapStart+k*v.clusterSize, v.clusterSize)
+				}
+			}
+		}
+		done += n
+	}
+	// What the bitmap must mark in use: the root directory and the bitmap.
+	for what, chain := range map[string][]int64{"the root directory": root, "the allocation bitmap": bitmap} {
+		for _, c := range chain {
+			if _, free := freeWithin(runs.ranges, v.clusterOffset(c), v.clusterSize); free {
+				return nil, damaged("the allocation bitmap marks cluster %d free, one of %s", c, what)
+			}
+		}
+	}
+	return &Map{FS: "exfat", BlockSize: v.clusterSize, Size: size, Free: runs.ranges}, nil
+}
+
+func (v *exfatVolume) clusterOffset(c int64) int64 {
+	return v.heapStart + (c-2)*v.clusterSize
+}
+
+// chain follows a cluster chain through the FAT, for its first limit
+// clusters at most.
+func (v *exfatVolume) chain(first int64, what string, limit int64) ([]int64, error) {
+	var out []int64
+	entry := make([]byte, 4)
+	for c := first; int64(len(out)) < limit; {
+		if c < 2 || c > v.clusters+1 {
+			return nil, fmt.Errorf("exfat: %w: %s: cluster %d outside 2..%d", ErrDamaged, what, c, v.clusters+1)
+		}
+		out = append(out, c)
+		if _, err := v.r.ReadAt(entry, v.fatStart+c*4); err != nil {
+			return nil, fmt.Errorf("exfat: read FAT entry %d: %w", c, err)
+		}
+		next := int64(binary.LittleEndian.Uint32(entry))
+		if next == exfatEOC {
+			return out, nil
+		}
+		if next == exfatBad || next == 0 {
+			return nil, fmt.Errorf("exfat: %w: %s: FAT entry of cluster %d is %#x", ErrDamaged, what, c, next)
+		}
+		c = next
+	}
+	return out, nil
+}
+
+// findBitmap finds the first allocation bitmap entry in the root directory.
+func (v *exfatVolume) findBitmap(root []int64) (cluster, length int64, err error) {
+	buf := make([]byte, v.clusterSize)
+	for _, c := range root {
+		if _, err := v.r.ReadAt(buf, v.clusterOffset(c)); err != nil {
+			return 0, 0, fmt.Errorf("exfat: read the root directory at cluster %d: %w", c, err)
+		}
+		for off := 0; off+32 <= len(buf); off += 32 {
+			e := buf[off : off+32]
+			switch e[0] {
+			case 0x00: // end of directory
+				return 0, 0, fmt.Errorf("exfat: %w: no allocation bitmap entry in the root directory", ErrDamaged)
+			case exfatEntryBitmap:
+				if e[1]&0x01 != 0 {
+					// The second bitmap of a TexFAT volume.
+					return 0, 0, fmt.Errorf("exfat: %w: TexFAT (two allocation bitmaps)", ErrUnsupported)
+				}
+				return int64(binary.LittleEndian.Uint32(e[20:])), int64(binary.LittleEndian.Uint64(e[24:])), nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("exfat: %w: no allocation bitmap entry in the root directory", ErrDamaged)
+}
+
+// exfatChecksum checks the main boot region's checksum: sector 11 repeats
+// the checksum of sectors 0 to 10 (less the volume flags and percent-in-use
+// bytes, which change in use).
+func exfatChecksum(r io.ReaderAt, sectorSize int64) error {
+	region := make([]byte, 12*sectorSize)
+	if _, err := r.ReadAt(region, 0); err != nil {
+		return fmt.Errorf("exfat: read the boot region: %w", err)
+	}
+	var sum uint32
+	for i, x := range region[:11*sectorSize] {
+		if i == 106 || i == 107 || i == 112 {
+			continue
+		}
+		sum = (sum&1)<<31 | sum>>1 + uint32(x)
+	}
+	for off := 11 * sectorSize; off < 12*sectorSize; off += 4 {
+		if got := binary.LittleEndian.Uint32(region[off:]); got != sum {
+			return fmt.Errorf("exfat: %w: the boot region checksum is %#08x, sector 11 says %#08x", ErrDamaged, sum, got)
+		}
+	}
+	return nil
 }

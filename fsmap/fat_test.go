@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -305,7 +306,6 @@ func TestFATUnknown(t *testing.T) {
 	}{
 		{"random bytes", ftRandom(3, 1<<20)},
 		{"zeros", make([]byte, 1<<20)},
-		{"exFAT", exfat},
 		{"shorter than a sector", []byte{0xEB}},
 	}
 	for _, tt := range tests {
@@ -359,6 +359,9 @@ func FuzzFAT(f *testing.F) {
 		ftBase(f, 4<<20, "mkfs.vfat", "-F", "16", "-s", "1"),
 		ftBase(f, 4<<20, "mkfs.vfat", "-F", "32", "-s", "1"),
 	}
+	if _, err := exec.LookPath("mkfs.exfat"); err == nil {
+		bases = append(bases, ftBase(f, 4<<20, "mkfs.exfat", "-c", "4K"))
+	}
 	for i, base := range bases {
 		if _, err := readFAT(bytes.NewReader(base), int64(len(base))); err != nil {
 			f.Fatalf("readFAT base %d: %v", i, err)
@@ -372,6 +375,10 @@ func FuzzFAT(f *testing.F) {
 		f.Add(append([]byte{byte(i), 0}, ftPatch32(17, 0xFF, 0xFF)...))          // root entries
 		f.Add(append([]byte{byte(i), 0}, ftPatch32(32, 0xFF, 0xFF, 0xFF, 0)...)) // total sectors
 	}
+	if len(bases) > 3 { // exFAT: its flags, FAT and root directory
+		f.Add(append([]byte{3, 0}, ftPatch32(106, 0x01)...))
+		f.Add(append([]byte{3, 0}, ftPatch32(24*512+8, 0x05, 0x00, 0x00, 0x00)...))
+	}
 	// FAT entries of the first clusters, in the first FAT.
 	f.Add(append([]byte{0, 0}, ftPatch32(512+3, 0x34, 0x12, 0x00, 0x00)...))
 	f.Add(append([]byte{1, 0}, ftPatch32(4*512+8, 0xF7, 0xFF, 0x05, 0x00)...))
@@ -379,7 +386,7 @@ func FuzzFAT(f *testing.F) {
 	f.Fuzz(func(t *testing.T, patches []byte) {
 		img, size := ftPatched(bases, patches)
 		m, err := readFAT(img, size)
-		ftFuzzCheck(t, "vfat", m, err, size)
+		ftFuzzCheck(t, "vfat", m, err, size, "exfat")
 	})
 }
 
@@ -417,5 +424,201 @@ func TestFAT32MirroringOff(t *testing.T) {
 	ftPatch(t, img, 40, []byte{0x00, 0x00})
 	if _, err := ftReadMap(t, img); !errors.Is(err, ErrDamaged) {
 		t.Errorf("FAT32 with mirroring on and FAT 1 overwritten: got %v, want ErrDamaged", err)
+	}
+}
+
+// ftMountExFAT attaches img to a loop device and mounts it with exfat-fuse
+// (the kernel here has no exfat driver); the returned function unmounts
+// and detaches. It skips the test without root, loop devices or FUSE.
+func ftMountExFAT(t *testing.T, img string, readOnly bool) (string, func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices and mounts need root")
+	}
+	args := []string{"-f", "--show", img}
+	if readOnly {
+		args = append([]string{"-r"}, args...)
+	}
+	out, err := exec.Command("losetup", args...).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup failed (no loop devices here?): %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	dir := t.TempDir()
+	opts := []string{dev, dir}
+	if readOnly {
+		opts = append([]string{"-o", "ro"}, opts...)
+	}
+	if out, err := exec.Command("mount.exfat-fuse", opts...).CombinedOutput(); err != nil {
+		exec.Command("losetup", "-d", dev).Run()
+		t.Skipf("mount.exfat-fuse failed (no FUSE here?): %v: %s", err, out)
+	}
+	done := false
+	unmount := func() {
+		if done {
+			return
+		}
+		done = true
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	}
+	t.Cleanup(unmount)
+	return dir, unmount
+}
+
+// TestExFATReadsRealFileSystems maps exFAT volumes made by mkfs.exfat over
+// random data with files written and deleted through exfat-fuse, zeroes
+// every free range in a copy, and checks fsck.exfat finds nothing wrong,
+// every file reads back identical and the free bytes are what statfs says.
+func TestExFATReadsRealFileSystems(t *testing.T) {
+	ftNeed(t, "mkfs.exfat", "fsck.exfat", "mount.exfat-fuse", "losetup")
+	tests := []struct {
+		name  string
+		size  int64
+		mkfs  []string
+		block int64
+	}{
+		{"4K clusters", 48 << 20, []string{"-c", "4K"}, 4096},
+		{"512B clusters", 24 << 20, []string{"-c", "512"}, 512},
+		{"128K clusters", 96 << 20, []string{"-c", "128K"}, 128 << 10},
+		{"32K clusters, bitmap packed in the FAT area", 64 << 20, []string{"--pack-bitmap", "-c", "32K"}, 32 << 10},
+		{"1M boundary alignment", 64 << 20, []string{"-b", "1M", "-c", "4K"}, 4096},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img := ftImage(t, tt.size, uint64(40+i))
+			ftCmd(t, "mkfs.exfat", append(tt.mkfs, img)...)
+			dir, unmount := ftMountExFAT(t, img, false)
+			files := map[string]string{}
+			if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for k := range 12 {
+				name := fmt.Sprintf("f%02d", k)
+				if k%2 == 1 {
+					name = "d/" + name
+				}
+				_, sum := ftFile(t, dir, name, int64(k)*tt.size/200+int64(k), uint64(i*100+k))
+				files[name] = sum
+			}
+			for k := range 12 {
+				if name := fmt.Sprintf("f%02d", k); k%4 == 2 {
+					if err := os.Remove(filepath.Join(dir, name)); err != nil {
+						t.Fatal(err)
+					}
+					delete(files, name)
+				}
+			}
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err != nil {
+				t.Fatal(err)
+			}
+			statFree := int64(st.Bfree) * st.Bsize
+			// Mounted, the volume is marked dirty: capture refuses it.
+			syscall.Sync()
+			if _, err := ftReadMap(t, img); !errors.Is(err, ErrNotClean) {
+				t.Errorf("%s while mounted: got %v, want ErrNotClean", tt.name, err)
+			}
+			unmount()
+
+			m, err := ftReadMap(t, img)
+			if err != nil {
+				t.Fatalf("Read(%s): %v", tt.name, err)
+			}
+			if m.FS != "exfat" || m.BlockSize != tt.block || m.Size != tt.size {
+				t.Errorf("Read(%s): got fs %q block %d size %d, want exfat %d %d", tt.name, m.FS, m.BlockSize, m.Size, tt.block, tt.size)
+			}
+			if m.FreeBytes() != statFree {
+				t.Errorf("%s: got %d free bytes, statfs through exfat-fuse said %d", tt.name, m.FreeBytes(), statFree)
+			}
+			if m.FreeBytes() == 0 {
+				t.Fatalf("%s: no free bytes: the test would prove nothing", tt.name)
+			}
+			zeroed := ftZeroFree(t, img, m)
+			ftCmd(t, "fsck.exfat", "-n", zeroed)
+			dir, _ = ftMountExFAT(t, zeroed, true)
+			for name, want := range files {
+				data, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ftSum(data); got != want {
+					t.Errorf("%s: file %s after zeroing the free ranges: got sha256 %s, want %s", tt.name, name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestExFATRefusesDamageAndDirt breaks one structure at a time in a real
+// exFAT volume and checks the error names the problem.
+func TestExFATRefusesDamageAndDirt(t *testing.T) {
+	ftNeed(t, "mkfs.exfat", "fsck.exfat")
+	const size = 32 << 20
+	img := ftImage(t, size, 77)
+	ftCmd(t, "mkfs.exfat", "-c", "4K", img)
+	if _, err := ftReadMap(t, img); err != nil {
+		t.Fatalf("exFAT before damage: %v", err)
+	}
+	le := binary.LittleEndian
+	boot := ftReadAt(t, img, 0, 512)
+	clusterSize := int64(512) << boot[109]
+	heap := int64(le.Uint32(boot[88:])) * 512
+	at := func(c int64) int64 { return heap + (c-2)*clusterSize }
+	root := int64(le.Uint32(boot[96:]))
+	dir := ftReadAt(t, img, at(root), clusterSize)
+	entry := int64(-1)
+	for off := int64(0); off < clusterSize; off += 32 {
+		if dir[off] == 0x81 {
+			entry = at(root) + off
+			break
+		}
+	}
+	if entry < 0 {
+		t.Fatal("no allocation bitmap entry in the root directory")
+	}
+	bitmap := at(int64(le.Uint32(ftReadAt(t, img, entry+20, 4))))
+	rootBit := bitmap + (root-2)/8
+	tests := []struct {
+		name   string
+		damage func(path string)
+		size   int64
+		want   error
+		text   string
+	}{
+		{"dirty flag", func(p string) { ftPatch(t, p, 106, []byte{ftReadAt(t, p, 106, 1)[0] | 2}) }, 0, ErrNotClean, "dirty flag"},
+		{"dirty flag then fsck.exfat -y", func(p string) {
+			ftPatch(t, p, 106, []byte{ftReadAt(t, p, 106, 1)[0] | 2})
+			ftCmd(t, "fsck.exfat", "-y", p)
+		}, 0, nil, ""},
+		{"boot region checksum", func(p string) { ftPatch(t, p, 100, []byte{0x5A}) }, 0, ErrDamaged, "checksum"},
+		{"root directory marked free", func(p string) {
+			ftPatch(t, p, rootBit, []byte{ftReadAt(t, p, rootBit, 1)[0] &^ (1 << ((root - 2) % 8))})
+		}, 0, ErrDamaged, fmt.Sprintf("marks cluster %d free, one of the root directory", root)},
+		{"bitmap shorter than the clusters", func(p string) { ftPatch(t, p, entry+24, make([]byte, 8)) }, 0, ErrDamaged, "the allocation bitmap holds 0 bytes"},
+		{"volume larger than the partition", func(string) {}, size - 4096, ErrDamaged, "do not fit the partition"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := ftCopy(t, img)
+			tt.damage(p)
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			n := int64(size)
+			if tt.size != 0 {
+				n = tt.size
+			}
+			_, err = Read(f, n)
+			if tt.want == nil && err != nil || !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.text) {
+				t.Errorf("exFAT %s: got error %v, want %v naming %q", tt.name, err, tt.want, tt.text)
+			}
+		})
 	}
 }
