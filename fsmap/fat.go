@@ -420,6 +420,12 @@ func readExFAT(r io.ReaderAt, size int64, b []byte) (*Map, error) {
 		return nil, damaged("boot sector: FAT at sector %d (%d sectors, %d FATs), cluster heap at sector %d with %d clusters, root at cluster %d, in %d sectors",
 			fatOffset, fatLength, fats, heapOffset, v.clusters, v.rootCluster, volumeSectors)
 	}
+	if sig, err := foreignSignature(r, size); err != nil || sig != "" {
+		if err != nil {
+			return nil, fmt.Errorf("exfat: %w", err)
+		}
+		return nil, fmt.Errorf("exfat: %w: an exFAT boot sector, but also a %s signature", ErrUnknown, sig)
+	}
 	if err := exfatChecksum(r, v.sectorSize); err != nil {
 		return nil, err
 	}
