@@ -20,7 +20,9 @@ needs=(
 	"bmaptool:bmap-tools"
 	"partclone.ext4:partclone"
 	"mkntfs:ntfs-3g"                    # NTFS file systems for the used-block tests (mkntfs, ntfscp, ntfscat)
-	"/bin/busybox:busybox-static"      # the static init of the used-block system disk (qemu-tests/sysdisk.go)
+	"mkfs.exfat:exfatprogs"             # exFAT for the used-block tests (mkfs.exfat, fsck.exfat)
+	"mount.exfat-fuse:exfat-fuse"       # writes files into those exFAT volumes (no exfat kernel driver here)
+	"/bin/busybox:busybox-static"       # the static init of the used-block system disk (qemu-tests/sysdisk.go)
 	"cpio:cpio"
 	"/usr/bin/time:time"
 	"losetup:mount"
