@@ -338,6 +338,7 @@ func addResult(a, b *restore.Result) {
 	a.Chunks += b.Chunks
 	a.ZeroChunks += b.ZeroChunks
 	a.BytesWritten += b.BytesWritten
+	a.BytesDirect += b.BytesDirect
 	a.BytesZeroed += b.BytesZeroed
 	a.BytesSkipped += b.BytesSkipped
 	a.Refetched += b.Refetched
