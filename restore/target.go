@@ -111,19 +111,24 @@ func DeviceSize(f *os.File) (int64, error) {
 
 // writer writes chunks to a target; zero chunks go through a Zeroer.
 //
-// A chunk whose offset, length and buffer suit the target's direct-I/O
-// alignment is written through a second descriptor opened with O_DIRECT:
-// it goes from the chunk buffer to the device without a copy into the
-// page cache, the device writes while the next chunks are fetched and
-// decompressed (instead of all at once in the final flush), and a write
-// error names its chunk at once. Any other chunk goes through the page
-// cache. A direct chunk covers whole pages, so no page is ever shared
-// between a direct and a buffered write. flush (fsync on the inode)
-// makes both kinds durable.
+// On a block device, a chunk whose offset, length and buffer suit the
+// device's direct-I/O alignment is written through a second descriptor
+// opened with O_DIRECT: it goes from the chunk buffer to the device
+// without a copy into the page cache (which in a rescue environment is
+// the machine's only RAM), the device writes while the next chunks are
+// fetched and decompressed instead of all at once in the final flush, and
+// a write error names its chunk at once. A direct chunk covers whole
+// pages, so no page is ever shared between a direct and a buffered write.
+// Every other chunk, and every chunk of an image file (ext4 serialises
+// direct writes into a sparse file's holes: slower than the page cache
+// here), goes through the page cache, and its writeback is started at
+// once (sync_file_range), so that the final flush waits for the last
+// chunks only. flush (fsync on the inode) makes both kinds durable and
+// reports any write error.
 type writer struct {
 	f      *os.File
 	z      *Zeroer
-	direct *os.File // f opened again with O_DIRECT; nil when the target offers none
+	direct *os.File // f opened again with O_DIRECT; nil for an image file or a device without direct I/O
 	align  int64    // offset and length multiple for direct writes (at least a page)
 	memAl  uintptr  // buffer address multiple for direct writes
 
@@ -137,17 +142,17 @@ func newWriter(f *os.File, z *Zeroer) *writer {
 	return w
 }
 
-// openDirect opens f's file again with O_DIRECT and returns it with the
-// offset and memory alignment its direct writes need, or nil when the
-// target offers no direct I/O (tmpfs, some network file systems) or does
-// not say which alignment it needs.
+// openDirect opens the block device f again with O_DIRECT and returns it
+// with the offset and memory alignment its direct writes need, or nil for
+// an image file or a device that does not say which alignment it needs.
 func openDirect(f *os.File) (*os.File, int64, uintptr) {
 	var st unix.Statx_t
-	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN|unix.STATX_TYPE, &st); err != nil {
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN|unix.STATX_TYPE, &st); err != nil ||
+		st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return nil, 0, 0
 	}
 	offAlign, memAlign := int64(st.Dio_offset_align), uintptr(st.Dio_mem_align)
-	if st.Mask&unix.STATX_DIOALIGN == 0 && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+	if st.Mask&unix.STATX_DIOALIGN == 0 {
 		// Kernels before 6.11 do not report it for block devices: any
 		// block device takes direct I/O in logical sectors.
 		if ss, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && ss > 0 {
@@ -177,7 +182,8 @@ func alignedBytes(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// writeAt writes p at off, directly when p and off suit direct I/O.
+// writeAt writes p at off, directly when the target, p and off suit
+// direct I/O.
 func (w *writer) writeAt(p []byte, off int64) error {
 	if w.direct != nil && !w.noDirect.Load() && len(p) > 0 && off%w.align == 0 && int64(len(p))%w.align == 0 &&
 		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%w.memAl == 0 {
@@ -194,8 +200,13 @@ func (w *writer) writeAt(p []byte, off int64) error {
 		// page cache; rewriting the same bytes is harmless.
 		w.noDirect.Store(true)
 	}
-	_, err := w.f.WriteAt(p, off)
-	return err
+	if _, err := w.f.WriteAt(p, off); err != nil {
+		return err
+	}
+	// Start the writeback now rather than at the final flush; errors
+	// are the flush's to report.
+	_ = unix.SyncFileRange(int(w.f.Fd()), off, int64(len(p)), unix.SYNC_FILE_RANGE_WRITE)
+	return nil
 }
 
 // close releases the direct descriptor.
