@@ -119,9 +119,9 @@ func DeviceSize(f *os.File) (int64, error) {
 // fetched and decompressed instead of all at once in the final flush, and
 // a write error names its chunk at once. A direct chunk covers whole
 // pages, so no page is ever shared between a direct and a buffered write.
-// Every other chunk, and every chunk of an image file (ext4 serialises
-// direct writes into a sparse file's holes: slower than the page cache
-// here), goes through the page cache, and its writeback is started at
+// Every other chunk, and every chunk of an image file (direct writes
+// into a fresh sparse image on ext4 measured slower than the page cache:
+// docs/performance.md), goes through the page cache, and its writeback is started at
 // once (sync_file_range), so that the final flush waits for the last
 // chunks only. flush (fsync on the inode) makes both kinds durable and
 // reports any write error.
