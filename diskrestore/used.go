@@ -68,7 +68,7 @@ func UsedExtents(r io.ReaderAt, extents []snapshot.Extent, raw bool) ([]snapshot
 			// Stored whole, silently: nothing Rewind could read.
 		case errors.Is(err, fsmap.ErrDamaged), errors.Is(err, fsmap.ErrUnsupported):
 			out[i].FS = ProbeFS(part).Type
-			out[i].Note = note("allocation map not read, stored whole: " + err.Error())
+			out[i].Note = note(err.Error())
 		case errors.Is(err, fsmap.ErrNotClean):
 			return nil, nil, notCleanError(e, err)
 		default:
