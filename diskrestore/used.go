@@ -70,7 +70,7 @@ func UsedExtents(r io.ReaderAt, extents []snapshot.Extent, raw bool) ([]snapshot
 			out[i].FS = ProbeFS(part).Type
 			out[i].Note = note(err.Error())
 		case errors.Is(err, fsmap.ErrNotClean):
-			return nil, nil, notCleanError(e, err)
+			return nil, nil, notCleanError(e, ProbeFS(part).Type, err)
 		default:
 			return nil, nil, fmt.Errorf("read the file system of %s at byte %d: %w", describeExtent(e), e.Offset, err)
 		}
@@ -81,12 +81,22 @@ func UsedExtents(r io.ReaderAt, extents []snapshot.Extent, raw bool) ([]snapshot
 // notCleanError is the refusal of a file system that is not clean: which
 // partition, what fsmap found (the file system and its flag), and the ways
 // out.
-func notCleanError(e snapshot.Extent, err error) error {
-	return fmt.Errorf("%s (at byte %d of the disk, %s): %w; "+
-		"a file system that is not clean is not captured used-blocks, since its allocation map may not describe the data on it. "+
-		"Check it (e2fsck -f, fsck.vfat, ntfsfix or chkdsk), or mount and unmount it cleanly, or boot the machine and shut it down properly, then capture again; "+
-		"or capture every byte of it with --raw",
-		describeExtent(e), e.Offset, units.Bytes(e.Length), err)
+func notCleanError(e snapshot.Extent, fsType string, err error) error {
+	where := fmt.Sprintf("partition %d (at byte %d of the disk, %s)", e.Partition, e.Offset, units.Bytes(e.Length))
+	if e.Kind == snapshot.ExtentDisk {
+		where = fmt.Sprintf("the file system on the whole disk (%s, no partition table)", units.Bytes(e.Length))
+	}
+	check := map[string]string{
+		"ext2": "e2fsck -f", "ext3": "e2fsck -f", "ext4": "e2fsck -f", "vfat": "fsck.vfat -a",
+		"ntfs": "chkdsk /f in Windows, or ntfsfix -d",
+		"swap": "resume the system from its hibernation image, or discard it with mkswap",
+	}[fsType]
+	if check == "" {
+		check = "e2fsck -f, fsck.vfat -a, chkdsk /f or ntfsfix -d, as fits it"
+	}
+	return fmt.Errorf("%s: %w; its allocation map may not describe the data on it, so it is not captured used-blocks. "+
+		"Check it (%s), or mount and unmount it cleanly, or boot the machine and shut it down properly, then capture again; "+
+		"or capture every byte of it with --raw", where, err, check)
 }
 
 // note makes s fit an Extent.Note: printable, at most 1024 bytes, cut at
