@@ -289,7 +289,15 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	if err := zeroAll(ctx, z, rest); err != nil {
 		return fail(err)
 	}
-	w.Bytes, w.UnusedZeroed = total(zeroed), total(intersectAll(unused, zeroed))
+	// Unused ranges that reach into the table areas (an MBR disk whose
+	// last partition ends at the disk's end) are zeros there too:
+	// ClearTable zeroed them (a fresh target is zeros) and an MBR is
+	// written in the first sector only.
+	unusedZeroed := zeroed
+	if p.layout != nil && p.layout.Table == "mbr" {
+		unusedZeroed = merge(append(append([]span(nil), zeroed...), span{Off: 0, End: p.head}, span{Off: p.tail, End: p.size}))
+	}
+	w.Bytes, w.UnusedZeroed = total(zeroed), total(intersectAll(unused, unusedZeroed))
 	w.OldRemains = w.Bytes < w.Uncovered
 	used, took := z.Used()
 	w.Method, w.Seconds, w.Calls = restore.Describe(used), took.Seconds(), z.Calls()
