@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Errors Read wraps; test them with errors.Is.
@@ -73,22 +74,37 @@ func (m *Map) FreeBytes() int64 {
 // Read recognises the file system on r, a partition of size bytes, and
 // returns its allocation map. The error wraps ErrUnknown, ErrNotClean,
 // ErrDamaged or ErrUnsupported, with the detail (which group, which count) in its text.
+//
+// A map is read only when the partition carries exactly one known
+// signature: with two (a new file system made over an old one that was not
+// erased) one of them is stale, and Read returns ErrUnknown naming both.
 func Read(r io.ReaderAt, size int64) (*Map, error) {
-	readers := []func(io.ReaderAt, int64) (*Map, error){readExt, readFAT, readNTFS, readSwap}
-	for _, read := range readers {
-		m, err := read(r, size)
-		if errors.Is(err, ErrUnknown) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := m.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w: %v", m.FS, ErrDamaged, err)
-		}
-		return m, nil
+	found, err := probe(r, size)
+	if err != nil {
+		return nil, err
 	}
-	return nil, ErrUnknown
+	switch len(found) {
+	case 0:
+		return nil, ErrUnknown
+	case 1:
+	default:
+		return nil, fmt.Errorf("%w: the partition carries %s signatures (blkid -p calls this ambivalent): one is left over from an earlier format; stored whole, to capture only used blocks erase the stale one with wipefs -t", ErrUnknown, strings.Join(found, " and "))
+	}
+	readers := map[string]func(io.ReaderAt, int64) (*Map, error){
+		"ext": readExt, "vfat": readFAT, "exfat": readFAT, "ntfs": readNTFS, "swap": readSwap,
+	}
+	read := readers[found[0]]
+	if read == nil {
+		return nil, fmt.Errorf("%w: a %s signature", ErrUnknown, found[0])
+	}
+	m, err := read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", m.FS, ErrDamaged, err)
+	}
+	return m, nil
 }
 
 // check enforces the invariants documented on Map.Free.
