@@ -130,10 +130,13 @@ const (
 	mmpSeqClean = 0xFF4D4D50
 	mmpSeqFsck  = 0xE24D4D50
 
-	// extMaxGroups bounds the descriptor table read into memory (8 MiB of
-	// 64-byte descriptors, 512 TiB at 4 KiB blocks); larger file systems
-	// are captured whole.
-	extMaxGroups = 1 << 22
+	// extMaxGroups and extMaxDescBytes bound the memory the reader uses:
+	// the descriptor table it holds (at most 64 MiB) and the metadata runs
+	// it lists (four of 16 bytes per group, at most 64 MiB). 2^20 groups
+	// of 64-byte descriptors are 128 TiB at 4 KiB blocks; larger (or
+	// crafted) file systems are captured whole.
+	extMaxGroups    = 1 << 20
+	extMaxDescBytes = 64 << 20
 
 	// extBitmapBatch is the most a single read of block bitmaps spans:
 	// with flex_bg the bitmaps of a flex group lie side by side, so one
@@ -458,6 +461,9 @@ func parseExtSuper(sb []byte, size int64) (*extFS, error) {
 		if x.descSize < 64 || x.descSize > 1024 || x.descSize&(x.descSize-1) != 0 || int64(x.descSize) > x.bs {
 			return nil, damaged("group descriptor size %d (want a power of 2 from 64 to 1024)", x.descSize)
 		}
+	}
+	if n := x.groups * uint64(x.descSize); n > extMaxDescBytes {
+		return nil, unsupported(fmt.Sprintf("a group descriptor table of %d bytes (%d groups of %d bytes; the reader takes up to %d bytes)", n, x.groups, x.descSize, extMaxDescBytes))
 	}
 	x.descPerBlock = uint64(x.bs) / uint64(x.descSize)
 	x.descBlocks = (x.groups + x.descPerBlock - 1) / x.descPerBlock
