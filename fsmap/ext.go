@@ -631,16 +631,9 @@ func (x *extFS) metadata() ([]extRun, error) {
 // freeRanges walks the groups in order and returns their free blocks as
 // merged byte ranges.
 func (x *extFS) freeRanges(r io.ReaderAt, meta []extRun) ([]Range, error) {
-	var free []Range
+	var free freeList
 	bs := x.bs
-	add := func(start, end uint64) {
-		off, n := int64(start)*bs, int64(end-start)*bs
-		if k := len(free); k > 0 && free[k-1].Offset+free[k-1].Length == off {
-			free[k-1].Length += n
-			return
-		}
-		free = append(free, Range{Offset: off, Length: n})
-	}
+	add := func(start, end uint64) { free.add(int64(start)*bs, int64(end-start)*bs) }
 	br := extBitmapReader{x: x, r: r}
 	for g := range x.groups {
 		gs, ge := x.groupStart(g), x.groupEnd(g)
@@ -695,7 +688,7 @@ func (x *extFS) freeRanges(r io.ReaderAt, meta []extRun) ([]Range, error) {
 			return nil, fmt.Errorf("%s: %w: the block bitmap of group %d marks %d blocks free, its descriptor says %d", x.name, ErrDamaged, g, count, want)
 		}
 	}
-	return free, nil
+	return free.done(), nil
 }
 
 // checkBitmapCsum checks group g's block bitmap against the crc32c in its
