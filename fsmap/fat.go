@@ -199,10 +199,8 @@ func foreignSignature(r io.ReaderAt, size int64) (string, error) {
 	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
 		return "", fmt.Errorf("read the first %d bytes: %w", len(head), err)
 	}
-	for page := 4096; page <= len(head); page *= 2 {
-		if s := string(head[page-10 : page]); s == "SWAPSPACE2" || s == "SWAP-SPACE" {
-			return "swap", nil
-		}
+	if swapSignature(head, true) {
+		return "swap", nil
 	}
 	for sector := 0; sector < 4 && (sector+1)*512 <= len(head); sector++ {
 		if string(head[sector*512:sector*512+8]) == "LABELONE" {

@@ -88,23 +88,7 @@ var signatures = []signature{
 		b := p.at(0, 512)
 		return b != nil && string(b[3:11]) == "-FVE-FS-"
 	}},
-	{"swap", func(p *probeData) bool {
-		for page := 4096; page <= 65536; page *= 2 {
-			sig := p.at(page-10, 10)
-			if sig == nil {
-				return false
-			}
-			for _, s := range swapSignatures {
-				if bytes.HasPrefix(sig, []byte(s.sig)) {
-					return true
-				}
-			}
-			if string(sig) == "SWAP-SPACE" {
-				return true
-			}
-		}
-		return false
-	}},
+	{"swap", func(p *probeData) bool { return swapSignature(p.head, true) }},
 	{"LVM2_member", func(p *probeData) bool {
 		for sector := range 4 {
 			if b := p.at(sector*512, 8); b != nil && string(b) == "LABELONE" {
@@ -170,5 +154,36 @@ func probe(r io.ReaderAt, size int64) ([]string, error) {
 			found = append(found, s.name)
 		}
 	}
+	if len(found) == 0 && swapSignature(p.head, false) {
+		found = []string{"swap"}
+	}
 	return found, nil
+}
+
+// swapSignature reports whether head, the first bytes of a partition,
+// holds a swap area: a signature at the end of a page of 4 to 64 KiB and,
+// for version 1 (and the hibernation signatures written over it), the
+// header's version field still 1, as libblkid wants. A file system made
+// over a swap area of 64 KiB pages may leave the signature at byte 65526;
+// its own structures overwrite the version field.
+//
+// Without strict, a version 1 signature over any header counts: Read
+// hands such a partition to the swap reader when no other signature is
+// found, and the swap reader says what is wrong with the header.
+func swapSignature(head []byte, strict bool) bool {
+	for page := 4096; page <= len(head) && page <= 65536; page *= 2 {
+		sig := head[page-10 : page]
+		if string(sig) == "SWAP-SPACE" {
+			return true // version 0: no header
+		}
+		for _, s := range swapSignatures {
+			if bytes.HasPrefix(sig, []byte(s.sig)) {
+				v := head[swapVersionOff : swapVersionOff+4]
+				if !strict || binary.LittleEndian.Uint32(v) == 1 || binary.BigEndian.Uint32(v) == 1 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

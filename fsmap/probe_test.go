@@ -44,22 +44,47 @@ func TestReadStaleSignatures(t *testing.T) {
 			tfsPatch(t, img, off, sig)
 		}
 	}
+	// A file system made over a swap area of 64 KiB pages (mkswap -p
+	// 65536) keeps the swap signature at byte 65526 but not its header:
+	// blkid -p sees only the new file system, and so must Read.
+	overSwap64K := func(mkfs ...string) func(*testing.T, string) {
+		return func(t *testing.T, img string) {
+			tfsImage(t, filepath.Dir(img), 64<<20, 7)
+			tfsRun(t, "mkswap", "-p", "65536", img)
+			tfsRun(t, mkfs[0], append(mkfs[1:], img)...)
+			if got := string(tfsReadAt(t, img, 65536-10, 10)); got != "SWAPSPACE2" {
+				t.Fatalf("%s over a swap area: the swap signature is gone (%q): the test no longer tests this", mkfs[0], got)
+			}
+		}
+	}
 	md := binary.LittleEndian.AppendUint32(nil, mdMagic)
 	for _, tt := range []struct {
 		name string
 		make func(*testing.T, string)
 		want []string
+		fs   string // the map Read must return; "" for ErrUnknown
 	}{
-		{"mformat FAT32 over ext4", mformatOverExt4, []string{"ext", "vfat"}},
-		{"md RAID 1.0 superblock after ext4", ext4With(-8192, md, true), []string{"ext", "linux_raid_member"}},
-		{"md RAID 0.90 superblock after ext4", ext4With(-65536, md, true), []string{"ext", "linux_raid_member"}},
-		{"LUKS header over ext4", ext4With(0, []byte("LUKS\xba\xbe"), false), []string{"ext", "crypto_LUKS"}},
-		{"bcache over ext4", ext4With(4096+24, []byte("\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81"), false), []string{"ext", "bcache"}},
+		{"ext4 over a swap area of 64 KiB pages", overSwap64K("mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-O", "^resize_inode"), nil, "ext4"},
+		{"NTFS over a swap area of 64 KiB pages", overSwap64K("mkntfs", "-Q", "-F", "-q"), nil, "ntfs"},
+		{"mformat FAT32 over ext4", mformatOverExt4, []string{"ext", "vfat"}, ""},
+		{"md RAID 1.0 superblock after ext4", ext4With(-8192, md, true), []string{"ext", "linux_raid_member"}, ""},
+		{"md RAID 0.90 superblock after ext4", ext4With(-65536, md, true), []string{"ext", "linux_raid_member"}, ""},
+		{"LUKS header over ext4", ext4With(0, []byte("LUKS\xba\xbe"), false), []string{"ext", "crypto_LUKS"}, ""},
+		{"bcache over ext4", ext4With(4096+24, []byte("\xc6\x85\x73\xf6\x4e\x1a\x45\xca\x82\x65\xf5\x7f\x48\xba\x6d\x81"), false), []string{"ext", "bcache"}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "disk.img")
 			tt.make(t, img)
 			m, err := tfsRead(t, img, 0)
+			if tt.fs != "" {
+				if err != nil {
+					t.Fatalf("Read %s (%s): got %v, want a %s map", img, tt.name, err, tt.fs)
+				}
+				if m.FS != tt.fs {
+					t.Fatalf("Read %s (%s): got a %s map, want %s", img, tt.name, m.FS, tt.fs)
+				}
+				return
+			}
 			if err == nil {
 				t.Fatalf("Read %s (%s): got a %s map with %d free bytes, want ErrUnknown (two signatures)", img, tt.name, m.FS, m.FreeBytes())
 			}
