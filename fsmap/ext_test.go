@@ -509,6 +509,29 @@ func FuzzRead(f *testing.F) {
 				f.Fatal(err)
 			}
 			f.Add(b[:fuzzHead], uint32(size-fuzzHead))
+			if i == 0 {
+				// Two signatures: the ext4 under a FAT32 boot sector (as
+				// mformat leaves it) and under an md RAID 1.2 superblock.
+				if vfat, err := exec.LookPath("mkfs.vfat"); err == nil {
+					fat := filepath.Join(dir, "fat.img")
+					if err := os.WriteFile(fat, make([]byte, 40<<20), 0o644); err != nil {
+						f.Fatal(err)
+					}
+					if out, err := exec.Command(vfat, "-F", "32", fat).CombinedOutput(); err != nil {
+						f.Fatalf("mkfs.vfat: %v: %s", err, out)
+					}
+					boot, err := os.ReadFile(fat)
+					if err != nil {
+						f.Fatal(err)
+					}
+					mixed := slices.Clone(b[:fuzzHead])
+					copy(mixed, boot[:512])
+					f.Add(mixed, uint32(size-fuzzHead))
+				}
+				mixed := slices.Clone(b[:fuzzHead])
+				binary.LittleEndian.PutUint32(mixed[4096:], mdMagic)
+				f.Add(mixed, uint32(size-fuzzHead))
+			}
 		}
 	}
 	swap := make([]byte, 4096)
