@@ -55,6 +55,10 @@ const (
 	probeHead = 68 << 10
 	probeTail = 128 << 10
 	mdMagic   = 0xa92b4efc
+
+	// bitlockerToGoGUID is 4967d63b-2e29-4ad8-8399-f6a339e3d001 as
+	// stored at byte 424 of a BitLocker To Go boot sector.
+	bitlockerToGoGUID = "\x3b\xd6\x67\x49\x29\x2e\xd8\x4a\x83\x99\xf6\xa3\x39\xe3\xd0\x01"
 )
 
 var signatures = []signature{
@@ -86,7 +90,23 @@ var signatures = []signature{
 	}},
 	{"BitLocker", func(p *probeData) bool {
 		b := p.at(0, 512)
-		return b != nil && string(b[3:11]) == "-FVE-FS-"
+		if b == nil {
+			return false
+		}
+		if string(b[3:11]) == "-FVE-FS-" {
+			return true // Vista, 7 and later on NTFS
+		}
+		// BitLocker To Go: a FAT32 "discovery volume" whose boot sector
+		// names the To Go GUID and the offset of the FVE metadata; the
+		// encrypted volume is not the FAT's to describe.
+		if string(b[:11]) != "\xeb\x58\x90MSWIN4.1" {
+			return false
+		}
+		if string(b[424:440]) == bitlockerToGoGUID {
+			return true
+		}
+		fve := binary.LittleEndian.Uint64(b[440:])
+		return fve < probeHead-8 && string(p.at(int(fve), 8)) == "-FVE-FS-"
 	}},
 	{"swap", func(p *probeData) bool { return swapSignature(p.head, true) }},
 	{"LVM2_member", func(p *probeData) bool {

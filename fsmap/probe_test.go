@@ -57,6 +57,15 @@ func TestReadStaleSignatures(t *testing.T) {
 			}
 		}
 	}
+	// A FAT32 boot sector as BitLocker To Go writes it (the discovery
+	// volume): the OEM name MSWIN4.1 and the To Go GUID. No tool here
+	// makes one; the fields are libblkid's.
+	bitlockerToGo := func(t *testing.T, img string) {
+		tfsRun(t, "truncate", "-s", "64M", img)
+		tfsRun(t, "mkfs.vfat", "-F", "32", img)
+		tfsPatch(t, img, 0, []byte("\xeb\x58\x90MSWIN4.1"))
+		tfsPatch(t, img, 424, []byte(bitlockerToGoGUID))
+	}
 	md := binary.LittleEndian.AppendUint32(nil, mdMagic)
 	for _, tt := range []struct {
 		name string
@@ -67,6 +76,7 @@ func TestReadStaleSignatures(t *testing.T) {
 		{"ext4 over a swap area of 64 KiB pages", overSwap64K("mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-O", "^resize_inode"), nil, "ext4"},
 		{"NTFS over a swap area of 64 KiB pages", overSwap64K("mkntfs", "-Q", "-F", "-q"), nil, "ntfs"},
 		{"mformat FAT32 over ext4", mformatOverExt4, []string{"ext", "vfat"}, ""},
+		{"BitLocker To Go", bitlockerToGo, []string{"BitLocker"}, ""},
 		{"md RAID 1.0 superblock after ext4", ext4With(-8192, md, true), []string{"ext", "linux_raid_member"}, ""},
 		{"md RAID 0.90 superblock after ext4", ext4With(-65536, md, true), []string{"ext", "linux_raid_member"}, ""},
 		{"LUKS header over ext4", ext4With(0, []byte("LUKS\xba\xbe"), false), []string{"ext", "crypto_LUKS"}, ""},
