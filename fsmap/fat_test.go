@@ -393,6 +393,9 @@ func FuzzFAT(f *testing.F) {
 		img, size := ftPatched(bases, patches)
 		m, err := readFAT(img, size)
 		ftFuzzCheck(t, "vfat", m, err, size, "exfat")
+		// Through Read too: the signature probe sees every patch.
+		m, err = Read(img, size)
+		ftFuzzCheck(t, "vfat", m, err, size, "exfat", "ext2", "ext3", "ext4", "ntfs", "swap")
 	})
 }
 
