@@ -103,13 +103,12 @@ func prepare(m *snapshot.Manifest, size int64, sectorSize int, growLast bool) (*
 	return p, nil
 }
 
+// inExtents reports whether c lies inside one of the extents (sorted,
+// disjoint), found by binary search: a manifest may hold up to
+// snapshot.MaxChunks chunks and snapshot.MaxExtents extents.
 func inExtents(c snapshot.Chunk, extents []snapshot.Extent) bool {
-	for _, e := range extents {
-		if c.Offset >= e.Offset && c.Offset+c.Length <= e.Offset+e.Length {
-			return true
-		}
-	}
-	return false
+	i := sort.Search(len(extents), func(i int) bool { return extents[i].Offset+extents[i].Length > c.Offset })
+	return i < len(extents) && c.Offset >= extents[i].Offset && c.Offset+c.Length <= extents[i].Offset+extents[i].Length
 }
 
 // covered is what the restore writes: the stored runs of the kept
@@ -374,19 +373,22 @@ func zeroAll(ctx context.Context, z *restore.Zeroer, ranges []span) error {
 const zeroStep = 1 << 30
 
 // subtract returns the parts of the sorted, disjoint ranges a that no
-// range of the sorted, disjoint b covers.
+// range of the sorted, disjoint b covers. It walks both lists once: a
+// used-block snapshot of a large disk has hundreds of thousands of unused
+// ranges, and a hostile manifest up to snapshot.MaxUnused.
 func subtract(a, b []span) []span {
 	var out []span
+	k := 0
 	for _, r := range a {
+		for k < len(b) && b[k].End <= r.Off {
+			k++
+		}
 		at := r.Off
-		for _, s := range b {
-			if s.End <= at || s.Off >= r.End {
-				continue
+		for j := k; j < len(b) && b[j].Off < r.End; j++ {
+			if b[j].Off > at {
+				out = append(out, span{Off: at, End: b[j].Off})
 			}
-			if s.Off > at {
-				out = append(out, span{Off: at, End: s.Off})
-			}
-			at = max(at, s.End)
+			at = max(at, b[j].End)
 		}
 		if at < r.End {
 			out = append(out, span{Off: at, End: r.End})
