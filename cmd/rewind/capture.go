@@ -173,7 +173,7 @@ func printCaptureSummary(cmd *cobra.Command, m *snapshot.Manifest, dir string, t
 	printExtents(w, summarizeExtents(m), "  ")
 	if m.Layout != nil {
 		for _, n := range m.Layout.Notes {
-			fmt.Fprintf(w, "  note      %s\n", n)
+			fmt.Fprintf(w, "  note      %s\n", shown(n))
 		}
 	}
 }
