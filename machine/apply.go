@@ -281,6 +281,11 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		rest = unused
 	}
 	zeroed := merge(append(append([]span(nil), sigs...), rest...))
+	if opts.FreshTarget {
+		// A new sparse image reads zeros everywhere: whatever the mode,
+		// no byte holds an old disk's data.
+		zeroed = uncovered
+	}
 	rest = subtract(bridge(rest), bridge(sigs))
 	if n := total(rest); n > 0 && !z.Offloads() {
 		logf("wipe: zeroing %s not covered by the snapshot; the device has no write-zeroes offload, so this writes it", units.Bytes(n))
@@ -292,6 +297,9 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	w.OldRemains = w.Bytes < w.Uncovered
 	used, took := z.Used()
 	w.Method, w.Seconds, w.Calls = restore.Describe(used), took.Seconds(), z.Calls()
+	if w.Method == "" && opts.FreshTarget {
+		w.Method = string(restore.ZeroSparse)
+	}
 	if w.Uncovered > 0 {
 		logf("wipe: %s: %s of %s not covered by the snapshot zeroed by %s in %s (%s)", w.Mode, units.Bytes(w.Bytes),
 			units.Bytes(w.Uncovered), w.Method, took.Round(time.Millisecond), w.Why)

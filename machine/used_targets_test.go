@@ -61,3 +61,24 @@ func shmDir(t *testing.T, shm string) string {
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
 }
+
+// TestUsedBlocksFreshImageSaysNoOldBytes: restored into a new image file
+// (created sparse: nothing old in it), --wipe signatures zeroes nothing
+// and need not; the wipe report must not claim that free space "still
+// holds the old disk's bytes" when every byte reads as zeros. It used to.
+func TestUsedBlocksFreshImageSaysNoOldBytes(t *testing.T) {
+	snap, want := usedSnapshot(t)
+	m := snap.Manifest
+	for _, wipe := range []string{WipeSignatures, WipeAuto, WipeFull} {
+		t.Run(wipe, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "new.img")
+			a := applyTo(t, snap, target, ApplyOptions{Wipe: wipe})
+			checkDisk(t, target, m, want, false)
+			w := a.Wipe
+			if w.OldRemains || w.UnusedZeroed != w.Unused || w.Bytes != w.Uncovered {
+				t.Errorf("%s --wipe %s: report says %d of %d uncovered bytes zeroed (%d of %d unused), old remains %v; want all reading zeros, none old",
+					target, wipe, w.Bytes, w.Uncovered, w.UnusedZeroed, w.Unused, w.OldRemains)
+			}
+		})
+	}
+}
