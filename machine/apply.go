@@ -245,6 +245,19 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	// the extents and of the old partitions (the unused ranges inside a
 	// file system are not where anyone looks for one).
 	sigs := signatureAreas(gaps, oldParts, uncovered)
+	if p.layout == nil && !opts.FreshTarget {
+		// No table is written, so none is cleared: zero what of the
+		// table areas (the first 34 and last 33 sectors, where an old
+		// MBR or GPT and its backup lie) the snapshot does not write. On
+		// a disk without a table whose file system leaves its last
+		// blocks free, the old backup GPT lies in an unused range.
+		ss := int64(g.LogicalSectorSize)
+		if ss == 0 {
+			ss = 512
+		}
+		head, tail := diskrestore.ClearedSpans(g.Size, ss)
+		sigs = merge(append(sigs, intersectAll([]span{{Off: 0, End: head}, {Off: tail, End: g.Size}}, uncovered)...))
+	}
 	// Many small unused ranges: bridge the short stored runs between them
 	// (fewer zeroing calls), where the device zeroes without writing and
 	// every chunk is written after the zeroing (not a resume or a delta,

@@ -1,11 +1,15 @@
 package machine
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // TestUsedBlocksRestoreTargets restores the used-block snapshot onto used
@@ -78,6 +82,63 @@ func TestUsedBlocksFreshImageSaysNoOldBytes(t *testing.T) {
 			if w.OldRemains || w.UnusedZeroed != w.Unused || w.Bytes != w.Uncovered {
 				t.Errorf("%s --wipe %s: report says %d of %d uncovered bytes zeroed (%d of %d unused), old remains %v; want all reading zeros, none old",
 					target, wipe, w.Bytes, w.Uncovered, w.UnusedZeroed, w.Unused, w.OldRemains)
+			}
+		})
+	}
+}
+
+// TestUsedSuperfloppyLeavesNoOldGPT: a disk without a partition table
+// that holds one FAT32 file system (a "superfloppy", as USB sticks and
+// some appliances have), captured used-blocks, restored with --wipe
+// signatures onto a used disk that had a GPT. The free space at the
+// disk's end is an unused range, so nothing used to write over the old
+// backup GPT in the last sectors: wipefs still found "gpt" there and
+// sgdisk offered to load the old partition table from it. The table
+// areas the snapshot does not write are zeroed as on a disk with a table.
+func TestUsedSuperfloppyLeavesNoOldGPT(t *testing.T) {
+	needTools(t, "mkfs.vfat", "mcopy", "sgdisk", "wipefs")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "fat.img")
+	run(t, "mkfs.vfat", "-C", "-F", "32", src, "65536")
+	run(t, "mcopy", "-i", src, "/etc/os-release", "::/os-release")
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	layout, extents, err := diskrestore.ReadLayout(f, 64*mib, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := snapshot.CaptureOptions{DiskSize: 64 * mib, Layout: layout, ChunkSize: mib}
+	if opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, extents, false); err != nil {
+		t.Fatal(err)
+	}
+	snapDir := filepath.Join(dir, "snap")
+	if _, err := snapshot.Capture(context.Background(), f, snapDir, opts); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Open(context.Background(), snapDir, snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	if snap.Manifest.UnusedBytes() == 0 || snap.Manifest.RequiredSize() != 64*mib {
+		t.Fatalf("snapshot of %s: %d unused bytes over %d: not the used-block superfloppy the test needs", src, snap.Manifest.UnusedBytes(), snap.Manifest.RequiredSize())
+	}
+	for _, wipe := range []string{WipeSignatures, WipeAuto} {
+		t.Run(wipe, func(t *testing.T) {
+			used := filepath.Join(t.TempDir(), "used.img")
+			if err := os.WriteFile(used, testdisk.RandomBytes(7, 64*mib), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "sgdisk", "-n", "1:2048:+10M", "-n", "2:0:0", used)
+			dev := testdisk.Loop(t, used, 0)
+			applyTo(t, snap, dev, ApplyOptions{Wipe: wipe})
+			for _, s := range signatures(t, dev) {
+				if !strings.HasPrefix(s, "vfat@") {
+					t.Errorf("%s after a restore with --wipe %s: wipefs finds %s; want only the restored vfat", dev, wipe, s)
+				}
 			}
 		})
 	}
