@@ -152,7 +152,7 @@ func chooseWipe(requested string, offloads bool, uncovered, size int64) (mode, w
 	case requested != WipeAuto:
 		return requested, "--wipe " + requested
 	case uncovered == 0:
-		return WipeFull, "the snapshot covers the whole target"
+		return WipeFull, "the snapshot's partitions and boot areas span the whole target"
 	case offloads:
 		return WipeFull, "the target zeroes without writing data"
 	case uncovered < autoFullBytes || uncovered*100 < size*autoFullPercent:

@@ -47,6 +47,9 @@ func TestChooseWipe(t *testing.T) {
 		why       string
 	}{
 		{WipeAuto, true, 900 * gib, 1000 * gib, WipeFull, "without writing"},
+		// Nothing outside the extents; their unused ranges are still
+		// not in the snapshot, so the reason must not say it covers all.
+		{WipeAuto, false, 0, 1000 * gib, WipeFull, "partitions and boot areas span the whole target"},
 		{WipeAuto, false, gib / 2, 1000 * gib, WipeFull, "only"},
 		{WipeAuto, false, 40 * gib, 1000 * gib, WipeFull, "only"},
 		{WipeAuto, false, 900 * gib, 1000 * gib, WipeSignatures, "90%"},
