@@ -44,6 +44,11 @@ type CaptureOptions struct {
 	// data never leaves the source. A list that breaks these rules is a
 	// bug of its producer: Capture refuses it and writes nothing.
 	Free [][]Range
+	// Recheck, when set, runs after every chunk is stored and before the
+	// manifest is written; an error fails the capture (no manifest, so
+	// no snapshot). The caller reads the file systems' maps again: one
+	// written to while it was captured may now use blocks stored as free.
+	Recheck func() error
 }
 
 // MinUnusedRun is the shortest free range a capture records as unused;
@@ -134,6 +139,9 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	}
 	if parent.Err() != nil && err != nil {
 		err = fmt.Errorf("interrupted: %w", parent.Err())
+	}
+	if err == nil && opts.Recheck != nil {
+		err = opts.Recheck()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w; %s has no manifest.json and is not a snapshot: delete it and capture again", err, dir)

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,4 +103,30 @@ func TestManifestBoundHolds(t *testing.T) {
 		t.Errorf("manifest of %s: %d bytes written, bound %d; want the bound at least the size", src, len(written), bound)
 	}
 	t.Logf("%d chunks, %d unused ranges: manifest %d bytes, bound %d", len(probe.Chunks), probe.unusedCount(), len(written), bound)
+}
+
+// TestCaptureRecheckFailsWithoutManifest: when the recheck after the
+// data says the source changed (a file system written while captured),
+// the capture fails and writes no manifest: no snapshot claims data that
+// was stored as free.
+func TestCaptureRecheckFailsWithoutManifest(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(src, []byte(strings.Repeat("x", 1<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	snap := filepath.Join(dir, "snap")
+	_, err = Capture(context.Background(), f, snap, CaptureOptions{DiskSize: 1 << 20, ChunkSize: MinChunkSize,
+		Recheck: func() error { return errors.New("partition 1 changed while it was captured") }})
+	if err == nil || !strings.Contains(err.Error(), "changed while it was captured") {
+		t.Errorf("capture of %s with a failing recheck: %v; want the recheck's error", src, err)
+	}
+	if _, serr := os.Stat(filepath.Join(snap, ManifestName)); !os.IsNotExist(serr) {
+		t.Errorf("capture of %s with a failing recheck wrote %s (stat: %v); want no manifest", src, ManifestName, serr)
+	}
 }
