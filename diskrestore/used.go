@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewind-bmr/rewind/fsmap"
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -123,6 +126,12 @@ func note(s string) string {
 // with those new blocks zeroed. Blocks freed meanwhile are harmless: their
 // old contents were stored.
 func FreeChanged(r io.ReaderAt, extents []snapshot.Extent, free [][]snapshot.Range) error {
+	if f, ok := r.(*os.File); ok {
+		// Read the maps from the device, not from the page cache: a loop
+		// device whose backing file another process writes keeps the
+		// bitmaps of the first read cached, and they hide the change.
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	}
 	for i, e := range extents {
 		if i >= len(free) || len(free[i]) == 0 {
 			continue
