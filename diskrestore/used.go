@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewind-bmr/rewind/fsmap"
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -113,4 +116,41 @@ func note(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// FreeChanged reads again the allocation map of every extent UsedExtents
+// found a map for (free[i] not empty) and returns an error naming the
+// first whose file system now uses bytes that were free when the map was
+// first read: a file system written while it was captured (a loop device
+// or a virtual machine's disk that another process writes) would restore
+// with those new blocks zeroed. Blocks freed meanwhile are harmless: their
+// old contents were stored.
+func FreeChanged(r io.ReaderAt, extents []snapshot.Extent, free [][]snapshot.Range) error {
+	if f, ok := r.(*os.File); ok {
+		// Read the maps from the device, not from the page cache: a loop
+		// device whose backing file another process writes keeps the
+		// bitmaps of the first read cached, and they hide the change.
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	}
+	for i, e := range extents {
+		if i >= len(free) || len(free[i]) == 0 {
+			continue
+		}
+		m, err := fsmap.Read(io.NewSectionReader(r, e.Offset, e.Length), e.Length)
+		if err != nil {
+			return fmt.Errorf("%s (at byte %d) changed while it was captured: its file system map now reads: %w", describeExtent(e), e.Offset, err)
+		}
+		now := m.Free
+		k := 0
+		for _, f := range free[i] {
+			off, end := f.Offset-e.Offset, f.End()-e.Offset
+			for k < len(now) && now[k].Offset+now[k].Length <= off {
+				k++
+			}
+			if k == len(now) || now[k].Offset > off || now[k].Offset+now[k].Length < end {
+				return fmt.Errorf("%s (at byte %d) changed while it was captured: bytes %d..%d of it were free when its %s map was read and are in use now", describeExtent(e), e.Offset, off, end, m.FS)
+			}
+		}
+	}
+	return nil
 }

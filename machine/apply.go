@@ -103,13 +103,12 @@ func prepare(m *snapshot.Manifest, size int64, sectorSize int, growLast bool) (*
 	return p, nil
 }
 
+// inExtents reports whether c lies inside one of the extents (sorted,
+// disjoint), found by binary search: a manifest may hold up to
+// snapshot.MaxChunks chunks and snapshot.MaxExtents extents.
 func inExtents(c snapshot.Chunk, extents []snapshot.Extent) bool {
-	for _, e := range extents {
-		if c.Offset >= e.Offset && c.Offset+c.Length <= e.Offset+e.Length {
-			return true
-		}
-	}
-	return false
+	i := sort.Search(len(extents), func(i int) bool { return extents[i].Offset+extents[i].Length > c.Offset })
+	return i < len(extents) && c.Offset >= extents[i].Offset && c.Offset+c.Length <= extents[i].Offset+extents[i].Length
 }
 
 // covered is what the restore writes: the stored runs of the kept
@@ -246,6 +245,19 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	// the extents and of the old partitions (the unused ranges inside a
 	// file system are not where anyone looks for one).
 	sigs := signatureAreas(gaps, oldParts, uncovered)
+	if p.layout == nil && !opts.FreshTarget {
+		// No table is written, so none is cleared: zero what of the
+		// table areas (the first 34 and last 33 sectors, where an old
+		// MBR or GPT and its backup lie) the snapshot does not write. On
+		// a disk without a table whose file system leaves its last
+		// blocks free, the old backup GPT lies in an unused range.
+		ss := int64(g.LogicalSectorSize)
+		if ss == 0 {
+			ss = 512
+		}
+		head, tail := diskrestore.ClearedSpans(g.Size, ss)
+		sigs = merge(append(sigs, intersectAll([]span{{Off: 0, End: head}, {Off: tail, End: g.Size}}, uncovered)...))
+	}
 	// Many small unused ranges: bridge the short stored runs between them
 	// (fewer zeroing calls), where the device zeroes without writing and
 	// every chunk is written after the zeroing (not a resume or a delta,
@@ -282,6 +294,11 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		rest = unused
 	}
 	zeroed := merge(append(append([]span(nil), sigs...), rest...))
+	if opts.FreshTarget {
+		// A new sparse image reads zeros everywhere: whatever the mode,
+		// no byte holds an old disk's data.
+		zeroed = uncovered
+	}
 	rest = subtract(bridge(rest), bridge(sigs))
 	if n := total(rest); n > 0 && !z.Offloads() {
 		logf("wipe: zeroing %s not covered by the snapshot; the device has no write-zeroes offload, so this writes it", units.Bytes(n))
@@ -301,6 +318,9 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	w.OldRemains = w.Bytes < w.Uncovered
 	used, took := z.Used()
 	w.Method, w.Seconds, w.Calls = restore.Describe(used), took.Seconds(), z.Calls()
+	if w.Method == "" && opts.FreshTarget {
+		w.Method = string(restore.ZeroSparse)
+	}
 	if w.Uncovered > 0 {
 		logf("wipe: %s: %s of %s not covered by the snapshot zeroed by %s in %s (%s)", w.Mode, units.Bytes(w.Bytes),
 			units.Bytes(w.Uncovered), w.Method, took.Round(time.Millisecond), w.Why)
@@ -382,19 +402,22 @@ func zeroAll(ctx context.Context, z *restore.Zeroer, ranges []span) error {
 const zeroStep = 1 << 30
 
 // subtract returns the parts of the sorted, disjoint ranges a that no
-// range of the sorted, disjoint b covers.
+// range of the sorted, disjoint b covers. It walks both lists once: a
+// used-block snapshot of a large disk has hundreds of thousands of unused
+// ranges, and a hostile manifest up to snapshot.MaxUnused.
 func subtract(a, b []span) []span {
 	var out []span
+	k := 0
 	for _, r := range a {
+		for k < len(b) && b[k].End <= r.Off {
+			k++
+		}
 		at := r.Off
-		for _, s := range b {
-			if s.End <= at || s.Off >= r.End {
-				continue
+		for j := k; j < len(b) && b[j].Off < r.End; j++ {
+			if b[j].Off > at {
+				out = append(out, span{Off: at, End: b[j].Off})
 			}
-			if s.Off > at {
-				out = append(out, span{Off: at, End: s.Off})
-			}
-			at = max(at, s.End)
+			at = max(at, b[j].End)
 		}
 		if at < r.End {
 			out = append(out, span{Off: at, End: r.End})

@@ -69,11 +69,12 @@ type Wipe struct {
 type span = diskrestore.Span
 
 // intersect returns the parts of s that lie in one of the sorted,
-// disjoint ranges.
+// disjoint ranges, found by binary search.
 func intersect(s span, ranges []span) []span {
 	var out []span
-	for _, r := range ranges {
-		lo, hi := max(s.Off, r.Off), min(s.End, r.End)
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].End > s.Off })
+	for ; i < len(ranges) && ranges[i].Off < s.End; i++ {
+		lo, hi := max(s.Off, ranges[i].Off), min(s.End, ranges[i].End)
 		if lo < hi {
 			out = append(out, span{Off: lo, End: hi})
 		}
@@ -103,11 +104,19 @@ func signatureAreas(gaps, oldParts, uncovered []span) []span {
 }
 
 // intersectAll returns the parts of the sorted, disjoint ranges a that lie
-// in one of the sorted, disjoint ranges b.
+// in one of the sorted, disjoint ranges b, walking both lists once.
 func intersectAll(a, b []span) []span {
 	var out []span
+	k := 0
 	for _, s := range a {
-		out = append(out, intersect(s, b)...)
+		for k < len(b) && b[k].End <= s.Off {
+			k++
+		}
+		for j := k; j < len(b) && b[j].Off < s.End; j++ {
+			if lo, hi := max(s.Off, b[j].Off), min(s.End, b[j].End); lo < hi {
+				out = append(out, span{Off: lo, End: hi})
+			}
+		}
 	}
 	return out
 }
@@ -143,7 +152,7 @@ func chooseWipe(requested string, offloads bool, uncovered, size int64) (mode, w
 	case requested != WipeAuto:
 		return requested, "--wipe " + requested
 	case uncovered == 0:
-		return WipeFull, "the snapshot covers the whole target"
+		return WipeFull, "the snapshot's partitions and boot areas span the whole target"
 	case offloads:
 		return WipeFull, "the target zeroes without writing data"
 	case uncovered < autoFullBytes || uncovered*100 < size*autoFullPercent:

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -42,6 +44,11 @@ type CaptureOptions struct {
 	// data never leaves the source. A list that breaks these rules is a
 	// bug of its producer: Capture refuses it and writes nothing.
 	Free [][]Range
+	// Recheck, when set, runs after every chunk is stored and before the
+	// manifest is written; an error fails the capture (no manifest, so
+	// no snapshot). The caller reads the file systems' maps again: one
+	// written to while it was captured may now use blocks stored as free.
+	Recheck func() error
 }
 
 // MinUnusedRun is the shortest free range a capture records as unused;
@@ -93,6 +100,9 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	if err := m.validateShape(); err != nil {
 		return nil, fmt.Errorf("capture: %w: nothing was written", err)
 	}
+	if err := m.checkManifestBound(); err != nil {
+		return nil, fmt.Errorf("capture: %w: nothing was written", err)
+	}
 	if err := prepareDir(dir); err != nil {
 		return nil, err
 	}
@@ -130,6 +140,9 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	if parent.Err() != nil && err != nil {
 		err = fmt.Errorf("interrupted: %w", parent.Err())
 	}
+	if err == nil && opts.Recheck != nil {
+		err = opts.Recheck()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w; %s has no manifest.json and is not a snapshot: delete it and capture again", err, dir)
 	}
@@ -140,6 +153,10 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	}
 	if _, err := ParseManifest(data); err != nil {
 		return nil, fmt.Errorf("internal error: the manifest just written does not validate: %w", err)
+	}
+	if int64(len(data)) > MaxManifestSize {
+		return nil, fmt.Errorf("the manifest takes %d bytes, more than the %d a restore reads: capture again with a larger chunk size; %s has no manifest.json and is not a snapshot",
+			len(data), int64(MaxManifestSize), dir)
 	}
 	if opts.SignKey != nil {
 		if err := writeFileSync(filepath.Join(dir, SignatureName), EncodeSignature(ed25519.Sign(opts.SignKey, data))); err != nil {
@@ -175,6 +192,65 @@ func (o *CaptureOptions) defaults() error {
 		o.Extents = []Extent{{Kind: ExtentDisk, Offset: 0, Length: o.DiskSize}}
 	}
 	return nil
+}
+
+// checkManifestBound refuses, before anything is read, a capture whose
+// manifest could grow past MaxManifestSize once its chunk index is filled
+// in: restore would refuse to read it, so the snapshot would be lost.
+// Many chunks (a large disk in small chunks) and many unused ranges make
+// a large manifest; a larger chunk size makes fewer of both.
+func (m *Manifest) checkManifestBound() error {
+	n, err := m.manifestBound()
+	if err != nil {
+		return err
+	}
+	if n <= MaxManifestSize {
+		return nil
+	}
+	suggest := m.ChunkSize
+	for suggest < MaxChunkSize && n/(suggest/m.ChunkSize) > MaxManifestSize {
+		suggest *= 2
+	}
+	return fmt.Errorf("the manifest of %d chunks and %d unused ranges could take %d bytes, more than the %d bytes a restore reads: capture with a larger chunk size (%d bytes or more)",
+		len(m.Chunks), m.unusedCount(), n, int64(MaxManifestSize), suggest)
+}
+
+// manifestBound is an upper bound of the size of m's manifest once the
+// chunk index and the segments are filled in: the manifest as it is now,
+// plus every chunk and segment entry at its longest.
+func (m *Manifest) manifestBound() (int64, error) {
+	base := *m
+	base.Chunks, base.Segments = nil, nil
+	b, err := base.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	frameMax := int64(FrameBound(int(m.ChunkSize)))
+	hash := strings.Repeat("f", 2*sha256.Size)
+	c, err := json.MarshalIndent(Chunk{Offset: m.DiskSize, Length: m.ChunkSize, Segment: len(m.Chunks), FrameOffset: m.SegmentSize,
+		FrameLength: frameMax, SHA256: hash, RawSHA256: hash}, "  ", " ")
+	if err != nil {
+		return 0, err
+	}
+	// Every segment but the last holds more than SegmentSize-frameMax bytes.
+	segs := int64(len(m.Chunks))
+	if room := m.SegmentSize - frameMax; room > 0 {
+		segs = min(segs, int64(len(m.Chunks))*frameMax/room+1)
+	}
+	sg, err := json.MarshalIndent(Segment{Name: segmentName(int(segs), segmentDigits(m)), Size: m.SegmentSize}, "  ", " ")
+	if err != nil {
+		return 0, err
+	}
+	const sep = 2 // ",\n" between entries
+	return int64(len(b)) + int64(len(m.Chunks))*int64(len(c)+sep) + segs*int64(len(sg)+sep), nil
+}
+
+func (m *Manifest) unusedCount() int {
+	n := 0
+	for _, e := range m.Extents {
+		n += len(e.Unused)
+	}
+	return n
 }
 
 // prepareDir creates dir, or accepts it when it is empty.

@@ -93,6 +93,12 @@ refused; read-only mounts are allowed.`,
 			if err != nil {
 				return fmt.Errorf("capture %s refused, nothing was written: %w", src, err)
 			}
+			opts.Recheck = func() error {
+				if err := diskrestore.FreeChanged(f, opts.Extents, opts.Free); err != nil {
+					return fmt.Errorf("%w: capture from a disk nothing writes to (unmounted everywhere, or a snapshot of the volume)", err)
+				}
+				return nil
+			}
 			if signKey != "" {
 				if opts.SignKey, err = snapshot.LoadPrivateKey(signKey); err != nil {
 					return err
@@ -173,7 +179,7 @@ func printCaptureSummary(cmd *cobra.Command, m *snapshot.Manifest, dir string, t
 	printExtents(w, summarizeExtents(m), "  ")
 	if m.Layout != nil {
 		for _, n := range m.Layout.Notes {
-			fmt.Fprintf(w, "  note      %s\n", n)
+			fmt.Fprintf(w, "  note      %s\n", shown(n))
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -57,7 +59,7 @@ prints the same per extent under "extents", with the manifest.`,
 			fmt.Fprintf(w, "snapshot   %s\n", snap.Location)
 			fmt.Fprintf(w, "id         %s\n", snap.ID)
 			fmt.Fprintf(w, "format     %s version %d, signed: %v\n", m.Format, m.Version, snap.Signed)
-			fmt.Fprintf(w, "captured   %s from %s on %s\n", m.Created.Format("2006-01-02 15:04:05 MST"), m.Origin.Path, m.Origin.Hostname)
+			fmt.Fprintf(w, "captured   %s from %s on %s\n", m.Created.Format("2006-01-02 15:04:05 MST"), shown(m.Origin.Path), shown(m.Origin.Hostname))
 			fmt.Fprintf(w, "disk       %s (%d bytes)\n", units.Bytes(m.DiskSize), m.DiskSize)
 			fmt.Fprintf(w, "data       %s in %d chunks of %s (%d all-zero), stored as %s in %d segments\n",
 				units.Bytes(m.DataBytes()), len(m.Chunks), units.Bytes(m.ChunkSize), zero,
@@ -76,11 +78,11 @@ prints the same per extent under "extents", with the manifest.`,
 						name = p.FSLabel
 					}
 					fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\n", p.Number, p.Start, p.Size,
-						units.Bytes(int64(p.Size)*int64(l.LogicalSectorSize)), p.Type, name)
+						units.Bytes(int64(p.Size)*int64(l.LogicalSectorSize)), shown(p.Type), shown(name))
 				}
 				tw.Flush()
 				for _, n := range l.Notes {
-					fmt.Fprintf(w, "note       %s\n", n)
+					fmt.Fprintf(w, "note       %s\n", shown(n))
 				}
 			}
 			fmt.Fprintln(w, "extents")
@@ -171,7 +173,7 @@ func printExtents(w io.Writer, rows []extentSummary, indent string) {
 		case snapshot.ExtentBootArea:
 			name = fmt.Sprintf("boot areas (%d)", r.Count)
 		}
-		fs := r.FS
+		fs := shown(r.FS)
 		if fs == "" {
 			fs = "-"
 		}
@@ -179,7 +181,7 @@ func printExtents(w io.Writer, rows []extentSummary, indent string) {
 		if r.Capture != "used" {
 			how = "whole"
 			if r.Why != "" {
-				how += " (" + r.Why + ")"
+				how += " (" + shown(r.Why) + ")"
 			}
 		}
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", indent, name, fs, units.Bytes(r.Length),
@@ -192,4 +194,31 @@ func printExtents(w io.Writer, rows []extentSummary, indent string) {
 	fmt.Fprintf(tw, "%stotal\t\t%s\t%s\t%s\t%s\t\n", indent, units.Bytes(total.Length),
 		units.Bytes(total.StoredBytes), units.Bytes(total.SkippedBytes), units.Bytes(total.FrameBytes))
 	tw.Flush()
+}
+
+// shown makes text from a manifest (a hostname, a partition name, a note)
+// safe to print on a terminal: every rune that is not printable (C0 and
+// C1 controls such as ESC and CSI, bidirectional overrides, invalid
+// UTF-8) is written as a Go escape (\x1b, \u202e), so a snapshot cannot
+// send the operator's terminal commands or disguise the text after it.
+func shown(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == unicode.ReplacementChar }) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == unicode.ReplacementChar && strings.HasPrefix(s[i:], "\uFFFD"):
+			b.WriteString(`\ufffd`)
+		case r == unicode.ReplacementChar:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x80 && !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

@@ -173,7 +173,7 @@ func confirm(cmd *cobra.Command, path string, m *snapshot.Manifest) error {
 		return usageError{fmt.Errorf("restore would overwrite everything on %s and there is no terminal to confirm on: pass --yes", path)}
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Restore snapshot of %s (%s) onto %s?\nALL DATA ON %s WILL BE LOST. Type yes to continue: ",
-		m.Origin.Path, units.Bytes(m.DiskSize), path, path)
+		shown(m.Origin.Path), units.Bytes(m.DiskSize), path, path)
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	if strings.TrimSpace(strings.ToLower(answer)) != "yes" {
 		return errors.New("restore cancelled: nothing was written")
@@ -190,7 +190,7 @@ func printRestoreSummary(w io.Writer, snap *snapshot.Snapshot, path string, appl
 		fmt.Fprintf(w, "  layout    %s partition table with %d partitions\n", applied.Table, applied.Partitions)
 	}
 	for _, n := range applied.Notes {
-		fmt.Fprintf(w, "  note      %s\n", n)
+		fmt.Fprintf(w, "  note      %s\n", shown(n))
 	}
 	zeroed := ""
 	if res.ZeroMethod != "" {
