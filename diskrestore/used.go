@@ -15,6 +15,30 @@ import (
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
+// StrayAreas drops the boot areas that begin at or after the start of the
+// first partition: bytes between and after partitions, outside every file
+// system, are what earlier use of the disk left there (a deleted
+// partition, an old file system), not what the machine needs to boot,
+// which lies before the first partition (boot code, the gap GRUB uses).
+// It returns the extents kept and the bytes dropped; capture notes them,
+// restore zeroes them, and capture --raw keeps them.
+func StrayAreas(extents []snapshot.Extent) (kept []snapshot.Extent, dropped int64) {
+	first := int64(-1)
+	for _, e := range extents {
+		if e.Kind == snapshot.ExtentPartition && (first < 0 || e.Offset < first) {
+			first = e.Offset
+		}
+	}
+	for _, e := range extents {
+		if first >= 0 && e.Kind == snapshot.ExtentBootArea && e.Offset >= first {
+			dropped += e.Length
+			continue
+		}
+		kept = append(kept, e)
+	}
+	return kept, dropped
+}
+
 // NoteRaw is the note of an extent whose file system was recognised but
 // not read because the capture was asked for every byte (--raw).
 const NoteRaw = "--raw"
@@ -67,6 +91,10 @@ func UsedExtents(r io.ReaderAt, extents []snapshot.Extent, raw bool) ([]snapshot
 			continue
 		}
 		switch {
+		case errors.Is(err, fsmap.ErrAmbiguous):
+			// Stored whole, saying why: a stale signature next to the
+			// live one, which wipefs would remove.
+			out[i].Note = note(err.Error())
 		case errors.Is(err, fsmap.ErrUnknown):
 			// Stored whole, silently: nothing Rewind could read.
 		case errors.Is(err, fsmap.ErrDamaged), errors.Is(err, fsmap.ErrUnsupported):

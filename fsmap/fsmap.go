@@ -34,6 +34,10 @@ var (
 	// ErrDamaged: the allocation map contradicts the file system's other
 	// structures, or lies outside the partition.
 	ErrDamaged = errors.New("allocation map is damaged")
+	// ErrAmbiguous, always together with ErrUnknown: the partition carries
+	// two or more signatures, one of them left over from an earlier
+	// format; which one is live is not known.
+	ErrAmbiguous = errors.New("more than one signature")
 	// ErrUnsupported: the file system was recognised but uses a feature
 	// this package does not read (ext4 bigalloc, say).
 	ErrUnsupported = errors.New("file system feature not supported")
@@ -89,7 +93,7 @@ func Read(r io.ReaderAt, size int64) (*Map, error) {
 		return nil, ErrUnknown
 	case 1:
 	default:
-		return nil, fmt.Errorf("%w: the partition carries %s signatures (blkid -p calls this ambivalent): one is left over from an earlier format; stored whole, to capture only used blocks erase the stale one with wipefs -t", ErrUnknown, strings.Join(found, " and "))
+		return nil, fmt.Errorf("%w (%w): the partition carries %s signatures (blkid -p calls this ambivalent): one is left over from an earlier format; stored whole, to capture only used blocks erase the stale one with wipefs -t", ErrUnknown, ErrAmbiguous, strings.Join(found, " and "))
 	}
 	readers := map[string]func(io.ReaderAt, int64) (*Map, error){
 		"ext": readExt, "vfat": readFAT, "exfat": readFAT, "ntfs": readNTFS, "swap": readSwap,

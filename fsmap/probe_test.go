@@ -101,6 +101,9 @@ func TestReadStaleSignatures(t *testing.T) {
 			if !errors.Is(err, ErrUnknown) {
 				t.Fatalf("Read %s (%s): got %v, want ErrUnknown", img, tt.name, err)
 			}
+			if two := strings.Contains(err.Error(), "signatures"); two != errors.Is(err, ErrAmbiguous) {
+				t.Errorf("Read %s (%s): errors.Is(err, ErrAmbiguous) = %v for %q", img, tt.name, !two, err)
+			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Read %s (%s): error %q does not name %s", img, tt.name, err, w)

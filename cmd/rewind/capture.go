@@ -89,6 +89,13 @@ refused; read-only mounts are allowed.`,
 			if err != nil {
 				return fmt.Errorf("read partition layout of %s: %w", src, err)
 			}
+			if !raw {
+				var stray int64
+				if opts.Extents, stray = diskrestore.StrayAreas(opts.Extents); stray > 0 && opts.Layout != nil {
+					opts.Layout.Notes = append(opts.Layout.Notes, fmt.Sprintf(
+						"not stored: %s of non-zero bytes outside every partition, after the first one begins (left by earlier use of the disk); restore zeroes them, capture --raw keeps them", units.Bytes(stray)))
+				}
+			}
 			opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, opts.Extents, raw)
 			if err != nil {
 				return fmt.Errorf("capture %s refused, nothing was written: %w", src, err)
