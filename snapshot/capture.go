@@ -169,12 +169,15 @@ func prepareDir(dir string) error {
 	return nil
 }
 
-// cutChunks cuts every extent into chunks of at most size bytes.
+// cutChunks cuts the stored runs of every extent into chunks of at most
+// size bytes.
 func cutChunks(extents []Extent, size int64) []Chunk {
 	var chunks []Chunk
 	for _, e := range extents {
-		for off := int64(0); off < e.Length; off += size {
-			chunks = append(chunks, Chunk{Offset: e.Offset + off, Length: min(size, e.Length-off)})
+		for _, r := range e.StoredRuns() {
+			for off := int64(0); off < r.Length; off += size {
+				chunks = append(chunks, Chunk{Offset: r.Offset + off, Length: min(size, r.Length-off)})
+			}
 		}
 	}
 	return chunks

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unicode/utf8"
 )
 
 // Names and identifiers of the format.
@@ -22,8 +23,10 @@ const (
 	// FormatName is the value of the manifest's "format" field.
 	FormatName = "rewind-snapshot"
 	// FormatVersion is the manifest version this package writes. Version 2
-	// adds each non-zero chunk's raw_sha256; version 1 manifests still read.
-	FormatVersion = 2
+	// adds each non-zero chunk's raw_sha256; version 3 adds the unused
+	// ranges of extents captured used-blocks only. Versions 1 and 2 still
+	// read.
+	FormatVersion = 3
 	// MinFormatVersion is the oldest manifest version this package reads.
 	MinFormatVersion = 1
 	// ManifestName is the manifest's file name inside a snapshot.
@@ -128,12 +131,77 @@ type Partition struct {
 	FSLabel    string `json:"fs_label,omitempty"`
 }
 
-// Extent is a byte range of the disk that the chunks cover.
+// CaptureUsed is Extent.Capture for an extent of which only the blocks its
+// file system uses are stored.
+const CaptureUsed = "used"
+
+// Extent is a byte range of the disk that the chunks cover, except for
+// its Unused ranges.
 type Extent struct {
 	Kind      string `json:"kind"`
 	Offset    int64  `json:"offset"`
 	Length    int64  `json:"length"`
 	Partition int    `json:"partition,omitempty"`
+	// FS is the file system whose allocation map capture read ("ext4",
+	// "vfat", "ntfs", "swap"), or that capture recognised but could not
+	// read (then Note says why). Version 3.
+	FS string `json:"fs,omitempty"`
+	// Capture is CaptureUsed when only the blocks the file system uses
+	// are stored (of a swap area, only its header); empty when the
+	// extent is stored whole. Version 3.
+	Capture string `json:"capture,omitempty"`
+	// Note says why an extent with a recognised file system was stored
+	// whole (a damaged bitmap, an unsupported feature, --raw). Version 3.
+	Note string `json:"note,omitempty"`
+	// Unused lists the ranges of the extent (absolute disk offsets) that
+	// are not stored and restore as zeros: sorted, inside the extent, not
+	// overlapping or adjacent, in 512-byte units. Only with Capture
+	// CaptureUsed. Version 3.
+	Unused []Range `json:"unused,omitempty"`
+}
+
+// Range is a byte range of the disk.
+type Range struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// End is the offset just past the range.
+func (r Range) End() int64 { return r.Offset + r.Length }
+
+// StoredRuns returns the ranges of the extent that chunks cover: the
+// extent minus its unused ranges, in disk order. An extent stored whole
+// is one run. The extent must be valid (Manifest.Validate).
+func (e Extent) StoredRuns() []Range {
+	if len(e.Unused) == 0 {
+		return []Range{{Offset: e.Offset, Length: e.Length}}
+	}
+	runs := make([]Range, 0, len(e.Unused)+1)
+	at := e.Offset
+	for _, u := range e.Unused {
+		if u.Offset > at {
+			runs = append(runs, Range{Offset: at, Length: u.Offset - at})
+		}
+		at = u.End()
+	}
+	if end := e.Offset + e.Length; end > at {
+		runs = append(runs, Range{Offset: at, Length: end - at})
+	}
+	return runs
+}
+
+// UnusedBytes is the sum of the extent's unused ranges.
+func (e Extent) UnusedBytes() int64 {
+	var n int64
+	for _, u := range e.Unused {
+		n += u.Length
+	}
+	return n
+}
+
+// spans reports whether e is of the kind, range and partition given.
+func (e Extent) spans(kind string, off, n int64, partition int) bool {
+	return e.Kind == kind && e.Offset == off && e.Length == n && e.Partition == partition
 }
 
 // Segment is one data file of the snapshot.
@@ -175,6 +243,8 @@ const (
 	MaxChunks = 1 << 26
 	// MaxPartitions bounds a layout's partitions and MBR table sectors.
 	MaxPartitions = 4096
+	// MaxUnused bounds the unused ranges of all extents together.
+	MaxUnused = 1 << 26
 )
 
 // ParseManifest decodes and validates a manifest. It refuses unknown format
@@ -232,6 +302,7 @@ func (m *Manifest) validateShape() error {
 		return fmt.Errorf("manifest has %d extents and %d chunks: at most %d extents and %d chunks (a larger chunk_size makes fewer)",
 			len(m.Extents), len(m.Chunks), MaxExtents, MaxChunks)
 	}
+	unused := 0
 	for i, e := range m.Extents {
 		if e.Offset < 0 || e.Length <= 0 || e.Length > m.DiskSize-e.Offset {
 			return fmt.Errorf("extents[%d] (offset %d, length %d) lies outside the disk of %d bytes", i, e.Offset, e.Length, m.DiskSize)
@@ -242,11 +313,69 @@ func (m *Manifest) validateShape() error {
 				return fmt.Errorf("extents[%d] (offset %d) overlaps or precedes extents[%d]", i, e.Offset, i-1)
 			}
 		}
+		if unused += len(e.Unused); unused > MaxUnused {
+			return fmt.Errorf("manifest has more than %d unused ranges", MaxUnused)
+		}
+		if err := m.checkUsed(i, e); err != nil {
+			return err
+		}
 	}
 	if l := m.Layout; m.Version < 2 && l != nil && (len(l.MBRTables) > 0 || l.MBRReserved != "" || len(l.Notes) > 0) {
 		return fmt.Errorf("layout has mbr_tables, mbr_reserved or notes, which format version %d does not have", m.Version)
 	}
 	return m.validateLayout()
+}
+
+// checkUsed checks extent i's version 3 fields: only in version 3, a known
+// capture mode, and unused ranges that are sorted, inside the extent, not
+// overlapping or adjacent, in 512-byte units, and that leave something of
+// the extent stored.
+func (m *Manifest) checkUsed(i int, e Extent) error {
+	if e.FS == "" && e.Capture == "" && e.Note == "" && e.Unused == nil {
+		return nil
+	}
+	if m.Version < 3 {
+		return fmt.Errorf("extents[%d] has fs, capture, note or unused, which format version %d does not have", i, m.Version)
+	}
+	if len(e.FS) > 32 || len(e.Note) > 1024 || !printable(e.FS) || !printable(e.Note) {
+		return fmt.Errorf("extents[%d] has an fs or note that is too long or not printable text", i)
+	}
+	switch e.Capture {
+	case "":
+		if e.Unused != nil {
+			return fmt.Errorf("extents[%d] has unused ranges but is not captured %q", i, CaptureUsed)
+		}
+		return nil
+	case CaptureUsed:
+	default:
+		return fmt.Errorf("extents[%d] has capture %q (want %q or none)", i, e.Capture, CaptureUsed)
+	}
+	if e.Kind != ExtentPartition && e.Kind != ExtentDisk {
+		return fmt.Errorf("extents[%d] is a %s extent captured %q: only partitions and whole disks hold a file system", i, e.Kind, CaptureUsed)
+	}
+	at, end := e.Offset, e.Offset+e.Length
+	for j, u := range e.Unused {
+		if u.Offset%512 != 0 || u.Length%512 != 0 || u.Length <= 0 {
+			return fmt.Errorf("extents[%d].unused[%d] (offset %d, length %d) is not a positive multiple of 512 bytes", i, j, u.Offset, u.Length)
+		}
+		if u.Offset < at || (j > 0 && u.Offset == at) || u.Length > end-u.Offset {
+			return fmt.Errorf("extents[%d].unused[%d] (offset %d, length %d) is out of order, touches the range before it or leaves the extent (%d..%d)", i, j, u.Offset, u.Length, e.Offset, end)
+		}
+		at = u.Offset + u.Length
+	}
+	if e.UnusedBytes() == e.Length {
+		return fmt.Errorf("extents[%d] is unused from end to end: a file system always has a used block", i)
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return false
+		}
+	}
+	return true
 }
 
 // validateIndex checks the segments and the chunk index: every frame
@@ -260,10 +389,14 @@ func (m *Manifest) validateIndex() error {
 			return fmt.Errorf("segments[%d] has an invalid name %q or a size %d outside 1..segment_size %d", i, s.Name, s.Size, m.SegmentSize)
 		}
 	}
-	ext := 0
+	// Chunks tile the stored runs: each starts where the previous one
+	// ended, or at the start of the next run; only the last chunk of a
+	// run is shorter than chunk_size.
+	runs := m.storedRuns()
+	run := 0
 	var next int64
-	if len(m.Extents) > 0 {
-		next = m.Extents[0].Offset
+	if len(runs) > 0 {
+		next = runs[0].Offset
 	}
 	for i, c := range m.Chunks {
 		if c.Length <= 0 || c.Length > m.ChunkSize {
@@ -285,24 +418,21 @@ func (m *Manifest) validateIndex() error {
 		if err := m.checkRawHash(i, c); err != nil {
 			return err
 		}
-		// Chunks tile the extents: each starts where the previous one
-		// ended, or at the start of the next extent; only the last chunk
-		// of an extent is shorter than chunk_size.
-		if ext < len(m.Extents) && next == m.Extents[ext].Offset+m.Extents[ext].Length {
-			ext++
-			if ext < len(m.Extents) {
-				next = m.Extents[ext].Offset
+		if run < len(runs) && next == runs[run].End() {
+			run++
+			if run < len(runs) {
+				next = runs[run].Offset
 			}
 		}
-		if ext == len(m.Extents) || c.Offset != next || c.Length > m.Extents[ext].Offset+m.Extents[ext].Length-c.Offset {
-			return fmt.Errorf("chunks[%d] (offset %d, length %d) does not continue the chunks before it at offset %d inside an extent: the index has a gap, an overlap or a stray chunk", i, c.Offset, c.Length, next)
+		if run == len(runs) || c.Offset != next || c.Length > runs[run].End()-c.Offset {
+			return fmt.Errorf("chunks[%d] (offset %d, length %d) does not continue the chunks before it at offset %d inside a stored range of an extent: the index has a gap, an overlap or a stray chunk", i, c.Offset, c.Length, next)
 		}
-		if end := m.Extents[ext].Offset + m.Extents[ext].Length; c.Length < m.ChunkSize && c.Offset+c.Length != end {
-			return fmt.Errorf("chunks[%d] (offset %d) is %d bytes but not the last chunk of its extent: every other chunk is chunk_size (%d) bytes", i, c.Offset, c.Length, m.ChunkSize)
+		if c.Length < m.ChunkSize && c.Offset+c.Length != runs[run].End() {
+			return fmt.Errorf("chunks[%d] (offset %d) is %d bytes but not the last chunk of its stored range: every other chunk is chunk_size (%d) bytes", i, c.Offset, c.Length, m.ChunkSize)
 		}
 		next += c.Length
 	}
-	if len(m.Extents) > 0 && (ext < len(m.Extents)-1 || next != m.Extents[len(m.Extents)-1].Offset+m.Extents[len(m.Extents)-1].Length) {
+	if len(runs) > 0 && (run < len(runs)-1 || next != runs[len(runs)-1].End()) {
 		return fmt.Errorf("the chunks end at offset %d and leave extents uncovered", next)
 	}
 	return nil
@@ -335,6 +465,25 @@ func validSegmentName(name string) bool {
 		}
 	}
 	return name != "." && name != ".."
+}
+
+// storedRuns is every extent's stored runs, in disk order.
+func (m *Manifest) storedRuns() []Range {
+	var runs []Range
+	for _, e := range m.Extents {
+		runs = append(runs, e.StoredRuns()...)
+	}
+	return runs
+}
+
+// UnusedBytes is the sum of every extent's unused ranges: bytes a restore
+// zeroes without reading them from the snapshot.
+func (m *Manifest) UnusedBytes() int64 {
+	var n int64
+	for _, e := range m.Extents {
+		n += e.UnusedBytes()
+	}
+	return n
 }
 
 // Marshal encodes the manifest as indented JSON with a final newline.

@@ -160,7 +160,7 @@ func TestParseManifest(t *testing.T) {
 		name, from, to, wantErr string
 	}{
 		{"other format", `"rewind-snapshot"`, `"tarball"`, "not a Rewind snapshot"},
-		{"newer version", `"version": 1`, `"version": 3`, "version 3"},
+		{"newer version", `"version": 1`, `"version": 4`, "version 4"},
 		{"v2 without raw hash", `"version": 1`, `"version": 2`, "malformed raw_sha256"},
 		{"v1 with raw hash", `"frame_length": 1000,
    "sha256": "1111`, `"frame_length": 1000, "raw_sha256": "2222222222222222222222222222222222222222222222222222222222222222",
@@ -203,6 +203,7 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(validManifest))
 	f.Add([]byte(gptManifest))
 	f.Add([]byte(mbrManifest))
+	f.Add([]byte(usedManifest))
 	f.Add([]byte(strings.Replace(validManifest, `"zero": true,`, ``, 1)))
 	f.Add([]byte(`{"format":"rewind-snapshot","version":1}`))
 	f.Add([]byte(`null`))
@@ -225,6 +226,14 @@ func FuzzParseManifest(f *testing.F) {
 		for i, e := range m.Extents {
 			if e.Offset < 0 || e.Length <= 0 || e.Offset > maxInt64-e.Length || e.Offset+e.Length > m.DiskSize {
 				t.Fatalf("accepted manifest has extent %d out of bounds: %+v", i, e)
+			}
+			for _, u := range e.Unused {
+				if u.Offset < e.Offset || u.Length <= 0 || u.Offset > e.Offset+e.Length-u.Length {
+					t.Fatalf("accepted manifest has an unused range %+v outside extent %d", u, i)
+				}
+				if j := m.ChunkAt(u.Offset); j >= 0 || m.ChunkAt(u.End()-1) >= 0 {
+					t.Fatalf("accepted manifest has a chunk over unused range %+v", u)
+				}
 			}
 		}
 		l := m.Layout

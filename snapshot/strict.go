@@ -264,7 +264,7 @@ func (m *Manifest) validateLayout() error {
 				return fmt.Errorf("layout: table none has %d partitions and %d MBR tables, want none", len(l.Partitions), len(l.MBRTables))
 			}
 		}
-		if len(m.Extents) != 1 || m.Extents[0] != (Extent{Kind: ExtentDisk, Offset: 0, Length: m.DiskSize}) {
+		if len(m.Extents) != 1 || !m.Extents[0].spans(ExtentDisk, 0, m.DiskSize, 0) {
 			return fmt.Errorf("extents: a disk without a partition table is captured as one extent of kind %q over all %d bytes, not %d extents starting with %+v",
 				ExtentDisk, m.DiskSize, len(m.Extents), firstExtent(m.Extents))
 		}
