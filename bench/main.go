@@ -8,7 +8,7 @@
 // data, about 20% live, deleted files), measured against partclone + lz4 and
 // against Rewind's own whole-partition capture (--raw).
 //
-//	go run ./bench [-corpus all|full|used] [-size-mib 2048] [-used-size-mib 1024] [-runs 3] [-dir DIR] [-keep]
+//	go run ./bench [-corpus all|full|used] [-size-mib 2048] [-used-size-mib 1024] [-runs 3] [-dir DIR] [-keep] [-rewind BIN]
 package main
 
 import (
@@ -71,18 +71,19 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per tool; the median is reported")
 	dir := flag.String("dir", "out/bench", "work directory (needs about 4x the full corpus size free)")
 	keep := flag.Bool("keep", false, "keep the corpora and artifacts")
+	bin := flag.String("rewind", "", "measure this rewind binary instead of building ./cmd/rewind")
 	flag.Parse()
 	if *corpus != "all" && *corpus != "full" && *corpus != "used" {
 		fmt.Fprintf(os.Stderr, "bench: -corpus %q: want full, used or all\n", *corpus)
 		os.Exit(2)
 	}
-	if err := run(*corpus, *size*mib, *usedSize*mib, *runs, *dir, *keep); err != nil {
+	if err := run(*corpus, *bin, *size*mib, *usedSize*mib, *runs, *dir, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(corpus string, size, usedSize int64, runs int, dir string, keep bool) error {
+func run(corpus, bin string, size, usedSize int64, runs int, dir string, keep bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -93,7 +94,9 @@ func run(corpus string, size, usedSize int64, runs int, dir string, keep bool) e
 	if err != nil {
 		return err
 	}
-	if err := sh("go", "build", "-o", rewind, "./cmd/rewind"); err != nil {
+	if bin != "" {
+		rewind = bin
+	} else if err := sh("go", "build", "-o", rewind, "./cmd/rewind"); err != nil {
 		return err
 	}
 	fmt.Printf("Host: %s, %d CPUs, Go %s; %d runs of each tool, median.\n\n", hostInfo(), runtime.NumCPU(), runtime.Version(), runs)

@@ -222,26 +222,26 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 // the NTFS backup boot sector (the partition's last sector, outside the
 // volume's clusters) came back.
 func peerCheck(parts []testdisk.UsedPartition, devs []string, source, target string) string {
-	var ok, bad []string
+	var notes []string
 	for i, p := range parts {
-		if err := p.Verify(devs[i]); err != nil {
-			msg := fmt.Sprintf("%s: %v", p.FS, err)
-			if p.FS == "ntfs" {
-				same, err := sameBytes(source, target, p.End-512, 512)
-				if err == nil && !same {
-					msg = "ntfs: ntfsfix -n finds the alternate boot sector BAD: the partition's last sector (the backup boot sector, outside the volume's clusters) keeps the target's old data"
-				}
-			}
-			bad = append(bad, msg)
+		if err := p.ReadBack(devs[i]); err != nil {
+			notes = append(notes, fmt.Sprintf("%s: %v", p.FS, err))
 			continue
 		}
-		ok = append(ok, p.FS)
+		err := p.Check(devs[i])
+		if err == nil {
+			notes = append(notes, p.FS+": fsck clean, files identical")
+			continue
+		}
+		msg := fmt.Sprintf("%s: files identical, but %v", p.FS, err)
+		if p.FS == "ntfs" {
+			if same, err := sameBytes(source, target, p.End-512, 512); err == nil && !same {
+				msg = "ntfs: files identical, but ntfsfix -n finds the alternate boot sector BAD: the partition's last sector (the backup boot sector, outside the volume's clusters) is not restored"
+			}
+		}
+		notes = append(notes, msg)
 	}
-	s := "fsck clean and files identical: " + strings.Join(ok, ", ")
-	if len(bad) > 0 {
-		s += "; " + strings.Join(bad, "; ")
-	}
-	return s + "; free blocks keep the target's old data"
+	return strings.Join(notes, "; ") + "; free blocks keep the target's old data"
 }
 
 // sameBytes reports whether two files hold the same n bytes at off.
@@ -289,7 +289,7 @@ func (c *usedCorpus) report(runs int, capUsed, capRaw, capPC, capLZ4, resUsed, r
 	fmt.Println()
 	fmt.Println("Per partition, from the used-block snapshot's manifest:")
 	fmt.Println()
-	fmt.Println("| extent | fs | capture | stored MiB | skipped MiB | note |")
+	fmt.Println("| extent | fs | capture | stored MiB (raw) | skipped MiB | note |")
 	fmt.Println("|---|---|---|---:|---:|---|")
 	for _, e := range m.Extents {
 		name := e.Kind
@@ -335,6 +335,11 @@ func (c *usedCorpus) report(runs int, capUsed, capRaw, capPC, capLZ4, resUsed, r
 	target("restore time / partclone restore", rt, rt != "–" && resUsed.median() <= 0.5*resPC.median(), "≤ 0.5")
 	rr := ratioT(resUsed, resRaw)
 	target("restore time / rewind restore of the whole-partition (--raw) snapshot", rr, rr != "–" && resUsed.median() <= resRaw.median(), "≤ 1")
+	for _, r := range []*result{resUsed, resRaw} {
+		if strings.HasPrefix(r.note, "FAILED") {
+			fmt.Printf("- **%s: RESTORE CHECK FAILED**: %s\n", r.name, strings.TrimPrefix(r.note, "FAILED: "))
+		}
+	}
 	if m.usedExtents() == 0 {
 		fmt.Println("- this build stores whole partitions: the first row is Rewind's capture of today, not the used-block capture")
 	}
@@ -346,19 +351,22 @@ func (c *usedCorpus) report(runs int, capUsed, capRaw, capPC, capLZ4, resUsed, r
 // each file system checks clean and its kept files read back identical.
 // It returns what the table says: "ok ..." or "FAILED: ...".
 func (c *usedCorpus) checkRewind(m *benchManifest) string {
-	if err := compareDisk(c.img, c.target, c.size, m); err != nil {
+	failed := func(err error) string {
+		fmt.Fprintln(os.Stderr, "bench: RESTORE CHECK FAILED:", err)
 		return "FAILED: " + err.Error()
+	}
+	if err := compareDisk(c.img, c.target, c.size, m); err != nil {
+		return failed(err)
 	}
 	for _, p := range c.parts {
 		dev, err := c.loop(c.target, p.Start, p.End-p.Start, false)
 		if err != nil {
-			return "FAILED: " + err.Error()
+			return failed(err)
 		}
 		err = p.Verify(dev)
 		c.detach(dev)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench: RESTORE CHECK FAILED:", err)
-			return "FAILED: " + err.Error()
+			return failed(err)
 		}
 	}
 	gone := "deleted files' data restored"

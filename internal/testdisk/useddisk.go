@@ -526,6 +526,12 @@ func (p UsedPartition) Verify(dev string) error {
 	if err := p.Check(dev); err != nil {
 		return err
 	}
+	return p.ReadBack(dev)
+}
+
+// ReadBack reads the kept files out of the file system on dev and compares
+// their SHA-256 with what was written.
+func (p UsedPartition) ReadBack(dev string) error {
 	for _, f := range p.Files {
 		b, err := p.ReadFile(dev, f.Path)
 		if err != nil {
