@@ -213,7 +213,7 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 		}
 	}
 
-	c.report(runs, caps[0].r, caps[1].r, caps[2].r, caps[3].r, restores[0].r, restores[1].r, restores[2].r, usedM)
+	c.report(caps[0].r, caps[1].r, caps[2].r, caps[3].r, restores[0].r, restores[1].r, restores[2].r, usedM)
 	return nil
 }
 
@@ -263,7 +263,7 @@ func sameBytes(a, b string, off, n int64) (bool, error) {
 }
 
 // report prints the used corpus's tables.
-func (c *usedCorpus) report(runs int, capUsed, capRaw, capPC, capLZ4, resUsed, resRaw, resPC *result, m *benchManifest) {
+func (c *usedCorpus) report(capUsed, capRaw, capPC, capLZ4, resUsed, resRaw, resPC *result, m *benchManifest) {
 	var live, deleted int64
 	var desc []string
 	for _, p := range c.parts {
@@ -347,7 +347,6 @@ func (c *usedCorpus) report(runs int, capUsed, capRaw, capPC, capLZ4, resUsed, r
 	if m.usedExtents() == 0 {
 		fmt.Println("- this build stores whole partitions: the first row is Rewind's capture of today, not the used-block capture")
 	}
-	_ = runs
 }
 
 // checkRewind checks a Rewind restore on the target: every byte equals the
