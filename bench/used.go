@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/rewind-bmr/rewind/fsmap"
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
@@ -358,7 +360,11 @@ func (c *usedCorpus) checkRewind(m *benchManifest) string {
 		fmt.Fprintln(os.Stderr, "bench: RESTORE CHECK FAILED:", err)
 		return "FAILED: " + err.Error()
 	}
-	if err := compareDisk(c.img, c.target, c.size, m); err != nil {
+	free, err := fsFree(c.img, m)
+	if err != nil {
+		return failed(err)
+	}
+	if err := compareDisk(c.img, c.target, c.size, m, free); err != nil {
 		return failed(err)
 	}
 	for _, p := range c.parts {
@@ -376,12 +382,38 @@ func (c *usedCorpus) checkRewind(m *benchManifest) string {
 	if m.usedExtents() > 0 {
 		gone = "no deleted data"
 	}
-	return "ok: bytes as the source (unused: zeros), fsck clean, files identical, " + gone
+	return "ok: bytes as the source (free blocks: zeros), fsck clean, files identical, " + gone
+}
+
+// fsFree reads the allocation map of every extent the manifest says was
+// captured used-blocks, from source, and returns its free ranges as disk
+// byte ranges [start, end). Capture stores the free gaps too short to list
+// as unused as zeros, so on the target every free byte reads as zero.
+func fsFree(source string, m *benchManifest) ([][2]int64, error) {
+	f, err := os.Open(source)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var free [][2]int64
+	for _, e := range m.Extents {
+		if e.Capture != "used" {
+			continue
+		}
+		fm, err := fsmap.Read(io.NewSectionReader(f, e.Offset, e.Length), e.Length)
+		if err != nil {
+			return nil, fmt.Errorf("the bench cannot read the allocation map of %s %d (%s) that capture read: %w", e.Kind, e.Partition, e.FS, err)
+		}
+		for _, r := range fm.Free {
+			free = append(free, [2]int64{e.Offset + r.Offset, e.Offset + r.Offset + r.Length})
+		}
+	}
+	return free, nil
 }
 
 // compareDisk compares target with source over size bytes, where the
-// manifest's unused ranges must be zeros on target.
-func compareDisk(source, target string, size int64, m *benchManifest) error {
+// manifest's unused ranges and the free ranges must be zeros on target.
+func compareDisk(source, target string, size int64, m *benchManifest, free [][2]int64) error {
 	src, err := os.Open(source)
 	if err != nil {
 		return err
@@ -403,7 +435,7 @@ func compareDisk(source, target string, size int64, m *benchManifest) error {
 		if _, err := tgt.ReadAt(b[:n], off); err != nil && err != io.EOF {
 			return err
 		}
-		for _, u := range unused {
+		for _, u := range slices.Concat(unused, free) {
 			s, e := max(u[0], off), min(u[1], off+n)
 			if s < e {
 				clear(a[s-off : e-off])
@@ -427,6 +459,11 @@ func compareDisk(source, target string, size int64, m *benchManifest) error {
 			}
 			if inUnused {
 				return fmt.Errorf("target byte %d (%s) keeps old data in an unused range, want zeros", at, where)
+			}
+			for _, u := range free {
+				if at >= u[0] && at < u[1] {
+					return fmt.Errorf("target byte %d (%s) is a free block of the file system but not zero", at, where)
+				}
 			}
 			return fmt.Errorf("target byte %d (%s) differs from the source", at, where)
 		}
