@@ -365,6 +365,7 @@ func (pl *pool) take(fsName string, live, deleted int64, seed uint64) []usedFile
 	rng := rand.New(rand.NewPCG(seed, 0x7a4e))
 	var out []usedFile
 	var liveN, delN, randomN int64
+	randomGone := false
 	for i := 0; liveN < live || delN < deleted; i++ {
 		var uf usedFile
 		if randomN < (liveN+delN)/8 {
@@ -388,6 +389,9 @@ func (pl *pool) take(fsName string, live, deleted int64, seed uint64) []usedFile
 			}
 		}
 		uf.delete = liveN >= live || (delN < deleted && rng.IntN(2) == 0)
+		if uf.src == "" && deleted > 0 && !randomGone {
+			uf.delete, randomGone = true, true // one at least, for UsedPartition.Gone
+		}
 		if uf.delete {
 			delN += uf.size
 		} else {
