@@ -29,6 +29,9 @@ test: setup vet
 
 fuzz:
 	$(GO) test ./snapshot -run '^$$' -fuzz FuzzParseManifest -fuzztime 60s
+	$(GO) test ./fsmap -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 60s
+	$(GO) test ./fsmap -run '^$$' -fuzz '^FuzzFAT$$' -fuzztime 60s
+	$(GO) test ./fsmap -run '^$$' -fuzz '^FuzzNTFS$$' -fuzztime 60s
 
 # Benchmarks against lz4, zstd, bmaptool, partclone and cp on one corpus.
 bench: setup

@@ -1,7 +1,7 @@
 // Package fsmap reads the allocation maps of file systems: which byte
 // ranges of a partition hold data and which are free. Capture stores only
 // the allocated ranges of a file system it can read (ext2/3/4, FAT12/16/32,
-// NTFS) and only the header of a swap area.
+// exFAT, NTFS) and only the header of a swap area.
 //
 // The caller stores a partition whole on ErrUnknown, ErrDamaged and
 // ErrUnsupported (saying why for the last two) and refuses on ErrNotClean.
@@ -45,8 +45,8 @@ type Range struct {
 
 // Map is the allocation of one file system.
 type Map struct {
-	// FS is the file system: "ext2", "ext3", "ext4", "vfat", "ntfs" or
-	// "swap" (blkid's names).
+	// FS is the file system: "ext2", "ext3", "ext4", "vfat", "exfat",
+	// "ntfs" or "swap" (blkid's names).
 	FS string
 	// BlockSize is the allocation unit in bytes: the ext block, the FAT
 	// or NTFS cluster, the swap page.

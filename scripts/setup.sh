@@ -20,6 +20,8 @@ needs=(
 	"bmaptool:bmap-tools"
 	"partclone.ext4:partclone"
 	"mkntfs:ntfs-3g"                    # NTFS file systems for the used-block tests (mkntfs, ntfscp, ntfscat)
+	"mkfs.exfat:exfatprogs"             # exFAT for the used-block tests (mkfs.exfat, fsck.exfat)
+	"mount.exfat-fuse:exfat-fuse"       # writes files into those exFAT volumes (no exfat kernel driver here)
 	"cpio:cpio"
 	"/usr/bin/time:time"
 	"losetup:mount"
