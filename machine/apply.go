@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
@@ -111,18 +112,62 @@ func inExtents(c snapshot.Chunk, extents []snapshot.Extent) bool {
 	return false
 }
 
-// covered is what the restore writes: the kept extents and, with a
-// table, the table areas (cleared first, then holding the table).
+// covered is what the restore writes: the stored runs of the kept
+// extents (an extent captured used-blocks leaves its unused ranges out)
+// and, with a table, the table areas (cleared first, then holding the
+// table).
 func (p *prepared) covered() []span {
 	var c []span
 	for _, e := range p.keep {
-		c = append(c, span{Off: e.Offset, End: e.Offset + e.Length})
+		for _, r := range e.StoredRuns() {
+			c = append(c, span{Off: r.Offset, End: r.End()})
+		}
 	}
 	if p.layout != nil {
 		c = append(c, span{Off: 0, End: p.head}, span{Off: p.tail, End: p.size})
 	}
 	return c
 }
+
+// unused is the kept extents' unused ranges: the file systems' free space
+// that the snapshot does not store and that restores as zeros.
+func (p *prepared) unused() []span {
+	var u []span
+	for _, e := range p.keep {
+		for _, r := range e.Unused {
+			u = append(u, span{Off: r.Offset, End: r.End()})
+		}
+	}
+	return u
+}
+
+// bridged returns ranges (sorted, disjoint) with the short stored runs
+// between two of them joined in: the stored runs of at most bridgeMax
+// bytes between two unused ranges of one kept extent, outside the table
+// areas. Zeroing one together with its neighbours, before its chunks are
+// written, makes one zeroing call of three.
+func (p *prepared) bridged(ranges []span) []span {
+	in := func(off int64) bool {
+		i := sort.Search(len(ranges), func(i int) bool { return ranges[i].End > off })
+		return i < len(ranges) && ranges[i].Off <= off
+	}
+	out := append([]span(nil), ranges...)
+	for _, e := range p.keep {
+		for i := 1; i < len(e.Unused); i++ {
+			r := span{Off: e.Unused[i-1].End(), End: e.Unused[i].Offset}
+			if r.End-r.Off <= bridgeMax && (p.layout == nil || r.Off >= p.head && r.End <= p.tail) && in(r.Off-1) && in(r.End) {
+				out = append(out, r)
+			}
+		}
+	}
+	return merge(out)
+}
+
+// bridgeMax bounds the stored bytes zeroed to join two unused ranges into
+// one zeroing call. On a loop device a call costs about as much as
+// zeroing 150 KiB (0.5-0.9 ms against 300 MB/s), on an SSD that
+// deallocates far more; the bytes are written again right after.
+const bridgeMax = 128 << 10
 
 // Apply restores snap onto target, the one sequence the host CLI and the
 // rescue environment share, in the order coreos-installer uses, so that
@@ -134,8 +179,9 @@ func (p *prepared) covered() []span {
 //     (the first 34 and last 33 sectors) and zero the signature areas of
 //     the ranges the snapshot does not cover; flush;
 //  3. zero the ranges the snapshot does not cover (all of them, or only
-//     their signature areas: opts.Wipe) and stream the data chunks;
-//     restore.Run flushes;
+//     their signature areas: opts.Wipe; the unused ranges of file systems
+//     captured used-blocks unless --wipe signatures) and stream the data
+//     chunks; restore.Run flushes;
 //  4. write the chunks that lie in the table areas (boot code, the gap
 //     GRUB uses) and then the partition table; flush.
 //
@@ -184,9 +230,11 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		}
 	}
 	uncovered := diskrestore.Complement(g.Size, p.covered())
+	unused := p.unused()
 	z := restore.NewZeroer(target, opts.FreshTarget)
-	w := &Wipe{Requested: wipe, Uncovered: total(uncovered)}
-	w.Mode, w.Why = chooseWipe(wipe, z.Offloads(), w.Uncovered, g.Size)
+	gaps := subtract(uncovered, unused) // outside the extents
+	w := &Wipe{Requested: wipe, Uncovered: total(uncovered), Unused: total(unused)}
+	w.Mode, w.Why = chooseWipe(wipe, z.Offloads(), total(gaps), g.Size)
 	a.Wipe = w
 
 	tableStarted := false // the table's sectors are being written
@@ -194,15 +242,25 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 		return a, clearOnFailure(a, target, tableStarted, err)
 	}
 
-	// 2. The old table and signatures.
-	sigs := signatureAreas(uncovered, oldParts)
+	// 2. The old table and signatures: at the ends of the gaps outside
+	// the extents and of the old partitions (the unused ranges inside a
+	// file system are not where anyone looks for one).
+	sigs := signatureAreas(gaps, oldParts, uncovered)
+	// Many small unused ranges: bridge the short stored runs between them
+	// (fewer zeroing calls), where the device zeroes without writing and
+	// every chunk is written after the zeroing (not a resume or a delta,
+	// which keep chunks already on the target).
+	bridge := func(r []span) []span { return r }
+	if !opts.Delta && !opts.Resume && opts.Skip == nil && !opts.FreshTarget && z.Offloads() {
+		bridge = p.bridged
+	}
 	if !opts.FreshTarget {
 		if p.layout != nil {
 			if err := diskrestore.ClearTable(target); err != nil {
 				return fail(err)
 			}
 		}
-		if err := zeroAll(ctx, z, sigs); err != nil {
+		if err := zeroAll(ctx, z, bridge(sigs)); err != nil {
 			return fail(err)
 		}
 		if err := restore.Flush(target); err != nil {
@@ -213,27 +271,34 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	a.TableCleared = p.layout != nil
 
 	// 3. The uncovered ranges and the data.
-	rest := uncovered
-	if w.Mode == WipeSignatures {
-		rest = nil
+	var rest []span
+	switch {
+	case w.Mode == WipeFull:
+		rest = uncovered
+	case wipe == WipeAuto:
+		// Signatures for the gaps, but the file systems' free space
+		// never keeps the old disk's bytes unless --wipe signatures
+		// says so.
+		rest = unused
 	}
-	rest = subtract(rest, sigs)
+	zeroed := merge(append(append([]span(nil), sigs...), rest...))
+	rest = subtract(bridge(rest), bridge(sigs))
 	if n := total(rest); n > 0 && !z.Offloads() {
 		logf("wipe: zeroing %s not covered by the snapshot; the device has no write-zeroes offload, so this writes it", units.Bytes(n))
 	}
 	if err := zeroAll(ctx, z, rest); err != nil {
 		return fail(err)
 	}
-	w.Bytes = total(sigs)
-	if w.Mode == WipeFull {
-		w.Bytes = w.Uncovered
-	}
+	w.Bytes, w.UnusedZeroed = total(zeroed), total(intersectAll(unused, zeroed))
 	w.OldRemains = w.Bytes < w.Uncovered
 	used, took := z.Used()
-	w.Method, w.Seconds = restore.Describe(used), took.Seconds()
+	w.Method, w.Seconds, w.Calls = restore.Describe(used), took.Seconds(), z.Calls()
 	if w.Uncovered > 0 {
 		logf("wipe: %s: %s of %s not covered by the snapshot zeroed by %s in %s (%s)", w.Mode, units.Bytes(w.Bytes),
 			units.Bytes(w.Uncovered), w.Method, took.Round(time.Millisecond), w.Why)
+	}
+	if w.Unused > 0 {
+		logf("wipe: %s of file-system free space not in the snapshot (unused ranges), %s of it zeroed", units.Bytes(w.Unused), units.Bytes(w.UnusedZeroed))
 	}
 
 	skip := func(i int) bool { return opts.Skip != nil && opts.Skip(i) }
@@ -338,6 +403,7 @@ func addResult(a, b *restore.Result) {
 	a.Chunks += b.Chunks
 	a.ZeroChunks += b.ZeroChunks
 	a.BytesWritten += b.BytesWritten
+	a.BytesDirect += b.BytesDirect
 	a.BytesZeroed += b.BytesZeroed
 	a.BytesSkipped += b.BytesSkipped
 	a.Refetched += b.Refetched

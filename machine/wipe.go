@@ -12,8 +12,10 @@ import (
 // does not cover (the gap after the table, between partitions, the tail).
 const (
 	// WipeAuto is WipeFull when the target zeroes cheaply (write-zeroes
-	// offload, an image file) or the uncovered bytes are few, else
-	// WipeSignatures.
+	// offload, an image file) or the uncovered bytes outside the extents
+	// are few, else WipeSignatures for those; the unused ranges inside
+	// file systems (free blocks the snapshot does not store) are zeroed
+	// either way.
 	WipeAuto = "auto"
 	// WipeFull makes every uncovered byte read as zeros: the target then
 	// reads back equal to the captured disk.
@@ -21,7 +23,8 @@ const (
 	// WipeSignatures zeroes the first and last MiB of every uncovered
 	// range and of every old partition that reaches into one, where every
 	// signature blkid and wipefs look for lies (file systems, md, LVM, ZFS
-	// labels, iso9660, a backup GPT); the rest keeps its old bytes.
+	// labels, iso9660, a backup GPT); the rest keeps its old bytes, the
+	// free space inside restored file systems too.
 	WipeSignatures = "signatures"
 )
 
@@ -52,7 +55,14 @@ type Wipe struct {
 	Bytes      int64   `json:"zeroed_bytes"`    // of them, zeroed (all in full mode)
 	Method     string  `json:"method"`          // how (restore.Describe), e.g. "write-zeroes offload (unmap)"
 	Seconds    float64 `json:"seconds"`         // time spent zeroing
+	Calls      int     `json:"calls"`           // zeroing operations (restore.Zeroer.Calls)
 	OldRemains bool    `json:"old_remains"`     // signatures mode: the rest still holds the old disk's bytes
+	// Unused is the part of Uncovered that the snapshot records as unused
+	// inside its file systems (free blocks not stored: format version 3),
+	// UnusedZeroed the part of it zeroed (all in full mode; in signatures
+	// mode only where an old partition's signature areas lie).
+	Unused       int64 `json:"unused_bytes,omitempty"`
+	UnusedZeroed int64 `json:"unused_zeroed_bytes,omitempty"`
 }
 
 // span is a byte range [Off, End) of the target.
@@ -72,14 +82,16 @@ func intersect(s span, ranges []span) []span {
 }
 
 // signatureAreas returns the ranges signatures mode zeroes: the first and
-// last MiB of every uncovered range, and of every old partition, as far
-// as they lie in uncovered ranges. The result is sorted and disjoint.
-func signatureAreas(uncovered, oldParts []span) []span {
+// last MiB of every gap (a range outside the snapshot's extents), and of
+// every old partition, as far as they lie in uncovered ranges (the gaps
+// and the unused ranges inside file systems). The result is sorted and
+// disjoint.
+func signatureAreas(gaps, oldParts, uncovered []span) []span {
 	var areas []span
 	ends := func(s span) []span {
 		return []span{{Off: s.Off, End: min(s.Off+signatureWindow, s.End)}, {Off: max(s.End-signatureWindow, s.Off), End: s.End}}
 	}
-	for _, r := range uncovered {
+	for _, r := range gaps {
 		areas = append(areas, ends(r)...)
 	}
 	for _, p := range oldParts {
@@ -88,6 +100,16 @@ func signatureAreas(uncovered, oldParts []span) []span {
 		}
 	}
 	return merge(areas)
+}
+
+// intersectAll returns the parts of the sorted, disjoint ranges a that lie
+// in one of the sorted, disjoint ranges b.
+func intersectAll(a, b []span) []span {
+	var out []span
+	for _, s := range a {
+		out = append(out, intersect(s, b)...)
+	}
+	return out
 }
 
 // merge sorts ranges and joins those that overlap or touch.

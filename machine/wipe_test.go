@@ -16,7 +16,7 @@ func TestComplementAndSignatureAreas(t *testing.T) {
 		t.Fatalf("uncovered ranges of a %d-byte disk: got %s, want %s", size, got, want)
 	}
 	// An old partition from 70 to 80 MiB: its ends are zeroed too.
-	sigs := signatureAreas(un, []span{{Off: 70 * mib, End: 80 * mib}, {Off: 2 * mib, End: 45 * mib}})
+	sigs := signatureAreas(un, []span{{Off: 70 * mib, End: 80 * mib}, {Off: 2 * mib, End: 45 * mib}}, un)
 	want := []span{
 		{Off: 17 << 10, End: mib},                      // the whole gap after the table (under a MiB)
 		{Off: 40 * mib, End: 41 * mib},                 // first MiB of the gap between partitions

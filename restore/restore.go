@@ -67,6 +67,7 @@ type Result struct {
 	Chunks       int    // chunks handled
 	ZeroChunks   int    // of which all-zero
 	BytesWritten int64  // raw bytes of non-zero chunks written
+	BytesDirect  int64  // of BytesWritten, written with direct I/O, past the page cache
 	BytesZeroed  int64  // raw bytes of zero chunks (holes, discards or zeros)
 	BytesSkipped int64  // with Delta: raw bytes already on the target, not written
 	Refetched    int    // chunks whose first read failed verification
@@ -84,7 +85,9 @@ func Run(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts Opt
 	if target == nil {
 		return nil, errors.New("restore: no target")
 	}
-	return run(ctx, snap, newWriter(target, NewZeroer(target, opts.FreshTarget)), opts)
+	w := newWriter(target, NewZeroer(target, opts.FreshTarget))
+	defer w.close()
+	return run(ctx, snap, w, opts)
 }
 
 // Verify reads every chunk of snap, checks its hash and decompresses it,
@@ -142,7 +145,7 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	for range slots {
 		b := &buffers{
 			frame: make([]byte, 0, snapshot.FrameBound(int(m.ChunkSize))),
-			raw:   make([]byte, m.ChunkSize),
+			raw:   alignedBytes(int(m.ChunkSize)),
 		}
 		if opts.Delta {
 			b.old = make([]byte, m.ChunkSize)
@@ -159,6 +162,9 @@ func run(ctx context.Context, snap *snapshot.Snapshot, w *writer, opts Options) 
 	stage(opts.Jobs, func() { p.decompress(ctx, fetched, decoded) }, func() { close(decoded) })
 	stage(max(2, opts.Jobs), func() { p.write(ctx, decoded, written) }, func() { close(written) })
 	res := p.account(ctx, written, start)
+	if w != nil {
+		res.BytesDirect = w.directBytes.Load()
+	}
 
 	// On failure the partial counts come back with the error: they say
 	// whether anything reached the target.

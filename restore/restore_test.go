@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -284,7 +285,7 @@ func TestDamagedSnapshots(t *testing.T) {
 		}, []string{"not valid JSON"}},
 		{"unknown version", func(t *testing.T, dir string, m *snapshot.Manifest) {
 			b, _ := os.ReadFile(filepath.Join(dir, snapshot.ManifestName))
-			b = bytes.Replace(b, []byte(`"version": 2`), []byte(`"version": 9`), 1)
+			b = bytes.Replace(b, []byte(fmt.Sprintf(`"version": %d`, snapshot.FormatVersion)), []byte(`"version": 9`), 1)
 			writeFile(t, filepath.Join(dir, snapshot.ManifestName), b)
 		}, []string{"version 9", "upgrade Rewind"}},
 		{"no manifest", func(t *testing.T, dir string, m *snapshot.Manifest) {

@@ -54,6 +54,7 @@ type Zeroer struct {
 	noRange bool // fallocate(ZERO_RANGE) was refused
 	noIoctl bool // BLKZEROOUT was refused
 	bytes   map[ZeroMethod]int64
+	calls   int // zeroing operations (fallocate, ioctl or a run of written zeros)
 	elapsed time.Duration
 }
 
@@ -200,7 +201,17 @@ func (z *Zeroer) write(off, n int64) error {
 func (z *Zeroer) count(m ZeroMethod, n int64) {
 	z.mu.Lock()
 	z.bytes[m] += n
+	z.calls++
 	z.mu.Unlock()
+}
+
+// Calls is the number of zeroing operations so far: fallocate or
+// BLKZEROOUT calls and runs of written zeros (a sparse image's ranges
+// count too, at no cost). Many small ranges cost a call each.
+func (z *Zeroer) Calls() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.calls
 }
 
 // ZeroUse is how many bytes one method zeroed.

@@ -218,6 +218,13 @@ func printWipe(w io.Writer, wp *machine.Wipe) {
 	took := time.Duration(wp.Seconds * float64(time.Second)).Round(time.Millisecond)
 	fmt.Fprintf(w, "  wipe      %s: %s of %s not in the snapshot zeroed by %s in %s (%s)\n",
 		wp.Mode, units.Bytes(wp.Bytes), units.Bytes(wp.Uncovered), wp.Method, took, wp.Why)
+	if wp.Unused > 0 {
+		left := "all zeroed"
+		if wp.UnusedZeroed < wp.Unused {
+			left = fmt.Sprintf("%s zeroed, %s left with the old disk's bytes (--wipe %s)", units.Bytes(wp.UnusedZeroed), units.Bytes(wp.Unused-wp.UnusedZeroed), wp.Mode)
+		}
+		fmt.Fprintf(w, "  unused    %s of file-system free space not stored in the snapshot (of the above): %s\n", units.Bytes(wp.Unused), left)
+	}
 	if wp.OldRemains {
 		fmt.Fprintf(w, "  note      the other %s of free space still holds the old disk's bytes; --wipe full zeroes them all\n",
 			units.Bytes(wp.Uncovered-wp.Bytes))
