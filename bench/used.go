@@ -97,14 +97,13 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 	}
 
 	// Capture: each run makes its artifact anew from a cold cache.
-	captureName := "rewind capture"
 	caps := []struct {
 		r   *result
 		cmd string
 		out []string // artifact paths whose sizes add up
 		pre func() error
 	}{
-		{&result{name: captureName}, fmt.Sprintf("%s capture %s -o %s --progress none", q(rewind), c.src, q(snapUsed)), []string{snapUsed}, nil},
+		{&result{name: "rewind capture"}, fmt.Sprintf("%s capture %s -o %s --progress none", q(rewind), c.src, q(snapUsed)), []string{snapUsed}, nil},
 		{&result{name: "rewind capture --raw"}, fmt.Sprintf("%s capture %s -o %s --progress none --raw", q(rewind), c.src, q(snapRaw)), []string{snapRaw}, nil},
 		{&result{name: "partclone -c \\| lz4 -1", peer: true, note: "3 partitions, one after another"},
 			strings.Join(pcCapture, " && ") + " && sync " + strings.Join(quoteAll(pcFiles), " "), pcFiles,
@@ -133,9 +132,11 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 		}
 	}
 
-	usedM, err := readManifest(snapUsed)
-	if err != nil {
-		return err
+	usedM := &benchManifest{}
+	if caps[0].r.err == nil {
+		if usedM, err = readManifest(snapUsed); err != nil {
+			return err
+		}
 	}
 	if usedM.usedExtents() == 0 {
 		caps[0].r.name = "rewind capture (no used-block capture in this build: whole partitions)"
@@ -178,6 +179,9 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 		{&result{name: "partclone -r (sfdisk + 3 partitions)", peer: true},
 			fmt.Sprintf("sfdisk -q --no-reread --no-tell-kernel %s < %s && %s && sync", c.tgt, q(sfdiskDump), strings.Join(pcRestore, " && ")),
 			nil},
+	}
+	if caps[0].r.err != nil {
+		restores[0].r.err = fmt.Errorf("no snapshot: %v", caps[0].r.err)
 	}
 	if caps[1].r.err != nil {
 		restores[1].r.err = caps[1].r.err
