@@ -138,9 +138,11 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 			return err
 		}
 	}
-	if usedM.usedExtents() == 0 {
+	switch {
+	case caps[0].r.err != nil:
+	case usedM.usedExtents() == 0:
 		caps[0].r.name = "rewind capture (no used-block capture in this build: whole partitions)"
-	} else {
+	default:
 		caps[0].r.name = "rewind capture (used blocks)"
 	}
 
