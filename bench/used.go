@@ -352,7 +352,7 @@ func (c *usedCorpus) report(capUsed, capRaw, capPC, capLZ4, resUsed, resRaw, res
 			fmt.Printf("- **%s: RESTORE CHECK FAILED**: %s\n", r.name, strings.TrimPrefix(r.note, "FAILED: "))
 		}
 	}
-	if m.usedExtents() == 0 {
+	if capUsed.err == nil && m.usedExtents() == 0 {
 		fmt.Println("- this build stores whole partitions: the first row is Rewind's capture of today, not the used-block capture")
 	}
 }
