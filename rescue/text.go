@@ -115,6 +115,13 @@ func Summary(r *Report) string {
 	if w := r.Wipe; w != nil && w.Uncovered > 0 {
 		fmt.Fprintf(&b, "  Wipe:      %s: %s of %s not in the snapshot zeroed by %s in %.1fs\n",
 			w.Mode, units.Bytes(w.Bytes), units.Bytes(w.Uncovered), w.Method, w.Seconds)
+		if w.Unused > 0 {
+			left := "all zeroed"
+			if w.UnusedZeroed < w.Unused {
+				left = fmt.Sprintf("%s zeroed, %s left with the old disk's bytes", units.Bytes(w.UnusedZeroed), units.Bytes(w.Unused-w.UnusedZeroed))
+			}
+			fmt.Fprintf(&b, "  Unused:    %s of file-system free space not stored in the snapshot (of the above): %s\n", units.Bytes(w.Unused), left)
+		}
 		if w.OldRemains {
 			fmt.Fprintf(&b, "             the other %s of free space still holds the old disk's bytes; wipe = \"full\" in the plan zeroes them\n",
 				units.Bytes(w.Uncovered-w.Bytes))

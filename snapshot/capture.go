@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -27,9 +28,27 @@ type CaptureOptions struct {
 	Origin      Origin
 	SignKey     ed25519.PrivateKey // signs manifest.json when set
 	// Progress is called from one goroutine after each chunk is stored,
-	// with the raw bytes done and the raw bytes in all.
+	// with the raw bytes done and the raw bytes in all (the stored runs:
+	// unused ranges are not counted).
 	Progress func(done, total int64)
+	// Free lists, per extent (same index as Extents, or nil for none),
+	// the absolute byte ranges of the disk that the extent's file system
+	// does not use: sorted, not overlapping or touching, inside the
+	// extent, in 512-byte units, never the whole extent. An extent with
+	// free ranges must be captured used (Extent.Capture CaptureUsed) and
+	// carry no Unused ranges of its own: Capture derives them (the free
+	// ranges at least the minimum unused run long, trimmed to the logical
+	// sector size) and stores every other free byte as zero, so deleted
+	// data never leaves the source. A list that breaks these rules is a
+	// bug of its producer: Capture refuses it and writes nothing.
+	Free [][]Range
 }
+
+// MinUnusedRun is the shortest free range a capture records as unused;
+// shorter free gaps are stored as zeros. Capture doubles it for an extent
+// while the extent would have more than max(length/chunk_size, 1024)
+// stored runs, which bounds the manifest.
+const MinUnusedRun = 64 << 10
 
 // captureJob carries one chunk through the capture pipeline.
 type captureJob struct {
@@ -51,6 +70,10 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
+	extents, free, err := applyFree(&opts)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w: nothing was written", err)
+	}
 	m := &Manifest{
 		Format:      FormatName,
 		Version:     FormatVersion,
@@ -62,7 +85,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 		Compression: "lz4-frame",
 		Hash:        "sha256",
 		Layout:      opts.Layout,
-		Extents:     opts.Extents,
+		Extents:     extents,
 	}
 	m.Chunks = cutChunks(m.Extents, m.ChunkSize)
 	// A snapshot that restore would refuse is not written: the checks
@@ -89,7 +112,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 
 	jobs := make(chan *captureJob, inflight)
 	results := make(chan *captureJob, inflight)
-	go readChunks(ctx, src, m.Chunks, rawPool, jobs)
+	go readChunks(ctx, src, m.Chunks, free, rawPool, jobs)
 	var wg sync.WaitGroup
 	for range opts.Jobs {
 		wg.Go(func() { compressChunks(ctx, m.Chunks, jobs, results, framePool, zeroFrames) })
@@ -97,7 +120,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	go func() { wg.Wait(); close(results) }()
 
 	w := &segmentWriter{dir: dir, limit: m.SegmentSize, digits: segmentDigits(m)}
-	err := storeChunks(m, results, w, rawPool, framePool, opts.Progress, total)
+	err = storeChunks(m, results, w, rawPool, framePool, opts.Progress, total)
 	cancel()
 	for range results { // let the workers finish before returning buffers to GC
 	}
@@ -183,10 +206,15 @@ func cutChunks(extents []Extent, size int64) []Chunk {
 	return chunks
 }
 
-// readChunks is the read stage: it reads the chunks sequentially from src.
-func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan []byte, out chan<- *captureJob) {
+// readChunks is the read stage: it reads the chunks sequentially from src,
+// each in one read, and zeroes the free bytes (free: every extent's free
+// ranges, in disk order) inside them. Of a chunk with free bytes at its
+// ends only the bytes from its first to its last used one are read; a
+// chunk that is free throughout is not read at all.
+func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, free []Range, pool chan []byte, out chan<- *captureJob) {
 	defer close(out)
 	holes := newHoleFinder(src)
+	gaps := freeCursor{free: free}
 	for i, c := range chunks {
 		var raw []byte
 		select {
@@ -195,10 +223,20 @@ func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan 
 			return
 		}
 		j := &captureJob{index: i, raw: raw[:c.Length]}
-		if holes.covers(c.Offset, c.Length) {
+		in := gaps.within(c.Offset, c.Length)
+		lo, hi := usedSpan(in, c.Length)
+		switch {
+		case lo == hi:
+			j.zero = true // free throughout: nothing to read
+		case holes.covers(c.Offset+lo, hi-lo):
 			j.zero = true // a hole of a sparse image reads as zeros: skip the read
-		} else if _, err := src.ReadAt(j.raw, c.Offset); err != nil {
-			j.err = fmt.Errorf("read source at offset %d (chunk %d): %w", c.Offset, i, err)
+		default:
+			if _, err := src.ReadAt(j.raw[lo:hi], c.Offset+lo); err != nil {
+				j.err = fmt.Errorf("read source at offset %d (chunk %d): %w", c.Offset+lo, i, err)
+			}
+			for _, g := range in {
+				clear(j.raw[g.Offset:g.End()]) // deleted data stays on the source
+			}
 		}
 		failed := j.err != nil // read before the job is handed to a worker, which may set j.err
 		select {
@@ -208,6 +246,155 @@ func readChunks(ctx context.Context, src io.ReaderAt, chunks []Chunk, pool chan 
 		}
 		if failed {
 			return
+		}
+	}
+}
+
+// freeCursor walks a sorted list of free ranges alongside chunks that come
+// in disk order.
+type freeCursor struct {
+	free []Range // sorted, not overlapping
+	next int     // the first range that may end after the last chunk asked for
+	in   []Range // reused result
+}
+
+// within returns the free parts of [off, off+n), relative to off, in order.
+// Successive calls must ask for ranges in increasing disk order.
+func (f *freeCursor) within(off, n int64) []Range {
+	f.in = f.in[:0]
+	for f.next < len(f.free) && f.free[f.next].End() <= off {
+		f.next++
+	}
+	for k := f.next; k < len(f.free) && f.free[k].Offset < off+n; k++ {
+		r := f.free[k]
+		start, end := max(r.Offset, off), min(r.End(), off+n)
+		f.in = append(f.in, Range{Offset: start - off, Length: end - start})
+	}
+	return f.in
+}
+
+// usedSpan returns the span [lo, hi) of a chunk of n bytes from its first
+// to its last byte outside the free parts in (relative, in order); lo ==
+// hi when the chunk is free throughout.
+func usedSpan(in []Range, n int64) (lo, hi int64) {
+	lo, hi = 0, n
+	for _, g := range in {
+		if g.Offset > lo {
+			break
+		}
+		lo = g.End()
+	}
+	for k := len(in) - 1; k >= 0 && hi > lo; k-- {
+		if in[k].End() < hi {
+			break
+		}
+		hi = in[k].Offset
+	}
+	return lo, max(hi, lo)
+}
+
+// applyFree checks opts.Free and derives the unused ranges of the extents
+// it covers. It returns a copy of the extents with Unused set, and every
+// free range of every extent in disk order, for the read stage to zero.
+func applyFree(opts *CaptureOptions) ([]Extent, []Range, error) {
+	extents := slices.Clone(opts.Extents)
+	if opts.Free == nil {
+		return extents, nil, nil
+	}
+	if len(opts.Free) != len(extents) {
+		return nil, nil, fmt.Errorf("%d free lists for %d extents: want one per extent", len(opts.Free), len(extents))
+	}
+	align := int64(512)
+	if opts.Layout != nil && opts.Layout.LogicalSectorSize > 512 {
+		align = int64(opts.Layout.LogicalSectorSize)
+	}
+	var all []Range
+	for i, free := range opts.Free {
+		if len(free) == 0 {
+			continue
+		}
+		e := &extents[i]
+		if err := checkFree(*e, free); err != nil {
+			return nil, nil, fmt.Errorf("extents[%d] (%s): %w", i, e.describe(), err)
+		}
+		e.Unused, _ = unusedFromFree(*e, free, align, opts.ChunkSize)
+		all = append(all, free...)
+	}
+	return extents, all, nil
+}
+
+// describe names the extent in errors: "partition 2", "disk", "boot-area".
+func (e Extent) describe() string {
+	if e.Kind == ExtentPartition {
+		return fmt.Sprintf("partition %d", e.Partition)
+	}
+	return e.Kind
+}
+
+// checkFree enforces the rules CaptureOptions.Free documents for one
+// extent's list.
+func checkFree(e Extent, free []Range) error {
+	switch {
+	case e.Kind != ExtentPartition && e.Kind != ExtentDisk:
+		return errors.New("has free ranges, but only partitions and whole disks hold a file system")
+	case e.Capture != CaptureUsed:
+		return fmt.Errorf("has free ranges but is not captured %q", CaptureUsed)
+	case e.Unused != nil:
+		return errors.New("already has unused ranges: give free ranges or unused ranges, not both")
+	}
+	at, end := e.Offset, e.Offset+e.Length
+	var sum int64
+	for k, r := range free {
+		where := fmt.Sprintf("free range %d (offset %d, length %d)", k, r.Offset, r.Length)
+		if r.Offset%512 != 0 || r.Length%512 != 0 || r.Length <= 0 {
+			return fmt.Errorf("%s is not a positive multiple of 512 bytes", where)
+		}
+		if r.Offset < e.Offset || r.Offset >= end || r.Length > end-r.Offset {
+			return fmt.Errorf("%s leaves the extent (%d..%d)", where, e.Offset, end)
+		}
+		if k > 0 && r.Offset <= at {
+			return fmt.Errorf("%s is out of order, overlaps or touches the range before it", where)
+		}
+		at = r.End()
+		sum += r.Length
+	}
+	if sum == e.Length {
+		return errors.New("the whole extent is free, but a file system always uses some blocks")
+	}
+	return nil
+}
+
+// unusedFromFree derives an extent's unused ranges from its free ranges:
+// each trimmed inward to align-byte boundaries, and kept when it is at
+// least the minimum run long. The minimum starts at MinUnusedRun and
+// doubles while the extent would have more than max(length/chunkSize,
+// 1024) stored runs. It returns the ranges and the minimum used.
+func unusedFromFree(e Extent, free []Range, align, chunkSize int64) ([]Range, int64) {
+	trimmed := make([]Range, 0, len(free))
+	for _, r := range free {
+		start := (r.Offset + align - 1) / align * align
+		end := r.End() / align * align
+		if end-start >= MinUnusedRun {
+			trimmed = append(trimmed, Range{Offset: start, Length: end - start})
+		}
+	}
+	limit := max(e.Length/chunkSize, 1024)
+	for minRun := int64(MinUnusedRun); ; minRun *= 2 {
+		var unused []Range
+		for _, r := range trimmed {
+			if r.Length >= minRun {
+				unused = append(unused, r)
+			}
+		}
+		runs := int64(len(unused)) + 1
+		if len(unused) > 0 && unused[0].Offset == e.Offset {
+			runs--
+		}
+		if len(unused) > 0 && unused[len(unused)-1].End() == e.Offset+e.Length {
+			runs--
+		}
+		if runs <= limit {
+			return unused, minRun
 		}
 	}
 }

@@ -24,6 +24,7 @@ func newCaptureCmd(a *app) *cobra.Command {
 		jobs        int
 		signKey     string
 		progress    string
+		raw         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "capture SOURCE -o DIR",
@@ -35,12 +36,27 @@ areas (MBR boot code, the gap GRUB uses) are cut into chunks, each stored as one
 independent LZ4 frame. All-zero chunks are detected and stored as tiny frames;
 the holes of a sparse image file are not even read.
 
+Used blocks: capture reads the allocation map of each partition's file system
+(ext2/3/4, FAT12/16/32, NTFS) and reads and stores only the blocks it uses; of
+a swap area only its header (signature, UUID, label). Free blocks are neither
+read nor stored and restore as zeros, so deleted files do not come back (short
+free gaps between used blocks are stored, as zeros). Other partitions (LVM,
+LUKS, unknown file systems) are stored whole, and so is a file system whose
+map is damaged or uses a feature Rewind does not read: the summary says which,
+and why. A file system that was not cleanly unmounted (an ext4 journal that
+needs recovery, an NTFS volume marked dirty, a FAT dirty bit) is refused,
+since its map may not describe its data: check it (e2fsck, fsck.vfat, ntfsfix
+or chkdsk), mount and unmount it cleanly, or boot the machine and shut it down
+properly, then capture again. --raw reads no map and captures every byte of
+every partition, as an image.
+
 Capture from a disk that is not in use (unmounted, or a snapshot of a volume):
 a mounted file system that changes while it is read is captured inconsistent,
 so a block device with a file system mounted read-write or active swap is
 refused; read-only mounts are allowed.`,
 		Example: `  rewind capture /dev/sda -o /mnt/backup/pc1
-  rewind capture disk.img -o snap --chunk-size 8MiB --sign lab.key`,
+  rewind capture disk.img -o snap --chunk-size 8MiB --sign lab.key
+  rewind capture /dev/sdb -o /mnt/backup/forensic --raw`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if out == "" {
@@ -73,6 +89,10 @@ refused; read-only mounts are allowed.`,
 			if err != nil {
 				return fmt.Errorf("read partition layout of %s: %w", src, err)
 			}
+			opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, opts.Extents, raw)
+			if err != nil {
+				return fmt.Errorf("capture %s refused, nothing was written: %w", src, err)
+			}
 			if signKey != "" {
 				if opts.SignKey, err = snapshot.LoadPrivateKey(signKey); err != nil {
 					return err
@@ -100,6 +120,7 @@ refused; read-only mounts are allowed.`,
 	cmd.Flags().IntVar(&sectorSize, "sector-size", 0, "logical sector size of an image file (default: 4096 when its GPT or MBR only fits 4096-byte sectors, else 512; devices report their own)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "compression workers (default: one per CPU)")
 	cmd.Flags().StringVar(&signKey, "sign", "", "sign the manifest with this private key (see 'rewind key generate')")
+	cmd.Flags().BoolVar(&raw, "raw", false, "capture every byte of every partition: read no file system's allocation map (also captures a file system that is not clean)")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd
 }
@@ -145,7 +166,11 @@ func printCaptureSummary(cmd *cobra.Command, m *snapshot.Manifest, dir string, t
 	fmt.Fprintf(w, "captured %s into %s in %s\n", m.Origin.Path, dir, took.Round(time.Millisecond))
 	fmt.Fprintf(w, "  disk      %s (%d bytes), table %s\n", units.Bytes(m.DiskSize), m.DiskSize, table)
 	fmt.Fprintf(w, "  data      %s in %d chunks (%d all-zero)\n", units.Bytes(m.DataBytes()), len(m.Chunks), zero)
+	if skipped := m.UnusedBytes(); skipped > 0 {
+		fmt.Fprintf(w, "  skipped   %s of free file-system blocks (neither read nor stored; restored as zeros)\n", units.Bytes(skipped))
+	}
 	fmt.Fprintf(w, "  stored    %s in %d segments\n", units.Bytes(m.StoredBytes()), len(m.Segments))
+	printExtents(w, summarizeExtents(m), "  ")
 	if m.Layout != nil {
 		for _, n := range m.Layout.Notes {
 			fmt.Fprintf(w, "  note      %s\n", n)

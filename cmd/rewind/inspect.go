@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"text/tabwriter"
 
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -18,7 +19,13 @@ func newInspectCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect SNAPSHOT",
 		Short: "Show a snapshot's origin, layout and size",
-		Args:  args(cobra.ExactArgs(1)),
+		Long: `Inspect shows a snapshot's origin, format, partition layout and, per
+extent (partition, whole disk or boot area), its file system, how it was
+captured ("used blocks": only what the file system uses was stored; "whole"
+with the reason when a recognised file system was stored whole), its size,
+the bytes stored, the free bytes skipped and the compressed size. --json
+prints the same per extent under "extents", with the manifest.`,
+		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			opts, err := openOptions(a, nil, ca)
 			if err != nil {
@@ -37,8 +44,9 @@ func newInspectCmd(a *app) *cobra.Command {
 				return enc.Encode(struct {
 					ID       string             `json:"id"`
 					Signed   bool               `json:"signed"`
+					Extents  []extentSummary    `json:"extents"`
 					Manifest *snapshot.Manifest `json:"manifest"`
-				}{snap.ID, snap.Signed, m})
+				}{snap.ID, snap.Signed, summarizeExtents(m), m})
 			}
 			zero := 0
 			for _, c := range m.Chunks {
@@ -76,13 +84,112 @@ func newInspectCmd(a *app) *cobra.Command {
 				}
 			}
 			fmt.Fprintln(w, "extents")
-			for _, e := range m.Extents {
-				fmt.Fprintf(w, "  %-10s offset %d length %d\n", e.Kind, e.Offset, e.Length)
-			}
+			printExtents(w, summarizeExtents(m), "  ")
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the manifest and identity as JSON")
 	cmd.Flags().StringArrayVar(&ca, "ca", nil, "PEM file of a certificate authority to trust for https:// besides the system's, such as a lab's own CA (repeatable)")
 	return cmd
+}
+
+// extentSummary is what capture's summary and inspect say of one extent
+// (or, for boot areas, of all of them together).
+type extentSummary struct {
+	Kind      string `json:"kind"`
+	Partition int    `json:"partition,omitempty"`
+	Count     int    `json:"count"` // extents summed up in this row (boot areas), else 1
+	Offset    int64  `json:"offset"`
+	Length    int64  `json:"length"`
+	// FS is the file system capture read or recognised, else the one the
+	// layout records for the partition.
+	FS string `json:"fs,omitempty"`
+	// Capture is "used" (only the blocks the file system uses are
+	// stored) or "whole".
+	Capture string `json:"capture"`
+	// Why says why a recognised file system was stored whole.
+	Why          string `json:"why,omitempty"`
+	StoredBytes  int64  `json:"stored_bytes"`  // raw bytes the chunks hold
+	SkippedBytes int64  `json:"skipped_bytes"` // unused: neither read nor stored
+	FrameBytes   int64  `json:"frame_bytes"`   // the chunks' compressed frames
+}
+
+// summarizeExtents sums up each extent of m: one row per partition (or
+// whole disk), one for all boot areas.
+func summarizeExtents(m *snapshot.Manifest) []extentSummary {
+	fsOf := map[int]string{}
+	if m.Layout != nil {
+		for _, p := range m.Layout.Partitions {
+			fsOf[p.Number] = p.FSType
+		}
+	}
+	var rows []extentSummary
+	boot := extentSummary{Kind: snapshot.ExtentBootArea, Capture: "whole", Offset: -1}
+	c := 0
+	for _, e := range m.Extents {
+		r := extentSummary{Kind: e.Kind, Partition: e.Partition, Count: 1, Offset: e.Offset, Length: e.Length,
+			FS: e.FS, Capture: "whole", Why: e.Note, SkippedBytes: e.UnusedBytes()}
+		if e.Capture == snapshot.CaptureUsed {
+			r.Capture = "used"
+		}
+		if r.FS == "" {
+			r.FS = fsOf[e.Partition]
+		}
+		for ; c < len(m.Chunks) && m.Chunks[c].Offset < e.Offset+e.Length; c++ {
+			r.StoredBytes += m.Chunks[c].Length
+			r.FrameBytes += m.Chunks[c].FrameLength
+		}
+		if e.Kind == snapshot.ExtentBootArea {
+			if boot.Offset < 0 {
+				boot.Offset = e.Offset
+			}
+			boot.Count++
+			boot.Length += r.Length
+			boot.StoredBytes += r.StoredBytes
+			boot.FrameBytes += r.FrameBytes
+			continue
+		}
+		rows = append(rows, r)
+	}
+	if boot.Count > 0 {
+		rows = append(rows, boot)
+	}
+	return rows
+}
+
+// printExtents prints the rows as a table with a total line, each line
+// starting with indent.
+func printExtents(w io.Writer, rows []extentSummary, indent string) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s#\tfs\tsize\tstored\tskipped\tcompressed\tcapture\n", indent)
+	var total extentSummary
+	for _, r := range rows {
+		name := fmt.Sprint(r.Partition)
+		switch r.Kind {
+		case snapshot.ExtentDisk:
+			name = "disk"
+		case snapshot.ExtentBootArea:
+			name = fmt.Sprintf("boot areas (%d)", r.Count)
+		}
+		fs := r.FS
+		if fs == "" {
+			fs = "-"
+		}
+		how := "used blocks"
+		if r.Capture != "used" {
+			how = "whole"
+			if r.Why != "" {
+				how += " (" + r.Why + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", indent, name, fs, units.Bytes(r.Length),
+			units.Bytes(r.StoredBytes), units.Bytes(r.SkippedBytes), units.Bytes(r.FrameBytes), how)
+		total.Length += r.Length
+		total.StoredBytes += r.StoredBytes
+		total.SkippedBytes += r.SkippedBytes
+		total.FrameBytes += r.FrameBytes
+	}
+	fmt.Fprintf(tw, "%stotal\t\t%s\t%s\t%s\t%s\t\n", indent, units.Bytes(total.Length),
+		units.Bytes(total.StoredBytes), units.Bytes(total.SkippedBytes), units.Bytes(total.FrameBytes))
+	tw.Flush()
 }
