@@ -99,7 +99,7 @@ func run(corpus, bin string, size, usedSize int64, runs int, dir string, keep bo
 	} else if err := sh("go", "build", "-o", rewind, "./cmd/rewind"); err != nil {
 		return err
 	}
-	fmt.Printf("Host: %s, %d CPUs, Go %s; %d runs of each tool, median.\n\n", hostInfo(), runtime.NumCPU(), runtime.Version(), runs)
+	fmt.Printf("Host: %s, %d CPUs, Go %s; %d runs of each tool, median; load average at the start %s.\n\n", hostInfo(), runtime.NumCPU(), runtime.Version(), runs, loadAvg())
 	if corpus == "full" || corpus == "all" {
 		if err := runFull(size, runs, filepath.Join(dir, "full"), rewind); err != nil {
 			return fmt.Errorf("full corpus: %w", err)
@@ -199,6 +199,15 @@ func freePort() string {
 	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
 	return p
+}
+
+// loadAvg is the 1-minute load average, since the machine may be shared.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func hostInfo() string {

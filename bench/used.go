@@ -384,11 +384,10 @@ func (c *usedCorpus) checkRewind(m *benchManifest) string {
 			return failed(err)
 		}
 	}
-	gone := "deleted files' data restored"
 	if m.usedExtents() > 0 {
-		gone = "no deleted data"
+		return "ok: every used byte as the source, every free block zeros (no deleted or old data), fsck clean, files identical"
 	}
-	return "ok: bytes as the source (free blocks: zeros), fsck clean, files identical, " + gone
+	return "ok: every byte as the source (deleted files' data included), fsck clean, files identical"
 }
 
 // fsFree reads the allocation map of every extent the manifest says was
