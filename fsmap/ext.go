@@ -130,10 +130,13 @@ const (
 	mmpSeqClean = 0xFF4D4D50
 	mmpSeqFsck  = 0xE24D4D50
 
-	// extMaxGroups bounds the descriptor table read into memory (8 MiB of
-	// 64-byte descriptors, 512 TiB at 4 KiB blocks); larger file systems
-	// are captured whole.
-	extMaxGroups = 1 << 22
+	// extMaxGroups and extMaxDescBytes bound the memory the reader uses:
+	// the descriptor table it holds (at most 64 MiB) and the metadata runs
+	// it lists (four of 16 bytes per group, at most 64 MiB). 2^20 groups
+	// of 64-byte descriptors are 128 TiB at 4 KiB blocks; larger (or
+	// crafted) file systems are captured whole.
+	extMaxGroups    = 1 << 20
+	extMaxDescBytes = 64 << 20
 
 	// extBitmapBatch is the most a single read of block bitmaps spans:
 	// with flex_bg the bitmaps of a flex group lie side by side, so one
@@ -459,6 +462,9 @@ func parseExtSuper(sb []byte, size int64) (*extFS, error) {
 			return nil, damaged("group descriptor size %d (want a power of 2 from 64 to 1024)", x.descSize)
 		}
 	}
+	if n := x.groups * uint64(x.descSize); n > extMaxDescBytes {
+		return nil, unsupported(fmt.Sprintf("a group descriptor table of %d bytes (%d groups of %d bytes; the reader takes up to %d bytes)", n, x.groups, x.descSize, extMaxDescBytes))
+	}
 	x.descPerBlock = uint64(x.bs) / uint64(x.descSize)
 	x.descBlocks = (x.groups + x.descPerBlock - 1) / x.descPerBlock
 	x.reservedGDT = uint64(le.Uint16(sb[sbReservedGDT:]))
@@ -625,16 +631,9 @@ func (x *extFS) metadata() ([]extRun, error) {
 // freeRanges walks the groups in order and returns their free blocks as
 // merged byte ranges.
 func (x *extFS) freeRanges(r io.ReaderAt, meta []extRun) ([]Range, error) {
-	var free []Range
+	var free freeList
 	bs := x.bs
-	add := func(start, end uint64) {
-		off, n := int64(start)*bs, int64(end-start)*bs
-		if k := len(free); k > 0 && free[k-1].Offset+free[k-1].Length == off {
-			free[k-1].Length += n
-			return
-		}
-		free = append(free, Range{Offset: off, Length: n})
-	}
+	add := func(start, end uint64) { free.add(int64(start)*bs, int64(end-start)*bs) }
 	br := extBitmapReader{x: x, r: r}
 	for g := range x.groups {
 		gs, ge := x.groupStart(g), x.groupEnd(g)
@@ -689,7 +688,7 @@ func (x *extFS) freeRanges(r io.ReaderAt, meta []extRun) ([]Range, error) {
 			return nil, fmt.Errorf("%s: %w: the block bitmap of group %d marks %d blocks free, its descriptor says %d", x.name, ErrDamaged, g, count, want)
 		}
 	}
-	return free, nil
+	return free.done(), nil
 }
 
 // checkBitmapCsum checks group g's block bitmap against the crc32c in its

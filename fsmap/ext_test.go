@@ -509,6 +509,29 @@ func FuzzRead(f *testing.F) {
 				f.Fatal(err)
 			}
 			f.Add(b[:fuzzHead], uint32(size-fuzzHead))
+			if i == 0 {
+				// Two signatures: the ext4 under a FAT32 boot sector (as
+				// mformat leaves it) and under an md RAID 1.2 superblock.
+				if vfat, err := exec.LookPath("mkfs.vfat"); err == nil {
+					fat := filepath.Join(dir, "fat.img")
+					if err := os.WriteFile(fat, make([]byte, 40<<20), 0o644); err != nil {
+						f.Fatal(err)
+					}
+					if out, err := exec.Command(vfat, "-F", "32", fat).CombinedOutput(); err != nil {
+						f.Fatalf("mkfs.vfat: %v: %s", err, out)
+					}
+					boot, err := os.ReadFile(fat)
+					if err != nil {
+						f.Fatal(err)
+					}
+					mixed := slices.Clone(b[:fuzzHead])
+					copy(mixed, boot[:512])
+					f.Add(mixed, uint32(size-fuzzHead))
+				}
+				mixed := slices.Clone(b[:fuzzHead])
+				binary.LittleEndian.PutUint32(mixed[4096:], mdMagic)
+				f.Add(mixed, uint32(size-fuzzHead))
+			}
 		}
 	}
 	swap := make([]byte, 4096)
@@ -580,9 +603,10 @@ func TestReadExtLarge(t *testing.T) {
 	if want := info.free(); !slices.Equal(m.Free, want) {
 		t.Fatalf("Read %s: free ranges differ from dumpe2fs's\n%s", img, diffRanges(m.Free, want))
 	}
-	// The superblock, the descriptor table, and one read per flex group.
-	if groups := len(info.groups); c.reads > 2+groups/16 {
-		t.Errorf("Read %s: got %d reads for %d groups, want at most %d", img, c.reads, groups, 2+groups/16)
+	// The signature probe (head and tail), the superblock, the descriptor
+	// table, and one read per flex group.
+	if groups := len(info.groups); c.reads > 4+groups/16 {
+		t.Errorf("Read %s: got %d reads for %d groups, want at most %d", img, c.reads, groups, 4+groups/16)
 	}
 }
 

@@ -199,10 +199,8 @@ func foreignSignature(r io.ReaderAt, size int64) (string, error) {
 	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
 		return "", fmt.Errorf("read the first %d bytes: %w", len(head), err)
 	}
-	for page := 4096; page <= len(head); page *= 2 {
-		if s := string(head[page-10 : page]); s == "SWAPSPACE2" || s == "SWAP-SPACE" {
-			return "swap", nil
-		}
+	if swapSignature(head, true) {
+		return "swap", nil
 	}
 	for sector := 0; sector < 4 && (sector+1)*512 <= len(head); sector++ {
 		if string(head[sector*512:sector*512+8]) == "LABELONE" {
@@ -251,7 +249,7 @@ func (v *fatVolume) scan(r io.ReaderAt, m *Map) error {
 	case 32:
 		bad = 0x0FFFFFF7
 	}
-	var runs fatRunList
+	var runs freeList
 	primary := make([]byte, min(need, fatReadChunk))
 	other := make([]byte, len(primary))
 	per := int64(len(primary)) * 8 / int64(v.bits) // whole entries per piece
@@ -318,7 +316,7 @@ func (v *fatVolume) scan(r io.ReaderAt, m *Map) error {
 			}
 		}
 	}
-	m.Free = runs.ranges
+	m.Free = runs.done()
 	return nil
 }
 
@@ -341,21 +339,6 @@ func boolInt64(b bool) int64 {
 		return 1
 	}
 	return 0
-}
-
-// fatRunList collects free byte ranges added in ascending order, merging
-// adjacent ones. The FAT and NTFS readers share it.
-type fatRunList struct {
-	ranges []Range
-}
-
-// add appends [off, off+length), merging it with the last range if they touch.
-func (l *fatRunList) add(off, length int64) {
-	if n := len(l.ranges); n > 0 && l.ranges[n-1].Offset+l.ranges[n-1].Length == off {
-		l.ranges[n-1].Length += length
-		return
-	}
-	l.ranges = append(l.ranges, Range{Offset: off, Length: length})
 }
 
 // exFAT, after Microsoft's "exFAT file system specification": the boot
@@ -460,7 +443,7 @@ func readExFAT(r io.ReaderAt, size int64, b []byte) (*Map, error) {
 	if int64(len(bitmap))*v.clusterSize < need {
 		return nil, damaged("the allocation bitmap's %d clusters hold fewer than the %d bytes it needs", len(bitmap), need)
 	}
-	var runs fatRunList
+	var runs freeList
 	buf := make([]byte, min(v.clusterSize, need))
 	var done int64
 	for _, c := range bitmap {
@@ -484,15 +467,16 @@ func readExFAT(r io.ReaderAt, size int64, b []byte) (*Map, error) {
 		}
 		done += n
 	}
+	free := runs.done()
 	// What the bitmap must mark in use: the root directory and the bitmap.
 	for what, chain := range map[string][]int64{"the root directory": root, "the allocation bitmap": bitmap} {
 		for _, c := range chain {
-			if _, free := freeWithin(runs.ranges, v.clusterOffset(c), v.clusterSize); free {
+			if _, free := freeWithin(free, v.clusterOffset(c), v.clusterSize); free {
 				return nil, damaged("the allocation bitmap marks cluster %d free, one of %s", c, what)
 			}
 		}
 	}
-	return &Map{FS: "exfat", BlockSize: v.clusterSize, Size: size, Free: runs.ranges}, nil
+	return &Map{FS: "exfat", BlockSize: v.clusterSize, Size: size, Free: free}, nil
 }
 
 func (v *exfatVolume) clusterOffset(c int64) int64 {

@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 )
 
 // Errors Read wraps; test them with errors.Is.
@@ -73,22 +75,37 @@ func (m *Map) FreeBytes() int64 {
 // Read recognises the file system on r, a partition of size bytes, and
 // returns its allocation map. The error wraps ErrUnknown, ErrNotClean,
 // ErrDamaged or ErrUnsupported, with the detail (which group, which count) in its text.
+//
+// A map is read only when the partition carries exactly one known
+// signature: with two (a new file system made over an old one that was not
+// erased) one of them is stale, and Read returns ErrUnknown naming both.
 func Read(r io.ReaderAt, size int64) (*Map, error) {
-	readers := []func(io.ReaderAt, int64) (*Map, error){readExt, readFAT, readNTFS, readSwap}
-	for _, read := range readers {
-		m, err := read(r, size)
-		if errors.Is(err, ErrUnknown) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := m.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w: %v", m.FS, ErrDamaged, err)
-		}
-		return m, nil
+	found, err := probe(r, size)
+	if err != nil {
+		return nil, err
 	}
-	return nil, ErrUnknown
+	switch len(found) {
+	case 0:
+		return nil, ErrUnknown
+	case 1:
+	default:
+		return nil, fmt.Errorf("%w: the partition carries %s signatures (blkid -p calls this ambivalent): one is left over from an earlier format; stored whole, to capture only used blocks erase the stale one with wipefs -t", ErrUnknown, strings.Join(found, " and "))
+	}
+	readers := map[string]func(io.ReaderAt, int64) (*Map, error){
+		"ext": readExt, "vfat": readFAT, "exfat": readFAT, "ntfs": readNTFS, "swap": readSwap,
+	}
+	read := readers[found[0]]
+	if read == nil {
+		return nil, fmt.Errorf("%w: a %s signature", ErrUnknown, found[0])
+	}
+	m, err := read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", m.FS, ErrDamaged, err)
+	}
+	return m, nil
 }
 
 // check enforces the invariants documented on Map.Free.
@@ -107,4 +124,54 @@ func (m *Map) check() error {
 		end = r.Offset + r.Length
 	}
 	return nil
+}
+
+// maxFreeRanges bounds the free list a reader builds (16 MiB of ranges).
+// A file system fragmented past it (or crafted, with every other block
+// free) has its shortest free ranges left out, which is always safe: what
+// is not listed free is stored. Capture keeps far fewer runs anyway (it
+// stores short free gaps as zeros to bound the manifest).
+const maxFreeRanges = 1 << 20
+
+// freeList collects free byte ranges added in ascending order, merging
+// adjacent ones, and keeps at most maxFreeRanges of them: when it is full
+// it drops every range shorter than a length it doubles until the list is
+// half full, and from then on drops new ranges shorter than that length.
+type freeList struct {
+	ranges []Range
+	minLen int64 // ranges shorter than this are dropped once complete
+}
+
+// add appends [off, off+length), merging it with the last range if they
+// touch. Ranges must come in ascending order.
+func (l *freeList) add(off, length int64) {
+	n := len(l.ranges)
+	if n > 0 && l.ranges[n-1].Offset+l.ranges[n-1].Length == off {
+		l.ranges[n-1].Length += length
+		return
+	}
+	// The last range is complete: keep it only if long enough.
+	if n > 0 && l.ranges[n-1].Length < l.minLen {
+		l.ranges = l.ranges[:n-1]
+	}
+	if len(l.ranges) >= maxFreeRanges {
+		l.coarsen()
+	}
+	l.ranges = append(l.ranges, Range{Offset: off, Length: length})
+}
+
+// coarsen raises minLen until at most half the list remains.
+func (l *freeList) coarsen() {
+	for len(l.ranges) > maxFreeRanges/2 {
+		l.minLen = max(2*l.minLen, 1024)
+		l.ranges = slices.DeleteFunc(l.ranges, func(r Range) bool { return r.Length < l.minLen })
+	}
+}
+
+// done returns the list, dropping the last range if it is too short.
+func (l *freeList) done() []Range {
+	if n := len(l.ranges); n > 0 && l.ranges[n-1].Length < l.minLen {
+		l.ranges = l.ranges[:n-1]
+	}
+	return l.ranges
 }

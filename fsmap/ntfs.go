@@ -491,7 +491,7 @@ func (v *ntfsVolume) scanBitmap(a *ntfsAttr) ([]Range, error) {
 		}
 		return nil, fmt.Errorf("ntfs: %w: $Bitmap holds %d bytes, the volume's %d clusters need %d", ErrDamaged, size, v.clusters, need)
 	}
-	var runs fatRunList
+	var runs freeList
 	add := func(data []byte, firstCluster int64) {
 		for i, x := range data {
 			if x == 0xFF {
@@ -515,7 +515,7 @@ func (v *ntfsVolume) scanBitmap(a *ntfsAttr) ([]Range, error) {
 	}
 	if !a.nonResident {
 		add(a.value[:need], 0)
-		return runs.ranges, nil
+		return runs.done(), nil
 	}
 	buf := make([]byte, min(need, ntfsReadChunk))
 	var done int64 // bitmap bytes read
@@ -536,7 +536,7 @@ func (v *ntfsVolume) scanBitmap(a *ntfsAttr) ([]Range, error) {
 	if done < need {
 		return nil, fmt.Errorf("ntfs: %w: $Bitmap's runs hold %d bytes, the volume's %d clusters need %d", ErrDamaged, done, v.clusters, need)
 	}
-	return runs.ranges, nil
+	return runs.done(), nil
 }
 
 // freeWithin returns the first byte of [off, off+length) inside a free

@@ -426,6 +426,8 @@ func FuzzNTFS(f *testing.F) {
 		img, size := ftPatched(bases, patches)
 		m, err := readNTFS(img, size)
 		ftFuzzCheck(t, "ntfs", m, err, size)
+		m, err = Read(img, size)
+		ftFuzzCheck(t, "ntfs", m, err, size, "vfat", "exfat", "ext2", "ext3", "ext4", "swap")
 	})
 }
 
