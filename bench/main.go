@@ -1,8 +1,14 @@
 // Command bench measures Rewind's capture and restore against the tools a
-// user would pick instead, on one deterministic corpus, in one run, and
-// prints Markdown tables of median times, throughput, ratios and peak RSS.
+// user would pick instead, on deterministic corpora, in one run, and prints
+// Markdown tables of median times, throughput, sizes, ratios and peak RSS.
 //
-//	go run ./bench [-size 2GiB] [-runs 3] [-dir DIR] [-keep]
+// The full corpus is a 2 GiB disk (an ESP, an ext4 filled from /usr, random
+// data), measured against lz4, zstd, bmaptool and cp. The used corpus is a
+// 1 GiB disk that has been in use (ext4, FAT32 and NTFS over old random
+// data, about 20% live, deleted files), measured against partclone + lz4 and
+// against Rewind's own whole-partition capture (--raw).
+//
+//	go run ./bench [-corpus all|full|used] [-size-mib 2048] [-used-size-mib 1024] [-runs 3] [-dir DIR] [-keep] [-rewind BIN]
 package main
 
 import (
@@ -19,8 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 const mib = 1 << 20
@@ -28,7 +32,9 @@ const mib = 1 << 20
 type result struct {
 	name    string
 	note    string
-	bytes   int64 // disk bytes the run produces
+	bytes   int64    // disk bytes the run produces
+	size    int64    // bytes of the artifact a capture stores
+	env     []string // extra environment for the command
 	seconds []float64
 	rssKiB  int64
 	err     error
@@ -41,7 +47,7 @@ type result struct {
 func (r *result) measure(cmd string, runs int, before func()) {
 	for i := range runs {
 		before()
-		secs, rss, err := timed(cmd)
+		secs, rss, err := timed(cmd, r.env)
 		if err != nil {
 			r.err = err
 			return
@@ -59,134 +65,54 @@ func (r *result) median() float64 {
 }
 
 func main() {
-	size := flag.Int64("size-mib", 2048, "corpus disk size in MiB")
+	corpus := flag.String("corpus", "all", "corpora to measure: full (the 2 GiB disk), used (a used disk with ext4, FAT32 and NTFS, against partclone) or all")
+	size := flag.Int64("size-mib", 2048, "full corpus: disk size in MiB")
+	usedSize := flag.Int64("used-size-mib", 1024, "used corpus: disk size in MiB")
 	runs := flag.Int("runs", 3, "runs per tool; the median is reported")
-	dir := flag.String("dir", "out/bench", "work directory (needs about 4x the corpus size free)")
-	keep := flag.Bool("keep", false, "keep the corpus and artifacts")
+	dir := flag.String("dir", "out/bench", "work directory (needs about 4x the full corpus size free)")
+	keep := flag.Bool("keep", false, "keep the corpora and artifacts")
+	bin := flag.String("rewind", "", "measure this rewind binary instead of building ./cmd/rewind")
 	flag.Parse()
-	if err := run(*size*mib, *runs, *dir, *keep); err != nil {
+	if *corpus != "all" && *corpus != "full" && *corpus != "used" {
+		fmt.Fprintf(os.Stderr, "bench: -corpus %q: want full, used or all\n", *corpus)
+		os.Exit(2)
+	}
+	if err := run(*corpus, *bin, *size*mib, *usedSize*mib, *runs, *dir, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, runs int, dir string, keep bool) error {
+func run(corpus, bin string, size, usedSize int64, runs int, dir string, keep bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	if !keep {
 		defer os.RemoveAll(dir)
 	}
-	rewind := filepath.Join(dir, "rewind")
-	if err := sh("go", "build", "-o", rewind, "./cmd/rewind"); err != nil {
-		return err
-	}
-	img := filepath.Join(dir, "corpus.img")
-	fmt.Fprintf(os.Stderr, "bench: building a %d MiB corpus in %s\n", size/mib, img)
-	parts, err := testdisk.Sample{
-		Size: size, ESPSize: size / 8, ExtSize: size / 2, RandomSize: size / 8,
-		FilesFrom: "/usr", FilesLimit: size * 3 / 10, Seed: 2026,
-	}.Build(img)
+	rewind, err := filepath.Abs(filepath.Join(dir, "rewind"))
 	if err != nil {
 		return err
 	}
-	ext := parts[1]
-	extImg := filepath.Join(dir, "ext4.img")
-	if err := sh("dd", "if="+img, "of="+extImg, "bs=1M", "iflag=skip_bytes,count_bytes",
-		"skip="+strconv.FormatInt(ext[0], 10), "count="+strconv.FormatInt(ext[1]-ext[0], 10), "status=none"); err != nil {
+	if bin != "" {
+		rewind = bin
+	} else if err := sh("go", "build", "-o", rewind, "./cmd/rewind"); err != nil {
 		return err
 	}
-
-	snap := filepath.Join(dir, "srv", "snap")
-	target := filepath.Join(dir, "target.img")
-	q := shellQuote
-	fresh := func() { os.Remove(target); dropCaches() }
-
-	// Capture: each produces its artifact once more per run.
-	caps := []struct {
-		r   *result
-		cmd string
-		out string
-	}{
-		{&result{name: "rewind capture", bytes: size}, fmt.Sprintf("%s capture %s -o %s --progress none", q(rewind), q(img), q(snap)), snap},
-		{&result{name: "lz4 -1", bytes: size, peer: true}, fmt.Sprintf("lz4 -1 -q -f %s %s.lz4 && sync %s.lz4", q(img), q(img), q(img)), img + ".lz4"},
-		{&result{name: "zstd -1 -T0", bytes: size, peer: true}, fmt.Sprintf("zstd -1 -T0 -q -f %s -o %s.zst && sync %s.zst", q(img), q(img), q(img)), img + ".zst"},
-	}
-	for _, c := range caps {
-		c.r.measure(c.cmd, runs, func() { os.RemoveAll(c.out); dropCaches() })
-		if fi, err := os.Stat(c.out); err == nil && !fi.IsDir() {
-			c.r.note = fmt.Sprintf("%d MiB out", fi.Size()/mib)
-		} else if out, err := exec.Command("du", "-sm", c.out).Output(); err == nil {
-			c.r.note = strings.Fields(string(out))[0] + " MiB out"
+	fmt.Printf("Host: %s, %d CPUs, Go %s; %d runs of each tool, median; load average at the start %s.\n\n", hostInfo(), runtime.NumCPU(), runtime.Version(), runs, loadAvg())
+	if corpus == "full" || corpus == "all" {
+		if err := runFull(size, runs, filepath.Join(dir, "full"), rewind); err != nil {
+			return fmt.Errorf("full corpus: %w", err)
 		}
 	}
-
-	if err := sh("bmaptool", "-q", "create", "-o", img+".bmap", img); err != nil {
-		return err
-	}
-	partclone := filepath.Join(dir, "ext4.pc")
-	havePartclone := sh("partclone.ext4", "-q", "-c", "-s", extImg, "-O", partclone) == nil
-
-	port := freePort()
-	srv := exec.Command(rewind, "serve", filepath.Dir(snap), "--listen", "127.0.0.1:"+port)
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	time.Sleep(300 * time.Millisecond)
-
-	restores := []struct {
-		r   *result
-		cmd string
-	}{
-		{&result{name: "rewind restore (dir)", bytes: size}, fmt.Sprintf("%s restore %s %s --progress none", q(rewind), q(snap), q(target))},
-		{&result{name: "rewind restore (http)", bytes: size, note: "loopback"}, fmt.Sprintf("%s restore http://127.0.0.1:%s/snap %s --progress none", q(rewind), port, q(target))},
-		{&result{name: "lz4 -dc --sparse", bytes: size, peer: true}, fmt.Sprintf("lz4 -dc --sparse %s.lz4 > %s && sync %s", q(img), q(target), q(target))},
-		{&result{name: "zstd -dc -T0 | dd", bytes: size, peer: true}, fmt.Sprintf("zstd -dc -T0 %s.zst | dd of=%s bs=4M iflag=fullblock conv=sparse,fsync status=none", q(img), q(target))},
-		{&result{name: "bmaptool copy", bytes: size, peer: true, note: "raw image + bmap"}, fmt.Sprintf("truncate -s %d %s && bmaptool -q copy --bmap %s.bmap %s %s", size, q(target), q(img), q(img), q(target))},
-		{&result{name: "cp --sparse=always", bytes: size, limit: true, note: "raw image: write limit"}, fmt.Sprintf("cp --sparse=always %s %s && sync %s", q(img), q(target), q(target))},
-	}
-	if havePartclone {
-		restores = append(restores, struct {
-			r   *result
-			cmd string
-		}{&result{name: "partclone.ext4 -r", bytes: ext[1] - ext[0], note: "ext4 partition only"}, fmt.Sprintf("truncate -s %d %s && partclone.ext4 -q -r -s %s -O %s && sync %s", ext[1]-ext[0], q(target), q(partclone), q(target), q(target))})
-	}
-	var want []byte
-	for _, c := range restores {
-		c.r.measure(c.cmd, runs, fresh)
-		if c.r.err == nil && c.r.bytes == size {
-			sum, err := exec.Command("sha256sum", target).Output()
-			if err == nil {
-				s := bytes.Fields(sum)[0]
-				if want == nil {
-					w, _ := exec.Command("sha256sum", img).Output()
-					want = bytes.Fields(w)[0]
-				}
-				if !bytes.Equal(s, want) {
-					c.r.err = fmt.Errorf("restored image differs from the corpus")
-				}
-			}
+	if corpus == "used" || corpus == "all" {
+		if corpus == "all" {
+			fmt.Println()
+		}
+		if err := runUsed(usedSize, runs, filepath.Join(dir, "used"), rewind); err != nil {
+			return fmt.Errorf("used corpus: %w", err)
 		}
 	}
-
-	fmt.Printf("Corpus: %d MiB GPT disk (ESP %d MiB FAT32, ext4 %d MiB filled from /usr, %d MiB random, rest zeros); %d runs each, median; %s, %d CPUs, Go %s.\n\n",
-		size/mib, size/8/mib, size/2/mib, size/8/mib, runs, hostInfo(), runtime.NumCPU(), runtime.Version())
-	var cr []*result
-	for _, c := range caps {
-		cr = append(cr, c.r)
-	}
-	fmt.Println("Capture (raw image to compressed artifact, flushed):")
-	fmt.Println()
-	table(cr, "higher is better: rewind / peer speed")
-	var rr []*result
-	for _, c := range restores {
-		rr = append(rr, c.r)
-	}
-	fmt.Println()
-	fmt.Println("Restore (artifact to a fresh image file on the same disk, flushed):")
-	fmt.Println()
-	table(rr, "")
 	return nil
 }
 
@@ -222,12 +148,14 @@ func table(rs []*result, _ string) {
 	}
 }
 
-// timed runs a shell command under /usr/bin/time and returns wall seconds
+// timed runs a bash command (with pipefail, so a failing stage of a pipe
+// fails the run) under /usr/bin/time and returns wall seconds
 // and the peak RSS of the command's processes.
-func timed(cmd string) (float64, int64, error) {
+func timed(cmd string, env []string) (float64, int64, error) {
 	var stderr bytes.Buffer
-	c := exec.Command("/usr/bin/time", "-f", "TIME %e %M", "sh", "-c", cmd)
+	c := exec.Command("/usr/bin/time", "-f", "TIME %e %M", "bash", "-o", "pipefail", "-c", cmd)
 	c.Stderr = &stderr
+	c.Env = append(os.Environ(), env...)
 	start := time.Now()
 	if err := c.Run(); err != nil {
 		return 0, 0, fmt.Errorf("%s: %v: %s", cmd, err, lastLines(stderr.String()))
@@ -271,6 +199,15 @@ func freePort() string {
 	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
 	return p
+}
+
+// loadAvg is the 1-minute load average, since the machine may be shared.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func hostInfo() string {
