@@ -429,7 +429,7 @@ func compareDisk(source, target string, size int64, m *benchManifest, free [][2]
 		return err
 	}
 	defer tgt.Close()
-	unused := m.unused()
+	unused := append(m.unused(), m.outside(size)...)
 	const block = 8 << 20
 	a, b := make([]byte, block), make([]byte, block)
 	for off := int64(0); off < size; off += block {
@@ -576,6 +576,26 @@ func (m *benchManifest) unused() [][2]int64 {
 		for _, u := range e.Unused {
 			r = append(r, [2]int64{u.Offset, u.Offset + u.Length})
 		}
+	}
+	return r
+}
+
+// outside returns the ranges of a disk of size bytes that no extent and
+// no table area (the first 34 and the last 33 sectors) covers: bytes left
+// by earlier use of the disk outside every partition, which a used-block
+// capture does not store and restore zeroes (a whole capture stores every
+// non-zero one as a boot area, so they are zeros there too).
+func (m *benchManifest) outside(size int64) [][2]int64 {
+	var r [][2]int64
+	at := int64(34 * 512)
+	for _, e := range m.Extents {
+		if e.Offset > at {
+			r = append(r, [2]int64{at, e.Offset})
+		}
+		at = max(at, e.Offset+e.Length)
+	}
+	if end := size - 33*512; end > at {
+		r = append(r, [2]int64{at, end})
 	}
 	return r
 }

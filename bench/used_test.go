@@ -25,6 +25,7 @@ func TestCompareDisk(t *testing.T) {
 		b := append([]byte(nil), source...)
 		clear(b[2<<20 : 2<<20+64<<10])
 		clear(b[2<<20+128<<10 : 2<<20+132<<10]) // a short free gap, stored as zeros
+		clear(b[34*512 : 1<<20])                // outside every extent and table area: not stored
 		return b
 	}
 	tests := []struct {
@@ -36,6 +37,7 @@ func TestCompareDisk(t *testing.T) {
 		{"old data left in an unused range", func() []byte { b := restored(); b[2<<20+100] = 7; return b }, "target byte 2097252 (in partition 1 (ext4, capture \"used\")) keeps old data in an unused range"},
 		{"short free gap not zero", func() []byte { b := restored(); b[2<<20+130<<10] = 1; return b }, "target byte 2230272 (in partition 1 (ext4, capture \"used\")) is a free block of the file system but not zero"},
 		{"used byte differs", func() []byte { b := restored(); b[1<<20+5] ^= 0xff; return b }, "target byte 1048581 (in partition 1 (ext4, capture \"used\")) differs from the source"},
+		{"old bytes outside every partition", func() []byte { b := restored(); b[20000] = 9; return b }, "target byte 20000 (outside every extent) keeps old data"},
 		{"table area differs", func() []byte { b := restored(); b[512] ^= 1; return b }, "target byte 512 (outside every extent) differs"},
 	}
 	dir := t.TempDir()
