@@ -23,7 +23,8 @@ func newInspectCmd(a *app) *cobra.Command {
 		Short: "Show a snapshot's origin, layout and size",
 		Long: `Inspect shows a snapshot's origin, format, partition layout and, per
 extent (partition, whole disk or boot area), its file system, how it was
-captured ("used blocks": only what the file system uses was stored; "whole"
+captured ("used blocks": only what the file system uses was stored; "header
+only": a swap area, of which only the header page was stored; "whole"
 with the reason when a recognised file system was stored whole), its size,
 the bytes stored, the free bytes skipped and the compressed size. --json
 prints the same per extent under "extents", with the manifest.`,
@@ -178,6 +179,9 @@ func printExtents(w io.Writer, rows []extentSummary, indent string) {
 			fs = "-"
 		}
 		how := "used blocks"
+		if r.FS == "swap" {
+			how = "header only"
+		}
 		if r.Capture != "used" {
 			how = "whole"
 			if r.Why != "" {

@@ -91,7 +91,7 @@ func TestCLICaptureUsedBlocks(t *testing.T) {
 		regexp.MustCompile(`(?m)^\s+1\s+ext4\s+24\.0 MiB\s.*used blocks$`),
 		regexp.MustCompile(`(?m)^\s+2\s+vfat\s+40\.0 MiB\s.*used blocks$`),
 		regexp.MustCompile(`(?m)^\s+3\s+ntfs\s+16\.0 MiB\s.*used blocks$`),
-		regexp.MustCompile(`(?m)^\s+4\s+swap\s+4\.0 MiB\s+4\.0 KiB\s.*used blocks$`),
+		regexp.MustCompile(`(?m)^\s+4\s+swap\s+4\.0 MiB\s+4\.0 KiB\s.*header only$`),
 		regexp.MustCompile(`(?m)^\s+5\s+-\s+2\.0 MiB\s+2\.0 MiB\s+0 B\s.*whole$`),
 		regexp.MustCompile(`(?m)^\s+skipped\s+\d+\.\d MiB of free file-system blocks`),
 	} {
