@@ -49,6 +49,7 @@ clean:
 initramfs: setup
 	GOAMD64=v1 $(GO) run ./initramfs/mkbase -o initramfs/rewind-base.cpio.gz
 
-# Every QEMU recovery (USB, HTTP, countdown, NVMe/AHCI, damage, media build).
+# Every QEMU recovery (USB, HTTP, countdown, NVMe/AHCI, damage, media build, the
+# used system disk captured used-blocks, restored and booted).
 qemu-test: setup
 	REWIND_QEMU_ALL=1 $(GO) test -count=1 -timeout 30m -v ./qemu-tests/
