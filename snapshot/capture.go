@@ -418,21 +418,9 @@ func checkFree(e Extent, free []Range) error {
 	case e.Unused != nil:
 		return errors.New("already has unused ranges: give free ranges or unused ranges, not both")
 	}
-	at, end := e.Offset, e.Offset+e.Length
-	var sum int64
-	for k, r := range free {
-		where := fmt.Sprintf("free range %d (offset %d, length %d)", k, r.Offset, r.Length)
-		if r.Offset%512 != 0 || r.Length%512 != 0 || r.Length <= 0 {
-			return fmt.Errorf("%s is not a positive multiple of 512 bytes", where)
-		}
-		if r.Offset < e.Offset || r.Offset >= end || r.Length > end-r.Offset {
-			return fmt.Errorf("%s leaves the extent (%d..%d)", where, e.Offset, end)
-		}
-		if k > 0 && r.Offset <= at {
-			return fmt.Errorf("%s is out of order, overlaps or touches the range before it", where)
-		}
-		at = r.End()
-		sum += r.Length
+	sum, err := e.checkRanges(free, func(k int) string { return fmt.Sprintf("free range %d", k) })
+	if err != nil {
+		return err
 	}
 	if sum == e.Length {
 		return errors.New("the whole extent is free, but a file system always uses some blocks")

@@ -353,20 +353,40 @@ func (m *Manifest) checkUsed(i int, e Extent) error {
 	if e.Kind != ExtentPartition && e.Kind != ExtentDisk {
 		return fmt.Errorf("extents[%d] is a %s extent captured %q: only partitions and whole disks hold a file system", i, e.Kind, CaptureUsed)
 	}
-	at, end := e.Offset, e.Offset+e.Length
-	for j, u := range e.Unused {
-		if u.Offset%512 != 0 || u.Length%512 != 0 || u.Length <= 0 {
-			return fmt.Errorf("extents[%d].unused[%d] (offset %d, length %d) is not a positive multiple of 512 bytes", i, j, u.Offset, u.Length)
-		}
-		if u.Offset < at || (j > 0 && u.Offset == at) || u.Length > end-u.Offset {
-			return fmt.Errorf("extents[%d].unused[%d] (offset %d, length %d) is out of order, touches the range before it or leaves the extent (%d..%d)", i, j, u.Offset, u.Length, e.Offset, end)
-		}
-		at = u.Offset + u.Length
+	sum, err := e.checkRanges(e.Unused, func(j int) string { return fmt.Sprintf("extents[%d].unused[%d]", i, j) })
+	if err != nil {
+		return err
 	}
-	if e.UnusedBytes() == e.Length {
+	if sum == e.Length {
 		return fmt.Errorf("extents[%d] is unused from end to end: a file system always has a used block", i)
 	}
 	return nil
+}
+
+// checkRanges checks ranges of e (its unused ranges, or the free ranges
+// capture is given) against the rules both share: positive multiples of
+// 512 bytes, inside the extent, sorted, not overlapping or touching.
+// name(k) names range k in an error. It returns the sum of their lengths.
+func (e Extent) checkRanges(ranges []Range, name func(k int) string) (int64, error) {
+	where := func(k int) string {
+		return fmt.Sprintf("%s (offset %d, length %d)", name(k), ranges[k].Offset, ranges[k].Length)
+	}
+	at, end := e.Offset, e.Offset+e.Length
+	var sum int64
+	for k, r := range ranges {
+		if r.Offset%512 != 0 || r.Length%512 != 0 || r.Length <= 0 {
+			return 0, fmt.Errorf("%s is not a positive multiple of 512 bytes", where(k))
+		}
+		if r.Offset < e.Offset || r.Offset >= end || r.Length > end-r.Offset {
+			return 0, fmt.Errorf("%s leaves the extent (%d..%d)", where(k), e.Offset, end)
+		}
+		if k > 0 && r.Offset <= at {
+			return 0, fmt.Errorf("%s is out of order, overlaps or touches the range before it", where(k))
+		}
+		at = r.End()
+		sum += r.Length
+	}
+	return sum, nil
 }
 
 func printable(s string) bool {
