@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -94,12 +92,12 @@ func UsedExtents(r io.ReaderAt, extents []snapshot.Extent, raw bool) ([]snapshot
 		case errors.Is(err, fsmap.ErrAmbiguous):
 			// Stored whole, saying why: a stale signature next to the
 			// live one, which wipefs would remove.
-			out[i].Note = note(err.Error())
+			out[i].Note = snapshot.NoteText(err.Error())
 		case errors.Is(err, fsmap.ErrUnknown):
 			// Stored whole, silently: nothing Rewind could read.
 		case errors.Is(err, fsmap.ErrDamaged), errors.Is(err, fsmap.ErrUnsupported):
 			out[i].FS = ProbeFS(part).Type
-			out[i].Note = note(err.Error())
+			out[i].Note = snapshot.NoteText(err.Error())
 		case errors.Is(err, fsmap.ErrNotClean):
 			return nil, nil, notCleanError(e, ProbeFS(part).Type, err)
 		default:
@@ -128,22 +126,6 @@ func notCleanError(e snapshot.Extent, fsType string, err error) error {
 	return fmt.Errorf("%s: %w; its allocation map may not describe the data on it, so it is not captured used-blocks. "+
 		"Check it (%s), or mount and unmount it cleanly, or boot the machine and shut it down properly, then capture again; "+
 		"or capture every byte of it with --raw", where, err, check)
-}
-
-// note makes s fit an Extent.Note: printable, at most 1024 bytes, cut at
-// a rune boundary.
-func note(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			r = '?'
-		}
-		if b.Len()+utf8.RuneLen(r) > 1024 {
-			break
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // FreeChanged reads again the allocation map of every extent UsedExtents

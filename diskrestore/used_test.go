@@ -248,15 +248,3 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
-
-func TestNote(t *testing.T) {
-	for _, tt := range []struct{ in, want string }{
-		{"plain", "plain"},
-		{"esc\x1b[2J", "esc?[2J"},
-		{strings.Repeat("é", 600), strings.Repeat("é", 512)},
-	} {
-		if got := note(tt.in); got != tt.want {
-			t.Errorf("note(%.20q) = %.20q (%d bytes), want %.20q (%d bytes)", tt.in, got, len(got), tt.want, len(tt.want))
-		}
-	}
-}

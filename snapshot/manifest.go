@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -337,7 +338,7 @@ func (m *Manifest) checkUsed(i int, e Extent) error {
 	if m.Version < 3 {
 		return fmt.Errorf("extents[%d] has fs, capture, note or unused, which format version %d does not have", i, m.Version)
 	}
-	if len(e.FS) > 32 || len(e.Note) > 1024 || !printable(e.FS) || !printable(e.Note) {
+	if len(e.FS) > 32 || len(e.Note) > MaxNoteLength || !printable(e.FS) || !printable(e.Note) {
 		return fmt.Errorf("extents[%d] has an fs or note that is too long or not printable text", i)
 	}
 	switch e.Capture {
@@ -389,13 +390,31 @@ func (e Extent) checkRanges(ranges []Range, name func(k int) string) (int64, err
 	return sum, nil
 }
 
+// MaxNoteLength bounds Extent.Note, in bytes.
+const MaxNoteLength = 1024
+
+// printable reports whether s holds no control character and no invalid
+// UTF-8: what Extent.FS and Extent.Note may hold.
 func printable(s string) bool {
+	return strings.IndexFunc(s, notPrintable) < 0
+}
+
+func notPrintable(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }
+
+// NoteText makes s fit Extent.Note: every character that printable
+// refuses replaced by '?', cut at a rune boundary to at most MaxNoteLength bytes.
+func NoteText(s string) string {
+	var b strings.Builder
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			return false
+		if notPrintable(r) {
+			r = '?'
 		}
+		if b.Len()+utf8.RuneLen(r) > MaxNoteLength {
+			break
+		}
+		b.WriteRune(r)
 	}
-	return true
+	return b.String()
 }
 
 // validateIndex checks the segments and the chunk index: every frame

@@ -118,3 +118,17 @@ func TestCaptureUnusedRanges(t *testing.T) {
 		t.Errorf("lz4 -dc of the segments gives %d bytes, want the %d bytes of the stored runs", len(got), len(want))
 	}
 }
+
+// TestNoteText checks the cleaning of text for Extent.Note: control
+// characters replaced, cut at a rune boundary to MaxNoteLength bytes.
+func TestNoteText(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"esc\x1b[2J", "esc?[2J"},
+		{strings.Repeat("é", 600), strings.Repeat("é", 512)},
+	} {
+		if got := NoteText(tt.in); got != tt.want {
+			t.Errorf("NoteText(%.20q) = %.20q (%d bytes), want %.20q (%d bytes)", tt.in, got, len(got), tt.want, len(tt.want))
+		}
+	}
+}
