@@ -123,9 +123,15 @@ func (p *prepared) covered() []span {
 		}
 	}
 	if p.layout != nil {
-		c = append(c, span{Off: 0, End: p.head}, span{Off: p.tail, End: p.size})
+		c = append(c, p.tableAreas()...)
 	}
 	return c
+}
+
+// tableAreas is the first 34 and last 33 sectors of a target with a
+// table: cleared first, then holding the table.
+func (p *prepared) tableAreas() []span {
+	return []span{{Off: 0, End: p.head}, {Off: p.tail, End: p.size}}
 }
 
 // unused is the kept extents' unused ranges: the file systems' free space
@@ -312,7 +318,7 @@ func Apply(ctx context.Context, snap *snapshot.Snapshot, target *os.File, opts A
 	// written in the first sector only.
 	unusedZeroed := zeroed
 	if p.layout != nil && p.layout.Table == "mbr" {
-		unusedZeroed = merge(append(append([]span(nil), zeroed...), span{Off: 0, End: p.head}, span{Off: p.tail, End: p.size}))
+		unusedZeroed = merge(append(append([]span(nil), zeroed...), p.tableAreas()...))
 	}
 	w.Bytes, w.UnusedZeroed = total(zeroed), total(intersectAll(unused, unusedZeroed))
 	w.OldRemains = w.Bytes < w.Uncovered
