@@ -74,14 +74,38 @@ type captureJob struct {
 // written last, after the segments are flushed, so a snapshot directory
 // without manifest.json is an unfinished capture.
 func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptions) (*Manifest, error) {
-	if err := opts.defaults(); err != nil {
+	sink, err := NewDirSink(dir)
+	if err != nil {
 		return nil, err
+	}
+	m, err := CaptureTo(ctx, src, sink, opts)
+	if err != nil && !errors.Is(err, errNothingWritten) {
+		return nil, fmt.Errorf("%w; %s has no manifest.json and is not a snapshot: delete it and capture again", err, dir)
+	}
+	return m, err
+}
+
+// errNothingWritten marks capture errors raised before the sink got anything.
+var errNothingWritten = errors.New("nothing was written")
+
+// CaptureTo is Capture into any Sink (a directory, an upload to the lab
+// server): the frames go to sink in chunk order, and sink.Commit gets the
+// manifest only after every frame was stored and opts.Recheck passed. On
+// any failure sink.Abort is called and no snapshot appears.
+func CaptureTo(ctx context.Context, src io.ReaderAt, sink Sink, opts CaptureOptions) (m *Manifest, err error) {
+	defer func() {
+		if err != nil {
+			sink.Abort()
+		}
+	}()
+	if err := opts.defaults(); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errNothingWritten)
 	}
 	extents, free, err := applyFree(&opts)
 	if err != nil {
-		return nil, fmt.Errorf("capture: %w: nothing was written", err)
+		return nil, fmt.Errorf("capture: %w: %w", err, errNothingWritten)
 	}
-	m := &Manifest{
+	m = &Manifest{
 		Format:      FormatName,
 		Version:     FormatVersion,
 		Created:     time.Now().UTC().Truncate(time.Second),
@@ -98,13 +122,10 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	// A snapshot that restore would refuse is not written: the checks
 	// ParseManifest makes on the layout and extents run before anything.
 	if err := m.validateShape(); err != nil {
-		return nil, fmt.Errorf("capture: %w: nothing was written", err)
+		return nil, fmt.Errorf("capture: %w: %w", err, errNothingWritten)
 	}
 	if err := m.checkManifestBound(); err != nil {
-		return nil, fmt.Errorf("capture: %w: nothing was written", err)
-	}
-	if err := prepareDir(dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("capture: %w: %w", err, errNothingWritten)
 	}
 	total := m.DataBytes()
 
@@ -129,13 +150,10 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 	}
 	go func() { wg.Wait(); close(results) }()
 
-	w := &segmentWriter{dir: dir, limit: m.SegmentSize, digits: segmentDigits(m)}
-	err = storeChunks(m, results, w, rawPool, framePool, opts.Progress, total)
+	w := &segmentPlacer{limit: m.SegmentSize, digits: segmentDigits(m)}
+	err = storeChunks(ctx, m, results, w, sink, rawPool, framePool, opts.Progress, total)
 	cancel()
 	for range results { // let the workers finish before returning buffers to GC
-	}
-	if cerr := w.close(); err == nil {
-		err = cerr
 	}
 	if parent.Err() != nil && err != nil {
 		err = fmt.Errorf("interrupted: %w", parent.Err())
@@ -144,7 +162,7 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 		err = opts.Recheck()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w; %s has no manifest.json and is not a snapshot: delete it and capture again", err, dir)
+		return nil, err
 	}
 	m.Segments = w.segments
 	data, err := m.Marshal()
@@ -155,15 +173,14 @@ func Capture(ctx context.Context, src io.ReaderAt, dir string, opts CaptureOptio
 		return nil, fmt.Errorf("internal error: the manifest just written does not validate: %w", err)
 	}
 	if int64(len(data)) > MaxManifestSize {
-		return nil, fmt.Errorf("the manifest takes %d bytes, more than the %d a restore reads: capture again with a larger chunk size; %s has no manifest.json and is not a snapshot",
-			len(data), int64(MaxManifestSize), dir)
+		return nil, fmt.Errorf("the manifest takes %d bytes, more than the %d a restore reads: capture again with a larger chunk size",
+			len(data), int64(MaxManifestSize))
 	}
+	var sig []byte
 	if opts.SignKey != nil {
-		if err := writeFileSync(filepath.Join(dir, SignatureName), EncodeSignature(ed25519.Sign(opts.SignKey, data))); err != nil {
-			return nil, err
-		}
+		sig = EncodeSignature(ed25519.Sign(opts.SignKey, data))
 	}
-	if err := writeFileSync(filepath.Join(dir, ManifestName), data); err != nil {
+	if err := sink.Commit(parent, m, data, sig); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -253,12 +270,12 @@ func (m *Manifest) unusedCount() int {
 	return n
 }
 
-// prepareDir creates dir, or accepts it when it is empty.
-func prepareDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create snapshot directory: %w", err)
-	}
+// checkEmptyDir accepts dir when it is absent or empty.
+func checkEmptyDir(dir string) error {
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read snapshot directory: %w", err)
 	}
@@ -532,7 +549,7 @@ func compressChunks(ctx context.Context, chunks []Chunk, in <-chan *captureJob, 
 
 // storeChunks is the store stage: it puts frames into segments in chunk
 // order and fills in the index.
-func storeChunks(m *Manifest, in <-chan *captureJob, w *segmentWriter, rawPool, framePool chan []byte, progress func(int64, int64), total int64) error {
+func storeChunks(ctx context.Context, m *Manifest, in <-chan *captureJob, w *segmentPlacer, sink Sink, rawPool, framePool chan []byte, progress func(int64, int64), total int64) error {
 	pending := make(map[int]*captureJob)
 	next := 0
 	var done int64
@@ -548,7 +565,8 @@ func storeChunks(m *Manifest, in <-chan *captureJob, w *segmentWriter, rawPool, 
 				return j.err
 			}
 			c := &m.Chunks[next]
-			seg, off, err := w.write(j.frame)
+			seg, off := w.place(int64(len(j.frame)))
+			err := sink.Put(ctx, Frame{Index: next, Segment: seg, Name: w.segments[seg].Name, Offset: off, Data: j.frame, SHA256: j.sum})
 			if err != nil {
 				return fmt.Errorf("store chunk %d at offset %d: %w", next, c.Offset, err)
 			}
@@ -620,14 +638,12 @@ func (z *zeroFrames) get(n int) ([]byte, [sha256.Size]byte, error) {
 	return f.frame, f.sum, nil
 }
 
-// segmentWriter appends frames to data.NNN files, starting a new segment
-// when the next frame would pass the limit. A frame never spans segments.
-type segmentWriter struct {
-	dir      string
+// segmentPlacer decides where each frame goes: appended to the current
+// data.NNN segment, or at the start of a new one when it would pass the
+// limit. A frame never spans segments.
+type segmentPlacer struct {
 	limit    int64
 	digits   int // of segment names
-	f        *os.File
-	size     int64
 	segments []Segment
 }
 
@@ -645,46 +661,17 @@ func segmentDigits(m *Manifest) int {
 	return max(3, len(fmt.Sprint(most-1)))
 }
 
-func (w *segmentWriter) write(frame []byte) (seg int, off int64, err error) {
-	if w.f == nil || w.size+int64(len(frame)) > w.limit {
-		if err := w.finish(); err != nil {
-			return 0, 0, err
-		}
-		name := segmentName(len(w.segments), w.digits)
-		w.f, err = os.OpenFile(filepath.Join(w.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return 0, 0, fmt.Errorf("create segment: %w", err)
-		}
-		w.size = 0
-		w.segments = append(w.segments, Segment{Name: name})
+// place returns the segment and offset of the next frame, n bytes long.
+func (w *segmentPlacer) place(n int64) (seg int, off int64) {
+	last := len(w.segments) - 1
+	if last < 0 || w.segments[last].Size+n > w.limit {
+		w.segments = append(w.segments, Segment{Name: segmentName(len(w.segments), w.digits)})
+		last++
 	}
-	if _, err := w.f.Write(frame); err != nil {
-		return 0, 0, fmt.Errorf("write segment %s: %w", w.f.Name(), err)
-	}
-	seg, off = len(w.segments)-1, w.size
-	w.size += int64(len(frame))
-	w.segments[seg].Size = w.size
-	return seg, off, nil
+	off = w.segments[last].Size
+	w.segments[last].Size += n
+	return last, off
 }
-
-// finish flushes and closes the current segment.
-func (w *segmentWriter) finish() error {
-	if w.f == nil {
-		return nil
-	}
-	f := w.f
-	w.f = nil
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("flush segment %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close segment %s: %w", f.Name(), err)
-	}
-	return nil
-}
-
-func (w *segmentWriter) close() error { return w.finish() }
 
 // writeFileSync writes a file through a temporary name, flushes and renames it.
 func writeFileSync(path string, data []byte) error {
