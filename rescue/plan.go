@@ -25,7 +25,7 @@ import (
 
 // Actions at the end of the countdown and after a restore.
 const (
-	DefaultRestore = "restore"
+	DefaultRestore = "restore" // the countdown's default: go ahead (restore or capture)
 	DefaultAbort   = "abort"
 
 	AfterReboot   = "reboot"
@@ -77,12 +77,38 @@ type ReportTo struct {
 	Token string `toml:"token"`
 }
 
+// What a machine entry does with its disks (Machine.Action,
+// rewind.action=).
+const (
+	ActionRestore = "restore" // write each disk's snapshot onto it (default)
+	ActionCapture = "capture" // read each disk into its snapshot
+)
+
 // Machine is one machine a plan knows.
 type Machine struct {
-	Name     string `toml:"name"`
+	Name string `toml:"name"`
+	// Action is ActionRestore ("" too) or ActionCapture.
+	Action string `toml:"action"`
+	// Snapshot and Target are the single-disk form: one disk, its
+	// snapshot. A machine with several disks lists them as Disks
+	// ([[machine.disk]]) instead; the two forms exclude each other.
 	Snapshot string `toml:"snapshot"` // media:/path, a directory, or an http(s) URL
 	Target   string `toml:"target"`   // size=8GiB, serial=..., wwn=..., path=/dev/vda
-	After    string `toml:"after"`    // reboot (default), poweroff, shell
+	// Disks are the machine's disks, each with its snapshot and the spec
+	// that finds it. Restore and capture take the set as a whole: one
+	// disk missing or ambiguous refuses every disk.
+	Disks []DiskEntry `toml:"disk"`
+	// Overwrite lets a capture replace an existing snapshot on the rescue
+	// medium, or add a generation to an existing snapshot name on the lab
+	// server. Without it an existing snapshot is never touched.
+	Overwrite bool `toml:"overwrite"`
+	// SegmentSize is a capture's largest data file ("1GiB", the default,
+	// fits FAT32 media).
+	SegmentSize string `toml:"segment_size"`
+	// Raw captures every byte of every partition, reading no file
+	// system's allocation map (as rewind capture --raw).
+	Raw   bool   `toml:"raw"`
+	After string `toml:"after"` // reboot (default), poweroff, shell
 	Match    Match  `toml:"match"`
 	// Network replaces the plan's [network] for this machine.
 	Network *netcfg.Config `toml:"network"`
@@ -113,6 +139,15 @@ type Expect struct {
 	// MaxAge refuses snapshots older than this, measured with the rescue
 	// environment's clock: "36h", "30d".
 	MaxAge string `toml:"max_age"`
+}
+
+// DiskEntry is one [[machine.disk]]: a disk of the machine and its
+// snapshot.
+type DiskEntry struct {
+	Snapshot string `toml:"snapshot"` // as Machine.Snapshot
+	Target   string `toml:"target"`   // as Machine.Target: which disk of this machine
+	// Expect pins this disk's snapshot, as Machine.Expect does.
+	Expect Expect `toml:"expect"`
 }
 
 // MinIDPrefix is the shortest snapshot ID prefix [machine.expect] id takes:
@@ -548,6 +583,7 @@ type Overrides struct {
 	Plan      string // rewind.plan=URL or path
 	Snapshot  string // rewind.snapshot=LOCATION
 	Machine   string // rewind.machine=NAME: pick the plan entry by name
+	Action    string // rewind.action=restore|capture
 	Debug     bool   // rewind.debug: more log lines
 }
 
@@ -683,7 +719,14 @@ func splitCmdline(s string) []string {
 // Settings are the effective instructions for this boot: the selected
 // machine entry with the command line applied.
 type Settings struct {
-	Machine   Machine
+	Machine Machine
+	// Action is ActionRestore or ActionCapture: the entry's, or
+	// rewind.action= from the kernel command line.
+	Action string
+	// Disks are the machine's disks, at least one: Machine.Disks, or the
+	// single-disk form (Machine.Snapshot and Machine.Target, after
+	// rewind.snapshot= and rewind.target=) as one entry.
+	Disks     []DiskEntry
 	Countdown int    // seconds; 0 means no prompt: Default is done at once
 	Default   string // restore or abort
 	After     string
@@ -753,6 +796,18 @@ func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	}
 	if s.After == "" {
 		s.After = AfterReboot
+	}
+	s.Action = m.Action
+	if o.Action != "" {
+		s.Action = o.Action
+	}
+	if s.Action == "" {
+		s.Action = ActionRestore
+	}
+	if len(s.Machine.Disks) > 0 {
+		s.Disks = slices.Clone(s.Machine.Disks)
+	} else {
+		s.Disks = []DiskEntry{{Snapshot: s.Machine.Snapshot, Target: s.Machine.Target, Expect: s.Machine.Expect}}
 	}
 	return s
 }

@@ -15,10 +15,21 @@ import (
 
 // Prompt is what the countdown names before anything is written.
 type Prompt struct {
-	Snapshot string // where the snapshot comes from, with its size
-	Target   string // the disk that will be overwritten: path, model, serial, size
+	// Action is ActionRestore ("" too) or ActionCapture.
+	Action string
+	// Snapshot and Target are the single disk's; Disks, when set,
+	// replaces them with every disk of the machine.
+	Snapshot string // where the snapshot comes from (or goes, capturing), with its size
+	Target   string // the disk that will be overwritten (or read): path, model, serial, size
+	Disks    []PromptDisk
 	Seconds  int
 	Default  string // restore or abort
+}
+
+// PromptDisk is one disk's line pair in the countdown banner.
+type PromptDisk struct {
+	Snapshot string
+	Disk     string
 }
 
 func countdownBanner(p Prompt) string {
