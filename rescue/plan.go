@@ -109,7 +109,7 @@ type Machine struct {
 	// system's allocation map (as rewind capture --raw).
 	Raw   bool   `toml:"raw"`
 	After string `toml:"after"` // reboot (default), poweroff, shell
-	Match    Match  `toml:"match"`
+	Match Match  `toml:"match"`
 	// Network replaces the plan's [network] for this machine.
 	Network *netcfg.Config `toml:"network"`
 	// Delta reads the target first and writes only the chunks that differ.
