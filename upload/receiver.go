@@ -482,12 +482,13 @@ func (r *Receiver) checkTarget(name, gen string, overwrite bool) (int, error) {
 	if err != nil {
 		return http.StatusInternalServerError, err
 	}
+	if slices.ContainsFunc(entries, func(e fs.DirEntry) bool { return e.Name() == snapshot.ManifestName }) {
+		return http.StatusConflict, fmt.Errorf("%w: %s on the server is a snapshot directory, not generations: it is never replaced by an upload; choose another name, or move it away", ErrExists, name)
+	}
 	var gens []string
 	for _, e := range entries {
 		n := e.Name()
 		switch {
-		case n == snapshot.ManifestName:
-			return http.StatusConflict, fmt.Errorf("%w: %s on the server is a snapshot directory, not generations: it is never replaced by an upload; choose another name, or move it away", ErrExists, name)
 		case e.IsDir() && isGeneration(n):
 			gens = append(gens, n)
 		case n == Latest && e.Type()&fs.ModeSymlink != 0, strings.HasPrefix(n, "."):
@@ -559,11 +560,11 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 	segName := q.Get("name")
 	sum, err4 := hex.DecodeString(req.Header.Get(headerSHA256))
 	if err := errors.Join(err1, err2, err3); err != nil || chunk < 0 || seg < 0 || off < 0 {
-		r.refuse(w, req, http.StatusBadRequest, "frame: chunk, segment and offset must be numbers >= 0")
+		r.failRefuse(w, req, s, http.StatusBadRequest, "frame: chunk, segment and offset must be numbers >= 0")
 		return
 	}
 	if err4 != nil || len(sum) != sha256.Size {
-		r.refuse(w, req, http.StatusBadRequest, fmt.Sprintf("frame of chunk %d: header %s must be the frame's SHA-256 in hex", chunk, headerSHA256))
+		r.failRefuse(w, req, s, http.StatusBadRequest, fmt.Sprintf("frame of chunk %d: header %s must be the frame's SHA-256 in hex", chunk, headerSHA256))
 		return
 	}
 	if err := checkSegmentName(segName); err != nil {
