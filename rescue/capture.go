@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,15 +16,8 @@ import (
 	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
+	"github.com/rewind-bmr/rewind/upload"
 )
-
-// GenerationLayout is how a capture names its generation: the capture's
-// start time in UTC. Every disk of one run shares it.
-const GenerationLayout = "2006-01-02T15:04:05Z"
-
-// MaxMediaSegment is the largest segment a capture writes onto the rescue
-// medium: FAT32 holds no file of 4 GiB or more.
-const MaxMediaSegment = 4<<30 - 1
 
 // uploadSink is a snapshot upload to the lab server as the capture uses
 // it: a snapshot.Sink whose session is opened before the disk is read (a
@@ -52,7 +44,8 @@ type captureEnv struct {
 	newUpload func(loc string, o uploadOptions) (uploadSink, error)
 	// sources picks the disk of every entry, as a whole (selectDisks).
 	sources func(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error)
-	// now is the clock the generation name is read from.
+	// now is the clock the generation name (upload.GenerationLayout) is
+	// read from: the capture's start, shared by every disk of the run.
 	now func() time.Time
 }
 
@@ -64,8 +57,8 @@ type captureEnv struct {
 // (an old one stays as it was), and the report says which disk failed.
 func (r *Rescue) captureMachine(ctx context.Context, plan *Plan) (string, error) {
 	return r.capture(ctx, plan, captureEnv{
-		newUpload: newUploadClient,
-		sources:   pickSources,
+		newUpload: r.newUploadClient,
+		sources:   captureSources,
 		now:       time.Now,
 	})
 }
@@ -102,15 +95,18 @@ func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (strin
 	}
 
 	// Destinations, checked before any disk is looked at.
-	segment, err := captureSegmentSize(s.Machine.SegmentSize, s.Disks)
-	if err != nil {
+	if err := checkCapture(&s.Machine, s.Disks, s.UploadToken != "", "machine "+orNone(s.Machine.Name)); err != nil {
 		return fail("plan", err)
 	}
-	gen := env.now().UTC().Format(GenerationLayout)
+	segment, err := s.Machine.segmentBytes()
+	if err != nil {
+		return fail("plan", fmt.Errorf("machine %s: %w", orNone(s.Machine.Name), err))
+	}
+	gen := env.now().UTC().Format(upload.GenerationLayout)
 	jobs := make([]captureJob, len(s.Disks))
 	anyHTTP := false
 	for i, e := range s.Disks {
-		d, err := r.captureDestination(e.Snapshot, gen, plan, env)
+		d, err := r.captureDestination(e.Snapshot, gen, env)
 		if err != nil {
 			return fail("plan", fmt.Errorf("disk %d: %w", i+1, err))
 		}
@@ -268,43 +264,15 @@ func manifestID(m *snapshot.Manifest) (string, error) {
 	return snapshot.ID(data), nil
 }
 
-// captureSegmentSize reads the plan's segment_size: the default 1 GiB,
-// at least one frame of a chunk, and on the rescue medium (FAT32) at most
-// MaxMediaSegment.
-func captureSegmentSize(s string, disks []DiskEntry) (int64, error) {
-	if s == "" {
-		return snapshot.DefaultSegmentSize, nil
-	}
-	n, err := units.ParseSize(s)
-	if err != nil {
-		return 0, fmt.Errorf("segment_size: %w", err)
-	}
-	if least := int64(snapshot.FrameBound(snapshot.DefaultChunkSize)); n < least {
-		return 0, fmt.Errorf("segment_size %s is smaller than one stored chunk (%d bytes); use 1GiB, or at least %s", s, least, units.Bytes((least+1<<20-1)&^(1<<20-1)))
-	}
-	if n > MaxMediaSegment {
-		for _, d := range disks {
-			if strings.HasPrefix(d.Snapshot, "media:") {
-				return 0, fmt.Errorf("segment_size %s is too large for %s: the rescue medium's FAT32 holds no file of 4 GiB or more; use 1GiB (the default)", s, d.Snapshot)
-			}
-		}
-	}
-	return n, nil
-}
-
 // captureDestination checks one disk's snapshot location for a capture
 // and returns its destination: media:/... on the mounted rescue medium or
 // an http(s) URL on the lab server. A plain path is refused: in the
 // rescue environment it is in memory and vanishes at the reboot.
-func (r *Rescue) captureDestination(loc, gen string, plan *Plan, env captureEnv) (captureDest, error) {
+func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDest, error) {
 	switch {
 	case isHTTP(loc):
-		return &uploadDest{loc: loc, gen: gen, opt: uploadOptions{Token: planUploadToken(plan), Overwrite: r.settings.Machine.Overwrite, Generation: gen}, env: env, log: r.log}, nil
+		return &uploadDest{loc: loc, opt: uploadOptions{Token: r.settings.UploadToken, Overwrite: r.settings.Machine.Overwrite, Generation: gen}, env: env}, nil
 	case strings.HasPrefix(loc, "media:/"):
-		rel := path.Clean("/" + strings.TrimPrefix(loc, "media:"))
-		if rel == "/" {
-			return nil, fmt.Errorf("snapshot %s names the medium's root; capture into a directory of its own, such as media:/snapshots/NAME", loc)
-		}
 		p, err := r.localPath(loc)
 		if err != nil {
 			return nil, err
@@ -441,10 +409,8 @@ func flushDir(dir string) error {
 // uploadDest uploads to the lab server ('rewind serve --upload-token').
 type uploadDest struct {
 	loc    string
-	gen    string
 	opt    uploadOptions
 	env    captureEnv
-	log    *Logger
 	client uploadSink
 }
 
@@ -470,30 +436,16 @@ func (u *uploadDest) discard() {}
 
 func (u *uploadDest) explain(err error) error { return err }
 
-// planUploadToken is the plan's [upload] token.
-func planUploadToken(*Plan) string { return "" }
-
-// newUploadClient is the upload to the lab server.
-func newUploadClient(loc string, o uploadOptions) (uploadSink, error) {
-	return nil, fmt.Errorf("uploading %s: uploads are not built into this rescue image yet", loc)
+// newUploadClient returns the upload of one disk to the lab server
+// through the rescue flow's HTTP client (the plan's ca).
+func (r *Rescue) newUploadClient(loc string, o uploadOptions) (uploadSink, error) {
+	return upload.NewClient(loc, upload.ClientOptions{
+		HTTP: r.client, Token: o.Token, Overwrite: o.Overwrite, Generation: o.Generation, Log: r.log.Printf,
+	})
 }
 
-// pickSources picks the disk every entry names, the set as a whole: no
-// entry may match no disk, several, or another entry's disk.
-func pickSources(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error) {
-	var picked, all []Disk
-	seen := map[string]int{}
-	for i, e := range entries {
-		d, disks, err := selectTarget(e.Target, exclude)
-		all = disks
-		if err != nil {
-			return nil, all, fmt.Errorf("disk %d (target %q): %w; no disk is captured", i+1, e.Target, err)
-		}
-		if j, dup := seen[d.Path]; dup {
-			return nil, all, fmt.Errorf("disks %d and %d both match %s; make every target spec match a disk of its own; no disk is captured", j+1, i+1, d.Path)
-		}
-		seen[d.Path] = i
-		picked = append(picked, d)
-	}
-	return picked, all, nil
+// captureSources picks the disk of every entry for a capture, the set as
+// a whole (selectDisks).
+func captureSources(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error) {
+	return selectDisks(entries, exclude, true)
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,9 +95,9 @@ func captureRescue(media string, entries []DiskEntry, segment string, overwrite 
 	return r, &console
 }
 
-// testEnv is captureMachine's environment with a fixed clock.
-func testEnv() captureEnv {
-	return captureEnv{newUpload: newUploadClient, sources: pickSources, now: func() time.Time { return time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC) }}
+// testEnv is captureMachine's environment for r with a fixed clock.
+func testEnv(r *Rescue) captureEnv {
+	return captureEnv{newUpload: r.newUploadClient, sources: captureSources, now: func() time.Time { return time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC) }}
 }
 
 // restoreCheck restores the snapshot at dir onto a disk of old random
@@ -159,7 +159,7 @@ func TestCaptureTwoDisksToMedia(t *testing.T) {
 		{Snapshot: "media:/snapshots/srv1-data", Target: "path=" + data.dev},
 	}, "5MiB", false)
 
-	status, err := r.capture(context.Background(), &Plan{}, testEnv())
+	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
 	if err != nil || status != StatusSuccess {
 		t.Fatalf("capture of %s and %s: %s, %v\n%s", sys.dev, data.dev, status, err, console)
 	}
@@ -267,7 +267,7 @@ func TestCaptureExistingName(t *testing.T) {
 			media := t.TempDir()
 			old := existingSnapshot(t, media, "srv1")
 			r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", tc.overwrite)
-			status, err := r.capture(context.Background(), &Plan{}, testEnv())
+			status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
 			snapDir := filepath.Join(media, "snapshots", "srv1")
 			if tc.wantErr != "" {
 				if err == nil || status != StatusFailed || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "media:/snapshots/srv1") {
@@ -315,7 +315,7 @@ func TestCaptureMediumFull(t *testing.T) {
 	old := existingSnapshot(t, media, "srv1")
 
 	r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", true)
-	status, err := r.capture(context.Background(), &Plan{}, testEnv())
+	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
 	for _, want := range []string{"the rescue medium is full", "MiB free", "use a larger stick or upload to the lab server", "disk 1 (" + src.dev + ")", "untouched"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("capture of %s (20 MiB of files) onto a 12 MiB medium: %s, %v; want an error saying %q\n%s", src.dev, status, err, want, console)
@@ -353,18 +353,19 @@ func TestCaptureRefusedDestinations(t *testing.T) {
 		ro      bool
 		want    string
 	}{
-		{"plain path", "/snapshots/srv1", "", false, "would vanish at the reboot"},
-		{"medium root", "media:/", "", false, "names the medium's root"},
+		{"plain path", "/snapshots/srv1", "", false, "gone after the reboot"},
+		{"medium root", "media:/", "", false, "the medium's root"},
 		{"read-only medium", "media:/snapshots/srv1", "", true, "mounted read-only"},
 		{"segment above FAT32", "media:/snapshots/srv1", "4GiB", false, "FAT32 holds no file of 4 GiB or more"},
 		{"segment below a frame", "media:/snapshots/srv1", "1MiB", false, "smaller than one stored chunk"},
 		{"segment not a size", "media:/snapshots/srv1", "big", false, "segment_size"},
+		{"upload without token", "http://10.0.2.100/snapshots/srv1", "", false, "no [upload] token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			media := t.TempDir()
 			r, _ := captureRescue(media, []DiskEntry{{Snapshot: tc.loc, Target: "path=/dev/nonexistent"}}, tc.segment, false)
 			r.media.RW = !tc.ro
-			env := testEnv()
+			env := testEnv(r)
 			env.sources = func([]DiskEntry, []string) ([]Disk, []Disk, error) {
 				t.Fatalf("%s: the disks were looked at before the destination was refused", tc.loc)
 				return nil, nil, nil
@@ -394,7 +395,7 @@ func TestCaptureRefusesTheMedium(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	r, _ := captureRescue(mnt, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + dev}}, "", false)
 	r.media.Device, r.media.Disk = dev, filepath.Base(dev)
-	status, err := r.capture(context.Background(), &Plan{}, testEnv())
+	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
 	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), dev) || !strings.Contains(err.Error(), "rescue medi") {
 		t.Errorf("capture of the rescue medium %s: %s, %v; want an error naming it as the rescue medium", dev, status, err)
 	}
@@ -403,73 +404,94 @@ func TestCaptureRefusesTheMedium(t *testing.T) {
 	}
 }
 
-// dirUpload stands in for the lab server's upload client until the
-// upload package is part of this tree: a snapshot.DirSink under root,
-// whose Open refuses as the server would (token, existing name).
-type dirUpload struct {
-	*snapshot.DirSink
-	dir, openErr string
-	opened       *bool
-}
-
-func (d dirUpload) Open(context.Context) error {
-	*d.opened = true
-	if d.openErr != "" {
-		return fmt.Errorf("%s", d.openErr)
+// startUploadLab runs a real 'rewind serve' (NewLabServer) on 127.0.0.1 over
+// a temporary directory, taking uploads with token; it returns its URL
+// and directory.
+func startUploadLab(t *testing.T, token string) (string, string) {
+	t.Helper()
+	base := t.TempDir()
+	dir := filepath.Join(base, "srv")
+	os.MkdirAll(dir, 0o755)
+	tokenFile := filepath.Join(base, "upload-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	srv, err := NewLabServer(dir, LabServerConfig{UploadTokenFile: tokenFile, InsecureReports: true})
+	if err != nil {
+		t.Fatalf("NewLabServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String(), dir
 }
-func (d dirUpload) Published() string { return d.dir }
 
-// TestCaptureUploadOpensFirst: an http(s) destination goes through the
-// upload client, whose session is opened before the disk is read: a
-// refused session fails the capture with the server's reason and without
-// reading the disk; an accepted one receives the snapshot, which restores
-// to the source.
-func TestCaptureUploadOpensFirst(t *testing.T) {
-	testdisk.NeedFS(t, "ext4")
+// TestCaptureUploadToLabServer: a machine's two disks captured at boot
+// and uploaded to a real lab server. The upload session is opened before
+// a disk is read: a wrong token fails the capture with the server's 401,
+// naming the disk, without reading it and with nothing on the server; the
+// right token publishes both disks as generation 2026-11-23T10:15:00Z,
+// each restoring (from the generation and from latest) to its source with
+// the free blocks zeroed; a second run without overwrite is refused (409)
+// before any disk is read.
+func TestCaptureUploadToLabServer(t *testing.T) {
+	testdisk.NeedFS(t, "ext4", "vfat")
+	const token = "upload-0123456789abcdef0123456789abcdef"
 	dir := t.TempDir()
-	src := newCaptureSource(t, "sys", 32*mib, 41, testdisk.MakeFS(t, filepath.Join(dir, "ext4.img"), "ext4", 24*mib, 4*mib, 42))
+	sys := newCaptureSource(t, "sys", 32*mib, 51, testdisk.MakeFS(t, filepath.Join(dir, "ext4.img"), "ext4", 24*mib, 6*mib, 52))
+	data := newCaptureSource(t, "data", 24*mib, 53, testdisk.MakeFS(t, filepath.Join(dir, "vfat.img"), "vfat", 16*mib, 4*mib, 54))
+	url, srvDir := startUploadLab(t, token)
+	entries := []DiskEntry{
+		{Snapshot: url + "/snapshots/srv1-sys", Target: "path=" + sys.dev},
+		{Snapshot: url + "/snapshots/srv1-data", Target: "path=" + data.dev},
+	}
+	run := func(token string) (*Rescue, *bytes.Buffer, string, error) {
+		r, console := captureRescue(t.TempDir(), entries, "5MiB", false)
+		r.settings.UploadToken = token
+		r.client = httpClient(nil)
+		status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
+		return r, console, status, err
+	}
+
+	_, console, status, err := run("wrong-0123456789abcdef0123456789abcd")
+	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "disk 1 ("+sys.dev+")") || !strings.Contains(err.Error(), "token") {
+		t.Errorf("capture with a wrong upload token: %s, %v; want an error naming disk 1 and the token", status, err)
+	}
+	if strings.Contains(console.String(), "reading ") {
+		t.Errorf("a disk was read although the server refused the token:\n%s", console)
+	}
+	if _, err := os.Stat(filepath.Join(srvDir, "snapshots")); err == nil {
+		t.Errorf("the server holds snapshots/ after uploads with a wrong token")
+	}
+
+	_, console, status, err = run(token)
+	if err != nil || status != StatusSuccess {
+		t.Fatalf("capture of %s and %s to %s: %s, %v\n%s", sys.dev, data.dev, url, status, err, console)
+	}
 	for _, tc := range []struct {
-		name, openErr string
-	}{
-		{"refused", "http://10.0.2.100/upload/snapshots/srv1 answered 401 Unauthorized: wrong upload token"},
-		{"accepted", ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := filepath.Join(t.TempDir(), "srv1")
-			opened := false
-			var got uploadOptions
-			env := testEnv()
-			env.newUpload = func(loc string, o uploadOptions) (uploadSink, error) {
-				got = o
-				s, err := snapshot.NewDirSink(out)
-				return dirUpload{DirSink: s, dir: out, openErr: tc.openErr, opened: &opened}, err
+		name string
+		src  *captureSource
+	}{{"srv1-sys", sys}, {"srv1-data", data}} {
+		want := tc.src.want(t)
+		for _, loc := range []string{url + "/snapshots/" + tc.name + "/2026-11-23T10:15:00Z", url + "/snapshots/" + tc.name + "/latest"} {
+			m := restoreCheck(t, loc, want, nil)
+			if len(m.Segments) < 2 || m.Origin.Hostname != "srv1" || m.Origin.Path != tc.src.dev {
+				t.Errorf("%s: %d segments, origin %+v; want several segments, hostname srv1, path %s", loc, len(m.Segments), m.Origin, tc.src.dev)
 			}
-			r, console := captureRescue(t.TempDir(), []DiskEntry{{Snapshot: "http://10.0.2.100/snapshots/srv1", Target: "path=" + src.dev}}, "", true)
-			status, err := r.capture(context.Background(), &Plan{}, env)
-			if !opened {
-				t.Fatalf("the upload session was never opened")
-			}
-			if got.Generation != "2026-11-23T10:15:00Z" || !got.Overwrite {
-				t.Errorf("upload options %+v; want generation 2026-11-23T10:15:00Z and overwrite", got)
-			}
-			if tc.openErr != "" {
-				if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), src.dev) {
-					t.Errorf("capture with a refused upload session: %s, %v; want an error naming the disk and the server's 401", status, err)
-				}
-				if strings.Contains(console.String(), "reading "+src.dev) {
-					t.Errorf("the disk was read although the upload session was refused:\n%s", console)
-				}
-				if _, err := os.Stat(out); err == nil {
-					t.Errorf("%s exists although the session was refused", out)
-				}
-				return
-			}
-			if err != nil || status != StatusSuccess {
-				t.Fatalf("capture with an upload: %s, %v\n%s", status, err, console)
-			}
-			restoreCheck(t, out, src.want(t), nil)
-		})
+		}
+	}
+	if !strings.Contains(console.String(), "/snapshots/srv1-sys/2026-11-23T10:15:00Z") {
+		t.Errorf("the console does not name the published generation:\n%s", console)
+	}
+
+	_, console, status, err = run(token)
+	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "exists") || !strings.Contains(err.Error(), sys.dev) {
+		t.Errorf("a second capture without overwrite: %s, %v; want the server's refusal (exists) naming disk 1", status, err)
+	}
+	if strings.Contains(console.String(), "reading ") {
+		t.Errorf("a disk was read although the server refused the existing name:\n%s", console)
 	}
 }
