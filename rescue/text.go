@@ -280,17 +280,32 @@ func machineMenu(p *Plan, id Identity) string {
 	b.WriteString("\r\n")
 	b.WriteString("================================ Rewind ================================\r\n")
 	fmt.Fprintf(&b, "  No plan entry names this machine (MACs %s, DMI UUID %s).\r\n", strings.Join(id.MACs, ", "), orNone(id.DMIUUID))
-	b.WriteString("  Pick the machine to restore:\r\n\r\n")
+	b.WriteString("  Pick the machine:\r\n\r\n")
 	for i, m := range p.Machines {
 		if i == 9 {
 			fmt.Fprintf(&b, "  (%d more entries: boot with rewind.machine=NAME to pick one of them)\r\n", len(p.Machines)-9)
 			break
 		}
-		fmt.Fprintf(&b, "  %d) %-16s %s\r\n", i+1, machineName(p, &p.Machines[i]), m.Snapshot)
+		fmt.Fprintf(&b, "  %d) %-16s %s\r\n", i+1, machineName(p, &p.Machines[i]), menuSnapshots(&m))
 	}
 	b.WriteString("\r\n  Press its number, or Esc to abort (no disk is touched).\r\n")
 	b.WriteString("========================================================================\r\n")
 	return b.String()
+}
+
+// menuSnapshots words an entry's snapshots for the machine menu.
+func menuSnapshots(m *Machine) string {
+	s := m.Snapshot
+	if len(m.Disks) > 0 {
+		s = m.Disks[0].Snapshot
+		if len(m.Disks) > 1 {
+			s += fmt.Sprintf(" and %d more disks", len(m.Disks)-1)
+		}
+	}
+	if m.Action == ActionCapture {
+		s = "capture to " + s
+	}
+	return s
 }
 
 // whyPicked is the report's reason for a machine picked from the menu.

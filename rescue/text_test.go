@@ -103,3 +103,18 @@ func TestSummaryCaptureDisks(t *testing.T) {
 		}
 	}
 }
+
+// The machine menu names an entry with several disks by its first
+// snapshot and how many more there are, and marks a capture.
+func TestMachineMenuDisks(t *testing.T) {
+	p := &Plan{Machines: []Machine{
+		{Name: "pc1", Snapshot: "media:/snapshots/pc1"},
+		{Name: "srv1", Action: ActionCapture, Disks: []DiskEntry{{Snapshot: "http://lab/snapshots/srv1-sys"}, {Snapshot: "http://lab/snapshots/srv1-data"}}},
+	}}
+	got := machineMenu(p, Identity{})
+	for _, w := range []string{"1) pc1              media:/snapshots/pc1", "2) srv1             capture to http://lab/snapshots/srv1-sys and 1 more disks"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("menu lacks %q:\n%s", w, got)
+		}
+	}
+}
