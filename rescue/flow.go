@@ -266,6 +266,9 @@ func (r *Rescue) restoreMachine(ctx context.Context, plan *Plan) (string, error)
 	// Layout and data of each disk, then the files the plan installs
 	// into the restored system.
 	for i := range disks {
+		if several {
+			r.log.Printf("restore: disk %d of %d: %s <- %s", i+1, len(disks), disks[i].Path, s.Disks[i].Snapshot)
+		}
 		status, err := r.restore(ctx, snaps[i], disks[i], &r.report.Disks[i])
 		if err != nil || status != StatusSuccess {
 			return status, diskError(i, several, err)
