@@ -88,6 +88,10 @@ type captureDest interface {
 
 func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (string, error) {
 	s := r.settings
+	r.report.Action = ActionCapture
+	if len(r.report.Disks) != len(s.Disks) {
+		r.report.Disks = newDiskReports(s.Disks)
+	}
 	start := time.Now()
 	fail := func(step string, err error) (string, error) {
 		r.report.AddStep(step, StepFailed, start, err.Error())
@@ -145,6 +149,7 @@ func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (strin
 			return fail("source", fmt.Errorf("disk %d: %w", i+1, err))
 		}
 		jobs[i].disk = d
+		r.report.Disks[i].setTarget(d)
 		lines = append(lines, fmt.Sprintf("%s -> %s", describeTarget(d), jobs[i].entry.Snapshot))
 		r.log.Printf("capture: disk %d: %s -> %s", i+1, describeTarget(d), jobs[i].entry.Snapshot)
 	}
@@ -155,24 +160,15 @@ func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (strin
 	}
 	r.report.AddStep("source", StepOK, start, strings.Join(lines, "; "))
 
-	// Countdown.
+	// Countdown: every disk and where it goes.
 	p := Prompt{Action: ActionCapture, Snapshot: jobs[0].entry.Snapshot, Target: describeTarget(jobs[0].disk), Seconds: s.Countdown, Default: s.Default}
-	for _, j := range jobs {
-		p.Disks = append(p.Disks, PromptDisk{Snapshot: j.entry.Snapshot, Disk: describeTarget(j.disk)})
+	if len(jobs) > 1 {
+		for _, j := range jobs {
+			p.Disks = append(p.Disks, PromptDisk{Snapshot: j.entry.Snapshot, Disk: describeTarget(j.disk)})
+		}
 	}
-	d, why := DecideRestore, whyNoPrompt
-	if s.Countdown > 0 {
-		d, why = r.countdown(ctx, p)
-	} else if s.Default == DefaultAbort {
-		d, why = DecideAbort, "no prompt and the default is abort"
-	}
-	r.report.Countdown = d.String() + ": " + why
-	switch d {
-	case DecideAbort:
-		return StatusAborted, nil
-	case DecideShell:
-		s.After = AfterShell
-		return StatusAborted, nil
+	if status, ok := r.decide(ctx, p); !ok {
+		return status, nil
 	}
 
 	// The disks, one after the other.
@@ -188,12 +184,18 @@ func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (strin
 	return StatusSuccess, nil
 }
 
-// captureDisk captures one disk into its destination.
+// captureDisk captures disk i of the machine into its destination.
+//
+// Its entry in the report is marked DiskOK only once the snapshot is
+// complete and published under its name.
 func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment int64) error {
 	start := time.Now()
+	dr := &r.report.Disks[i]
+	dr.Status = DiskRunning
 	fail := func(err error) error {
 		err = fmt.Errorf("capture of disk %d (%s) into %s failed: %w", i+1, j.disk.Path, j.entry.Snapshot, err)
 		r.report.AddStep("capture", StepFailed, start, err.Error())
+		dr.Status, dr.Error = DiskFailed, err.Error()
 		return err
 	}
 	// Checked again: the countdown may have lasted long.
@@ -240,6 +242,13 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 		return fail(err)
 	}
 	id, _ := manifestID(m)
+	dr.Status, dr.Published, dr.ID = DiskOK, published, id
+	dr.DiskSize, dr.DataBytes = m.DiskSize, m.DataBytes()
+	dr.BytesRead, dr.BytesStored = m.DataBytes(), m.StoredBytes()
+	dr.Seconds = time.Since(began).Seconds()
+	if dr.Seconds > 0 {
+		dr.BytesPerSecond = float64(dr.BytesRead) / dr.Seconds
+	}
 	detail := fmt.Sprintf("disk %d: %s -> %s: %s of data stored in %s (%d segments), id %.16s",
 		i+1, j.disk.Path, published, units.Bytes(m.DataBytes()), units.Bytes(m.StoredBytes()), len(m.Segments), id)
 	if u := m.UnusedBytes(); u > 0 {

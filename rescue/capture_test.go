@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -205,6 +206,19 @@ func TestCaptureTwoDisksToMedia(t *testing.T) {
 	if captured != 2 {
 		t.Errorf("report steps %+v; want two capture steps ok", r.report.Steps)
 	}
+	if r.report.Action != ActionCapture || len(r.report.Disks) != 2 {
+		t.Fatalf("report action %q with %d disks; want capture with 2", r.report.Action, len(r.report.Disks))
+	}
+	for i, want := range []struct{ loc, dev, dir string }{
+		{"media:/snapshots/srv1-sys", sys.dev, "srv1-sys"}, {"media:/snapshots/srv1-data", data.dev, "srv1-data"},
+	} {
+		d := r.report.Disks[i]
+		id := fmt.Sprintf("%x", manifestSum(filepath.Join(media, "snapshots", want.dir)))
+		if d.Status != DiskOK || d.Published != want.loc || d.Target.Path != want.dev || d.ID != id || d.BytesStored == 0 {
+			t.Errorf("report disk %d: status %q, published %q, target %q, id %.16s, %d bytes stored; want ok, %s, %s, id %.16s (the manifest's SHA-256), bytes stored",
+				i+1, d.Status, d.Published, d.Target.Path, d.ID, d.BytesStored, want.loc, want.dev, id)
+		}
+	}
 }
 
 // existingSnapshot captures a small disk into media:/snapshots/NAME as
@@ -295,18 +309,21 @@ func TestCaptureExistingName(t *testing.T) {
 	}
 }
 
-// TestCaptureMediumFull: the medium (a 12 MiB tmpfs) holds an old
-// snapshot of the name and has too little room for the new one: with
-// overwrite the capture fails saying the medium is full and what to do,
-// the partial directory is removed, the old snapshot is untouched, and the
-// report names the failed disk.
+// TestCaptureMediumFull: a machine with three disks captured onto a
+// medium (a 12 MiB tmpfs) that holds an old snapshot under disk 2's name:
+// disk 1 (2 MiB of files) fits, disk 2 (20 MiB) does not. The capture of
+// disk 2 fails saying the medium is full and what to do, its partial
+// directory is removed, its old snapshot is untouched; disk 1 stays
+// captured, disk 3 is not started, and the report and the summary say so.
 func TestCaptureMediumFull(t *testing.T) {
 	testdisk.NeedFS(t, "ext4")
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	dir := t.TempDir()
-	src := newCaptureSource(t, "sys", 48*mib, 21, testdisk.MakeFS(t, filepath.Join(dir, "ext4.img"), "ext4", 40*mib, 20*mib, 22))
+	small := newCaptureSource(t, "small", 16*mib, 23, testdisk.MakeFS(t, filepath.Join(dir, "small.img"), "ext4", 8*mib, 2*mib, 24))
+	big := newCaptureSource(t, "big", 48*mib, 21, testdisk.MakeFS(t, filepath.Join(dir, "big.img"), "ext4", 40*mib, 20*mib, 22))
+	third := newCaptureSource(t, "third", 16*mib, 25, testdisk.MakeFS(t, filepath.Join(dir, "third.img"), "ext4", 8*mib, 2*mib, 26))
 	media := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", media).CombinedOutput(); err != nil {
 		t.Skipf("mount tmpfs: %v: %s", err, out)
@@ -314,31 +331,46 @@ func TestCaptureMediumFull(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", media).Run() })
 	old := existingSnapshot(t, media, "srv1")
 
-	r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", true)
+	r, console := captureRescue(media, []DiskEntry{
+		{Snapshot: "media:/snapshots/srv1-small", Target: "path=" + small.dev},
+		{Snapshot: "media:/snapshots/srv1", Target: "path=" + big.dev},
+		{Snapshot: "media:/snapshots/srv1-third", Target: "path=" + third.dev},
+	}, "", true)
 	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
-	for _, want := range []string{"the rescue medium is full", "MiB free", "use a larger stick or upload to the lab server", "disk 1 (" + src.dev + ")", "untouched"} {
+	for _, want := range []string{"the rescue medium is full", "MiB free", "use a larger stick or upload to the lab server", "disk 2 (" + big.dev + ")", "untouched"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("capture of %s (20 MiB of files) onto a 12 MiB medium: %s, %v; want an error saying %q\n%s", src.dev, status, err, want, console)
+			t.Errorf("capture of %s (20 MiB of files) onto a 12 MiB medium: %s, %v; want an error saying %q\n%s", big.dev, status, err, want, console)
 		}
 	}
 	if status != StatusFailed {
 		t.Errorf("status %s, want %s", status, StatusFailed)
 	}
-	if manifestSum(filepath.Join(media, "snapshots", "srv1")) != old {
+	snaps := filepath.Join(media, "snapshots")
+	if manifestSum(filepath.Join(snaps, "srv1")) != old {
 		t.Errorf("the old media:/snapshots/srv1 changed after the failed capture")
 	}
-	if _, err := snapshot.Open(context.Background(), filepath.Join(media, "snapshots", "srv1"), snapshot.OpenOptions{}); err != nil {
+	if _, err := snapshot.Open(context.Background(), filepath.Join(snaps, "srv1"), snapshot.OpenOptions{}); err != nil {
 		t.Errorf("the old media:/snapshots/srv1 no longer opens: %v", err)
 	}
-	if left := dotEntries(filepath.Join(media, "snapshots")); len(left) > 0 {
+	if left := dotEntries(snaps); len(left) > 0 {
 		t.Errorf("media:/snapshots holds %v after the failed capture; want the partial directory removed", left)
 	}
-	failed := false
-	for _, s := range r.report.Steps {
-		failed = failed || s.Name == "capture" && s.Status == StepFailed && strings.Contains(s.Detail, src.dev)
+	if _, err := os.Stat(filepath.Join(snaps, "srv1-third")); err == nil {
+		t.Errorf("media:/snapshots/srv1-third exists although disk 3 was never started")
 	}
-	if !failed {
-		t.Errorf("report steps %+v; want a failed capture step naming %s", r.report.Steps, src.dev)
+	restoreCheck(t, filepath.Join(snaps, "srv1-small"), small.want(t), nil)
+
+	for i, want := range []string{DiskOK, DiskFailed, DiskNotStarted} {
+		if got := r.report.Disks[i].Status; got != want {
+			t.Errorf("report disk %d (%s): status %q, want %q", i+1, r.report.Disks[i].Target.Path, got, want)
+		}
+	}
+	if e := r.report.Disks[1].Error; !strings.Contains(e, "full") {
+		t.Errorf("report disk 2: error %q; want it to say the medium is full", e)
+	}
+	r.report.Finish(status, err, time.Now())
+	if sum := Summary(r.report); !strings.Contains(sum, "Captured: disk 1. Not captured: disk 2, 3.") {
+		t.Errorf("summary does not say which disks were captured:\n%s", sum)
 	}
 }
 
