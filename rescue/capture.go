@@ -33,7 +33,7 @@ type uploadSink interface {
 type uploadOptions struct {
 	Token      string // the plan's [upload] token
 	Overwrite  bool   // add a generation to an existing name
-	Generation string // the run's generation name (GenerationLayout)
+	Generation string // the run's generation name (upload.GenerationLayout)
 }
 
 // captureEnv holds what a capture reaches outside the rescue flow, so a
@@ -44,6 +44,8 @@ type captureEnv struct {
 	newUpload func(loc string, o uploadOptions) (uploadSink, error)
 	// sources picks the disk of every entry, as a whole (selectDisks).
 	sources func(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error)
+	// exchange swaps two directories in one step (renameExchange).
+	exchange func(a, b string) error
 	// now is the clock the generation name (upload.GenerationLayout) is
 	// read from: the capture's start, shared by every disk of the run.
 	now func() time.Time
@@ -55,10 +57,12 @@ type captureEnv struct {
 // the countdown, then captures the disks one after the other. A disk that
 // fails stops the run; its destination holds no snapshot under its name
 // (an old one stays as it was), and the report says which disk failed.
-func (r *Rescue) captureMachine(ctx context.Context, plan *Plan) (string, error) {
-	return r.capture(ctx, plan, captureEnv{
+// What it needs of the plan is in r.settings (token, disks, overwrite).
+func (r *Rescue) captureMachine(ctx context.Context, _ *Plan) (string, error) {
+	return r.capture(ctx, captureEnv{
 		newUpload: r.newUploadClient,
 		sources:   captureSources,
+		exchange:  renameExchange,
 		now:       time.Now,
 	})
 }
@@ -86,7 +90,8 @@ type captureDest interface {
 	explain(err error) error
 }
 
-func (r *Rescue) capture(ctx context.Context, plan *Plan, env captureEnv) (string, error) {
+// capture is captureMachine with env's parts.
+func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	s := r.settings
 	r.report.Action = ActionCapture
 	if len(r.report.Disks) != len(s.Disks) {
@@ -289,7 +294,7 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 		if !r.media.RW {
 			return nil, fmt.Errorf("snapshot %s: the rescue medium %s is mounted read-only, so nothing can be captured onto it; write-protected stick or disc? use a writable stick or capture to the lab server (http(s)://...)", loc, r.media.Device)
 		}
-		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log}, nil
+		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log, exchange: env.exchange}, nil
 	}
 	return nil, fmt.Errorf("snapshot %s is not a place a capture can write to: use media:/snapshots/NAME (on the rescue stick) or the lab server's http(s)://host/snapshots/NAME; a plain path is in the rescue environment's memory and would vanish at the reboot", loc)
 }
@@ -297,16 +302,19 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 // mediaDest captures onto the rescue medium: into a dot-named directory
 // next to the snapshot's (.NAME.partial-GEN), renamed to NAME only once
 // complete. An existing NAME is replaced only with overwrite, and only
-// after the new snapshot is complete: renamed aside (.NAME.old-GEN), the
-// new one renamed in, then the old one removed.
+// after the new snapshot is complete: the two swapped in one step
+// (RENAME_EXCHANGE), or where the file system cannot, the old one renamed
+// aside (.NAME.old-GEN) and the new one in; then the old one removed.
 type mediaDest struct {
 	loc       string // media:/snapshots/NAME
 	dir       string // its path under the mount point
 	stamp     string // the generation, without the characters FAT refuses
 	overwrite bool
 	log       *Logger
-	partial   string // set by open
-	free      int64  // bytes free on the medium when open ran; -1 unknown
+	// exchange swaps two directories in one step (renameExchange).
+	exchange func(a, b string) error
+	partial  string // set by open
+	free     int64  // bytes free on the medium when open ran; -1 unknown
 }
 
 func (m *mediaDest) partialDir() string {
@@ -335,7 +343,13 @@ func (m *mediaDest) open(context.Context) (snapshot.Sink, error) {
 	}
 	// What an earlier capture of this name left when it was cut off
 	// (power, reset) takes room on the stick and is nobody's snapshot.
+	// So does a replaced snapshot left next to NAME; while NAME is
+	// missing, an old one may be all there is, and it stays.
 	stale, _ := filepath.Glob(filepath.Join(parent, "."+filepath.Base(m.dir)+".partial-*"))
+	if _, err := os.Lstat(m.dir); err == nil {
+		old, _ := filepath.Glob(filepath.Join(parent, "."+filepath.Base(m.dir)+".old-*"))
+		stale = append(stale, old...)
+	}
 	for _, p := range stale {
 		m.log.Printf("capture: removing %s, left by an unfinished capture", p)
 		os.RemoveAll(p)
@@ -347,32 +361,53 @@ func (m *mediaDest) open(context.Context) (snapshot.Sink, error) {
 
 func (m *mediaDest) publish() (string, error) {
 	parent := filepath.Dir(m.dir)
-	old := ""
+	replace := false
 	if _, err := os.Lstat(m.dir); err == nil {
 		if !m.overwrite { // appeared during the capture
 			return "", fmt.Errorf("%s appeared on the rescue medium during the capture; it was left as it is and the new capture removed", m.loc)
 		}
+		replace = true
+	}
+	old := ""
+	switch {
+	case !replace:
+		if err := os.Rename(m.partial, m.dir); err != nil {
+			return "", fmt.Errorf("publish %s: %w", m.loc, err)
+		}
+	case m.exchange(m.partial, m.dir) == nil:
+		// In one step: NAME is the new snapshot, the partial name the old.
+		old = m.partial
+	default:
+		// A file system without RENAME_EXCHANGE (vfat before Linux 6.0):
+		// the old one aside, then the new one in; the old one is put back
+		// when the second rename fails.
 		old = filepath.Join(parent, "."+filepath.Base(m.dir)+".old-"+m.stamp)
 		if err := os.Rename(m.dir, old); err != nil {
 			return "", fmt.Errorf("move the old %s aside: %w", m.loc, err)
 		}
-	}
-	if err := os.Rename(m.partial, m.dir); err != nil {
-		if old != "" {
-			os.Rename(old, m.dir)
+		if err := os.Rename(m.partial, m.dir); err != nil {
+			if err2 := os.Rename(old, m.dir); err2 != nil {
+				return "", fmt.Errorf("publish %s: %w; the old snapshot is kept as %s: rename it back (%v)", m.loc, err, old, err2)
+			}
+			return "", fmt.Errorf("publish %s: %w", m.loc, err)
 		}
-		return "", fmt.Errorf("publish %s: %w", m.loc, err)
 	}
 	m.partial = ""
+	if err := flushDir(parent); err != nil {
+		return "", fmt.Errorf("flush %s on the rescue medium: %w", parent, err)
+	}
 	if old != "" {
 		if err := os.RemoveAll(old); err != nil {
 			m.log.Printf("capture: the replaced snapshot %s could not be removed: %v", old, err)
 		}
-	}
-	if err := flushDir(parent); err != nil {
-		return "", fmt.Errorf("flush %s on the rescue medium: %w", parent, err)
+		flushDir(parent)
 	}
 	return m.loc, nil
+}
+
+// renameExchange swaps the directories a and b in one step.
+func renameExchange(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 }
 
 func (m *mediaDest) discard() {

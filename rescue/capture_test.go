@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func captureRescue(media string, entries []DiskEntry, segment string, overwrite 
 
 // testEnv is captureMachine's environment for r with a fixed clock.
 func testEnv(r *Rescue) captureEnv {
-	return captureEnv{newUpload: r.newUploadClient, sources: captureSources, now: func() time.Time { return time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC) }}
+	return captureEnv{newUpload: r.newUploadClient, sources: captureSources, exchange: renameExchange, now: func() time.Time { return time.Date(2026, 11, 23, 10, 15, 0, 0, time.UTC) }}
 }
 
 // restoreCheck restores the snapshot at dir onto a disk of old random
@@ -160,7 +161,7 @@ func TestCaptureTwoDisksToMedia(t *testing.T) {
 		{Snapshot: "media:/snapshots/srv1-data", Target: "path=" + data.dev},
 	}, "5MiB", false)
 
-	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
+	status, err := r.capture(context.Background(), testEnv(r))
 	if err != nil || status != StatusSuccess {
 		t.Fatalf("capture of %s and %s: %s, %v\n%s", sys.dev, data.dev, status, err, console)
 	}
@@ -262,27 +263,47 @@ func dotEntries(dir string) []string {
 }
 
 // TestCaptureExistingName: a snapshot already under the name is refused
-// without overwrite before the disk is read (the source's loop device is
-// detached afterwards: nothing held it), and with overwrite replaced by
-// the new capture, leaving no old or partial directory.
+// without overwrite before the disk is read; with overwrite it is replaced
+// by the new capture once that is complete, by RENAME_EXCHANGE or, where
+// the file system has none, by two renames, and what earlier cut-off
+// captures left (.NAME.partial-*, .NAME.old-*) is removed: no old or
+// partial directory stays.
 func TestCaptureExistingName(t *testing.T) {
 	testdisk.NeedFS(t, "ext4")
 	dir := t.TempDir()
 	src := newCaptureSource(t, "sys", 32*mib, 11, testdisk.MakeFS(t, filepath.Join(dir, "ext4.img"), "ext4", 24*mib, 4*mib, 12))
 	for _, tc := range []struct {
-		name      string
-		overwrite bool
-		wantErr   string // "" : success
+		name       string
+		overwrite  bool
+		noExchange bool   // the medium's file system has no RENAME_EXCHANGE
+		wantErr    string // "" : success
 	}{
-		{"no overwrite", false, "already exists on the rescue medium; nothing was read or written: set overwrite = true"},
-		{"overwrite", true, ""},
+		{"no overwrite", false, false, "already exists on the rescue medium; nothing was read or written: set overwrite = true"},
+		{"overwrite", true, false, ""},
+		{"overwrite without RENAME_EXCHANGE", true, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			media := t.TempDir()
 			old := existingSnapshot(t, media, "srv1")
+			snaps := filepath.Join(media, "snapshots")
+			if tc.overwrite {
+				for _, leftover := range []string{".srv1.partial-20200101T000000Z", ".srv1.old-20200101T000000Z"} {
+					os.MkdirAll(filepath.Join(snaps, leftover), 0o755)
+					os.WriteFile(filepath.Join(snaps, leftover, "data.000"), []byte("left by a power cut"), 0o644)
+				}
+			}
 			r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", tc.overwrite)
-			status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
-			snapDir := filepath.Join(media, "snapshots", "srv1")
+			env := testEnv(r)
+			exchanged := false
+			env.exchange = func(a, b string) error {
+				if tc.noExchange {
+					return syscall.EINVAL
+				}
+				exchanged = true
+				return renameExchange(a, b)
+			}
+			status, err := r.capture(context.Background(), env)
+			snapDir := filepath.Join(snaps, "srv1")
 			if tc.wantErr != "" {
 				if err == nil || status != StatusFailed || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "media:/snapshots/srv1") {
 					t.Fatalf("capture onto the existing media:/snapshots/srv1 without overwrite: %s, %v; want an error saying %q", status, err, tc.wantErr)
@@ -297,12 +318,15 @@ func TestCaptureExistingName(t *testing.T) {
 				if err != nil || status != StatusSuccess {
 					t.Fatalf("capture with overwrite: %s, %v\n%s", status, err, console)
 				}
+				if exchanged == tc.noExchange {
+					t.Errorf("RENAME_EXCHANGE used: %v; want %v", exchanged, !tc.noExchange)
+				}
 				if s := manifestSum(snapDir); s == old || s == [32]byte{} {
 					t.Errorf("%s after the capture with overwrite: still the old snapshot, or none", snapDir)
 				}
 				restoreCheck(t, snapDir, src.want(t), nil)
 			}
-			if left := dotEntries(filepath.Join(media, "snapshots")); len(left) > 0 {
+			if left := dotEntries(snaps); len(left) > 0 {
 				t.Errorf("media:/snapshots holds %v after the capture; want no partial or old directories", left)
 			}
 		})
@@ -336,7 +360,7 @@ func TestCaptureMediumFull(t *testing.T) {
 		{Snapshot: "media:/snapshots/srv1", Target: "path=" + big.dev},
 		{Snapshot: "media:/snapshots/srv1-third", Target: "path=" + third.dev},
 	}, "", true)
-	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
+	status, err := r.capture(context.Background(), testEnv(r))
 	for _, want := range []string{"the rescue medium is full", "MiB free", "use a larger stick or upload to the lab server", "disk 2 (" + big.dev + ")", "untouched"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("capture of %s (20 MiB of files) onto a 12 MiB medium: %s, %v; want an error saying %q\n%s", big.dev, status, err, want, console)
@@ -402,7 +426,7 @@ func TestCaptureRefusedDestinations(t *testing.T) {
 				t.Fatalf("%s: the disks were looked at before the destination was refused", tc.loc)
 				return nil, nil, nil
 			}
-			status, err := r.capture(context.Background(), &Plan{}, env)
+			status, err := r.capture(context.Background(), env)
 			if err == nil || status != StatusFailed || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("capture into %s (segment_size %q): %s, %v; want an error saying %q", tc.loc, tc.segment, status, err, tc.want)
 			}
@@ -427,7 +451,7 @@ func TestCaptureRefusesTheMedium(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	r, _ := captureRescue(mnt, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + dev}}, "", false)
 	r.media.Device, r.media.Disk = dev, filepath.Base(dev)
-	status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
+	status, err := r.capture(context.Background(), testEnv(r))
 	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), dev) || !strings.Contains(err.Error(), "rescue medi") {
 		t.Errorf("capture of the rescue medium %s: %s, %v; want an error naming it as the rescue medium", dev, status, err)
 	}
@@ -484,7 +508,7 @@ func TestCaptureUploadToLabServer(t *testing.T) {
 		r, console := captureRescue(t.TempDir(), entries, "5MiB", false)
 		r.settings.UploadToken = token
 		r.client = httpClient(nil)
-		status, err := r.capture(context.Background(), &Plan{}, testEnv(r))
+		status, err := r.capture(context.Background(), testEnv(r))
 		return r, console, status, err
 	}
 
