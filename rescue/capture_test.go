@@ -523,9 +523,15 @@ func TestCaptureUploadToLabServer(t *testing.T) {
 		t.Errorf("the server holds snapshots/ after uploads with a wrong token")
 	}
 
-	_, console, status, err = run(token)
+	r, console, status, err := run(token)
 	if err != nil || status != StatusSuccess {
 		t.Fatalf("capture of %s and %s to %s: %s, %v\n%s", sys.dev, data.dev, url, status, err, console)
+	}
+	for i, name := range []string{"srv1-sys", "srv1-data"} {
+		want := url + "/snapshots/" + name + "/2026-11-23T10:15:00Z"
+		if d := r.report.Disks[i]; d.Status != DiskOK || d.Published != want {
+			t.Errorf("report disk %d: status %q, published %q; want ok, %s", i+1, d.Status, d.Published, want)
+		}
 	}
 	for _, tc := range []struct {
 		name string
@@ -549,5 +555,26 @@ func TestCaptureUploadToLabServer(t *testing.T) {
 	}
 	if strings.Contains(console.String(), "reading ") {
 		t.Errorf("a disk was read although the server refused the existing name:\n%s", console)
+	}
+}
+
+// TestCaptureRaw: raw = true on the machine captures every byte, reading
+// no allocation map: the snapshot restores to the source byte for byte,
+// deleted files and stray bytes included.
+func TestCaptureRaw(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	src := newCaptureSource(t, "sys", 32*mib, 61, testdisk.MakeFS(t, filepath.Join(t.TempDir(), "ext4.img"), "ext4", 24*mib, 4*mib, 62))
+	media := t.TempDir()
+	r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", false)
+	r.settings.Machine.Raw = true
+	if status, err := r.capture(context.Background(), testEnv(r)); err != nil || status != StatusSuccess {
+		t.Fatalf("raw capture of %s: %s, %v\n%s", src.dev, status, err, console)
+	}
+	want, err := os.ReadFile(src.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := restoreCheck(t, filepath.Join(media, "snapshots", "srv1"), want, nil); m.UnusedBytes() != 0 {
+		t.Errorf("raw capture of %s: %d unused bytes; want none", src.dev, m.UnusedBytes())
 	}
 }
