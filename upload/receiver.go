@@ -41,8 +41,8 @@ const (
 	DefaultIdleTimeout = 2 * snapshot.DefaultRetryFor
 	// DefaultReadIdle is how long a request body may take for each MiB.
 	DefaultReadIdle = 30 * time.Second
-	// MinFree is the space a new session needs on the server's disk.
-	MinFree = 64 << 20
+	// DefaultMinFree is the space a new session needs on the server's disk.
+	DefaultMinFree = 64 << 20
 	// maxChunks bounds the frames of one session (4 Mi chunks of 4 MiB:
 	// a 16 TiB disk).
 	maxChunks = 4 << 20
@@ -74,6 +74,9 @@ type ReceiverConfig struct {
 	// ReadIdle is how long a request body may take per MiB; 0:
 	// DefaultReadIdle.
 	ReadIdle time.Duration
+	// MinFree is the free space a new session needs on the server's
+	// disk (507 below it); 0: DefaultMinFree.
+	MinFree int64
 	// Now is the server's clock; nil: time.Now.
 	Now func() time.Time
 	// Log gets a line per session event; nil: none.
@@ -160,6 +163,9 @@ func NewReceiver(root *os.Root, cfg ReceiverConfig) (*Receiver, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MinFree <= 0 {
+		cfg.MinFree = DefaultMinFree
 	}
 	log := cfg.Log
 	if log == nil {
@@ -424,13 +430,13 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 	json.NewEncoder(w).Encode(createResponse{Session: s.id, Generation: s.gen})
 }
 
-// checkFree refuses a session when the disk has less than MinFree.
+// checkFree refuses a session when the disk has less than cfg.MinFree.
 func (r *Receiver) checkFree() error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(r.root.Name(), &st); err != nil {
 		return nil // unknown: writing will tell
 	}
-	if free := int64(st.Bavail) * int64(st.Bsize); free < MinFree {
+	if free := int64(st.Bavail) * int64(st.Bsize); free < r.cfg.MinFree {
 		return fmt.Errorf("the lab server's disk is full: %s has %d MiB free; free space there (or lower --keep) and capture again", r.root.Name(), free>>20)
 	}
 	return nil
