@@ -638,7 +638,8 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 			r.failRefuse(w, req, s, code, fmt.Sprintf("%s: the lab server's disk is full (%v): free space on it and capture again", where, err))
 			return
 		}
-		r.refuse(w, req, http.StatusBadRequest, fmt.Sprintf("%s: received %d bytes of %d: %v", where, got, n, err))
+		// 408: the client sends it again (a cut connection).
+		r.refuse(w, req, http.StatusRequestTimeout, fmt.Sprintf("%s: received %d bytes of %d: %v", where, got, n, err))
 		return
 	}
 	if !bytes.Equal(h.Sum(nil), sum) {
@@ -691,7 +692,7 @@ func (r *Receiver) receive(w http.ResponseWriter, req *http.Request, f *os.File,
 	buf := make([]byte, 1<<20)
 	var got int64
 	for got < n {
-		rc.SetReadDeadline(time.Now().Add(r.cfg.ReadIdle))
+		r.deadlines(rc)
 		k, err := io.ReadFull(body, buf[:min(int64(len(buf)), n-got)])
 		if k > 0 {
 			h.Write(buf[:k])
@@ -709,6 +710,15 @@ func (r *Receiver) receive(w http.ResponseWriter, req *http.Request, f *os.File,
 		}
 	}
 	return got, nil
+}
+
+// deadlines moves the connection's deadlines on before the next MiB of a
+// body: a large body arrives at any sane speed, a stalled one is cut off,
+// and the answer can still be written after it.
+func (r *Receiver) deadlines(rc *http.ResponseController) {
+	now := time.Now()
+	rc.SetReadDeadline(now.Add(r.cfg.ReadIdle))
+	rc.SetWriteDeadline(now.Add(r.cfg.ReadIdle + time.Minute))
 }
 
 // commit checks the manifest against every frame recorded, writes the
@@ -730,9 +740,22 @@ func (r *Receiver) commit(w http.ResponseWriter, req *http.Request, s *session) 
 		}
 		sig = b
 	}
-	data, err := r.readManifest(w, req)
+	// A manifest holds about 300 bytes per chunk; unused ranges add less
+	// than that again. The bound keeps a session from making the server
+	// hold a gigabyte.
+	limit := min(int64(snapshot.MaxManifestSize), 16<<20+1024*int64(len(s.chunks)))
+	if req.ContentLength > limit {
+		r.failRefuse(w, req, s, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest of %d bytes for %d chunks; at most %d", req.ContentLength, len(s.chunks), limit))
+		return
+	}
+	data, err := r.readManifest(w, req, limit)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		r.failRefuse(w, req, s, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest of more than %d bytes for %d chunks", limit, len(s.chunks)))
+		return
+	}
 	if err != nil {
-		r.refuse(w, req, http.StatusBadRequest, "manifest body: "+err.Error()) // a cut connection: the client retries
+		r.refuse(w, req, http.StatusRequestTimeout, "manifest body: "+err.Error()) // a cut connection: the client sends it again
 		return
 	}
 	m, err := snapshot.ParseManifest(data)
@@ -766,13 +789,13 @@ func (r *Receiver) commit(w http.ResponseWriter, req *http.Request, s *session) 
 	json.NewEncoder(w).Encode(commitResponse{Published: published, Signed: r.cfg.SignKey != nil})
 }
 
-func (r *Receiver) readManifest(w http.ResponseWriter, req *http.Request) ([]byte, error) {
+func (r *Receiver) readManifest(w http.ResponseWriter, req *http.Request, limit int64) ([]byte, error) {
 	rc := http.NewResponseController(w)
-	body := http.MaxBytesReader(w, req.Body, snapshot.MaxManifestSize)
+	body := http.MaxBytesReader(w, req.Body, limit)
 	var out bytes.Buffer
 	buf := make([]byte, 1<<20)
 	for {
-		rc.SetReadDeadline(time.Now().Add(r.cfg.ReadIdle))
+		r.deadlines(rc)
 		k, err := body.Read(buf)
 		out.Write(buf[:k])
 		if err == io.EOF {
@@ -899,7 +922,14 @@ func (r *Receiver) publishSession(s *session) (string, int, error) {
 		err = r.root.Rename(tmp, s.name+"/"+Latest)
 	}
 	if err == nil {
-		err = errors.Join(r.syncDir(s.name), r.syncDir(staging), r.syncDir(path.Dir(s.name)))
+		// NAME and the directories MkdirAll may have made above it.
+		dirs := []string{staging}
+		for d := s.name; d != "."; d = path.Dir(d) {
+			dirs = append(dirs, d)
+		}
+		for _, d := range append(dirs, ".") {
+			err = errors.Join(err, r.syncDir(d))
+		}
 	}
 	if err != nil {
 		r.root.Remove(tmp)

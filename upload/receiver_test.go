@@ -177,3 +177,35 @@ func TestUploadDiskFull(t *testing.T) {
 		t.Errorf("pc1 holds %v after the failed upload, want nothing", got)
 	}
 }
+
+// A frame sent again after its answer was lost is acknowledged and
+// stored once; the same chunk with other bytes fails the session.
+func TestFrameSentTwice(t *testing.T) {
+	dir := t.TempDir()
+	_, url := serve(t, dir, ReceiverConfig{})
+	c, err := NewClient(url+"/pc1", ClientOptions{Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f := frameOf(t, 0, 0, "data.000", 0, testdisk.RandomBytes(1, 4096))
+	for i := range 2 {
+		if err := c.Put(context.Background(), f); err != nil {
+			t.Fatalf("Put of chunk 0, time %d: %v", i+1, err)
+		}
+	}
+	seg := filepath.Join(dir, staging, c.session, "data.000")
+	if fi, err := os.Stat(seg); err != nil || fi.Size() != int64(len(f.Data)) {
+		t.Fatalf("%s after the same frame twice: %v, want %d bytes", seg, err, len(f.Data))
+	}
+	other := frameOf(t, 0, 0, "data.000", 0, testdisk.RandomBytes(2, 4096))
+	err = c.Put(context.Background(), other)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "chunk 0") {
+		t.Errorf("Put of chunk 0 with other bytes: %v, want ErrRefused naming chunk 0", err)
+	}
+	if got := entries(t, filepath.Join(dir, staging)); len(got) != 0 {
+		t.Errorf("staging holds %v after the session failed, want nothing", got)
+	}
+}

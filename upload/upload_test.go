@@ -545,6 +545,8 @@ func TestUploadHostileRequests(t *testing.T) {
 			map[string]string{"X-Rewind-SHA256": hash}, "frame", 400, ">= 0", false},
 		{"session of another name", http.MethodPut, "/upload/other?session=SID&chunk=0&segment=0&name=data.000&offset=0",
 			map[string]string{"X-Rewind-SHA256": hash}, "frame", 400, "is for pcX", true},
+		{"huge manifest", http.MethodPut, "/upload/pcX?session=SID&commit=1",
+			map[string]string{"Content-Length": "999999999999"}, "", 413, "manifest of 999999999999 bytes", false},
 		{"unknown session", http.MethodGet, "/upload/pcX?session=nope", nil, "", 404, "no upload session", false},
 		{"commit without frames", http.MethodPut, "/upload/pcX?session=SID&commit=1", nil, `{"format":"rewind-snapshot"}`, 400, "manifest", false},
 	} {
