@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"testing"
 )
@@ -126,5 +127,33 @@ func TestLatestRedirect(t *testing.T) {
 		if tc.location != "" && resp.Header.Get("Cache-Control") != "no-store" {
 			t.Errorf("%s %s: the redirect may be cached (Cache-Control %q): latest moves", tc.method, tc.path, resp.Header.Get("Cache-Control"))
 		}
+	}
+}
+
+// A redirect of the manifest to another host is followed, but the source
+// keeps its own base: only a server's own redirect (same scheme and host)
+// moves where every other file is read.
+func TestRebaseOnlyOnTheSameHost(t *testing.T) {
+	dir := t.TempDir()
+	pc1 := filepath.Join(dir, "pc1")
+	generation(t, pc1, "2026-11-23T10:00:00Z", 1)
+	pointLatest(t, pc1, "2026-11-23T10:00:00Z")
+	other := serveRoot(t, dir)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/pc1/2026-11-23T10:00:00Z/"+path.Base(r.URL.Path), http.StatusFound)
+	}))
+	t.Cleanup(front.Close)
+	for _, tc := range []struct{ url, base string }{
+		{front.URL + "/pc1/latest", front.URL + "/pc1/latest/"},
+		{other.URL + "/pc1/latest", other.URL + "/pc1/2026-11-23T10:00:00Z/"},
+	} {
+		snap, err := Open(guard(t), tc.url, OpenOptions{})
+		if err != nil {
+			t.Fatalf("open %s: %v", tc.url, err)
+		}
+		if got := snap.src.(*HTTPSource).url("data.000"); got != tc.base+"data.000" {
+			t.Errorf("open %s: files are read from %s, want %s", tc.url, got, tc.base)
+		}
+		snap.Close()
 	}
 }
