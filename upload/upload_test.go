@@ -916,3 +916,32 @@ func TestUploadGPTDiskEqualsLocalCapture(t *testing.T) {
 		t.Errorf("verify the uploaded snapshot over HTTP: %v", err)
 	}
 }
+
+// A capture that fails on the machine's side after sending every frame
+// (its recheck finds the file system changed) aborts: the server drops
+// the session at once, and nothing is published.
+func TestUploadAbortDropsSession(t *testing.T) {
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token"})
+	d := makeDisk(t, 10)
+	c := newClient(t, l.url+"/pc1", upload.ClientOptions{})
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	opts := captureOptions(d)
+	sent := false
+	opts.Recheck = func() error {
+		entries, _ := os.ReadDir(filepath.Join(l.dir, ".upload"))
+		sent = len(entries) == 1
+		return errors.New("a file system was written to during the capture")
+	}
+	if _, err := snapshot.CaptureTo(context.Background(), mustOpen(t, d.path), c, opts); err == nil {
+		t.Fatal("capture succeeded although its recheck failed")
+	}
+	if !sent {
+		t.Fatal("no session staging on the server before the recheck: the test did not test an abort")
+	}
+	noStaging(t, l)
+	if gens, _ := generations(t, l, "pc1"); len(gens) != 0 {
+		t.Errorf("pc1 holds %v after an aborted capture", gens)
+	}
+}
