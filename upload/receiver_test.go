@@ -209,3 +209,30 @@ func TestFrameSentTwice(t *testing.T) {
 		t.Errorf("staging holds %v after the session failed, want nothing", got)
 	}
 }
+
+// Beyond MaxSessions a new session is told to retry later (503), and the
+// client retries it; once a session ends, the next one opens.
+func TestMaxSessions(t *testing.T) {
+	dir := t.TempDir()
+	_, url := serve(t, dir, ReceiverConfig{MaxSessions: 1})
+	first, err := NewClient(url+"/pc1", ClientOptions{Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// RetryFor of 1ns: the first refusal is the last attempt.
+	second, err := NewClient(url+"/pc2", ClientOptions{Token: testToken, RetryFor: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Open(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "1 uploads are in progress") || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("Open beyond MaxSessions 1: %v, want a 503 naming the limit", err)
+	}
+	first.Abort()
+	if err := second.Open(context.Background()); err != nil {
+		t.Errorf("Open after the other session ended: %v", err)
+	}
+}
