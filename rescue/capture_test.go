@@ -214,6 +214,7 @@ func TestCaptureTwoDisksToMedia(t *testing.T) {
 		{"media:/snapshots/srv1-sys", sys.dev, "srv1-sys"}, {"media:/snapshots/srv1-data", data.dev, "srv1-data"},
 	} {
 		d := r.report.Disks[i]
+		t.Logf("disk %d (%s): %d bytes read, %d stored in %.2fs (%.1f MB/s)", i+1, want.dev, d.BytesRead, d.BytesStored, d.Seconds, d.BytesPerSecond/1e6)
 		id := fmt.Sprintf("%x", manifestSum(filepath.Join(media, "snapshots", want.dir)))
 		if d.Status != DiskOK || d.Published != want.loc || d.Target.Path != want.dev || d.ID != id || d.BytesStored == 0 {
 			t.Errorf("report disk %d: status %q, published %q, target %q, id %.16s, %d bytes stored; want ok, %s, %s, id %.16s (the manifest's SHA-256), bytes stored",
