@@ -579,3 +579,27 @@ func TestCaptureRaw(t *testing.T) {
 		t.Errorf("raw capture of %s: %d unused bytes; want none", src.dev, m.UnusedBytes())
 	}
 }
+
+// TestCaptureAbortedByDefault: with no countdown and the plan's default
+// abort, the capture stops after matching the disks: status aborted, no
+// error, nothing read or written, every disk "not started".
+func TestCaptureAbortedByDefault(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	src := newCaptureSource(t, "sys", 32*mib, 71, testdisk.MakeFS(t, filepath.Join(t.TempDir(), "ext4.img"), "ext4", 24*mib, 4*mib, 72))
+	media := t.TempDir()
+	r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", false)
+	r.settings.Default = DefaultAbort
+	status, err := r.capture(context.Background(), testEnv(r))
+	if err != nil || status != StatusAborted {
+		t.Errorf("capture with default abort and no countdown: %s, %v; want %s and no error", status, err, StatusAborted)
+	}
+	if strings.Contains(console.String(), "reading ") {
+		t.Errorf("the aborted capture read a disk:\n%s", console)
+	}
+	if entries, _ := os.ReadDir(media); len(entries) > 0 {
+		t.Errorf("the medium holds %d entries after the aborted capture; want none", len(entries))
+	}
+	if d := r.report.Disks[0]; d.Status != DiskNotStarted || d.Target.Path != src.dev {
+		t.Errorf("report disk 1: status %q, target %q; want %q, %s", d.Status, d.Target.Path, DiskNotStarted, src.dev)
+	}
+}
