@@ -20,6 +20,7 @@ import (
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/snapshot"
+	"golang.org/x/sys/unix"
 )
 
 const mib = 1 << 20
@@ -601,5 +602,96 @@ func TestCaptureAbortedByDefault(t *testing.T) {
 	}
 	if d := r.report.Disks[0]; d.Status != DiskNotStarted || d.Target.Path != src.dev {
 		t.Errorf("report disk 1: status %q, target %q; want %q, %s", d.Status, d.Target.Path, DiskNotStarted, src.dev)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: the rescue's console is the
+// slave, the test types and reads on the master.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock the pty: %v", err)
+	}
+	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); m.Close() })
+	return m, s
+}
+
+// TestCaptureCountdownShowsEveryDisk: on a console (a pseudo-terminal),
+// the countdown of a two-disk capture names the action and every disk
+// with where it goes before anything is read. Esc aborts with nothing read
+// or written; another key starts the capture of both disks.
+func TestCaptureCountdownShowsEveryDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name, key  string
+		wantStatus string
+	}{
+		{"Esc aborts", "\x1b", StatusAborted},
+		{"a key starts", "x", StatusSuccess},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var devs []string
+			for i := range 2 {
+				img := filepath.Join(t.TempDir(), "disk.img")
+				os.WriteFile(img, testdisk.RandomBytes(uint64(80+i), 2*mib), 0o644)
+				devs = append(devs, testdisk.Loop(t, img, 0))
+			}
+			media := t.TempDir()
+			r, _ := captureRescue(media, []DiskEntry{
+				{Snapshot: "media:/snapshots/srv1-a", Target: "path=" + devs[0]},
+				{Snapshot: "media:/snapshots/srv1-b", Target: "path=" + devs[1]},
+			}, "", false)
+			master, slave := openPTY(t)
+			r.ttys = []*TTY{{File: slave}}
+			r.settings.Countdown = 600
+
+			// The person at the console reads the banner, then presses the key.
+			seen := make(chan string, 1)
+			go func() {
+				var out []byte
+				buf := make([]byte, 4096)
+				for {
+					n, err := master.Read(buf)
+					out = append(out, buf[:n]...)
+					if strings.Contains(string(out), "Esc to abort") {
+						master.Write([]byte(tc.key))
+						seen <- string(out)
+						return
+					}
+					if err != nil {
+						seen <- string(out)
+						return
+					}
+				}
+			}()
+			status, err := r.capture(context.Background(), testEnv(r))
+			slave.Close() // the reader stops here when no banner came
+			banner := <-seen
+			for _, want := range append([]string{"Capture 2 disks", "-> media:/snapshots/srv1-a", "-> media:/snapshots/srv1-b", "only read"}, devs...) {
+				if !strings.Contains(banner, want) {
+					t.Errorf("countdown banner does not say %q:\n%s", want, banner)
+				}
+			}
+			if err != nil || status != tc.wantStatus {
+				t.Fatalf("capture after the key %q: %s, %v; want %s", tc.key, status, err, tc.wantStatus)
+			}
+			for _, name := range []string{"srv1-a", "srv1-b"} {
+				_, err := os.Stat(filepath.Join(media, "snapshots", name, snapshot.ManifestName))
+				if got, want := err == nil, tc.wantStatus == StatusSuccess; got != want {
+					t.Errorf("media:/snapshots/%s has a manifest: %v, want %v", name, got, want)
+				}
+			}
+		})
 	}
 }
