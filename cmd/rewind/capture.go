@@ -53,7 +53,11 @@ every partition, as an image.
 Capture from a disk that is not in use (unmounted, or a snapshot of a volume):
 a mounted file system that changes while it is read is captured inconsistent,
 so a block device with a file system mounted read-write or active swap is
-refused; read-only mounts are allowed.`,
+refused; read-only mounts are allowed. To capture the disk a machine runs
+from, boot the rescue medium on it and pick "Capture this machine" in the
+boot menu (or boot with rewind.action=capture), or capture an LVM or
+file-system snapshot of the volume; a disk this system does not let you read
+(permission denied, operation not permitted, busy) is explained the same way.`,
 		Example: `  rewind capture /dev/sda -o /mnt/backup/pc1
   rewind capture disk.img -o snap --chunk-size 8MiB --sign lab.key
   rewind capture /dev/sdb -o /mnt/backup/forensic --raw`,
@@ -68,7 +72,7 @@ refused; read-only mounts are allowed.`,
 			}
 			f, err := os.Open(src)
 			if err != nil {
-				return fmt.Errorf("open source: %w", err)
+				return fmt.Errorf("capture: %w", diskrestore.ExplainOpenError(src, err))
 			}
 			defer f.Close()
 			size, sector, err := sourceGeometry(f, sectorSize)
