@@ -3,6 +3,8 @@ package initramfs
 import (
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/rescue"
 )
 
 // The boot menus carry a third entry, "Capture this machine", whose
@@ -56,6 +58,18 @@ func TestMenuCaptureEntry(t *testing.T) {
 				}
 				if strings.Contains(extra, "serial=WD 1") && !strings.Contains(e.Cmdline, `rewind.target="serial=WD 1"`) {
 					t.Errorf("%s entry %q: lost --cmdline's rewind.target", e.ID, e.Cmdline)
+				}
+			}
+
+			// The rescue flow reads each entry's command line as it boots.
+			for _, e := range menu {
+				o, err := rescue.ParseCmdline(e.Cmdline)
+				if err != nil {
+					t.Errorf("%s entry %q: the rescue flow refuses it: %v", e.ID, e.Cmdline, err)
+					continue
+				}
+				if e.ID == "capture" && o.Action != rescue.ActionCapture {
+					t.Errorf("capture entry %q: got action %q, want %q", e.Cmdline, o.Action, rescue.ActionCapture)
 				}
 			}
 
