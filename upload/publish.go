@@ -120,8 +120,10 @@ func checkSignatureFile(b []byte) error {
 }
 
 // matches checks m's segments and chunk index against what s recorded:
-// every chunk's segment, offset, length and hash, every segment's name
-// and size.
+// every chunk's segment, offset, length and hash, its raw length, zero
+// flag and raw hash (from the decoded frame), every segment's name and
+// size. Only the chunk's disk offset is the client's word: Validate
+// checked that the chunks tile the extents.
 func (s *session) matches(m *snapshot.Manifest) error {
 	if len(m.Segments) != len(s.segs) {
 		return fmt.Errorf("the manifest names %d segments, the server holds %d", len(m.Segments), len(s.segs))
@@ -140,6 +142,18 @@ func (s *session) matches(m *snapshot.Manifest) error {
 		if c.Segment != rec.seg || c.FrameOffset != rec.off || c.FrameLength != rec.length || c.SHA256 != sum {
 			return fmt.Errorf("chunk %d: the manifest says %s at offset %d, %d bytes, sha256 %s; the server received %s at offset %d, %d bytes, sha256 %s",
 				i, m.Segments[c.Segment].Name, c.FrameOffset, c.FrameLength, c.SHA256, s.segs[rec.seg].name, rec.off, rec.length, sum)
+		}
+		raw := rec.raw
+		rawSum := hex.EncodeToString(raw.sum[:])
+		switch {
+		case c.Length != raw.length:
+			return fmt.Errorf("chunk %d: the manifest says it holds %d raw bytes; its frame decodes to %d", i, c.Length, raw.length)
+		case c.Zero && !raw.zero:
+			return fmt.Errorf("chunk %d: the manifest marks it all-zero (a restore would write zeros without reading it); its frame holds data", i)
+		case !c.Zero && raw.zero:
+			return fmt.Errorf("chunk %d: the manifest marks it as data; its frame holds only zeros (a capture marks such chunks zero)", i)
+		case c.RawSHA256 != "" && c.RawSHA256 != rawSum:
+			return fmt.Errorf("chunk %d: the manifest says raw_sha256 %s; its frame decodes to bytes of sha256 %s", i, c.RawSHA256, rawSum)
 		}
 	}
 	return nil

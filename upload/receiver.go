@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,7 +97,8 @@ type Receiver struct {
 	done     map[string]tombstone // finished sessions, by id
 	doneFIFO []string
 
-	publish sync.Mutex // one publication at a time
+	publish  sync.Mutex    // one publication at a time
+	decoding chan struct{} // a slot per frame being decoded
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -128,11 +131,26 @@ type segState struct {
 	size int64
 }
 
-// record is where one chunk's frame is stored.
+// record is where one chunk's frame is stored and what it holds.
 type record struct {
+	place
+	raw rawInfo
+}
+
+// place is where a frame is stored and its hash: what a frame request
+// says.
+type place struct {
 	seg         int
 	off, length int64
 	sum         [sha256.Size]byte
+}
+
+// rawInfo is what the server decoded from a frame: the manifest's chunk
+// must say the same.
+type rawInfo struct {
+	length int64
+	sum    [sha256.Size]byte // of the raw bytes
+	zero   bool              // every raw byte is zero
 }
 
 // NewReceiver serves uploads into root. It removes what an earlier run
@@ -170,7 +188,8 @@ func NewReceiver(root *os.Root, cfg ReceiverConfig) (*Receiver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Receiver{root: root, cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), log: log,
-		sessions: make(map[string]*session), done: make(map[string]tombstone), stop: make(chan struct{})}
+		sessions: make(map[string]*session), done: make(map[string]tombstone), stop: make(chan struct{}),
+		decoding: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
 	if fi, err := root.Lstat(staging); err == nil {
 		log.Info("upload: removing the staging of an earlier run", "dir", path.Join(root.Name(), staging), "symlink", fi.Mode()&fs.ModeSymlink != 0)
 		if err := root.RemoveAll(staging); err != nil {
@@ -514,10 +533,10 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 		r.refuse(w, req, http.StatusLengthRequired, fmt.Sprintf("frame of chunk %d has no Content-Length (or is empty)", chunk))
 		return
 	}
-	rec := record{seg: seg, off: off, length: n, sum: [sha256.Size]byte(sum)}
+	rec := place{seg: seg, off: off, length: n, sum: [sha256.Size]byte(sum)}
 	where := fmt.Sprintf("chunk %d (%s at offset %d, %d bytes)", chunk, segName, off, n)
 	if chunk < len(s.chunks) {
-		if s.chunks[chunk] == rec && s.segs[seg].name == segName {
+		if s.chunks[chunk].place == rec && s.segs[seg].name == segName {
 			w.WriteHeader(http.StatusOK) // already stored: the answer was lost
 			return
 		}
@@ -574,9 +593,43 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 		r.failRefuse(w, req, s, http.StatusBadRequest, fmt.Sprintf("%s: the bytes received do not match the frame's SHA-256 %x: refused, nothing is published", where, sum))
 		return
 	}
-	s.chunks = append(s.chunks, rec)
+	raw, err := r.decode(s.f, off, n)
+	if err != nil {
+		r.failRefuse(w, req, s, http.StatusBadRequest, fmt.Sprintf("%s: %v: refused, nothing is published", where, err))
+		return
+	}
+	s.chunks = append(s.chunks, record{place: rec, raw: raw})
 	s.segs[seg].size += n
 	w.WriteHeader(http.StatusOK)
+}
+
+// decode reads the frame just stored at off in f and decodes it as a
+// restore will (snapshot.DecodeFrame), so that the manifest's raw length,
+// zero flag and raw SHA-256 of the chunk can be checked at commit: a
+// restore writes a chunk marked zero without reading its frame. The frame
+// must carry its content size (Rewind's frames do), at most
+// snapshot.MaxChunkSize. At most cap(r.decoding) frames are decoded at
+// once, bounding the memory.
+func (r *Receiver) decode(f *os.File, off, n int64) (rawInfo, error) {
+	r.decoding <- struct{}{}
+	defer func() { <-r.decoding }()
+	frame := make([]byte, n)
+	if _, err := f.ReadAt(frame, off); err != nil {
+		return rawInfo{}, fmt.Errorf("read the frame back: %w", err)
+	}
+	const sizeFlag = 1 << 3
+	if len(frame) < 14 || frame[4]&sizeFlag == 0 {
+		return rawInfo{}, fmt.Errorf("%w: no content size in the frame header (Rewind's frames carry it)", snapshot.ErrBadFrame)
+	}
+	size := binary.LittleEndian.Uint64(frame[6:])
+	if size == 0 || size > snapshot.MaxChunkSize {
+		return rawInfo{}, fmt.Errorf("%w: content size %d; a chunk is 1 to %d bytes", snapshot.ErrBadFrame, size, snapshot.MaxChunkSize)
+	}
+	raw := make([]byte, size)
+	if err := snapshot.DecodeFrame(raw, frame); err != nil {
+		return rawInfo{}, err
+	}
+	return rawInfo{length: int64(size), sum: sha256.Sum256(raw), zero: snapshot.IsZero(raw)}, nil
 }
 
 // failRefuse ends the session and answers the error.
