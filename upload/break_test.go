@@ -83,3 +83,50 @@ func TestBreakManifestLiesAboutRawData(t *testing.T) {
 		})
 	}
 }
+
+// A name element that is "latest" made a real directory named latest: a
+// capture to http://host/pc1/latest (the URL a restore of the same plan
+// entry reads) created DIR/pc1/latest/<generation>, which a restore of
+// pc1/latest cannot read and which blocks every later upload to pc1. Such
+// names are refused, before anything is written, by the client and by the
+// server. A name element of a generation's form (which would let one
+// name's prune remove another name) was already refused (':'); the
+// attack stays here as a regression test.
+func TestBreakNameLatest(t *testing.T) {
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token", Keep: 1})
+	d := makeDisk(t, 12)
+	// The attack, in the order that used to work.
+	for _, step := range []struct{ url, gen string }{
+		{"/a/2026-01-01T00:00:00Z", "2026-01-05T00:00:00Z"},
+		{"/a", "2026-01-06T00:00:00Z"},
+	} {
+		c, err := upload.NewClient(l.url+step.url, upload.ClientOptions{Token: uploadToken, Overwrite: true, Generation: step.gen})
+		if err != nil {
+			continue // refused by the client: what the fix does
+		}
+		if err := c.Open(context.Background()); err != nil {
+			continue
+		}
+		capture(t, d, c)
+	}
+	if gens, latest := generations(t, l, "a"); len(gens) > 1 || latest != "2026-01-06T00:00:00Z" {
+		t.Errorf("DIR/a holds %v, latest -> %q; want only a's own generation 2026-01-06T00:00:00Z", gens, latest)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"a/2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"},
+		{"pc1/latest", "latest"},
+		{"pc1/latest/x", "latest"},
+		{"latest", "latest"},
+	} {
+		before := listing(t, l.dir)
+		if _, err := upload.NewClient(l.url+"/"+tc.path, upload.ClientOptions{Token: uploadToken}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewClient(%s): %v, want an error naming %q", tc.path, err, tc.want)
+		}
+		if code, msg := raw(t, "POST", l.url+"/upload/"+tc.path, uploadToken, nil, `{"overwrite":true}`); code != 400 || !strings.Contains(msg, tc.want) {
+			t.Errorf("POST /upload/%s: %d %q, want 400 naming %q", tc.path, code, msg, tc.want)
+		}
+		if after := listing(t, l.dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
+			t.Errorf("%s: DIR changed after a refused name: before %v, after %v", tc.path, before, after)
+		}
+	}
+}

@@ -110,7 +110,8 @@ var (
 
 // CheckName checks an upload's name, the path of the snapshot URL: 1 to
 // MaxNameDepth elements of letters, digits, '.', '_' and '-', none
-// starting with a dot, not under reports/ or upload/ (the server's own).
+// starting with a dot nor named latest (the link to a name's newest
+// generation), not under reports/ or upload/ (the server's own).
 func CheckName(name string) error {
 	if name == "" {
 		return errors.New("the snapshot URL has no path: name the snapshot, as in http://host/snapshots/pc1")
@@ -122,6 +123,11 @@ func CheckName(name string) error {
 	for _, p := range parts {
 		if err := checkElement(p); err != nil {
 			return fmt.Errorf("snapshot name %q: %w", name, err)
+		}
+	}
+	for _, p := range parts {
+		if p == Latest {
+			return fmt.Errorf("snapshot name %q has an element %q, which names the newest generation for restores: a capture uploads to the name without it (as http://host/snapshots/pc1), and overwrite = true adds a generation", name, Latest)
 		}
 	}
 	switch parts[0] {
