@@ -230,22 +230,40 @@ func (r *Receiver) expireLoop() {
 
 // expire ends the sessions idle for longer than IdleTimeout and not busy.
 func (r *Receiver) expire() {
+	for _, s := range r.idleSessions() {
+		r.expireSession(s)
+	}
+}
+
+// idleSessions lists the sessions idle for longer than IdleTimeout.
+func (r *Receiver) idleSessions() []*session {
 	now := r.cfg.Now()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	var idle []*session
 	for _, s := range r.sessions {
 		if now.Sub(s.last) > r.cfg.IdleTimeout {
 			idle = append(idle, s)
 		}
 	}
+	return idle
+}
+
+// expireSession ends s unless a request is being served, or s ended or
+// heard a request since idleSessions picked it (a commit that published
+// it must not be turned into "expired").
+func (r *Receiver) expireSession(s *session) {
+	select {
+	case s.lock <- struct{}{}:
+	default: // a request is being served: not idle
+		return
+	}
+	defer func() { <-s.lock }()
+	r.mu.Lock()
+	live := r.sessions[s.id] == s && r.cfg.Now().Sub(s.last) > r.cfg.IdleTimeout
 	r.mu.Unlock()
-	for _, s := range idle {
-		select {
-		case s.lock <- struct{}{}:
-			r.fail(s, fmt.Sprintf("no request for %s: the session expired", r.cfg.IdleTimeout))
-			<-s.lock
-		default: // a request is being served: not idle
-		}
+	if live {
+		r.fail(s, fmt.Sprintf("no request for %s: the session expired", r.cfg.IdleTimeout))
 	}
 }
 
@@ -481,9 +499,14 @@ func (r *Receiver) fail(s *session, why string) {
 	r.log.Warn("upload session failed", "session", s.id, "name", s.name, "remote", s.remote, "reason", why)
 }
 
+// end records how s ended, once: a session that already ended keeps its
+// first record.
 func (r *Receiver) end(s *session, t tombstone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.sessions[s.id] != s {
+		return
+	}
 	delete(r.sessions, s.id)
 	r.done[s.id] = t
 	r.doneFIFO = append(r.doneFIFO, s.id)

@@ -1,0 +1,78 @@
+package upload
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/snapshot"
+)
+
+// hookSink runs a function before the commit is sent.
+type hookSink struct {
+	*Client
+	beforeCommit func()
+}
+
+func (h *hookSink) Commit(ctx context.Context, m *snapshot.Manifest, data, sig []byte) error {
+	h.beforeCommit()
+	return h.Client.Commit(ctx, m, data, sig)
+}
+
+// The idle reaper picks a session, then a commit of that session arrives
+// and publishes it before the reaper takes the session's lock. The reaper
+// used to end the published session anyway, replacing its record with
+// "expired, nothing was published": a client whose commit answer was lost
+// then asked again and was told its published snapshot failed.
+func TestBreakReaperAfterCommit(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	r, url := serve(t, dir, ReceiverConfig{IdleTimeout: time.Hour, Now: clk.Now})
+	c, err := NewClient(url+"/pc1", ClientOptions{Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	id := c.session
+	var picked []*session
+	sink := &hookSink{Client: c, beforeCommit: func() {
+		clk.advance(2 * time.Hour)
+		picked = r.idleSessions() // the reaper's first step
+	}}
+	data := testdisk.RandomBytes(5, 256<<10)
+	if _, err := snapshot.CaptureTo(context.Background(), bytes.NewReader(data), sink, snapshot.CaptureOptions{DiskSize: int64(len(data)), ChunkSize: 64 << 10}); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if len(picked) != 1 {
+		t.Fatalf("the reaper picked %d sessions, want the idle one", len(picked))
+	}
+	for _, s := range picked {
+		r.expireSession(s) // the reaper's second step, after the commit
+	}
+	// The client asks again, as after a lost commit answer.
+	req, _ := http.NewRequest(http.MethodGet, url+Prefix+"/pc1?session="+id, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var st statusResponse
+	json.Unmarshal(body, &st)
+	if resp.StatusCode != http.StatusOK || st.Published != "pc1/"+c.gen {
+		t.Errorf("status of the published session after the reaper ran: %d %s, want 200 naming pc1/%s", resp.StatusCode, body, c.gen)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pc1", c.gen, snapshot.ManifestName)); err != nil {
+		t.Errorf("the published generation: %v", err)
+	}
+}
