@@ -31,7 +31,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -46,7 +45,7 @@ const (
 	Latest = snapshot.LatestName
 	// GenerationLayout is the form of a generation's name: the capture's
 	// start time, UTC, to the second.
-	GenerationLayout = "2006-01-02T15:04:05Z"
+	GenerationLayout = snapshot.GenerationLayout
 	// MaxNameDepth bounds the path elements of an upload's name.
 	MaxNameDepth = 8
 	// maxElement bounds one path element of a name.
@@ -156,8 +155,7 @@ func checkElement(p string) error {
 
 // CheckGeneration checks a generation's name: GenerationLayout exactly.
 func CheckGeneration(gen string) error {
-	t, err := time.Parse(GenerationLayout, gen)
-	if err != nil || t.Format(GenerationLayout) != gen {
+	if !snapshot.IsGeneration(gen) {
 		return fmt.Errorf("generation %q is not a UTC time of the form %s", gen, GenerationLayout)
 	}
 	return nil
