@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"os"
 	"path/filepath"
 	"testing"
@@ -75,4 +77,77 @@ func TestBreakReaperAfterCommit(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "pc1", c.gen, snapshot.ManifestName)); err != nil {
 		t.Errorf("the published generation: %v", err)
 	}
+}
+
+// A server that acknowledges every frame and the commit but does not
+// serve what it acknowledged: the client used to report the upload
+// published. It now reads the published manifest back (without the
+// token) and checks every segment's size there, as a restore would find
+// them.
+func TestBreakLyingServer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(w http.ResponseWriter, r *http.Request, manifest []byte)
+		want  string
+	}{
+		{"nothing published", func(w http.ResponseWriter, r *http.Request, _ []byte) { http.NotFound(w, r) }, "404"},
+		{"another manifest", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			w.Write([]byte(`{"format":"rewind-snapshot"}`))
+		}, "differs"},
+		{"the manifest, segments short", func(w http.ResponseWriter, r *http.Request, m []byte) {
+			if filepath.Base(r.URL.Path) == snapshot.ManifestName {
+				w.Write(m)
+				return
+			}
+			w.Write([]byte("short"))
+		}, "data.000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var manifest []byte
+			var tokenLeaked bool
+			srv := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasPrefix(r.URL.Path, Prefix+"/") {
+					tokenLeaked = tokenLeaked || r.Header.Get("Authorization") != ""
+					tc.serve(w, r, manifest)
+					return
+				}
+				q := r.URL.Query()
+				switch {
+				case r.Method == http.MethodPost:
+					w.WriteHeader(http.StatusCreated)
+					w.Write([]byte(`{"session":"s1","generation":"2026-11-23T10:00:00Z"}`))
+				case q.Has("commit"):
+					manifest, _ = io.ReadAll(r.Body)
+					w.Write([]byte(`{"published":"pc1/2026-11-23T10:00:00Z","signed":false}`))
+				default: // a frame: "stored"
+					io.Copy(io.Discard, r.Body)
+				}
+			}))
+			c, err := NewClient(srv+"/pc1", ClientOptions{Token: testToken, RetryFor: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Open(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			data := testdisk.RandomBytes(6, 256<<10)
+			_, err = snapshot.CaptureTo(context.Background(), bytes.NewReader(data), c, snapshot.CaptureOptions{DiskSize: int64(len(data)), ChunkSize: 64 << 10})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("upload to a server that %s: %v, want an error naming %q", tc.name, err, tc.want)
+			}
+			if c.Published() != "" {
+				t.Errorf("Published() = %s after the server did not serve it", c.Published())
+			}
+			if tokenLeaked {
+				t.Errorf("the upload token was sent with a read of the published snapshot")
+			}
+		})
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
