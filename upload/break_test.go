@@ -130,3 +130,73 @@ func TestBreakNameLatest(t *testing.T) {
 		}
 	}
 }
+
+// Symbolic links planted in DIR (by someone with a shell on the server,
+// or a restore of DIR from a backup) never lead an upload's files out of
+// DIR or into a served place. DIR/.upload made a link after the server
+// started used to take the staging of every new session, so half-written
+// segments appeared under a served name.
+func TestBreakPlantedSymlinks(t *testing.T) {
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token"})
+	d := makeDisk(t, 13)
+	if _, err := uploadDisk(t, d, l.url+"/gens", upload.ClientOptions{Generation: "2026-11-23T10:00:00Z"}); err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	for link, target := range map[string]string{
+		"etc":            "/etc",  // DIR/etc -> /etc
+		"snapshots":      outside, // DIR/snapshots -> a directory outside DIR
+		"inner":          "gens",  // DIR/inner -> another name inside DIR
+		"gens/latest.x":  "../..",
+		"victim/.keep/x": "", // makes DIR/victim
+	} {
+		p := filepath.Join(l.dir, link)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if target != "" {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// DIR/gens/latest -> ../../ : replaced by the next publication.
+	if err := os.Remove(filepath.Join(l.dir, "gens/latest.x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ url, want string }{
+		{"/etc", "not a directory"},
+		{"/etc/cron.d", "not a directory"},
+		{"/snapshots/pc1", "not a directory"},
+		{"/inner", "not a directory"},
+	} {
+		c := newClient(t, l.url+tc.url, upload.ClientOptions{Overwrite: true})
+		if err := c.Open(context.Background()); !errors.Is(err, upload.ErrExists) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open %s through a planted link: %v, want ErrExists naming %q", tc.url, err, tc.want)
+		}
+	}
+	// The staging directory replaced by a link into a served name.
+	if err := os.RemoveAll(filepath.Join(l.dir, ".upload")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("victim", filepath.Join(l.dir, ".upload")); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, l.url+"/pc9", upload.ClientOptions{})
+	err := c.Open(context.Background())
+	if err == nil || !strings.Contains(err.Error(), ".upload") {
+		t.Errorf("Open with DIR/.upload a link to DIR/victim: %v, want an error naming .upload", err)
+	}
+	if err == nil {
+		if got := listing(t, filepath.Join(l.dir, "victim")); len(got) != 2 {
+			t.Errorf("DIR/victim (served) holds %v while an upload is staged: half-written segments are served", got)
+		}
+		capture(t, d, c)
+	}
+	if got := listing(t, filepath.Join(l.dir, "victim")); len(got) != 2 { // ".", ".keep"
+		t.Errorf("DIR/victim holds %v after an upload with .upload a link to it; want only .keep", got)
+	}
+	if got := listing(t, outside); len(got) != 1 {
+		t.Errorf("the directory outside DIR holds %v; want nothing", got)
+	}
+}

@@ -447,13 +447,17 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 		r.refuse(w, req, http.StatusServiceUnavailable, fmt.Sprintf("%d uploads are in progress, this server's limit: retry later", n))
 		return
 	}
-	err = r.root.MkdirAll(staging, 0o755)
+	err = r.stagingDir()
 	if err == nil {
 		err = r.root.Mkdir(s.dir, 0o755)
 	}
 	if err != nil {
 		r.fail(s, "staging: "+err.Error())
-		r.refuse(w, req, storageCode(err), fmt.Sprintf("create the staging directory %s: %v", s.dir, err))
+		code := storageCode(err)
+		if errors.Is(err, errStagingNotDir) {
+			code = http.StatusForbidden // not transient: a client must not retry it
+		}
+		r.refuse(w, req, code, fmt.Sprintf("create the staging directory %s: %v", s.dir, err))
 		return
 	}
 	if len(others) > 0 {
@@ -463,6 +467,27 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(createResponse{Session: s.id, Generation: s.gen})
+}
+
+var errStagingNotDir = errors.New("the server's staging is not a directory")
+
+// stagingDir makes .upload/ if absent and checks that it is a real
+// directory: a symbolic link planted there would take every session's
+// half-written files to where it leads (a served name).
+func (r *Receiver) stagingDir() error {
+	fi, err := r.root.Lstat(staging)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.root.Mkdir(staging, 0o755); err == nil || errors.Is(err, fs.ErrExist) {
+			fi, err = r.root.Lstat(staging)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is a symbolic link or a file: uploads are staged only in a real directory there; move it away", errStagingNotDir, path.Join(r.root.Name(), staging))
+	}
+	return nil
 }
 
 // checkFree refuses a session when the disk has less than cfg.MinFree.
