@@ -200,3 +200,58 @@ func TestBreakPlantedSymlinks(t *testing.T) {
 		t.Errorf("the directory outside DIR holds %v; want nothing", got)
 	}
 }
+
+// A server killed between the rename of a generation and the swap of
+// latest, then restarted: a restore of latest reads the generation
+// before (whole), the new one is intact under its own name, the staging
+// of the sessions in progress is removed, and the next publication
+// removes the temporary link the kill left (it used to stay forever).
+func TestBreakCrashBetweenRenameAndLatest(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "srv")
+	old, newer := makeDisk(t, 14), makeDisk(t, 15)
+	const g1, g2 = "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z"
+	for _, g := range []struct {
+		gen string
+		d   *disk
+	}{{g1, old}, {g2, newer}} {
+		if _, err := snapshot.Capture(context.Background(), mustOpen(t, g.d.path), filepath.Join(dir, "pc1", g.gen), captureOptions(g.d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the killed server left: latest still at g1, its temporary
+	// link to g2, a session's staging.
+	for link, to := range map[string]string{"pc1/latest": g1, "pc1/.latest-0123": g2} {
+		if err := os.Symlink(to, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".upload/0456"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".upload/0456/data.000"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(base, "upload-token")
+	if err := os.WriteFile(tok, []byte(uploadToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := serveLab(t, dir, rescue.LabServerConfig{UploadTokenFile: tok})
+	if _, err := os.Lstat(filepath.Join(dir, ".upload/0456")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the staging of the killed server's session is still there: %v", err)
+	}
+	if got := restored(t, url+"/pc1/latest"); got != old.sum {
+		t.Errorf("restore of pc1/latest after the kill: %s, want the generation latest named (%s)", got, old.sum)
+	}
+	if got := restored(t, url+"/pc1/"+g2); got != newer.sum {
+		t.Errorf("restore of pc1/%s (renamed before the kill): %s, want %s", g2, got, newer.sum)
+	}
+	if _, err := uploadDisk(t, newer, url+"/pc1", upload.ClientOptions{Overwrite: true, Generation: "2026-11-23T12:00:00Z"}); err != nil {
+		t.Fatalf("upload after the restart: %v", err)
+	}
+	for _, e := range listing(t, filepath.Join(dir, "pc1")) {
+		if strings.HasPrefix(e, ".latest-") {
+			t.Errorf("DIR/pc1/%s: a temporary link of an earlier run is left after a publication", e)
+		}
+	}
+}

@@ -252,7 +252,8 @@ func (r *Receiver) publishSession(s *session) (string, int, error) {
 }
 
 // prune removes the generations of name beyond the Keep newest, never the
-// one latest names.
+// one latest names, and the temporary links of interrupted publications.
+// The caller holds r.publish.
 func (r *Receiver) prune(name string) {
 	entries, err := r.readDir(name)
 	if err != nil {
@@ -262,8 +263,15 @@ func (r *Receiver) prune(name string) {
 	latest, _ := r.root.Readlink(name + "/" + Latest)
 	var gens []string
 	for _, e := range entries {
-		if e.IsDir() && isGeneration(e.Name()) {
+		switch {
+		case e.IsDir() && isGeneration(e.Name()):
 			gens = append(gens, e.Name())
+		case strings.HasPrefix(e.Name(), ".latest-") && e.Type()&fs.ModeSymlink != 0:
+			// A temporary link of a publication that a kill interrupted:
+			// publications are one at a time, so none is in use now.
+			if err := r.root.Remove(name + "/" + e.Name()); err != nil {
+				r.log.Warn("upload: remove a stale temporary link", "name", name, "link", e.Name(), "err", err)
+			}
 		}
 	}
 	slices.Sort(gens)
