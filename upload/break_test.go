@@ -255,3 +255,38 @@ func TestBreakCrashBetweenRenameAndLatest(t *testing.T) {
 		}
 	}
 }
+
+// Every endpoint refuses every malformed or near-miss token with 401 and
+// writes nothing (this held); the scheme is case-insensitive as RFC 6750
+// allows.
+func TestBreakTokenVariants(t *testing.T) {
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token"})
+	before := listing(t, l.dir)
+	for _, auth := range []string{
+		"", "Bearer", "Bearer ", "Bearer " + uploadToken[:len(uploadToken)-1], "Bearer " + uploadToken + "0",
+		"Bearer " + uploadToken + " x", "Bearer " + strings.ToUpper(uploadToken), "Basic " + uploadToken,
+		uploadToken, "Bearer\t" + uploadToken, "Bearer " + reportToken, "Bearer " + strings.Repeat("a", 5000),
+	} {
+		for _, m := range []string{"POST", "PUT", "GET", "DELETE"} {
+			u := l.url + "/upload/pc1"
+			if m != "POST" {
+				u += "?session=0123&commit=1"
+			}
+			hdr := map[string]string{}
+			if auth != "" {
+				hdr["Authorization"] = auth
+			}
+			if code, msg := raw(t, m, u, "", hdr, `{"overwrite":true}`); code != 401 || !strings.Contains(msg, "token") {
+				t.Errorf("%s with Authorization %.40q: %d %q, want 401 naming the token", m, auth, code, msg)
+			}
+		}
+	}
+	if after := listing(t, l.dir); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Errorf("DIR changed after refused requests: before %v, after %v", before, after)
+	}
+	for _, auth := range []string{"bearer " + uploadToken, "BEARER  " + uploadToken + " "} {
+		if code, msg := raw(t, "POST", l.url+"/upload/ok", "", map[string]string{"Authorization": auth}, `{}`); code != 201 {
+			t.Errorf("POST with Authorization %.20q…: %d %q, want 201", auth, code, msg)
+		}
+	}
+}
