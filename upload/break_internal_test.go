@@ -151,3 +151,54 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// A server that redirects uploads (to another host, or with 307 that
+// would resend the body) never gets the token to the place it points at,
+// and a commit answer naming a publication on another host is refused
+// (this held).
+func TestBreakRedirectAndForeignPublication(t *testing.T) {
+	var seen []string // Authorization headers the other host got
+	other := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"session":"s1","generation":"2026-11-23T10:00:00Z"}`))
+	}))
+	for _, code := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		front := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other+r.URL.Path, code)
+		}))
+		c, err := NewClient(front+"/pc1", ClientOptions{Token: testToken, RetryFor: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Open(context.Background()); err == nil || !strings.Contains(err.Error(), "redirects") {
+			t.Errorf("Open through a %d redirect: %v, want an error saying the server redirects", code, err)
+		}
+	}
+	if len(seen) != 0 {
+		t.Errorf("the host redirected to got %d requests (Authorization %q): the token left", len(seen), seen)
+	}
+	foreign := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost:
+			w.WriteHeader(http.StatusCreated)
+			w.Write([]byte(`{"session":"s1","generation":"2026-11-23T10:00:00Z"}`))
+		case r.URL.Query().Has("commit"):
+			w.Write([]byte(`{"published":"http://evil.example/pc1/2026-11-23T10:00:00Z"}`))
+		default:
+			io.Copy(io.Discard, r.Body)
+		}
+	}))
+	c, err := NewClient(foreign+"/pc1", ClientOptions{Token: testToken, RetryFor: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data := testdisk.RandomBytes(7, 128<<10)
+	_, err = snapshot.CaptureTo(context.Background(), bytes.NewReader(data), c, snapshot.CaptureOptions{DiskSize: int64(len(data)), ChunkSize: 64 << 10})
+	if err == nil || c.Published() != "" {
+		t.Errorf("a commit answer naming another host: %v, Published() %q; want an error and nothing published", err, c.Published())
+	}
+}
