@@ -1,0 +1,86 @@
+package rescue
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestPlanCaptureHostileNames: a capture plan whose disk entries name the
+// same place in two spellings (case only, which the FAT stick ignores; a
+// trailing, doubled or ./ slash; an upper-case host), or one snapshot
+// inside another, is refused at plan time: on the stick the second disk
+// would otherwise replace the first's snapshot (with overwrite) and the
+// report say both were captured. Media names FAT cannot keep as written,
+// that climb out with "..", or that land among the medium's own
+// directories are refused too, and so is an expect table on a capture.
+func TestPlanCaptureHostileNames(t *testing.T) {
+	const up = "[upload]\ntoken = \"" + testUploadToken + "\"\n"
+	const srv = "[[machine]]\nname = \"srv1\"\naction = \"capture\"\noverwrite = true\n"
+	disk := func(snap, target string) string {
+		return "[[machine.disk]]\nsnapshot = \"" + snap + "\"\ntarget = \"" + target + "\"\n"
+	}
+	one := func(snap string) string { return srv + disk(snap, "serial=A") }
+	for _, tc := range []struct {
+		name, plan string
+		want       string // "" = accepted
+	}{
+		{"case only on the stick", srv + disk("media:/snapshots/PC1", "serial=A") + disk("media:/snapshots/pc1", "serial=B"),
+			"disks 1 and 2 both name snapshot media:/snapshots/pc1"},
+		{"trailing slash", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/", "serial=B"), "disks 1 and 2 both name snapshot"},
+		{"doubled slash", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots//pc1", "serial=B"), "disks 1 and 2 both name snapshot"},
+		{"dot element", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/./pc1", "serial=B"), "disks 1 and 2 both name snapshot"},
+		{"upload host case and slash", up + srv + disk("http://LAB/snapshots/pc1", "serial=A") + disk("http://lab/snapshots/pc1/", "serial=B"), "disks 1 and 2 both name snapshot http://lab/snapshots/pc1"},
+		{"restore entry, same snapshot two spellings", "[[machine]]\nname = \"srv1\"\n" + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/", "serial=B"), "disks 1 and 2 both name snapshot"},
+		{"second inside the first", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/data", "serial=B"), "disk 2's snapshot media:/snapshots/pc1/data lies inside disk 1's media:/snapshots/pc1"},
+		{"first inside the second", srv + disk("media:/snapshots/pc1/data", "serial=A") + disk("media:/Snapshots/PC1", "serial=B"), "disk 1's snapshot media:/snapshots/pc1/data lies inside disk 2's media:/Snapshots/PC1"},
+		{"upload inside another", up + srv + disk("http://lab/snapshots/pc1", "serial=A") + disk("http://lab/snapshots/pc1/data", "serial=B"), "lies inside disk 1's"},
+		{"side by side", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc10", "serial=B"), ""},
+		{"climbs to the root", one("media:/snapshots/../.."), `which has the path element ".."`},
+		{"climbs out", one("media:/snapshots/.."), `which has the path element ".."`},
+		{"colon (FAT refuses it)", one("media:/snapshots/pc1:sys"), "with a character other than letters"},
+		{"question mark", one("media:/snapshots/pc1?"), "with a character other than letters"},
+		{"trailing dot (FAT drops it)", one("media:/snapshots/pc1."), "that ends with a dot"},
+		{"trailing space", one("media:/snapshots/pc1 "), "with a character other than letters"},
+		{"dot-leading name", one("media:/snapshots/.pc1"), "that starts with a dot"},
+		{"very long name", one("media:/snapshots/" + strings.Repeat("a", 240)), "a path element of 240 bytes"},
+		{"the medium's EFI directory", one("media:/EFI/BOOT"), "under the rescue medium's own EFI/ directory"},
+		{"the medium's rewind directory", one("media:/rewind/reports"), "under the rescue medium's own rewind/ directory"},
+		{"the medium's boot directory, any case", one("media:/Boot"), "own Boot/ directory"},
+		{"a good media name", one("media:/snapshots/srv1-sys_2.img"), ""},
+		{"disk expect on a capture", srv + disk("media:/snapshots/a", "serial=A") + "[machine.disk.expect]\nhostname = \"srv1\"\n",
+			"plan machine srv1 captures, but disk 1's [machine.disk.expect] pins the snapshot a restore reads"},
+		{"machine expect on a capture", srv + "snapshot = \"media:/snapshots/a\"\n[machine.expect]\nhostname = \"srv1\"\n", "plan machine srv1 captures, but [machine.expect] pins"},
+	} {
+		_, err := ParsePlan([]byte(tc.plan))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want the plan accepted", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestResolveCaptureHostileSnapshot: rewind.action=capture turns a restore
+// entry into a capture at boot; a rewind.snapshot= that climbs out of the
+// medium or a name FAT cannot keep is refused then, naming it.
+func TestResolveCaptureHostileSnapshot(t *testing.T) {
+	p, err := ParsePlan([]byte("[[machine]]\nname = \"pc1\"\nsnapshot = \"media:/snapshots/pc1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ snap, want string }{
+		{"media:/snapshots/../..", `media:/snapshots/../.., which has the path element ".."`},
+		{"media:/EFI", "own EFI/ directory"},
+		{"media:/snapshots/pc1:", "with a character other than letters"},
+		{"media:/snapshots/pc2", ""},
+	} {
+		_, err := p.Resolve(Identity{}, Overrides{Action: ActionCapture, Snapshot: tc.snap})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("rewind.snapshot=%s: got %v, want accepted", tc.snap, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("rewind.snapshot=%s: got %v, want an error containing %q", tc.snap, err, tc.want)
+		}
+	}
+}
