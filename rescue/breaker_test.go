@@ -1,8 +1,13 @@
 package rescue
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
 
 // TestPlanCaptureHostileNames: a capture plan whose disk entries name the
@@ -81,6 +86,47 @@ func TestResolveCaptureHostileSnapshot(t *testing.T) {
 			t.Errorf("rewind.snapshot=%s: got %v, want accepted", tc.snap, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("rewind.snapshot=%s: got %v, want an error containing %q", tc.snap, err, tc.want)
+		}
+	}
+}
+
+// TestCaptureUploadSecondNameExists: a two-disk capture to the lab server
+// where disk 2's name already exists (no overwrite) is refused before
+// any disk is read: the server gets no snapshot of disk 1 (no partial
+// machine), the error names disk 2 and the name, and the report marks no
+// disk captured.
+func TestCaptureUploadSecondNameExists(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	const token = "upload-0123456789abcdef0123456789abcdef"
+	dir := t.TempDir()
+	sys := newCaptureSource(t, "sys", 24*mib, 71, testdisk.MakeFS(t, filepath.Join(dir, "a.img"), "ext4", 16*mib, 2*mib, 72))
+	data := newCaptureSource(t, "data", 24*mib, 73, testdisk.MakeFS(t, filepath.Join(dir, "b.img"), "ext4", 16*mib, 2*mib, 74))
+	url, srvDir := startUploadLab(t, token)
+	run := func(entries []DiskEntry) (*Rescue, string, string, error) {
+		r, console := captureRescue(t.TempDir(), entries, "", false)
+		r.settings.UploadToken = token
+		r.client = httpClient(nil)
+		status, err := r.capture(context.Background(), testEnv(r))
+		return r, console.String(), status, err
+	}
+	dataEntry := DiskEntry{Snapshot: url + "/snapshots/srv1-data", Target: "path=" + data.dev}
+	if _, console, status, err := run([]DiskEntry{dataEntry}); err != nil || status != StatusSuccess {
+		t.Fatalf("first capture of %s: %s, %v\n%s", data.dev, status, err, console)
+	}
+
+	r, console, status, err := run([]DiskEntry{{Snapshot: url + "/snapshots/srv1-sys", Target: "path=" + sys.dev}, dataEntry})
+	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "disk 2 ("+data.dev+")") || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("capture with disk 2's name existing: %s, %v; want an error naming disk 2 and the existing name", status, err)
+	}
+	if strings.Contains(console, "reading ") {
+		t.Errorf("a disk was read although disk 2's name exists on the server:\n%s", console)
+	}
+	if _, err := os.Stat(filepath.Join(srvDir, "snapshots", "srv1-sys")); err == nil {
+		t.Errorf("the server holds snapshots/srv1-sys: disk 1 was published although the machine's capture was refused")
+	}
+	for i, d := range r.report.Disks {
+		if d.Status == DiskOK || d.Published != "" {
+			t.Errorf("report disk %d: status %q, published %q; want not captured", i+1, d.Status, d.Published)
 		}
 	}
 }

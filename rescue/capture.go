@@ -77,8 +77,9 @@ type captureJob struct {
 // captureDest is where one disk's snapshot goes.
 type captureDest interface {
 	// check refuses the destination before anything is read: an
-	// existing snapshot without overwrite, a medium that cannot take it.
-	check() error
+	// existing snapshot without overwrite, a medium that cannot take it,
+	// a lab server that refuses the token or the name.
+	check(ctx context.Context) error
 	// open returns the sink the capture writes into.
 	open(ctx context.Context) (snapshot.Sink, error)
 	// publish makes the completed capture the snapshot under its name and
@@ -158,8 +159,10 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 		lines = append(lines, fmt.Sprintf("%s -> %s", describeTarget(d), jobs[i].entry.Snapshot))
 		r.log.Printf("capture: disk %d: %s -> %s", i+1, describeTarget(d), jobs[i].entry.Snapshot)
 	}
+	// Every destination, before any disk is read: disk 2's name existing
+	// on the server must not leave disk 1 captured alone.
 	for i, j := range jobs {
-		if err := j.dest.check(); err != nil {
+		if err := j.dest.check(ctx); err != nil {
 			return fail("source", fmt.Errorf("disk %d (%s): %w", i+1, j.disk.Path, err))
 		}
 	}
@@ -204,7 +207,7 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 		return err
 	}
 	// Checked again: the countdown may have lasted long.
-	if err := j.dest.check(); err != nil {
+	if err := j.dest.check(ctx); err != nil {
 		return fail(err)
 	}
 	f, err := os.Open(j.disk.Path)
@@ -321,7 +324,7 @@ func (m *mediaDest) partialDir() string {
 	return filepath.Join(filepath.Dir(m.dir), "."+filepath.Base(m.dir)+".partial-"+m.stamp)
 }
 
-func (m *mediaDest) check() error {
+func (m *mediaDest) check(context.Context) error {
 	fi, err := os.Lstat(m.dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -456,10 +459,30 @@ type uploadDest struct {
 	opt    uploadOptions
 	env    captureEnv
 	client uploadSink
+	probed bool // check found the server willing
 }
 
-// check has nothing to look at before the session: the server says.
-func (u *uploadDest) check() error { return nil }
+// check asks the server, once, whether it takes this upload: it opens a
+// session and drops it again, so that a wrong token, uploads that are
+// off, an existing name without overwrite or a full disk on the server
+// refuse the whole capture before any disk is read. The session the
+// capture writes into is opened later, by open (an idle one would expire
+// while the disks before it are read).
+func (u *uploadDest) check(ctx context.Context) error {
+	if u.probed {
+		return nil
+	}
+	c, err := u.env.newUpload(u.loc, u.opt)
+	if err != nil {
+		return err
+	}
+	if err := c.Open(ctx); err != nil {
+		return err
+	}
+	c.Abort()
+	u.probed = true
+	return nil
+}
 
 func (u *uploadDest) open(ctx context.Context) (snapshot.Sink, error) {
 	c, err := u.env.newUpload(u.loc, u.opt)
