@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,4 +130,74 @@ func TestCaptureUploadSecondNameExists(t *testing.T) {
 			t.Errorf("report disk %d: status %q, published %q; want not captured", i+1, d.Status, d.Published)
 		}
 	}
+}
+
+// TestCaptureMediaNeverWritesThrough: on an ext4 stick, snapshots/ as a
+// symlink to another directory, NAME as a symlink, or NAME as a file,
+// refuses the capture (with and without overwrite) before the disk is
+// read, and nothing appears where the symlink points; overwrite never
+// replaces a directory that is not a snapshot (media:/snapshots itself,
+// holding other machines' snapshots).
+func TestCaptureMediaNeverWritesThrough(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	src := newCaptureSource(t, "sys", 24*mib, 81, testdisk.MakeFS(t, filepath.Join(t.TempDir(), "a.img"), "ext4", 16*mib, 2*mib, 82))
+	for _, tc := range []struct {
+		name  string
+		loc   string
+		setup func(t *testing.T, media, elsewhere string)
+		want  string
+	}{
+		{"snapshots/ is a symlink", "media:/snapshots/srv1", func(t *testing.T, media, elsewhere string) {
+			os.Symlink(elsewhere, filepath.Join(media, "snapshots"))
+		}, "is not a directory (a file or a symlink"},
+		{"NAME is a symlink", "media:/snapshots/srv1", func(t *testing.T, media, elsewhere string) {
+			os.MkdirAll(filepath.Join(media, "snapshots"), 0o755)
+			os.Symlink(elsewhere, filepath.Join(media, "snapshots", "srv1"))
+		}, "is not a snapshot directory (a file or a symlink)"},
+		{"NAME is a file", "media:/snapshots/srv1", func(t *testing.T, media, elsewhere string) {
+			os.MkdirAll(filepath.Join(media, "snapshots"), 0o755)
+			os.WriteFile(filepath.Join(media, "snapshots", "srv1"), []byte("notes"), 0o644)
+		}, "is not a snapshot directory"},
+		{"NAME is a directory of other snapshots", "media:/snapshots", func(t *testing.T, media, elsewhere string) {
+			existingSnapshot(t, media, "other")
+		}, "is not a snapshot (no manifest.json): overwrite would replace it"},
+	} {
+		for _, overwrite := range []bool{false, true} {
+			if tc.name == "NAME is a directory of other snapshots" && !overwrite {
+				continue // refused as existing; TestCaptureExistingName
+			}
+			t.Run(fmt.Sprintf("%s, overwrite %v", tc.name, overwrite), func(t *testing.T) {
+				media, elsewhere := t.TempDir(), t.TempDir()
+				tc.setup(t, media, elsewhere)
+				before := treeOf(t, media)
+				r, console := captureRescue(media, []DiskEntry{{Snapshot: tc.loc, Target: "path=" + src.dev}}, "", overwrite)
+				status, err := r.capture(context.Background(), testEnv(r))
+				if err == nil || status != StatusFailed || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.loc) {
+					t.Errorf("capture into %s: %s, %v; want an error naming it and saying %q", tc.loc, status, err, tc.want)
+				}
+				if strings.Contains(console.String(), "reading ") {
+					t.Errorf("the refused capture read %s:\n%s", src.dev, console)
+				}
+				if entries, _ := os.ReadDir(elsewhere); len(entries) > 0 {
+					t.Errorf("the capture wrote %d entries through the symlink into %s", len(entries), elsewhere)
+				}
+				if after := treeOf(t, media); after != before {
+					t.Errorf("the medium changed:\nbefore %s\nafter  %s", before, after)
+				}
+			})
+		}
+	}
+}
+
+// treeOf lists every path under dir with its size, for comparison.
+func treeOf(t *testing.T, dir string) string {
+	t.Helper()
+	var out []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			out = append(out, fmt.Sprintf("%s:%d", strings.TrimPrefix(p, dir), fi.Size()))
+		}
+		return nil
+	})
+	return strings.Join(out, " ")
 }

@@ -297,7 +297,7 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 		if !r.media.RW {
 			return nil, fmt.Errorf("snapshot %s: the rescue medium %s is mounted read-only, so nothing can be captured onto it; write-protected stick or disc? use a writable stick or capture to the lab server (http(s)://...)", loc, r.media.Device)
 		}
-		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log, exchange: env.exchange}, nil
+		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log, exchange: env.exchange, root: r.media.Dir}, nil
 	}
 	return nil, fmt.Errorf("snapshot %s is not a place a capture can write to: use media:/snapshots/NAME (on the rescue stick) or the lab server's http(s)://host/snapshots/NAME; a plain path is in the rescue environment's memory and would vanish at the reboot", loc)
 }
@@ -311,6 +311,7 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 type mediaDest struct {
 	loc       string // media:/snapshots/NAME
 	dir       string // its path under the mount point
+	root      string // the mount point
 	stamp     string // the generation, without the characters FAT refuses
 	overwrite bool
 	log       *Logger
@@ -325,6 +326,24 @@ func (m *mediaDest) partialDir() string {
 }
 
 func (m *mediaDest) check(context.Context) error {
+	// Every directory on the way is a directory of the medium: a symlink
+	// (an ext4 stick) would take the capture, or the replace, elsewhere.
+	if rel, err := filepath.Rel(m.root, filepath.Dir(m.dir)); err == nil && rel != "." {
+		at := m.root
+		for _, p := range strings.Split(rel, string(filepath.Separator)) {
+			at = filepath.Join(at, p)
+			fi, err := os.Lstat(at)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", m.loc, err)
+			}
+			if !fi.IsDir() {
+				return fmt.Errorf("%s: %s on the rescue medium is not a directory (a file or a symlink, which would lead the capture elsewhere); nothing was read or written: remove it or choose another name", m.loc, at)
+			}
+		}
+	}
 	fi, err := os.Lstat(m.dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -332,9 +351,14 @@ func (m *mediaDest) check(context.Context) error {
 	case err != nil:
 		return fmt.Errorf("snapshot %s: %w", m.loc, err)
 	case !fi.IsDir():
-		return fmt.Errorf("%s exists on the rescue medium and is not a snapshot directory; remove it or choose another name", m.loc)
+		return fmt.Errorf("%s exists on the rescue medium and is not a snapshot directory (a file or a symlink); nothing was read or written: remove it or choose another name", m.loc)
 	case !m.overwrite:
 		return fmt.Errorf("%s already exists on the rescue medium; nothing was read or written: set overwrite = true on the machine to replace it (after the new capture is complete), or choose another name", m.loc)
+	}
+	// Overwrite replaces a snapshot, never a directory of other things
+	// (media:/snapshots itself, say, with every other machine's).
+	if _, err := os.Lstat(filepath.Join(m.dir, snapshot.ManifestName)); err != nil {
+		return fmt.Errorf("%s exists on the rescue medium but is not a snapshot (no %s): overwrite would replace it with everything in it; nothing was read or written: choose another name", m.loc, snapshot.ManifestName)
 	}
 	return nil
 }
