@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 )
@@ -200,4 +201,65 @@ func treeOf(t *testing.T, dir string) string {
 		return nil
 	})
 	return strings.Join(out, " ")
+}
+
+// TestReportPageCapture: the lab page reads a capture's report as the
+// capture fills it (bytes read and stored, no bytes written): a running
+// two-disk capture shows its progress over both disks, a finished one
+// 100%, the single-disk form too; and hostile snapshot and disk names
+// from a machine's report are shown as text, never as markup.
+func TestReportPageCapture(t *testing.T) {
+	l := startLab(t, LabServerConfig{TokenFile: "token"})
+	url := l.url + "/reports/"
+	post := func(r *Report) string {
+		t.Helper()
+		if err := PostReport(context.Background(), nil, url, testToken, r); err != nil {
+			t.Fatal(err)
+		}
+		return get(t, url)
+	}
+
+	r := testReport("srv1", "52:54:00:00:00:31", StatusFailed, time.Now())
+	r.Action = ActionCapture
+	r.Disks = newDiskReports([]DiskEntry{
+		{Snapshot: "media:/snapshots/<script>alert(1)</script>", Target: "serial=nvme1"},
+		{Snapshot: "http://lab/snapshots/srv1-data", Target: "size=48MiB"},
+	})
+	r.Disks[0].setTarget(Disk{Path: "/dev/nvme0n1", Size: 64 << 20, Serial: `"><img src=x onerror=alert(2)>`, Transport: "nvme"})
+	r.Disks[1].setTarget(Disk{Path: "/dev/vdb", Size: 48 << 20, Serial: "DATA-2", Transport: "virtio"})
+	// Disk 1 captured as captureDisk records it; disk 2 half read.
+	r.Disks[0].Status, r.Disks[0].DataBytes, r.Disks[0].BytesRead, r.Disks[0].BytesStored = DiskOK, 300, 300, 120
+	r.Disks[1].Status = DiskRunning
+	page := post(r.progressCopy(50, 100)) // 350 of 400 bytes
+	for _, want := range []string{`value="88"`, "&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;img src=x"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("lab page during the capture lacks %q:\n%s", want, page)
+		}
+	}
+	for _, bad := range []string{"<script>alert", "<img src"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("lab page holds the report's %q as markup:\n%s", bad, page)
+		}
+	}
+
+	r.Disks[1].Status, r.Disks[1].DataBytes, r.Disks[1].BytesRead, r.Disks[1].BytesStored = DiskOK, 100, 100, 40
+	r.Finish(StatusSuccess, nil, time.Now())
+	if page := post(r); !strings.Contains(page, `value="100"`) {
+		t.Errorf("lab page after the two-disk capture: want 100%%:\n%s", page)
+	}
+
+	one := testReport("pc1", "52:54:00:00:00:32", StatusFailed, time.Now())
+	one.Action = ActionCapture
+	one.Disks = newDiskReports([]DiskEntry{{Snapshot: "media:/snapshots/pc1"}})
+	one.Disks[0].Status = DiskRunning
+	if page := post(one.progressCopy(30, 120)); !strings.Contains(page, `value="25"`) {
+		t.Errorf("lab page during pc1's single-disk capture: want 25%%:\n%s", page)
+	}
+	one.Disks[0].Status, one.Disks[0].DataBytes, one.Disks[0].BytesRead = DiskOK, 120, 120
+	one.Finish(StatusSuccess, nil, time.Now())
+	page = post(one)
+	row := page[strings.Index(page, "pc1"):]
+	if !strings.Contains(row[:min(len(row), 400)], `value="100"`) {
+		t.Errorf("lab page after pc1's single-disk capture: want 100%%:\n%s", page)
+	}
 }
