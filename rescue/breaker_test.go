@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -261,5 +262,38 @@ func TestReportPageCapture(t *testing.T) {
 	row := page[strings.Index(page, "pc1"):]
 	if !strings.Contains(row[:min(len(row), 400)], `value="100"`) {
 		t.Errorf("lab page after pc1's single-disk capture: want 100%%:\n%s", page)
+	}
+}
+
+// TestCaptureSecondDiskNotClean: a two-disk capture whose second disk's
+// ext4 was not cleanly unmounted is refused as a whole before any disk
+// is stored: the medium holds no snapshot of disk 1 (no partial
+// machine, no leftovers), the error names disk 2 and the cause, and the
+// report marks no disk captured.
+func TestCaptureSecondDiskNotClean(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	dir := t.TempDir()
+	sys := newCaptureSource(t, "sys", 24*mib, 91, testdisk.MakeFS(t, filepath.Join(dir, "a.img"), "ext4", 16*mib, 2*mib, 92))
+	dirty := testdisk.MakeFS(t, filepath.Join(dir, "b.img"), "ext4", 16*mib, 2*mib, 94)
+	if out, err := exec.Command("debugfs", "-w", "-R", "ssv state 0", dirty.Path).CombinedOutput(); err != nil {
+		t.Skipf("debugfs: %v: %s", err, out)
+	}
+	data := newCaptureSource(t, "data", 24*mib, 93, dirty)
+	media := t.TempDir()
+	r, console := captureRescue(media, []DiskEntry{
+		{Snapshot: "media:/snapshots/srv1-sys", Target: "path=" + sys.dev},
+		{Snapshot: "media:/snapshots/srv1-data", Target: "path=" + data.dev},
+	}, "", false)
+	status, err := r.capture(context.Background(), testEnv(r))
+	if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "disk 2 ("+data.dev+")") || !strings.Contains(err.Error(), "not cleanly unmounted") {
+		t.Errorf("capture with disk 2 not clean: %s, %v; want an error naming disk 2 and the file system's state", status, err)
+	}
+	if tree := treeOf(t, media); strings.Contains(tree, "srv1-sys") {
+		t.Errorf("the medium holds disk 1's snapshot although the machine's capture was refused: %s\n%s", tree, console)
+	}
+	for i, d := range r.report.Disks {
+		if d.Status == DiskOK || d.Published != "" {
+			t.Errorf("report disk %d: status %q, published %q; want not captured", i+1, d.Status, d.Published)
+		}
 	}
 }

@@ -179,10 +179,33 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 		return status, nil
 	}
 
+	// Every disk opened and its file systems' maps read before any is
+	// stored: one that cannot be captured (not clean, gone, changed)
+	// refuses the set, so no machine is left half captured.
+	start = time.Now()
+	preps := make([]*preparedDisk, len(jobs))
+	defer func() {
+		for _, p := range preps {
+			if p != nil {
+				p.f.Close()
+			}
+		}
+	}()
+	for i, j := range jobs {
+		p, err := prepareDisk(j.disk, r.settings.Machine.Raw)
+		if err != nil {
+			err = fmt.Errorf("disk %d (%s) cannot be captured, so no disk is; nothing was stored: %w", i+1, j.disk.Path, err)
+			r.report.Disks[i].Status, r.report.Disks[i].Error = DiskFailed, err.Error()
+			return fail("prepare", err)
+		}
+		preps[i] = p
+	}
+	r.report.AddStep("prepare", StepOK, start, fmt.Sprintf("%d disks: layouts and file-system maps read", len(jobs)))
+
 	// The disks, one after the other.
 	r.log.Printf("capture: generation %s, %d disks", gen, len(jobs))
 	for i, j := range jobs {
-		if err := r.captureDisk(ctx, i, j, segment); err != nil {
+		if err := r.captureDisk(ctx, i, j, preps[i], segment); err != nil {
 			for k := i + 1; k < len(jobs); k++ {
 				r.log.Printf("capture: disk %d (%s) not started", k+1, jobs[k].disk.Path)
 			}
@@ -192,11 +215,47 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	return StatusSuccess, nil
 }
 
-// captureDisk captures disk i of the machine into its destination.
+// preparedDisk is a source disk opened for its capture, with what
+// PrepareCapture read of it.
+type preparedDisk struct {
+	f    *os.File
+	size int64
+	opts snapshot.CaptureOptions
+}
+
+// prepareDisk opens disk d read-only and reads what its capture needs
+// before its data (diskrestore.PrepareCapture): a disk that is gone, no
+// longer the size it was listed with, or whose file systems cannot be
+// captured (not clean) fails here.
+func prepareDisk(d Disk, raw bool) (*preparedDisk, error) {
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", d.Path, err)
+	}
+	g, err := diskrestore.GeometryOf(f)
+	if err == nil && d.Size > 0 && g.Size != d.Size {
+		err = fmt.Errorf("%s holds %s, but %s when the disks were matched: it changed or was replaced; check the disks and start again", d.Path, units.Bytes(g.Size), units.Bytes(d.Size))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Capture reads front to back: ask the kernel for deep readahead.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	opts, err := diskrestore.PrepareCapture(f, g.Size, g.LogicalSectorSize, raw)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &preparedDisk{f: f, size: g.Size, opts: opts}, nil
+}
+
+// captureDisk captures disk i of the machine, prepared as p, into its
+// destination.
 //
 // Its entry in the report is marked DiskOK only once the snapshot is
 // complete and published under its name.
-func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment int64) error {
+func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, p *preparedDisk, segment int64) error {
 	start := time.Now()
 	dr := &r.report.Disks[i]
 	dr.Status = DiskRunning
@@ -210,21 +269,7 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 	if err := j.dest.check(ctx); err != nil {
 		return fail(err)
 	}
-	f, err := os.Open(j.disk.Path)
-	if err != nil {
-		return fail(fmt.Errorf("open %s: %w", j.disk.Path, err))
-	}
-	defer f.Close()
-	g, err := diskrestore.GeometryOf(f)
-	if err != nil {
-		return fail(err)
-	}
-	// Capture reads front to back: ask the kernel for deep readahead.
-	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	opts, err := diskrestore.PrepareCapture(f, g.Size, g.LogicalSectorSize, r.settings.Machine.Raw)
-	if err != nil {
-		return fail(err)
-	}
+	f, opts := p.f, p.opts
 	opts.SegmentSize = segment
 	opts.Origin = snapshot.Origin{Path: j.disk.Path, Hostname: r.settings.Machine.Name, Model: j.disk.Model, Serial: j.disk.Serial}
 
@@ -238,7 +283,7 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 	opts.Progress = func(done, total int64) {
 		show(restore.Progress{Done: done, Total: total, Elapsed: time.Since(began), Final: done == total})
 	}
-	r.log.Printf("capture: disk %d: reading %s (%s) into %s", i+1, j.disk.Path, units.Bytes(g.Size), sink)
+	r.log.Printf("capture: disk %d: reading %s (%s) into %s", i+1, j.disk.Path, units.Bytes(p.size), sink)
 	m, err := snapshot.CaptureTo(ctx, f, sink, opts)
 	if err != nil {
 		j.dest.discard()
