@@ -1,7 +1,9 @@
 package rescue
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // TestPlanCaptureHostileNames: a capture plan whose disk entries name the
@@ -295,5 +298,55 @@ func TestCaptureSecondDiskNotClean(t *testing.T) {
 		if d.Status == DiskOK || d.Published != "" {
 			t.Errorf("report disk %d: status %q, published %q; want not captured", i+1, d.Status, d.Published)
 		}
+	}
+}
+
+// TestRestoreTwoDisksSecondUntrusted: disk 1's snapshot signed by the
+// trusted key, disk 2's by another: the set is refused before anything
+// is written, naming disk 2 and the signature; both disks stay blank.
+func TestRestoreTwoDisksSecondUntrusted(t *testing.T) {
+	m := newTwoDiskMachine(t)
+	keys := t.TempDir()
+	trusted, trustedPub, err := snapshot.GenerateKey(filepath.Join(keys, "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := snapshot.GenerateKey(filepath.Join(keys, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, keyFile := range []string{trusted, other} {
+		key, err := snapshot.LoadPrivateKey(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(m.snaps[i], snapshot.ManifestName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig := snapshot.EncodeSignature(ed25519.Sign(key, data))
+		if err := os.WriteFile(filepath.Join(m.snaps[i], snapshot.SignatureName), sig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var console bytes.Buffer
+	r := m.rescue(t, []DiskEntry{
+		{Snapshot: m.snaps[0], Target: "path=" + m.targets[0]},
+		{Snapshot: m.snaps[1], Target: "path=" + m.targets[1]},
+	}, &console)
+	pub, _ := os.ReadFile(trustedPub)
+	os.WriteFile(filepath.Join(r.trustDir, "lab.pub"), pub, 0o644)
+
+	status, err := r.restoreMachine(context.Background(), &Plan{})
+	if err == nil || status != StatusFailed || !strings.HasPrefix(err.Error(), "disk 2: snapshot "+m.snaps[1]) || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("restore with disk 2's snapshot signed by an untrusted key: %s, %v; want disk 2 refused for its signature\n%s", status, err, console.String())
+	}
+	for i, dev := range m.targets {
+		if !isBlank(t, dev) {
+			t.Errorf("disk %d: %s was written although disk 2's snapshot is not trusted", i+1, dev)
+		}
+	}
+	if st := r.report.Disks[0].Status; st == DiskOK || st == DiskRunning {
+		t.Errorf("report disk 1: status %q, want it not restored", st)
 	}
 }
