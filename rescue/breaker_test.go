@@ -350,3 +350,29 @@ func TestRestoreTwoDisksSecondUntrusted(t *testing.T) {
 		t.Errorf("report disk 1: status %q, want it not restored", st)
 	}
 }
+
+// TestCaptureRefusalHolders: a disk that device mapper or RAID holds
+// (an LVM volume group, an md array) is never a capture source: what
+// stacks on it can write to it while it is read (an md resync, a dm
+// writer), which no file-system map check would see. A read-only disk
+// and a plain disk may be captured; the rescue medium and the running
+// system's disk never.
+func TestCaptureRefusalHolders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		disk Disk
+		want string // "" = may be captured
+	}{
+		{"plain", Disk{Path: "/dev/vdb"}, ""},
+		{"read-only", Disk{Path: "/dev/vdb", ReadOnly: true}, ""},
+		{"held by LVM", Disk{Path: "/dev/vdb", Holders: []string{"dm-0 (vg-data)"}}, "held by dm-0 (vg-data)"},
+		{"held by md", Disk{Path: "/dev/vdc", Holders: []string{"md0"}}, "mdadm --stop"},
+		{"the medium", Disk{Path: "/dev/sda", Partitions: []string{"/dev/sda1"}}, "rescue medium"},
+		{"the system", Disk{Path: "/dev/vda", System: true}, "running system"},
+	} {
+		got := captureRefusal(tc.disk, []string{"/dev/sda1"})
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%s: captureRefusal(%s) = %q, want %q", tc.name, tc.disk.Path, got, tc.want)
+		}
+	}
+}
