@@ -376,3 +376,26 @@ func TestCaptureRefusalHolders(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptureUnknownFSStoredWhole: a disk with an ext4 partition and one
+// of random bytes (no file system Rewind knows: encrypted, say) is
+// captured at boot onto the medium; the unknown partition is stored whole
+// and restores byte for byte, the ext4 one with its free blocks zeroed.
+func TestCaptureUnknownFSStoredWhole(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	dir := t.TempDir()
+	unknown := testdisk.MakeFS(t, filepath.Join(dir, "crypt.img"), "", 8*mib, 0, 102)
+	src := newCaptureSource(t, "sys", 32*mib, 101, testdisk.MakeFS(t, filepath.Join(dir, "ext4.img"), "ext4", 16*mib, 2*mib, 103), unknown)
+	media := t.TempDir()
+	r, console := captureRescue(media, []DiskEntry{{Snapshot: "media:/snapshots/srv1", Target: "path=" + src.dev}}, "", false)
+	if status, err := r.capture(context.Background(), testEnv(r)); err != nil || status != StatusSuccess {
+		t.Fatalf("capture of %s: %s, %v\n%s", src.dev, status, err, console)
+	}
+	want := src.want(t)
+	restoreCheck(t, filepath.Join(media, "snapshots", "srv1"), want, nil)
+	// want keeps the unknown partition as it is: check that it does.
+	raw, _ := os.ReadFile(unknown.Path)
+	if !bytes.Contains(want, raw) {
+		t.Errorf("the unknown partition's %d random bytes are not in the restored disk whole", len(raw))
+	}
+}
