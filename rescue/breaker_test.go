@@ -399,3 +399,80 @@ func TestCaptureUnknownFSStoredWhole(t *testing.T) {
 		t.Errorf("the unknown partition's %d random bytes are not in the restored disk whole", len(raw))
 	}
 }
+
+// TestRestoreTwoDisksResumeSecond: a two-disk restore cut while writing
+// disk 2, disk 1 complete. The disks are alike (no serial, the same
+// size) and restore the same snapshot (two copies of it), so disk 2's
+// journal is also the file disk 1 would look for. The second boot
+// restores both disks equal to the source: whichever disk finds the
+// journal checks every chunk it claims against the disk before skipping
+// it, so a journal is never trusted for the wrong disk; no journal is
+// left afterwards.
+func TestRestoreTwoDisksResumeSecond(t *testing.T) {
+	m := newTwoDiskMachine(t, 48<<20, 48<<20)
+	copyDir := filepath.Join(m.dir, "snap1-copy")
+	if out, err := exec.Command("cp", "-a", m.snaps[0], copyDir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	entries := []DiskEntry{{Snapshot: m.snaps[0], Target: "path=" + m.targets[0]}, {Snapshot: copyDir, Target: "path=" + m.targets[1]}}
+	media := t.TempDir()
+	run := func() (*Rescue, string, error) {
+		var console bytes.Buffer
+		r := m.rescue(t, entries, &console)
+		r.media = &Media{Dir: media, RW: true, FSType: "ext4"}
+		status, err := r.restoreMachine(context.Background(), &Plan{})
+		if err == nil && status != StatusSuccess {
+			err = fmt.Errorf("status %s", status)
+		}
+		return r, console.String(), err
+	}
+	r, console, err := run()
+	if err != nil {
+		t.Fatalf("first restore: %v\n%s", err, console)
+	}
+
+	// The cut: disk 2's second half never written, its table neither,
+	// and its journal claims the chunks of the first half.
+	snap, err := snapshot.Open(context.Background(), m.snaps[0], snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	const half = 24 << 20
+	f, err := os.OpenFile(m.targets[1], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(make([]byte, half), half)
+	f.WriteAt(make([]byte, 1<<20), 0)
+	f.Close()
+	picked, _, err := selectDisks([]DiskEntry{{Target: "path=" + m.targets[1]}}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make([]bool, len(snap.Manifest.Chunks))
+	for i, c := range snap.Manifest.Chunks {
+		done[i] = c.Offset+c.Length <= half
+	}
+	j := &Journal{Version: JournalVersion, Snapshot: snap.ID, Plan: PlanHash(r.settings.Machine), Target: IdentityOf(picked[0]), Updated: time.Now()}
+	j.SetDone(done)
+	path := JournalPath(filepath.Join(media, MediaJournals), snap.ID, j.Target)
+	if err := SaveJournal(path, j); err != nil {
+		t.Fatal(err)
+	}
+
+	r, console, err = run()
+	if err != nil {
+		t.Fatalf("second restore: %v\n%s", err, console)
+	}
+	src, _ := os.Stat(m.sources[0])
+	for i, dev := range m.targets {
+		if fileHash(t, dev, src.Size()) != fileHash(t, m.sources[0], src.Size()) {
+			t.Errorf("disk %d: %s differs from the source after the resumed restore", i+1, dev)
+		}
+		t.Logf("disk %d: resume %+v", i+1, r.report.Disks[i].Resume)
+	}
+	if left, _ := os.ReadDir(filepath.Join(media, MediaJournals)); len(left) > 0 {
+		t.Errorf("journals left after the restore: %d", len(left))
+	}
+}
