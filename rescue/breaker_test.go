@@ -60,6 +60,10 @@ func TestPlanCaptureHostileNames(t *testing.T) {
 		{"a good media name", one("media:/snapshots/srv1-sys_2.img"), ""},
 		{"disk expect on a capture", srv + disk("media:/snapshots/a", "serial=A") + "[machine.disk.expect]\nhostname = \"srv1\"\n",
 			"plan machine srv1 captures, but disk 1's [machine.disk.expect] pins the snapshot a restore reads"},
+		{"segment_size 0", srv + "segment_size = \"0\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "0" is smaller than one stored chunk`},
+		{"segment_size -1", srv + "segment_size = \"-1\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "-1": size "-1" is not a number`},
+		{"segment_size 1e3", srv + "segment_size = \"1e3\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "1e3": size "1e3" has an unknown unit`},
+		{"segment_size 5GiB onto the stick", srv + "segment_size = \"5GiB\"\n" + disk("media:/snapshots/a", "serial=A"), `with segment_size "5GiB", but FAT32 holds no file of 4 GiB or more`},
 		{"machine expect on a capture", srv + "snapshot = \"media:/snapshots/a\"\n[machine.expect]\nhostname = \"srv1\"\n", "plan machine srv1 captures, but [machine.expect] pins"},
 	} {
 		_, err := ParsePlan([]byte(tc.plan))
