@@ -77,8 +77,9 @@ type captureJob struct {
 // captureDest is where one disk's snapshot goes.
 type captureDest interface {
 	// check refuses the destination before anything is read: an
-	// existing snapshot without overwrite, a medium that cannot take it.
-	check() error
+	// existing snapshot without overwrite, a medium that cannot take it,
+	// a lab server that refuses the token or the name.
+	check(ctx context.Context) error
 	// open returns the sink the capture writes into.
 	open(ctx context.Context) (snapshot.Sink, error)
 	// publish makes the completed capture the snapshot under its name and
@@ -158,8 +159,10 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 		lines = append(lines, fmt.Sprintf("%s -> %s", describeTarget(d), jobs[i].entry.Snapshot))
 		r.log.Printf("capture: disk %d: %s -> %s", i+1, describeTarget(d), jobs[i].entry.Snapshot)
 	}
+	// Every destination, before any disk is read: disk 2's name existing
+	// on the server must not leave disk 1 captured alone.
 	for i, j := range jobs {
-		if err := j.dest.check(); err != nil {
+		if err := j.dest.check(ctx); err != nil {
 			return fail("source", fmt.Errorf("disk %d (%s): %w", i+1, j.disk.Path, err))
 		}
 	}
@@ -176,10 +179,33 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 		return status, nil
 	}
 
+	// Every disk opened and its file systems' maps read before any is
+	// stored: one that cannot be captured (not clean, gone, changed)
+	// refuses the set, so no machine is left half captured.
+	start = time.Now()
+	preps := make([]*preparedDisk, len(jobs))
+	defer func() {
+		for _, p := range preps {
+			if p != nil {
+				p.f.Close()
+			}
+		}
+	}()
+	for i, j := range jobs {
+		p, err := prepareDisk(j.disk, r.settings.Machine.Raw)
+		if err != nil {
+			err = fmt.Errorf("disk %d (%s) cannot be captured, so no disk is; nothing was stored: %w", i+1, j.disk.Path, err)
+			r.report.Disks[i].Status, r.report.Disks[i].Error = DiskFailed, err.Error()
+			return fail("prepare", err)
+		}
+		preps[i] = p
+	}
+	r.report.AddStep("prepare", StepOK, start, fmt.Sprintf("%d disks: layouts and file-system maps read", len(jobs)))
+
 	// The disks, one after the other.
 	r.log.Printf("capture: generation %s, %d disks", gen, len(jobs))
 	for i, j := range jobs {
-		if err := r.captureDisk(ctx, i, j, segment); err != nil {
+		if err := r.captureDisk(ctx, i, j, preps[i], segment); err != nil {
 			for k := i + 1; k < len(jobs); k++ {
 				r.log.Printf("capture: disk %d (%s) not started", k+1, jobs[k].disk.Path)
 			}
@@ -189,11 +215,47 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	return StatusSuccess, nil
 }
 
-// captureDisk captures disk i of the machine into its destination.
+// preparedDisk is a source disk opened for its capture, with what
+// PrepareCapture read of it.
+type preparedDisk struct {
+	f    *os.File
+	size int64
+	opts snapshot.CaptureOptions
+}
+
+// prepareDisk opens disk d read-only and reads what its capture needs
+// before its data (diskrestore.PrepareCapture): a disk that is gone, no
+// longer the size it was listed with, or whose file systems cannot be
+// captured (not clean) fails here.
+func prepareDisk(d Disk, raw bool) (*preparedDisk, error) {
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", d.Path, err)
+	}
+	g, err := diskrestore.GeometryOf(f)
+	if err == nil && d.Size > 0 && g.Size != d.Size {
+		err = fmt.Errorf("%s holds %s, but %s when the disks were matched: it changed or was replaced; check the disks and start again", d.Path, units.Bytes(g.Size), units.Bytes(d.Size))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Capture reads front to back: ask the kernel for deep readahead.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	opts, err := diskrestore.PrepareCapture(f, g.Size, g.LogicalSectorSize, raw)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &preparedDisk{f: f, size: g.Size, opts: opts}, nil
+}
+
+// captureDisk captures disk i of the machine, prepared as p, into its
+// destination.
 //
 // Its entry in the report is marked DiskOK only once the snapshot is
 // complete and published under its name.
-func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment int64) error {
+func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, p *preparedDisk, segment int64) error {
 	start := time.Now()
 	dr := &r.report.Disks[i]
 	dr.Status = DiskRunning
@@ -204,24 +266,10 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 		return err
 	}
 	// Checked again: the countdown may have lasted long.
-	if err := j.dest.check(); err != nil {
+	if err := j.dest.check(ctx); err != nil {
 		return fail(err)
 	}
-	f, err := os.Open(j.disk.Path)
-	if err != nil {
-		return fail(fmt.Errorf("open %s: %w", j.disk.Path, err))
-	}
-	defer f.Close()
-	g, err := diskrestore.GeometryOf(f)
-	if err != nil {
-		return fail(err)
-	}
-	// Capture reads front to back: ask the kernel for deep readahead.
-	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	opts, err := diskrestore.PrepareCapture(f, g.Size, g.LogicalSectorSize, r.settings.Machine.Raw)
-	if err != nil {
-		return fail(err)
-	}
+	f, opts := p.f, p.opts
 	opts.SegmentSize = segment
 	opts.Origin = snapshot.Origin{Path: j.disk.Path, Hostname: r.settings.Machine.Name, Model: j.disk.Model, Serial: j.disk.Serial}
 
@@ -235,7 +283,7 @@ func (r *Rescue) captureDisk(ctx context.Context, i int, j captureJob, segment i
 	opts.Progress = func(done, total int64) {
 		show(restore.Progress{Done: done, Total: total, Elapsed: time.Since(began), Final: done == total})
 	}
-	r.log.Printf("capture: disk %d: reading %s (%s) into %s", i+1, j.disk.Path, units.Bytes(g.Size), sink)
+	r.log.Printf("capture: disk %d: reading %s (%s) into %s", i+1, j.disk.Path, units.Bytes(p.size), sink)
 	m, err := snapshot.CaptureTo(ctx, f, sink, opts)
 	if err != nil {
 		j.dest.discard()
@@ -294,7 +342,7 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 		if !r.media.RW {
 			return nil, fmt.Errorf("snapshot %s: the rescue medium %s is mounted read-only, so nothing can be captured onto it; write-protected stick or disc? use a writable stick or capture to the lab server (http(s)://...)", loc, r.media.Device)
 		}
-		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log, exchange: env.exchange}, nil
+		return &mediaDest{loc: loc, dir: p, stamp: strings.NewReplacer("-", "", ":", "").Replace(gen), overwrite: r.settings.Machine.Overwrite, log: r.log, exchange: env.exchange, root: r.media.Dir}, nil
 	}
 	return nil, fmt.Errorf("snapshot %s is not a place a capture can write to: use media:/snapshots/NAME (on the rescue stick) or the lab server's http(s)://host/snapshots/NAME; a plain path is in the rescue environment's memory and would vanish at the reboot", loc)
 }
@@ -308,6 +356,7 @@ func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDes
 type mediaDest struct {
 	loc       string // media:/snapshots/NAME
 	dir       string // its path under the mount point
+	root      string // the mount point
 	stamp     string // the generation, without the characters FAT refuses
 	overwrite bool
 	log       *Logger
@@ -321,7 +370,25 @@ func (m *mediaDest) partialDir() string {
 	return filepath.Join(filepath.Dir(m.dir), "."+filepath.Base(m.dir)+".partial-"+m.stamp)
 }
 
-func (m *mediaDest) check() error {
+func (m *mediaDest) check(context.Context) error {
+	// Every directory on the way is a directory of the medium: a symlink
+	// (an ext4 stick) would take the capture, or the replace, elsewhere.
+	if rel, err := filepath.Rel(m.root, filepath.Dir(m.dir)); err == nil && rel != "." {
+		at := m.root
+		for _, p := range strings.Split(rel, string(filepath.Separator)) {
+			at = filepath.Join(at, p)
+			fi, err := os.Lstat(at)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", m.loc, err)
+			}
+			if !fi.IsDir() {
+				return fmt.Errorf("%s: %s on the rescue medium is not a directory (a file or a symlink, which would lead the capture elsewhere); nothing was read or written: remove it or choose another name", m.loc, at)
+			}
+		}
+	}
 	fi, err := os.Lstat(m.dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -329,9 +396,14 @@ func (m *mediaDest) check() error {
 	case err != nil:
 		return fmt.Errorf("snapshot %s: %w", m.loc, err)
 	case !fi.IsDir():
-		return fmt.Errorf("%s exists on the rescue medium and is not a snapshot directory; remove it or choose another name", m.loc)
+		return fmt.Errorf("%s exists on the rescue medium and is not a snapshot directory (a file or a symlink); nothing was read or written: remove it or choose another name", m.loc)
 	case !m.overwrite:
 		return fmt.Errorf("%s already exists on the rescue medium; nothing was read or written: set overwrite = true on the machine to replace it (after the new capture is complete), or choose another name", m.loc)
+	}
+	// Overwrite replaces a snapshot, never a directory of other things
+	// (media:/snapshots itself, say, with every other machine's).
+	if _, err := os.Lstat(filepath.Join(m.dir, snapshot.ManifestName)); err != nil {
+		return fmt.Errorf("%s exists on the rescue medium but is not a snapshot (no %s): overwrite would replace it with everything in it; nothing was read or written: choose another name", m.loc, snapshot.ManifestName)
 	}
 	return nil
 }
@@ -456,10 +528,30 @@ type uploadDest struct {
 	opt    uploadOptions
 	env    captureEnv
 	client uploadSink
+	probed bool // check found the server willing
 }
 
-// check has nothing to look at before the session: the server says.
-func (u *uploadDest) check() error { return nil }
+// check asks the server, once, whether it takes this upload: it opens a
+// session and drops it again, so that a wrong token, uploads that are
+// off, an existing name without overwrite or a full disk on the server
+// refuse the whole capture before any disk is read. The session the
+// capture writes into is opened later, by open (an idle one would expire
+// while the disks before it are read).
+func (u *uploadDest) check(ctx context.Context) error {
+	if u.probed {
+		return nil
+	}
+	c, err := u.env.newUpload(u.loc, u.opt)
+	if err != nil {
+		return err
+	}
+	if err := c.Open(ctx); err != nil {
+		return err
+	}
+	c.Abort()
+	u.probed = true
+	return nil
+}
 
 func (u *uploadDest) open(ctx context.Context) (snapshot.Sink, error) {
 	c, err := u.env.newUpload(u.loc, u.opt)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -68,6 +69,9 @@ func (s *captureSource) want(t *testing.T) []byte {
 			covered[k] = true
 		}
 		m, err := fsmap.Read(bytes.NewReader(b[off:off+n]), n)
+		if errors.Is(err, fsmap.ErrUnknown) {
+			continue // no known file system: stored whole
+		}
 		if err != nil {
 			t.Fatalf("%s partition %d: %v", s.img, p.Number, err)
 		}

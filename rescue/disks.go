@@ -125,9 +125,12 @@ func matchDisks(disks []Disk, entries []DiskEntry, exclude []string, capture boo
 }
 
 // captureRefusal returns why d must never be captured by the rescue
-// flow, or "": the rescue medium and a disk holding the running system.
-// A read-only disk may be captured; what is mounted read-write is refused
-// when the capture opens it (diskrestore.CheckCaptureSource).
+// flow, or "": the rescue medium, a disk holding the running system, and
+// a disk that device mapper or RAID holds (what stacks on it, an md
+// resync or a dm writer, can change it while it is read, unseen by the
+// file-system map check). A read-only disk may be captured; what is
+// mounted read-write is refused when the capture opens it
+// (diskrestore.CheckCaptureSource).
 func captureRefusal(d Disk, exclude []string) string {
 	excluded := d.Rescue
 	for _, x := range exclude {
@@ -142,6 +145,8 @@ func captureRefusal(d Disk, exclude []string) string {
 		return "it is the rescue medium"
 	case d.System:
 		return "it holds the running system"
+	case len(d.Holders) > 0:
+		return "it is held by " + strings.Join(d.Holders, ", ") + ", which can write to it while it is read; stop them first (vgchange -an, dmsetup remove, mdadm --stop)"
 	}
 	return ""
 }

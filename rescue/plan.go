@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -441,6 +442,7 @@ func (m *Machine) validateDisks(name string) error {
 	}
 	snaps := map[string]int{}
 	targets := map[string]int{}
+	keys := make([]string, len(m.Disks))
 	for i, d := range m.Disks {
 		where := fmt.Sprintf("plan machine %s disk %d", name, i+1)
 		if d.Snapshot == "" {
@@ -449,10 +451,25 @@ func (m *Machine) validateDisks(name string) error {
 		if err := checkSnapshotLocation(d.Snapshot); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		if j, dup := snaps[d.Snapshot]; dup {
-			return fmt.Errorf("plan machine %s disks %d and %d both name snapshot %s; each disk needs its own", name, j+1, i+1, d.Snapshot)
+		// The same place written differently (case on a FAT stick, a
+		// trailing or doubled slash, ./) is the same snapshot; one inside
+		// another is replaced along with it by an overwrite.
+		keys[i] = snapshotKey(d.Snapshot)
+		if j, dup := snaps[keys[i]]; dup {
+			return fmt.Errorf("plan machine %s disks %d and %d both name snapshot %s (as %s and %s; the rescue stick's FAT ignores case); each disk needs its own",
+				name, j+1, i+1, keys[i], m.Disks[j].Snapshot, d.Snapshot)
 		}
-		snaps[d.Snapshot] = i
+		for j := range i {
+			a, b := j, i
+			if len(keys[a]) > len(keys[b]) {
+				a, b = b, a
+			}
+			if strings.HasPrefix(keys[b], strings.TrimSuffix(keys[a], "/")+"/") {
+				return fmt.Errorf("plan machine %s disk %d's snapshot %s lies inside disk %d's %s: replacing one would remove or change the other; give each disk its own directory, side by side",
+					name, b+1, m.Disks[b].Snapshot, a+1, m.Disks[a].Snapshot)
+			}
+		}
+		snaps[keys[i]] = i
 		switch {
 		case d.Target == "" && len(m.Disks) > 1:
 			return fmt.Errorf("%s (snapshot %s) has no target; with several disks each needs one: serial=, wwn=, size= or path=", where, d.Snapshot)
@@ -489,7 +506,85 @@ func (m *Machine) validateAction(name string, uploadToken bool) error {
 	if m.Action != ActionCapture {
 		return nil
 	}
+	for i, d := range diskEntries(m) {
+		if !d.Expect.IsZero() {
+			what := "[machine.expect]"
+			if len(m.Disks) > 0 {
+				what = fmt.Sprintf("disk %d's [machine.disk.expect]", i+1)
+			}
+			return fmt.Errorf("plan machine %s captures, but %s pins the snapshot a restore reads, and a capture writes a new one; remove the expect table, or move it to the entry that restores", name, what)
+		}
+	}
 	return checkCapture(m, diskEntries(m), uploadToken, "plan machine "+name)
+}
+
+// snapshotKey is the one way of writing snapshot location loc that two
+// disk entries are compared by: media: paths cleaned and in lower case
+// (FAT, the rescue stick's file system, ignores case), http(s) URLs with
+// the scheme and host in lower case and the path cleaned, plain paths
+// cleaned.
+func snapshotKey(loc string) string {
+	switch {
+	case strings.HasPrefix(loc, "media:"):
+		return "media:" + strings.ToLower(path.Clean("/"+strings.TrimPrefix(loc, "media:")))
+	case isHTTP(loc):
+		u, err := url.Parse(loc)
+		if err != nil {
+			return loc
+		}
+		p := path.Clean("/" + u.Path)
+		return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + p + map[bool]string{true: "?" + u.RawQuery}[u.RawQuery != ""]
+	}
+	return path.Clean(loc)
+}
+
+// mediaReserved are the rescue medium's own top-level directories (boot
+// loader, kernel, plan, reports, journals, drivers): a capture never
+// writes a snapshot among them, nor replaces one of them with overwrite.
+var mediaReserved = []string{"efi", "boot", "rewind", "drivers", "syslinux", "isolinux"}
+
+// maxMediaElement is the longest path element of a capture's media:
+// name: FAT takes 255 characters, and the capture works in
+// .NAME.partial-GENERATION next to it.
+const maxMediaElement = 200
+
+// checkMediaName checks the name of a capture's destination on the rescue
+// medium (media:/snapshots/NAME): path elements of letters, digits, '.',
+// '_' and '-' that FAT stores as written (no trailing dot, no dot-leading
+// element, no "..", no empty element), not too long, not the medium's
+// root and not among the medium's own directories.
+func checkMediaName(loc string) error {
+	rest := strings.TrimPrefix(loc, "media:")
+	if strings.Trim(rest, "/") == "" {
+		return fmt.Errorf("%s, the medium's root; name a directory such as media:/snapshots/NAME", loc)
+	}
+	parts := strings.Split(strings.TrimPrefix(rest, "/"), "/")
+	for _, p := range parts {
+		bad := ""
+		switch {
+		case p == "":
+			bad = "an empty path element (a doubled or trailing '/')"
+		case p == "." || p == "..":
+			bad = fmt.Sprintf("the path element %q", p)
+		case p[0] == '.':
+			bad = fmt.Sprintf("the path element %q that starts with a dot (the capture's own unfinished directories do)", p)
+		case strings.HasSuffix(p, "."):
+			bad = fmt.Sprintf("the path element %q that ends with a dot (FAT drops it, so it would name another directory)", p)
+		case len(p) > maxMediaElement:
+			bad = fmt.Sprintf("a path element of %d bytes (at most %d on FAT, with room for the capture's work directory)", len(p), maxMediaElement)
+		case strings.IndexFunc(p, func(c rune) bool {
+			return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-')
+		}) >= 0:
+			bad = fmt.Sprintf("the path element %q with a character other than letters, digits, '.', '_' and '-' (FAT refuses some, and changes others)", p)
+		}
+		if bad != "" {
+			return fmt.Errorf("%s, which has %s; name the snapshot like media:/snapshots/srv1-sys", loc, bad)
+		}
+	}
+	if slices.Contains(mediaReserved, strings.ToLower(parts[0])) {
+		return fmt.Errorf("%s, under the rescue medium's own %s/ directory; capture under media:/snapshots/ instead", loc, parts[0])
+	}
+	return nil
 }
 
 // diskEntries is the machine's disks: its [[machine.disk]] entries, or
@@ -538,8 +633,8 @@ func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string)
 		}
 		switch {
 		case strings.HasPrefix(d.Snapshot, "media:/"):
-			if strings.Trim(strings.TrimPrefix(d.Snapshot, "media:"), "/") == "" {
-				return fmt.Errorf("%s captures into %s, the medium's root; name a directory such as media:/snapshots/NAME", what, d.Snapshot)
+			if err := checkMediaName(d.Snapshot); err != nil {
+				return fmt.Errorf("%s captures into %w", what, err)
 			}
 			if seg > MaxMediaSegment {
 				return fmt.Errorf("%s captures onto the rescue medium (%s) with segment_size %q, but FAT32 holds no file of 4 GiB or more; use segment_size = \"1GiB\" or leave it out",

@@ -32,7 +32,7 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 			return
 		}
 		last = time.Now()
-		update := r.report.progressCopy(p.Done) // a copy: the flow goes on filling in the original
+		update := r.report.progressCopy(p.Done, p.Total) // a copy: the flow goes on filling in the original
 		go func() {
 			defer busy.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)

@@ -196,15 +196,20 @@ func (r *Report) fillFromFirstDisk() {
 
 // progressCopy is a copy of r for a progress update while a disk runs:
 // status running, the single-disk fields from the first disk, and done
-// bytes of the running disk (DiskRunning) written. Disks is copied too,
-// so the update can be sent while the flow goes on filling in r.
-func (r *Report) progressCopy(done int64) *Report {
+// bytes of the running disk (DiskRunning) written (read, for a capture)
+// of total; total stands in for the disk's data bytes while a capture,
+// which learns them only at its end, runs. Disks is copied too, so the
+// update can be sent while the flow goes on filling in r.
+func (r *Report) progressCopy(done, total int64) *Report {
 	u := *r
 	u.Disks = slices.Clone(r.Disks)
 	u.Status = StatusRunning
 	for i := range u.Disks {
 		if d := &u.Disks[i]; d.Status == DiskRunning {
 			d.BytesWritten, d.BytesZeroed, d.BytesSkipped = done, 0, 0
+			if d.DataBytes == 0 && total > 0 {
+				d.DataBytes = total
+			}
 		}
 	}
 	u.fillFromFirstDisk()

@@ -24,7 +24,7 @@ func TestReportPageDisks(t *testing.T) {
 	r.Disks[1].DataBytes, r.Disks[1].Status = 100, DiskRunning
 
 	// 50 of disk 2's 100 bytes: 350 of 400 over both disks.
-	if err := PostReport(context.Background(), nil, url, testToken, r.progressCopy(50)); err != nil {
+	if err := PostReport(context.Background(), nil, url, testToken, r.progressCopy(50, 0)); err != nil {
 		t.Fatal(err)
 	}
 	page := get(t, url)

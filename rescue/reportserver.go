@@ -826,6 +826,16 @@ type pageRow struct {
 	Started, Took, Clock                     string
 }
 
+// diskDone is the bytes of disk d done: written, zeroed or skipped by a
+// restore; read by a capture, which records them as read once the disk is
+// captured (and as written in its progress updates).
+func diskDone(d DiskReport, capture bool) int64 {
+	if capture && d.Status == DiskOK {
+		return d.BytesRead
+	}
+	return d.BytesWritten + d.BytesZeroed + d.BytesSkipped
+}
+
 // pageDisk is one disk of a machine with several on the status page.
 type pageDisk struct {
 	Target, Snapshot, Status string
@@ -859,11 +869,14 @@ func (s *ReportServer) page(now time.Time) pageView {
 		}
 		pr.Capture = r.Action == ActionCapture
 		done, total := r.BytesWritten+r.BytesZeroed+r.BytesSkipped, r.Snapshot.DataBytes
-		if len(r.Disks) > 1 {
+		if len(r.Disks) > 1 || pr.Capture && len(r.Disks) == 1 {
 			done, total = 0, 0
 			for i, d := range r.Disks {
-				done += d.BytesWritten + d.BytesZeroed + d.BytesSkipped
+				done += diskDone(d, pr.Capture)
 				total += d.DataBytes
+				if len(r.Disks) == 1 {
+					break
+				}
 				if i < MaxDisks {
 					target := d.Target.Description
 					if target == "" {
