@@ -18,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/rewind-bmr/rewind/diskrestore"
+	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/machine"
 	"github.com/rewind-bmr/rewind/netcfg"
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -47,7 +48,10 @@ const MaxCountdown = 24 * 60 * 60
 type Plan struct {
 	Countdown Countdown `toml:"countdown"`
 	Report    ReportTo  `toml:"report"`
-	Machines  []Machine `toml:"machine"`
+	// Upload holds what a capture needs to upload snapshots to the lab
+	// server (rewind serve --upload-token).
+	Upload   UploadTo  `toml:"upload"`
+	Machines []Machine `toml:"machine"`
 	// Network configures NICs by MAC (netcfg/, docs/network.md). Without
 	// it, the rescue environment asks DHCP on its first NIC when a
 	// snapshot or report URL is http(s).
@@ -74,6 +78,15 @@ type ReportTo struct {
 	URL string `toml:"url"` // the JSON report is POSTed here
 	// Token is the lab's report token, sent as a bearer token with every
 	// POST; rewind serve --report-token holds the same.
+	Token string `toml:"token"`
+}
+
+// UploadTo is the plan's [upload] table.
+type UploadTo struct {
+	// Token is the lab's upload token, sent as a bearer token with every
+	// upload to an http(s) snapshot location; rewind serve --upload-token
+	// holds the same. It is not the report token: a stick that only
+	// reports cannot publish snapshots.
 	Token string `toml:"token"`
 }
 
@@ -301,6 +314,11 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			return fmt.Errorf("plan report.token: %w", err)
 		}
 	}
+	if t := p.Upload.Token; t != "" {
+		if err := checkUploadToken(t); err != nil {
+			return fmt.Errorf("plan upload.token: %w", err)
+		}
+	}
 	if p.Network != nil {
 		if err := p.Network.Validate(); err != nil {
 			return fmt.Errorf("plan [network]: %w", err)
@@ -328,16 +346,11 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			return fmt.Errorf("plan machine #%d: %w", i+1, err)
 		}
 		names[m.Name] = i
-		if m.Snapshot == "" {
-			return fmt.Errorf("plan machine %s has no snapshot; set snapshot = \"media:/snapshots/NAME\" or an http(s) URL", name)
+		if err := m.validateDisks(name); err != nil {
+			return err
 		}
-		if err := checkSnapshotLocation(m.Snapshot); err != nil {
-			return fmt.Errorf("plan machine %s: %w", name, err)
-		}
-		if m.Target != "" {
-			if _, err := diskrestore.ParseSpec(m.Target); err != nil {
-				return fmt.Errorf("plan machine %s target: %w", name, err)
-			}
+		if err := m.validateAction(name, p.Upload.Token != ""); err != nil {
+			return err
 		}
 		if err := checkAfter(m.After); err != nil {
 			return fmt.Errorf("plan machine %s: %w", name, err)
@@ -386,6 +399,168 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 				return fmt.Errorf("plan machine %s: install_file %s is fetched over the network without a sha256, but snapshots must be signed (trusted keys are set); add sha256 = \"...\" (sha256sum FILE)", name, f.Source)
 			}
 		}
+	}
+	return nil
+}
+
+// validateDisks checks machine m's disks (named name in errors): the
+// single-disk form or [[machine.disk]] entries, not both; every snapshot
+// location and target spec; at most MaxDisks disks, each with its own
+// snapshot and, with several, its own target spec.
+func (m *Machine) validateDisks(name string) error {
+	if len(m.Disks) == 0 {
+		if m.Snapshot == "" {
+			return fmt.Errorf("plan machine %s has no snapshot; set snapshot = \"media:/snapshots/NAME\" or an http(s) URL, or list the disks as [[machine.disk]] entries", name)
+		}
+		if err := checkSnapshotLocation(m.Snapshot); err != nil {
+			return fmt.Errorf("plan machine %s: %w", name, err)
+		}
+		if m.Target != "" {
+			if _, err := diskrestore.ParseSpec(m.Target); err != nil {
+				return fmt.Errorf("plan machine %s target: %w", name, err)
+			}
+		}
+		return nil
+	}
+	var single []string
+	if m.Snapshot != "" {
+		single = append(single, "snapshot")
+	}
+	if m.Target != "" {
+		single = append(single, "target")
+	}
+	if !m.Expect.IsZero() {
+		single = append(single, "[machine.expect]")
+	}
+	if len(single) > 0 {
+		return fmt.Errorf("plan machine %s has both %s and [[machine.disk]] entries; use one form: move them into the [[machine.disk]] entries ([machine.disk.expect] for expect)",
+			name, strings.Join(single, ", "))
+	}
+	if len(m.Disks) > MaxDisks {
+		return fmt.Errorf("plan machine %s has %d [[machine.disk]] entries, more than %d", name, len(m.Disks), MaxDisks)
+	}
+	snaps := map[string]int{}
+	targets := map[string]int{}
+	for i, d := range m.Disks {
+		where := fmt.Sprintf("plan machine %s disk %d", name, i+1)
+		if d.Snapshot == "" {
+			return fmt.Errorf("%s has no snapshot; set snapshot = \"media:/snapshots/NAME\" or an http(s) URL", where)
+		}
+		if err := checkSnapshotLocation(d.Snapshot); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if j, dup := snaps[d.Snapshot]; dup {
+			return fmt.Errorf("plan machine %s disks %d and %d both name snapshot %s; each disk needs its own", name, j+1, i+1, d.Snapshot)
+		}
+		snaps[d.Snapshot] = i
+		switch {
+		case d.Target == "" && len(m.Disks) > 1:
+			return fmt.Errorf("%s (snapshot %s) has no target; with several disks each needs one: serial=, wwn=, size= or path=", where, d.Snapshot)
+		case d.Target != "":
+			if _, err := diskrestore.ParseSpec(d.Target); err != nil {
+				return fmt.Errorf("%s target: %w", where, err)
+			}
+			if j, dup := targets[d.Target]; dup {
+				return fmt.Errorf("plan machine %s disks %d and %d both have target %q, which can only match one disk; give each its own", name, j+1, i+1, d.Target)
+			}
+			targets[d.Target] = i
+		}
+		if err := d.Expect.validate(); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// validateAction checks machine m's action and capture settings (named
+// name in errors). The capture keys are allowed on any entry (the boot
+// menu's rewind.action=capture turns a restore entry into a capture) and
+// checked always; the destinations only when the entry itself captures:
+// Settings.check checks them again at boot.
+func (m *Machine) validateAction(name string, uploadToken bool) error {
+	switch m.Action {
+	case "", ActionRestore, ActionCapture:
+	default:
+		return fmt.Errorf("plan machine %s action is %q; use %q or %q", name, m.Action, ActionRestore, ActionCapture)
+	}
+	if _, err := m.segmentBytes(); err != nil {
+		return fmt.Errorf("plan machine %s: %w", name, err)
+	}
+	if m.Action != ActionCapture {
+		return nil
+	}
+	return checkCapture(m, diskEntries(m), uploadToken, "plan machine "+name)
+}
+
+// diskEntries is the machine's disks: its [[machine.disk]] entries, or
+// the single-disk form as one entry.
+func diskEntries(m *Machine) []DiskEntry {
+	if len(m.Disks) > 0 {
+		return slices.Clone(m.Disks)
+	}
+	return []DiskEntry{{Snapshot: m.Snapshot, Target: m.Target, Expect: m.Expect}}
+}
+
+// MaxMediaSegment is the largest segment a capture writes onto the rescue
+// medium: FAT32 holds no file of 4 GiB or more.
+const MaxMediaSegment = 4<<30 - 1
+
+// segmentBytes is m.SegmentSize in bytes; 0 when it is not set (the
+// capture's default, snapshot.DefaultSegmentSize).
+func (m *Machine) segmentBytes() (int64, error) {
+	if m.SegmentSize == "" {
+		return 0, nil
+	}
+	n, err := units.ParseSize(m.SegmentSize)
+	if err != nil {
+		return 0, fmt.Errorf("segment_size %q: %w", m.SegmentSize, err)
+	}
+	if lo := int64(snapshot.FrameBound(snapshot.DefaultChunkSize)); n < lo {
+		return 0, fmt.Errorf("segment_size %q is smaller than one stored chunk (%s); use at least %s, or leave it out for 1 GiB",
+			m.SegmentSize, units.Bytes(lo), units.Bytes(lo))
+	}
+	if n > snapshot.MaxSegmentSize {
+		return 0, fmt.Errorf("segment_size %q is larger than %s", m.SegmentSize, units.Bytes(snapshot.MaxSegmentSize))
+	}
+	return n, nil
+}
+
+// checkCapture refuses capture destinations the rescue flow cannot keep:
+// a path in the rescue environment (it vanishes at reboot), an upload
+// without the lab's upload token, and segments too large for FAT32 on the
+// rescue medium. where names the machine in errors.
+func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string) error {
+	seg, _ := m.segmentBytes()
+	for i, d := range disks {
+		what := where
+		if len(m.Disks) > 0 {
+			what = fmt.Sprintf("%s disk %d", where, i+1)
+		}
+		switch {
+		case strings.HasPrefix(d.Snapshot, "media:/"):
+			if strings.Trim(strings.TrimPrefix(d.Snapshot, "media:"), "/") == "" {
+				return fmt.Errorf("%s captures into %s, the medium's root; name a directory such as media:/snapshots/NAME", what, d.Snapshot)
+			}
+			if seg > MaxMediaSegment {
+				return fmt.Errorf("%s captures onto the rescue medium (%s) with segment_size %q, but FAT32 holds no file of 4 GiB or more; use segment_size = \"1GiB\" or leave it out",
+					what, d.Snapshot, m.SegmentSize)
+			}
+		case isHTTP(d.Snapshot):
+			if !uploadToken {
+				return fmt.Errorf("%s captures to %s, but the plan has no [upload] token; add [upload] token = the lab's upload token (rewind serve --upload-token FILE)", what, d.Snapshot)
+			}
+		default:
+			return fmt.Errorf("%s captures into %s, a path in the rescue environment that is gone after the reboot; capture to media:/snapshots/NAME on the rescue medium or to an http(s) URL on the lab server", what, d.Snapshot)
+		}
+	}
+	return nil
+}
+
+// checkUploadToken checks the plan's upload token by the rules of the
+// report token (CheckReportToken).
+func checkUploadToken(tok string) error {
+	if err := CheckReportToken(tok); err != nil {
+		return errors.New(strings.Replace(err.Error(), "report token", "upload token", 1))
 	}
 	return nil
 }
@@ -589,7 +764,7 @@ type Overrides struct {
 
 // CmdlineKeys are the rewind.* keys ParseCmdline knows.
 var CmdlineKeys = []string{"rewind.auto", "rewind.countdown", "rewind.default", "rewind.target", "rewind.after",
-	"rewind.plan", "rewind.snapshot", "rewind.machine", "rewind.debug"}
+	"rewind.plan", "rewind.snapshot", "rewind.machine", "rewind.action", "rewind.debug"}
 
 // ParseCmdline reads the rewind.* keys from a kernel command line.
 // Values may be double-quoted. An unknown rewind.* key is an error that
@@ -664,6 +839,11 @@ func ParseCmdline(cmdline string) (Overrides, error) {
 			o.Snapshot = val
 		case "rewind.machine":
 			o.Machine = val
+		case "rewind.action":
+			if val != ActionRestore && val != ActionCapture {
+				return o, fmt.Errorf("kernel command line %s: want %s or %s", f, ActionRestore, ActionCapture)
+			}
+			o.Action = val
 		default:
 			return o, fmt.Errorf("kernel command line has the unknown key %s; the known keys are %s (see docs/plan.md)", key, strings.Join(CmdlineKeys, ", "))
 		}
@@ -736,6 +916,29 @@ type Settings struct {
 
 	// ReportToken goes with every POST to ReportURL.
 	ReportToken string
+	// UploadToken goes with every upload of a capture to an http(s)
+	// snapshot location: the plan's [upload] token.
+	UploadToken string
+
+	// conflict is why the kernel command line does not fit the entry
+	// (rewind.snapshot= or rewind.target= with several disks); Check
+	// returns it.
+	conflict error
+}
+
+// Check refuses settings that the plan's validation could not see: the
+// kernel command line's rewind.snapshot= or rewind.target= for a machine
+// with several disks, and, for a capture (perhaps made one by
+// rewind.action=capture), a destination it cannot keep or reach.
+func (s *Settings) Check() error {
+	name := orNone(s.Machine.Name)
+	if s.conflict != nil {
+		return s.conflict
+	}
+	if s.Action == ActionCapture {
+		return checkCapture(&s.Machine, s.Disks, s.UploadToken != "", "machine "+name)
+	}
+	return nil
 }
 
 // Resolve applies the overrides to the plan's entry for this machine.
@@ -743,7 +946,8 @@ func (p *Plan) Resolve(id Identity, o Overrides) (*Settings, error) {
 	if o.Machine != "" {
 		for i := range p.Machines {
 			if p.Machines[i].Name == o.Machine {
-				return p.SettingsFor(&p.Machines[i], "named by rewind.machine on the kernel command line", o), nil
+				s := p.SettingsFor(&p.Machines[i], "named by rewind.machine on the kernel command line", o)
+				return s, s.Check()
 			}
 		}
 		return nil, fmt.Errorf("kernel command line names machine %q but the plan has no such [[machine]]", o.Machine)
@@ -752,7 +956,8 @@ func (p *Plan) Resolve(id Identity, o Overrides) (*Settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.SettingsFor(m, why, o), nil
+	s := p.SettingsFor(m, why, o)
+	return s, s.Check()
 }
 
 // Attended reports whether a person is expected at the console: the
@@ -763,10 +968,10 @@ func (p *Plan) Attended(o Overrides) bool {
 }
 
 // SettingsFor applies the plan's defaults and the overrides to entry m,
-// chosen for the reason why.
+// chosen for the reason why. Check says whether the result can run.
 func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	s := &Settings{Machine: *m, Why: why, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
-	s.ReportToken = p.Report.Token
+	s.ReportToken, s.UploadToken = p.Report.Token, p.Upload.Token
 	if m.Network != nil {
 		s.Network = m.Network
 	}
@@ -804,10 +1009,17 @@ func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	if s.Action == "" {
 		s.Action = ActionRestore
 	}
-	if len(s.Machine.Disks) > 0 {
-		s.Disks = slices.Clone(s.Machine.Disks)
-	} else {
-		s.Disks = []DiskEntry{{Snapshot: s.Machine.Snapshot, Target: s.Machine.Target, Expect: s.Machine.Expect}}
+	s.Disks = diskEntries(&s.Machine)
+	if n := len(m.Disks); n > 0 && (o.Target != "" || o.Snapshot != "") {
+		var keys []string
+		if o.Snapshot != "" {
+			keys = append(keys, "rewind.snapshot="+o.Snapshot)
+		}
+		if o.Target != "" {
+			keys = append(keys, "rewind.target="+o.Target)
+		}
+		s.conflict = fmt.Errorf("kernel command line %s names one disk, but machine %s has %d [[machine.disk]] entries, each with its snapshot and target; drop it from the boot entry, or change the entries in the plan",
+			strings.Join(keys, " "), orNone(m.Name), n)
 	}
 	return s
 }

@@ -331,3 +331,203 @@ max_age = "30d"
 		t.Errorf("misspelt expect key: got %v, want an unknown-key error naming machine.expect.host", err)
 	}
 }
+
+// testUploadToken is a well-formed [upload] token.
+const testUploadToken = "0123456789abcdef0123456789abcdef"
+
+// The plan of design11.md: a server with two disks, captured to the lab
+// server.
+const srv1Plan = `
+[upload]
+token = "` + testUploadToken + `"
+
+[[machine]]
+name = "srv1"
+action = "capture"
+overwrite = false
+segment_size = "1GiB"
+raw = false
+[[machine.disk]]
+snapshot = "http://10.0.2.100/snapshots/srv1-sys"
+target = "serial=nvme1"
+[[machine.disk]]
+snapshot = "http://10.0.2.100/snapshots/srv1-data"
+target = "size=48MiB"
+`
+
+func TestParsePlanDisks(t *testing.T) {
+	p, err := ParsePlan([]byte(srv1Plan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := p.Resolve(Identity{}, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Action != ActionCapture {
+		t.Errorf("machine srv1 action: got %q, want %q", s.Action, ActionCapture)
+	}
+	if s.UploadToken != testUploadToken {
+		t.Errorf("machine srv1 upload token: got %q, want the plan's [upload] token", s.UploadToken)
+	}
+	want := []DiskEntry{{Snapshot: "http://10.0.2.100/snapshots/srv1-sys", Target: "serial=nvme1"},
+		{Snapshot: "http://10.0.2.100/snapshots/srv1-data", Target: "size=48MiB"}}
+	if len(s.Disks) != len(want) {
+		t.Fatalf("machine srv1 disks: got %d, want %d", len(s.Disks), len(want))
+	}
+	for i := range want {
+		if s.Disks[i].Snapshot != want[i].Snapshot || s.Disks[i].Target != want[i].Target {
+			t.Errorf("machine srv1 disk %d: got %+v, want %+v", i+1, s.Disks[i], want[i])
+		}
+	}
+	if n, err := s.Machine.segmentBytes(); err != nil || n != 1<<30 {
+		t.Errorf("machine srv1 segment_size: got %d, %v; want %d", n, err, 1<<30)
+	}
+
+	// The single-disk form is one disk, restored; the boot menu's
+	// rewind.action=capture makes it a capture.
+	p, err = ParsePlan([]byte("[[machine]]\nname = \"pc1\"\nsnapshot = \"media:/snapshots/pc1\"\ntarget = \"serial=A1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		o          Overrides
+		action     string
+		snap, spec string
+	}{
+		{Overrides{}, ActionRestore, "media:/snapshots/pc1", "serial=A1"},
+		{Overrides{Action: ActionCapture}, ActionCapture, "media:/snapshots/pc1", "serial=A1"},
+		{Overrides{Action: ActionCapture, Snapshot: "media:/snapshots/pc1-new", Target: "serial=B2"}, ActionCapture, "media:/snapshots/pc1-new", "serial=B2"},
+	} {
+		s, err := p.Resolve(Identity{}, tc.o)
+		if err != nil {
+			t.Fatalf("overrides %+v: %v", tc.o, err)
+		}
+		if s.Action != tc.action || len(s.Disks) != 1 || s.Disks[0].Snapshot != tc.snap || s.Disks[0].Target != tc.spec {
+			t.Errorf("overrides %+v: got action %q disks %+v, want %q [{%s %s}]", tc.o, s.Action, s.Disks, tc.action, tc.snap, tc.spec)
+		}
+	}
+}
+
+func TestPlanDiskRefusals(t *testing.T) {
+	const up = "[upload]\ntoken = \"" + testUploadToken + "\"\n"
+	const srv = "[[machine]]\nname = \"srv1\"\n"
+	disk := func(snap, target string) string {
+		return "[[machine.disk]]\nsnapshot = \"" + snap + "\"\ntarget = \"" + target + "\"\n"
+	}
+	two := disk("media:/snapshots/sys", "serial=nvme1") + disk("media:/snapshots/data", "serial=DATA-2")
+	for _, tc := range []struct {
+		name, plan string
+		want       string // "" = accepted
+	}{
+		{"two disks", srv + two, ""},
+		{"one disk entry without target", srv + "[[machine.disk]]\nsnapshot = \"media:/snapshots/sys\"\n", ""},
+		{"both forms", srv + "snapshot = \"media:/snapshots/srv1\"\n" + two, "plan machine srv1 has both snapshot and [[machine.disk]] entries; use one form"},
+		{"target and disks", srv + "target = \"serial=X\"\n" + two, "plan machine srv1 has both target and [[machine.disk]]"},
+		{"expect and disks", srv + two + "[machine.expect]\nhostname = \"srv1\"\n", "plan machine srv1 has both [machine.expect] and [[machine.disk]]"},
+		{"no snapshot at all", srv, "plan machine srv1 has no snapshot"},
+		{"disk without snapshot", srv + two + "[[machine.disk]]\ntarget = \"serial=C\"\n", "plan machine srv1 disk 3 has no snapshot"},
+		{"disk with bad snapshot", srv + disk("ftp://x/sys", "serial=A"), `plan machine srv1 disk 1: snapshot "ftp://x/sys"`},
+		{"disk with bad target", srv + two + disk("media:/snapshots/c", "colour=blue"), `plan machine srv1 disk 3 target: target spec "colour=blue": unknown term`},
+		{"several disks, one without target", srv + two + "[[machine.disk]]\nsnapshot = \"media:/snapshots/c\"\n", "plan machine srv1 disk 3 (snapshot media:/snapshots/c) has no target; with several disks each needs one"},
+		{"same snapshot twice", srv + disk("media:/snapshots/sys", "serial=A") + disk("media:/snapshots/sys", "serial=B"), "plan machine srv1 disks 1 and 2 both name snapshot media:/snapshots/sys"},
+		{"same target twice", srv + disk("media:/snapshots/a", "serial=A") + disk("media:/snapshots/b", "serial=A"), `plan machine srv1 disks 1 and 2 both have target "serial=A"`},
+		{"too many disks", srv + strings.Repeat("[[machine.disk]]\nsnapshot = \"media:/x\"\n", MaxDisks+1), "plan machine srv1 has 17 [[machine.disk]] entries, more than 16"},
+		{"disk expect", srv + two + "[machine.disk.expect]\nid = \"3f2a\"\n", `plan machine srv1 disk 2: expect.id "3f2a" is not a snapshot ID`},
+		{"bad action", srv + "action = \"backup\"\n" + two, `plan machine srv1 action is "backup"; use "restore" or "capture"`},
+		{"capture to media", srv + "action = \"capture\"\n" + two, ""},
+		{"capture to a rescue path", srv + "action = \"capture\"\n" + disk("/tmp/sys", "serial=A"), "plan machine srv1 disk 1 captures into /tmp/sys, a path in the rescue environment that is gone after the reboot"},
+		{"capture single form to a rescue path", srv + "action = \"capture\"\nsnapshot = \"/srv/pc1\"\n", "plan machine srv1 captures into /srv/pc1"},
+		{"capture to the medium's root", srv + "action = \"capture\"\nsnapshot = \"media:/\"\n", "plan machine srv1 captures into media:/, the medium's root"},
+		{"upload without token", srv + "action = \"capture\"\n" + disk("http://10.0.2.100/snapshots/srv1", "serial=A"), "plan machine srv1 disk 1 captures to http://10.0.2.100/snapshots/srv1, but the plan has no [upload] token"},
+		{"upload with token", up + srv + "action = \"capture\"\n" + disk("http://10.0.2.100/snapshots/srv1", "serial=A"), ""},
+		{"report token is not an upload token", "[report]\nurl = \"http://10.0.2.100/report\"\ntoken = \"" + testUploadToken + "\"\n" + srv + "action = \"capture\"\nsnapshot = \"https://lab/snapshots/srv1\"\n", "no [upload] token"},
+		{"short upload token", "[upload]\ntoken = \"abc\"\n" + srv + two, "plan upload.token: upload token is 3 characters"},
+		{"upload token with a space", "[upload]\ntoken = \"0123456789 abcdef0123\"\n" + srv + two, "plan upload.token: upload token has a character other than"},
+		{"unknown upload key", "[upload]\ntokn = \"x\"\n" + srv + two, "unknown keys upload.tokn"},
+		{"segment size unit", srv + "segment_size = \"lots\"\n" + two, `plan machine srv1: segment_size "lots"`},
+		{"segment size below a frame", srv + "segment_size = \"1MiB\"\n" + two, `plan machine srv1: segment_size "1MiB" is smaller than one stored chunk`},
+		{"segment size 4GiB on media", srv + "action = \"capture\"\nsegment_size = \"4GiB\"\n" + two, `plan machine srv1 disk 1 captures onto the rescue medium (media:/snapshots/sys) with segment_size "4GiB", but FAT32`},
+		{"segment size 4GiB, restore entry", srv + "segment_size = \"4GiB\"\n" + two, ""},
+		{"segment size 4GiB, upload", up + srv + "action = \"capture\"\nsegment_size = \"4GiB\"\n" + disk("http://lab/snapshots/srv1", "serial=A"), ""},
+		{"capture keys on a restore entry", srv + "overwrite = true\nraw = true\nsegment_size = \"2GiB\"\n" + two, ""},
+	} {
+		_, err := ParsePlan([]byte(tc.plan))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want the plan accepted", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// The kernel command line turns an entry into a capture, and is refused
+// where the plan cannot follow it.
+func TestResolveActionOverrides(t *testing.T) {
+	const plan = `
+[[machine]]
+name = "pc1"
+snapshot = "/srv/pc1"
+[machine.match]
+mac = ["52:54:00:12:34:56"]
+
+[[machine]]
+name = "srv1"
+[[machine.disk]]
+snapshot = "media:/snapshots/srv1-sys"
+target = "serial=nvme1"
+[[machine.disk]]
+snapshot = "http://10.0.2.100/snapshots/srv1-data"
+target = "size=48MiB"
+`
+	p, err := ParsePlan([]byte(plan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		o    Overrides
+		want string // "" = accepted
+	}{
+		{"several disks restore", Overrides{Machine: "srv1"}, ""},
+		{"several disks, rewind.target", Overrides{Machine: "srv1", Target: "serial=X"},
+			"kernel command line rewind.target=serial=X names one disk, but machine srv1 has 2 [[machine.disk]] entries"},
+		{"several disks, rewind.snapshot", Overrides{Machine: "srv1", Snapshot: "media:/snapshots/x", Action: ActionCapture},
+			"kernel command line rewind.snapshot=media:/snapshots/x names one disk, but machine srv1 has 2"},
+		{"several disks capture without upload token", Overrides{Machine: "srv1", Action: ActionCapture},
+			"machine srv1 disk 2 captures to http://10.0.2.100/snapshots/srv1-data, but the plan has no [upload] token"},
+		{"restore from a rescue path", Overrides{}, ""},
+		{"capture into a rescue path", Overrides{Action: ActionCapture}, "machine pc1 captures into /srv/pc1, a path in the rescue environment"},
+		{"capture with rewind.snapshot onto the medium", Overrides{Action: ActionCapture, Snapshot: "media:/snapshots/pc1"}, ""},
+	} {
+		_, err := p.Resolve(Identity{MACs: []string{"52:54:00:12:34:56"}}, tc.o)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want the settings accepted", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestParseCmdlineAction(t *testing.T) {
+	for _, tc := range []struct{ cmdline, want, err string }{
+		{"rewind.action=capture", ActionCapture, ""},
+		{"quiet rewind.action=restore", ActionRestore, ""},
+		{"console=ttyS0", "", ""},
+		{"rewind.action=backup", "", "kernel command line rewind.action=backup: want restore or capture"},
+		{"rewind.action=", "", "rewind.action= has no value"},
+		{"rewind.action=capture rewind.action=restore", "", "rewind.action is given twice"},
+	} {
+		o, err := ParseCmdline(tc.cmdline)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("kernel command line %q: got %v, want %q", tc.cmdline, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("kernel command line %q: got error %v, want one containing %q", tc.cmdline, err, tc.err)
+		case err == nil && o.Action != tc.want:
+			t.Errorf("kernel command line %q: got action %q, want %q", tc.cmdline, o.Action, tc.want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rewind-bmr/rewind/snapshot"
+	"github.com/rewind-bmr/rewind/upload"
 )
 
 // StatusRunning marks a report POSTed while the restore is still going:
@@ -616,6 +617,16 @@ type LabServerConfig struct {
 	MaxMachines int
 	// List shows directory listings.
 	List bool
+	// UploadTokenFile holds the upload token (--upload-token), outside
+	// the served directory and different from the report token. Empty:
+	// uploads are refused.
+	UploadTokenFile string
+	// SignKeyFile is a private key (--sign), outside the served
+	// directory, that signs every snapshot accepted by upload.
+	SignKeyFile string
+	// Keep is the number of generations kept per uploaded name (--keep);
+	// 0: upload.DefaultKeep.
+	Keep int
 	// Timeouts; zero means the Default* constants.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Log gets the server's log lines; nil: none.
@@ -628,6 +639,7 @@ type LabServerConfig struct {
 type LabServer struct {
 	HTTP    *http.Server
 	Reports *ReportServer
+	Uploads *upload.Receiver
 	root    *os.Root
 }
 
@@ -642,7 +654,7 @@ func NewLabServer(dir string, cfg LabServerConfig) (*LabServer, error) {
 		if cfg.InsecureReports {
 			return nil, errors.New("serve: --report-token and --insecure-reports exclude each other; drop --insecure-reports")
 		}
-		if err := outside(cfg.TokenFile, dir); err != nil {
+		if err := outside("report token file", cfg.TokenFile, dir); err != nil {
 			return nil, err
 		}
 		tok, err := ReadReportToken(cfg.TokenFile)
@@ -654,6 +666,10 @@ func NewLabServer(dir string, cfg LabServerConfig) (*LabServer, error) {
 		}
 		rcfg.Token = tok
 	}
+	ucfg, err := uploadConfig(dir, cfg, rcfg.Token, log)
+	if err != nil {
+		return nil, err
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
@@ -663,9 +679,16 @@ func NewLabServer(dir string, cfg LabServerConfig) (*LabServer, error) {
 		root.Close()
 		return nil, err
 	}
+	uploads, err := upload.NewReceiver(root, ucfg)
+	if err != nil {
+		reports.Close()
+		root.Close()
+		return nil, fmt.Errorf("serve: %w", err)
+	}
 	write := or(cfg.WriteTimeout, DefaultWriteTimeout)
 	mux := http.NewServeMux()
 	mux.Handle("/reports/", http.StripPrefix("/reports", reports))
+	mux.Handle(upload.Prefix+"/", http.StripPrefix(upload.Prefix, uploads))
 	mux.Handle("/", snapshot.NewRootHandler(root, snapshot.HandlerOptions{List: cfg.List, WriteIdle: write, Log: log}))
 	srv := &http.Server{
 		Handler:           mux,
@@ -676,7 +699,49 @@ func NewLabServer(dir string, cfg LabServerConfig) (*LabServer, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return &LabServer{HTTP: srv, Reports: reports, root: root}, nil
+	return &LabServer{HTTP: srv, Reports: reports, Uploads: uploads, root: root}, nil
+}
+
+// uploadConfig reads the upload token and the signing key, both refused
+// inside dir, and the upload token also when it is the report token: a
+// stick that may only report must not be able to publish snapshots.
+func uploadConfig(dir string, cfg LabServerConfig, reportToken string, log *slog.Logger) (upload.ReceiverConfig, error) {
+	ucfg := upload.ReceiverConfig{Keep: cfg.Keep, Log: log}
+	if cfg.Keep < 0 {
+		return ucfg, fmt.Errorf("serve: --keep %d: keep at least one generation", cfg.Keep)
+	}
+	if cfg.UploadTokenFile != "" {
+		if err := outside("upload token file", cfg.UploadTokenFile, dir); err != nil {
+			return ucfg, err
+		}
+		tok, err := upload.ReadToken(cfg.UploadTokenFile)
+		if err != nil {
+			return ucfg, fmt.Errorf("serve: %w", err)
+		}
+		if tok == reportToken {
+			return ucfg, fmt.Errorf("serve: the upload token in %s is the report token: a stick that only sends reports could publish snapshots; make a separate one with: openssl rand -hex 32 > %s", cfg.UploadTokenFile, cfg.UploadTokenFile)
+		}
+		warnReadable(log, "upload token file", cfg.UploadTokenFile)
+		ucfg.Token = tok
+	}
+	if cfg.SignKeyFile != "" {
+		if err := outside("signing key", cfg.SignKeyFile, dir); err != nil {
+			return ucfg, err
+		}
+		key, err := snapshot.LoadPrivateKey(cfg.SignKeyFile)
+		if err != nil {
+			return ucfg, fmt.Errorf("serve: --sign: %w", err)
+		}
+		warnReadable(log, "signing key", cfg.SignKeyFile)
+		ucfg.SignKey = key
+	}
+	return ucfg, nil
+}
+
+func warnReadable(log *slog.Logger, what, file string) {
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the "+what+" can be read by other users; chmod 600 it", "file", file, "mode", fi.Mode().Perm())
+	}
 }
 
 // openReports opens (making it if needed) the reports directory inside
@@ -711,7 +776,7 @@ func openReports(root *os.Root, cfg ReportServerConfig) (*ReportServer, error) {
 
 // outside refuses a secret file inside the served directory, where anyone
 // could fetch it.
-func outside(file, dir string) error {
+func outside(what, file, dir string) error {
 	f, err1 := filepath.Abs(file)
 	d, err2 := filepath.Abs(dir)
 	if err := errors.Join(err1, err2); err != nil {
@@ -724,7 +789,7 @@ func outside(file, dir string) error {
 		d = r
 	}
 	if rel, err := filepath.Rel(d, f); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("serve: the report token file %s is inside %s, which is served to anyone: move it out", file, dir)
+		return fmt.Errorf("serve: the %s %s is inside %s, which is served to anyone: move it out", what, file, dir)
 	}
 	return nil
 }
@@ -746,7 +811,7 @@ func (s *LabServer) Serve(ln net.Listener) error {
 
 // Close stops the server and releases its directories.
 func (s *LabServer) Close() error {
-	return errors.Join(s.HTTP.Close(), s.Reports.Close(), s.root.Close())
+	return errors.Join(s.HTTP.Close(), s.Uploads.Close(), s.Reports.Close(), s.root.Close())
 }
 
 // pageRow is one machine's line on the status page.
