@@ -57,7 +57,7 @@ func RunCountdown(ctx context.Context, consoles []Console, p Prompt) (Decision, 
 	keys, stop := readKeys(consoles)
 	d, why := countdown(ctx, consoles, keys, p)
 	stop()
-	writeAll(consoles, countdownOutcome(d, why))
+	writeAll(consoles, countdownOutcome(d, why, p))
 	return d, why
 }
 
@@ -134,7 +134,7 @@ func countdown(ctx context.Context, consoles []Console, keys <-chan keyEvent, p 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for left := p.Seconds; left > 0; {
-		writeAll(consoles, countdownTick(left, p.Default))
+		writeAll(consoles, countdownTick(left, p))
 		select {
 		case <-ctx.Done():
 			return DecideAbort, whyCancelled

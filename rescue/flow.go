@@ -135,6 +135,9 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		r.log.Printf("plan: %v", err)
 		r.settings, err = r.pickMachine(ctx, plan, id)
 	}
+	if err == nil {
+		err = r.settings.Check()
+	}
 	if err != nil {
 		r.report.AddStep("plan", StepFailed, start, err.Error())
 		return StatusFailed, err
@@ -145,18 +148,24 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	}
 	r.client = httpClient(r.roots)
 	s := r.settings
+	r.report.Action = s.Action
 	r.report.Machine.Name, r.report.Machine.Selection = s.Machine.Name, s.Why
-	r.report.Plan.Target, r.report.Plan.After = s.Machine.Target, s.After
-	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q (%s)", source, s.Machine.Name, s.Why))
-	r.log.Printf("plan: %s, machine %q chosen by %s; snapshot %s, target %q, after %s", source, s.Machine.Name, s.Why, s.Machine.Snapshot, s.Machine.Target, s.After)
+	r.report.Plan.Target, r.report.Plan.After = s.Disks[0].Target, s.After
+	r.report.Disks = newDiskReports(s.Disks)
+	r.report.AddStep("plan", StepOK, start, fmt.Sprintf("%s: machine %q (%s), %s", source, s.Machine.Name, s.Why, planDisks(s)))
+	r.log.Printf("plan: %s, machine %q chosen by %s; %s; after %s", source, s.Machine.Name, s.Why, planDisks(s), s.After)
 
 	// Network, when the plan configures it or something is behind HTTP.
-	if s.Network != nil || isHTTP(s.Machine.Snapshot) || isHTTP(s.ReportURL) {
+	anyHTTP := false
+	for _, d := range s.Disks {
+		anyHTTP = anyHTTP || isHTTP(d.Snapshot)
+	}
+	if s.Network != nil || anyHTTP || isHTTP(s.ReportURL) {
 		if err := r.network(ctx); err != nil {
 			return StatusFailed, err
 		}
 	}
-	if isHTTP(s.Machine.Snapshot) {
+	if anyHTTP {
 		// As long as the snapshot's server would be retried: a switch
 		// port that comes up late or a slow DHCP server is waited for.
 		if err := r.waitAddress(ctx, snapshot.DefaultRetryFor); err != nil {
@@ -164,57 +173,138 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		}
 	}
 
-	// Snapshot: signed as the image requires and, when the entry pins it,
-	// the one it expects.
-	start = time.Now()
-	snap, err := r.snapshotFor(ctx, plan, &s.Machine)
-	if err != nil {
-		r.report.AddStep("snapshot", StepFailed, start, err.Error())
-		return StatusFailed, err
+	if s.Action == ActionCapture {
+		return r.captureMachine(ctx, plan)
 	}
-	m := snap.Manifest
-	r.report.Snapshot.Location, r.report.Snapshot.ID, r.report.Snapshot.Signed = s.Machine.Snapshot, snap.ID, snap.Verified
-	r.report.Snapshot.DiskSize, r.report.Snapshot.DataBytes = m.DiskSize, m.DataBytes()
-	r.report.AddStep("snapshot", StepOK, start, fmt.Sprintf("id %.16s, %s of data", snap.ID, units.Bytes(m.DataBytes())))
+	return r.restoreMachine(ctx, plan)
+}
 
-	// Target.
+// planDisks words the settings' action and disks for the log and report.
+func planDisks(s *Settings) string {
+	arrow := "<-"
+	if s.Action == ActionCapture {
+		arrow = "->"
+	}
+	var parts []string
+	for _, d := range s.Disks {
+		parts = append(parts, fmt.Sprintf("target %q %s snapshot %s", d.Target, arrow, d.Snapshot))
+	}
+	n := "1 disk"
+	if len(s.Disks) > 1 {
+		n = fmt.Sprintf("%d disks", len(s.Disks))
+	}
+	return fmt.Sprintf("%s %s: %s", s.Action, n, strings.Join(parts, "; "))
+}
+
+// restoreMachine restores every disk of the machine: it opens and checks
+// every snapshot and matches every disk before the countdown, so that a
+// missing snapshot or disk stops the run before anything is written;
+// then restores the disks one after the other. A failure stops the run:
+// the report says which disks were restored and which were not. The
+// plan's install_file entries go into the first disk.
+func (r *Rescue) restoreMachine(ctx context.Context, plan *Plan) (string, error) {
+	s := r.settings
+	several := len(s.Disks) > 1
+
+	// Snapshots: signed as the image requires and, when the entry pins
+	// them, the ones it expects.
+	start := time.Now()
+	var snaps []*snapshot.Snapshot
+	defer func() {
+		for _, sn := range snaps {
+			sn.Close()
+		}
+	}()
+	var details []string
+	for i, d := range s.Disks {
+		dr := &r.report.Disks[i]
+		snap, err := r.snapshotFor(ctx, plan, s.Machine.Name, d)
+		if err != nil {
+			err = diskError(i, several, err)
+			dr.Status, dr.Error = DiskFailed, err.Error()
+			r.report.AddStep("snapshot", StepFailed, start, err.Error())
+			return StatusFailed, err
+		}
+		snaps = append(snaps, snap)
+		m := snap.Manifest
+		dr.ID, dr.Signed, dr.DiskSize, dr.DataBytes = snap.ID, snap.Verified, m.DiskSize, m.DataBytes()
+		details = append(details, fmt.Sprintf("id %.16s, %s of data", snap.ID, units.Bytes(m.DataBytes())))
+	}
+	r.report.AddStep("snapshot", StepOK, start, strings.Join(details, "; "))
+
+	// Targets: the set as a whole, each large enough for its snapshot.
 	start = time.Now()
-	disk, err := r.selectTarget(s.Machine.Target, m.RequiredSize())
+	disks, err := r.selectTargets(s.Disks, snaps)
 	if err != nil {
 		r.report.AddStep("target", StepFailed, start, err.Error())
 		return StatusFailed, err
 	}
-	r.report.Target.Path, r.report.Target.Model, r.report.Target.Serial, r.report.Target.Size = disk.Path, disk.Model, disk.Serial, disk.Size
-	r.report.Target.Description = describeTarget(disk)
-	r.report.AddStep("target", StepOK, start, describeTarget(disk))
+	var targets []string
+	for i, d := range disks {
+		r.report.Disks[i].setTarget(d)
+		targets = append(targets, describeTarget(d))
+		if several {
+			r.log.Printf("target: disk %d: %s <- %s", i+1, describeTarget(d), s.Disks[i].Snapshot)
+		}
+	}
+	r.report.AddStep("target", StepOK, start, strings.Join(targets, "; "))
 
-	// Countdown.
+	// Countdown: every disk is shown before anything is written.
+	p := Prompt{Action: ActionRestore, Seconds: s.Countdown, Default: s.Default}
+	for i, snap := range snaps {
+		m := snap.Manifest
+		pd := PromptDisk{Snapshot: describeSnapshot(s.Disks[i].Snapshot, m.DiskSize, m.DataBytes(), snap.Verified), Disk: describeTarget(disks[i])}
+		p.Disks = append(p.Disks, pd)
+	}
+	if !several {
+		p.Snapshot, p.Target, p.Disks = p.Disks[0].Snapshot, p.Disks[0].Disk, nil
+	}
+	if status, ok := r.decide(ctx, p); !ok {
+		return status, nil
+	}
+
+	// Layout and data of each disk, then the files the plan installs
+	// into the restored system.
+	for i := range disks {
+		if several {
+			r.log.Printf("restore: disk %d of %d: %s <- %s", i+1, len(disks), disks[i].Path, s.Disks[i].Snapshot)
+		}
+		status, err := r.restore(ctx, snaps[i], disks[i], &r.report.Disks[i])
+		if err != nil || status != StatusSuccess {
+			return status, diskError(i, several, err)
+		}
+	}
+	return r.install(ctx, snaps[0], disks[0])
+}
+
+// diskError names disk i+1 in err when the machine has several disks.
+func diskError(i int, several bool, err error) error {
+	if err == nil || !several {
+		return err
+	}
+	return fmt.Errorf("disk %d: %w", i+1, err)
+}
+
+// decide runs the countdown for p (or decides without one, as the plan
+// says) and records how it ended. ok is true when the run goes on; else
+// status is how it ends.
+func (r *Rescue) decide(ctx context.Context, p Prompt) (status string, ok bool) {
+	s := r.settings
 	d, why := DecideRestore, whyNoPrompt
 	if s.Countdown > 0 {
-		d, why = r.countdown(ctx, Prompt{
-			Snapshot: describeSnapshot(s.Machine.Snapshot, m.DiskSize, m.DataBytes(), snap.Verified),
-			Target:   describeTarget(disk),
-			Seconds:  s.Countdown,
-			Default:  s.Default,
-		})
+		d, why = r.countdown(ctx, p)
 	} else if s.Default == DefaultAbort {
 		d, why = DecideAbort, "no prompt and the default is abort"
 	}
 	r.report.Countdown = d.String() + ": " + why
 	switch d {
 	case DecideAbort:
-		return StatusAborted, nil
+		return StatusAborted, false
 	case DecideShell:
 		s.After = AfterShell
-		return StatusAborted, nil
+		return StatusAborted, false
 	}
-
-	// Layout and data, then the files the plan installs into the restored system.
-	status, err := r.restore(ctx, snap, disk)
-	if err != nil || status != StatusSuccess {
-		return status, err
-	}
-	return r.install(ctx, snap, disk)
+	return "", true
 }
 
 func (r *Rescue) network(ctx context.Context) error {
@@ -608,19 +698,20 @@ func (r *Rescue) trustedKeys(plan *Plan) ([]ed25519.PublicKey, string, error) {
 	return keys, note, nil
 }
 
-// snapshotFor opens machine m's snapshot, signed as trustedKeys requires,
-// and refuses it when it is not the one m's [machine.expect] pins.
-func (r *Rescue) snapshotFor(ctx context.Context, plan *Plan, m *Machine) (*snapshot.Snapshot, error) {
-	snap, err := r.openSnapshot(ctx, plan, m.Snapshot)
+// snapshotFor opens disk d's snapshot of machine name, signed as
+// trustedKeys requires, and refuses it when it is not the one d's expect
+// table ([machine.expect] or [machine.disk.expect]) pins.
+func (r *Rescue) snapshotFor(ctx context.Context, plan *Plan, name string, d DiskEntry) (*snapshot.Snapshot, error) {
+	snap, err := r.openSnapshot(ctx, plan, d.Snapshot)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Expect.Check(snap, time.Now()); err != nil {
+	if err := d.Expect.Check(snap, time.Now()); err != nil {
 		snap.Close()
-		return nil, fmt.Errorf("machine %s: %w", orNone(m.Name), err)
+		return nil, fmt.Errorf("machine %s: %w", orNone(name), err)
 	}
-	if !m.Expect.IsZero() {
-		r.log.Printf("snapshot: %s is the one [machine.expect] pins", m.Snapshot)
+	if !d.Expect.IsZero() {
+		r.log.Printf("snapshot: %s is the one the plan's expect table pins", d.Snapshot)
 	}
 	return snap, nil
 }
@@ -650,26 +741,44 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 	return snap, nil
 }
 
-func (r *Rescue) selectTarget(spec string, need int64) (Disk, error) {
+// selectTargets matches every disk entry to a disk of this machine
+// (selectDisks) and checks that each is large enough for its snapshot and
+// not in use. The set is refused as a whole: nothing is written unless
+// every disk fits.
+func (r *Rescue) selectTargets(entries []DiskEntry, snaps []*snapshot.Snapshot) ([]Disk, error) {
 	var exclude []string
 	if r.media != nil {
 		exclude = append(exclude, r.media.Device)
 	}
-	disk, disks, err := selectTarget(spec, exclude)
+	picked, disks, err := selectDisks(entries, exclude, false)
 	for _, d := range disks {
 		r.log.Printf("disk: %s", describeTarget(d))
 	}
 	if err != nil {
-		return Disk{}, err
+		return nil, err
 	}
-	if disk.Size < need {
-		return Disk{}, fmt.Errorf("target %s holds %s but the snapshot needs %s; choose a larger disk",
-			describeTarget(disk), units.Bytes(disk.Size), units.Bytes(need))
+	var problems []string
+	for i, disk := range picked {
+		what := "target"
+		if len(picked) > 1 {
+			what = fmt.Sprintf("disk %d: target", i+1)
+		}
+		if need := snaps[i].Manifest.RequiredSize(); disk.Size < need {
+			problems = append(problems, fmt.Sprintf("%s %s holds %s but the snapshot %s needs %s; choose a larger disk",
+				what, describeTarget(disk), units.Bytes(disk.Size), entries[i].Snapshot, units.Bytes(need)))
+			continue
+		}
+		if err := diskrestore.CheckNotMounted(disk.Path); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", what, err))
+		}
 	}
-	if err := diskrestore.CheckNotMounted(disk.Path); err != nil {
-		return Disk{}, err
+	switch {
+	case len(problems) == 1 && len(picked) == 1:
+		return nil, errors.New(problems[0])
+	case len(problems) > 0:
+		return nil, fmt.Errorf("the machine's disks cannot all be restored, so none is written:\n  %s", strings.Join(problems, "\n  "))
 	}
-	return disk, nil
+	return picked, nil
 }
 
 func (r *Rescue) countdown(ctx context.Context, p Prompt) (Decision, string) {
@@ -711,7 +820,20 @@ func (r *Rescue) lineConsoles() {
 // was written, any failure clears it again. With a writable rescue media
 // it keeps a resume journal there, and continues an interrupted restore of
 // the same snapshot onto the same disk from it.
-func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk) (string, error) {
+//
+// dr is the disk's entry in the report; it is marked DiskOK only when the
+// disk was written, flushed and its table written.
+func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk, dr *DiskReport) (status string, err error) {
+	dr.Status = DiskRunning
+	defer func() {
+		dr.Status = DiskOK
+		if err != nil || status != StatusSuccess {
+			dr.Status = DiskFailed
+		}
+		if err != nil {
+			dr.Error = err.Error()
+		}
+	}()
 	m := snap.Manifest
 	f, err := os.OpenFile(disk.Path, os.O_RDWR|unix.O_EXCL, 0)
 	if err != nil {
@@ -723,9 +845,11 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	if m.Layout != nil {
 		table = m.Layout.Table
 	}
-	r.report.Layout = table
+	dr.Layout = table
 	r.report.Delta = r.settings.Machine.Delta
+	r.report.Resume = nil // openJournal's, for this disk
 	jr := r.openJournal(ctx, snap, disk, f)
+	dr.Resume = r.report.Resume
 	opts := machine.ApplyOptions{Delta: r.settings.Machine.Delta, Wipe: r.settings.Machine.Wipe, Log: r.log.Event}
 	if jr != nil {
 		opts.Checkpoint = jr.checkpoint
@@ -739,13 +863,13 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	start := time.Now()
 	a, err := machine.Apply(ctx, snap, f, opts)
 	if a == nil {
-		r.report.AddStep("layout", StepFailed, start, err.Error())
+		r.report.AddStep("layout", StepFailed, start, disk.Path+": "+err.Error())
 		return StatusFailed, fmt.Errorf("restoring onto %s: %w", disk.Path, err)
 	}
-	r.report.LayoutWritten, r.report.TableCleared = a.LayoutWritten, a.TableCleared
-	r.report.Wipe = a.Wipe
+	dr.LayoutWritten, dr.TableCleared = a.LayoutWritten, a.TableCleared
+	dr.Wipe = a.Wipe
 	if res := a.Restore; res != nil {
-		r.report.BytesWritten, r.report.BytesZeroed, r.report.BytesSkipped = res.BytesWritten, res.BytesZeroed, res.BytesSkipped
+		dr.BytesWritten, dr.BytesZeroed, dr.BytesSkipped = res.BytesWritten, res.BytesZeroed, res.BytesSkipped
 	}
 	// The table is written last, after the data: a failure anywhere leaves
 	// the disk without one.
@@ -754,7 +878,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 		if a.Restore == nil && a.Wipe == nil {
 			step = "layout"
 		}
-		r.report.AddStep(step, StepFailed, start, err.Error())
+		r.report.AddStep(step, StepFailed, start, disk.Path+": "+err.Error())
 		// The journal stays: a resumed restore writes the table again.
 		if a.TableCleared {
 			r.log.Printf("%s holds no partition table, so the half-restored disk cannot boot", disk.Path)
@@ -763,9 +887,9 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	}
 	switch {
 	case table == "none":
-		r.report.AddStep("layout", StepSkipped, start, "the snapshot has no partition table")
+		r.report.AddStep("layout", StepSkipped, start, disk.Path+": the snapshot has no partition table")
 	default:
-		detail := fmt.Sprintf("%s, %d partitions, written after the data", table, a.Partitions)
+		detail := fmt.Sprintf("%s: %s, %d partitions, written after the data", disk.Path, table, a.Partitions)
 		if opts.Resume {
 			detail += "; written again for the resumed restore"
 		}
@@ -773,15 +897,15 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 		r.log.Printf("layout: %s partition table with %d partitions written to %s", table, a.Partitions, disk.Path)
 	}
 	res := a.Restore
-	r.report.RestoreSeconds = res.Duration.Seconds()
+	dr.Seconds = res.Duration.Seconds()
 	if res.Duration > 0 {
-		r.report.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed+res.BytesSkipped) / res.Duration.Seconds()
+		dr.BytesPerSecond = float64(res.BytesWritten+res.BytesZeroed+res.BytesSkipped) / res.Duration.Seconds()
 	}
-	detail := fmt.Sprintf("%d chunks, %s", res.Chunks, units.Bytes(res.BytesWritten+res.BytesZeroed))
+	detail := fmt.Sprintf("%s: %d chunks, %s", disk.Path, res.Chunks, units.Bytes(res.BytesWritten+res.BytesZeroed))
 	if r.report.Delta {
 		detail += fmt.Sprintf("; delta: %s already on the disk, not written", units.Bytes(res.BytesSkipped))
 	}
-	if rs := r.report.Resume; rs != nil {
+	if rs := dr.Resume; rs != nil {
 		detail += fmt.Sprintf("; resumed from chunk %d (%d of %d chunks were on the disk)", rs.FromChunk, rs.ChunksDone, rs.Chunks)
 	}
 	r.report.AddStep("restore", StepOK, start, detail)

@@ -140,7 +140,7 @@ func TestExpectRefusesOtherSnapshots(t *testing.T) {
 	// Through snapshotFor, as the flow calls it: refused, naming the machine.
 	served = map[string]string{"/snapshots/pc1/": pc2}
 	r, _ := testRescue(trust)
-	_, err := r.snapshotFor(context.Background(), &Plan{}, &Machine{Name: "pc1", Snapshot: srv.URL + "/snapshots/pc1", Expect: Expect{Hostname: "pc1"}})
+	_, err := r.snapshotFor(context.Background(), &Plan{}, "pc1", DiskEntry{Snapshot: srv.URL + "/snapshots/pc1", Expect: Expect{Hostname: "pc1"}})
 	if err == nil || !strings.Contains(err.Error(), "machine pc1: snapshot") || !strings.Contains(err.Error(), `hostname is "pc2"`) {
 		t.Errorf("pc2's snapshot at pc1's URL: got %v, want a refusal naming machine pc1 and the hostname", err)
 	}

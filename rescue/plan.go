@@ -476,7 +476,7 @@ func (m *Machine) validateDisks(name string) error {
 // name in errors). The capture keys are allowed on any entry (the boot
 // menu's rewind.action=capture turns a restore entry into a capture) and
 // checked always; the destinations only when the entry itself captures:
-// Settings.check checks them again at boot.
+// Settings.Check checks them again at boot.
 func (m *Machine) validateAction(name string, uploadToken bool) error {
 	switch m.Action {
 	case "", ActionRestore, ActionCapture:

@@ -32,14 +32,12 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 			return
 		}
 		last = time.Now()
-		update := *r.report // a copy: the flow goes on filling in the original
-		update.Status = StatusRunning
-		update.BytesWritten, update.BytesZeroed, update.BytesSkipped = p.Done, 0, 0
+		update := r.report.progressCopy(p.Done) // a copy: the flow goes on filling in the original
 		go func() {
 			defer busy.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
 			defer cancel()
-			PostReport(ctx, r.client, url, token, &update)
+			PostReport(ctx, r.client, url, token, update)
 		}()
 	}
 }

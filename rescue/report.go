@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,8 +50,10 @@ const ReportVersion = 1
 // and how it ended. It is written as JSON to the rescue media, POSTed to
 // the plan's report URL, and summarised on the console.
 type Report struct {
-	Version  int       `json:"version"`
-	Status   string    `json:"status"`
+	Version int    `json:"version"`
+	Status  string `json:"status"`
+	// Action is ActionRestore or ActionCapture; "" before the plan was read.
+	Action   string    `json:"action,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Seconds  float64   `json:"seconds"`
@@ -65,6 +69,11 @@ type Report struct {
 		Target string `json:"target,omitempty"`
 		After  string `json:"after,omitempty"`
 	} `json:"plan"`
+	// Disks is every disk of the machine, in the plan's order, with what
+	// became of it. The single-disk fields (Snapshot, Target, Layout,
+	// BytesWritten, ...) repeat the first disk's, for the lab page and
+	// older readers.
+	Disks    []DiskReport `json:"disks,omitempty"`
 	Snapshot struct {
 		Location  string `json:"location,omitempty"`
 		ID        string `json:"id,omitempty"`
@@ -97,6 +106,114 @@ type Report struct {
 	Error          string           `json:"error,omitempty"`
 }
 
+// Disk statuses (DiskReport.Status).
+const (
+	DiskOK         = "ok"
+	DiskFailed     = "failed"
+	DiskNotStarted = "not started"
+	DiskRunning    = "running" // in progress updates only
+)
+
+// DiskReport is one disk of a machine in the report: its snapshot, the
+// disk it was matched to, and what became of it.
+type DiskReport struct {
+	// Snapshot is the snapshot's location as the plan names it.
+	Snapshot string `json:"snapshot"`
+	// Published is where a capture's snapshot can be restored from: the
+	// generation's URL of an upload, the media: location of a capture
+	// onto the rescue medium.
+	Published string `json:"published,omitempty"`
+	ID        string `json:"id,omitempty"` // the snapshot's ID
+	Signed    bool   `json:"signed,omitempty"`
+	DiskSize  int64  `json:"disk_size,omitempty"`  // the snapshot's disk size
+	DataBytes int64  `json:"data_bytes,omitempty"` // bytes of data it covers
+	Spec      string `json:"spec,omitempty"`       // the plan's target spec
+	Target    struct {
+		Path        string `json:"path,omitempty"`
+		Model       string `json:"model,omitempty"`
+		Serial      string `json:"serial,omitempty"`
+		Size        int64  `json:"size,omitempty"`
+		Description string `json:"description,omitempty"`
+	} `json:"target"`
+	// Status is DiskOK, DiskFailed, DiskNotStarted (an earlier disk
+	// failed, or the run ended before it), or DiskRunning.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+
+	// A restore's outcome.
+	Layout         string        `json:"layout,omitempty"`
+	LayoutWritten  bool          `json:"layout_written,omitempty"`
+	TableCleared   bool          `json:"table_cleared,omitempty"`
+	BytesWritten   int64         `json:"bytes_written,omitempty"`
+	BytesZeroed    int64         `json:"bytes_zeroed,omitempty"`
+	BytesSkipped   int64         `json:"bytes_skipped,omitempty"`
+	Resume         *Resume       `json:"resume,omitempty"`
+	Wipe           *machine.Wipe `json:"wipe,omitempty"`
+	Seconds        float64       `json:"seconds,omitempty"` // restoring or capturing this disk
+	BytesPerSecond float64       `json:"bytes_per_second,omitempty"`
+
+	// A capture's outcome: the bytes read from the disk and stored.
+	BytesRead   int64 `json:"bytes_read,omitempty"`
+	BytesStored int64 `json:"bytes_stored,omitempty"`
+}
+
+// newDiskReports starts the report's Disks: every disk not started.
+func newDiskReports(disks []DiskEntry) []DiskReport {
+	out := make([]DiskReport, len(disks))
+	for i, d := range disks {
+		out[i] = DiskReport{Snapshot: d.Snapshot, Spec: d.Target, Status: DiskNotStarted}
+	}
+	return out
+}
+
+// setTarget records disk d as this entry's disk.
+func (d *DiskReport) setTarget(disk Disk) {
+	d.Target.Path, d.Target.Model, d.Target.Serial, d.Target.Size = disk.Path, disk.Model, disk.Serial, disk.Size
+	d.Target.Description = describeTarget(disk)
+}
+
+// fillFromFirstDisk sets the single-disk fields from Disks[0], for the
+// lab page and readers that predate Disks.
+func (r *Report) fillFromFirstDisk() {
+	if len(r.Disks) == 0 {
+		return
+	}
+	d := &r.Disks[0]
+	r.Snapshot.Location, r.Snapshot.ID, r.Snapshot.Signed = d.Snapshot, d.ID, d.Signed
+	r.Snapshot.DiskSize, r.Snapshot.DataBytes = d.DiskSize, d.DataBytes
+	if d.Target.Path != "" {
+		r.Target.Path, r.Target.Model, r.Target.Serial, r.Target.Size = d.Target.Path, d.Target.Model, d.Target.Serial, d.Target.Size
+		r.Target.Description = d.Target.Description
+	}
+	if d.Layout != "" {
+		r.Layout = d.Layout
+	}
+	r.LayoutWritten, r.TableCleared = d.LayoutWritten, d.TableCleared
+	r.BytesWritten, r.BytesZeroed, r.BytesSkipped = d.BytesWritten, d.BytesZeroed, d.BytesSkipped
+	r.Resume, r.Wipe = d.Resume, d.Wipe
+	r.RestoreSeconds, r.BytesPerSecond = d.Seconds, d.BytesPerSecond
+}
+
+// progressCopy is a copy of r for a progress update while a disk runs:
+// status running, the single-disk fields from the first disk, and done
+// bytes of the running disk (DiskRunning) written. Disks is copied too,
+// so the update can be sent while the flow goes on filling in r.
+func (r *Report) progressCopy(done int64) *Report {
+	u := *r
+	u.Disks = slices.Clone(r.Disks)
+	u.Status = StatusRunning
+	for i := range u.Disks {
+		if d := &u.Disks[i]; d.Status == DiskRunning {
+			d.BytesWritten, d.BytesZeroed, d.BytesSkipped = done, 0, 0
+		}
+	}
+	u.fillFromFirstDisk()
+	if len(u.Disks) <= 1 {
+		u.BytesWritten, u.BytesZeroed, u.BytesSkipped = done, 0, 0
+	}
+	return &u
+}
+
 // Resume says how an interrupted restore was continued from its journal.
 type Resume struct {
 	Journal    string `json:"journal"`     // on the rescue media
@@ -125,6 +242,19 @@ func (r *Report) AddStep(name, status string, start time.Time, detail string) {
 	r.Steps = append(r.Steps, Step{Name: name, Status: status, Seconds: time.Since(start).Seconds(), Detail: detail})
 }
 
+// disksDone returns the numbers of the disks that ended DiskOK and of
+// those that did not.
+func (r *Report) disksDone() (done, notDone []string) {
+	for i, d := range r.Disks {
+		if d.Status == DiskOK {
+			done = append(done, strconv.Itoa(i+1))
+		} else {
+			notDone = append(notDone, strconv.Itoa(i+1))
+		}
+	}
+	return done, notDone
+}
+
 // restored reports whether the restore step succeeded.
 func (r *Report) restored() bool {
 	for _, s := range r.Steps {
@@ -135,8 +265,10 @@ func (r *Report) restored() bool {
 	return false
 }
 
-// Finish sets the final status and times.
+// Finish sets the final status and times, and the single-disk fields from
+// the first disk.
 func (r *Report) Finish(status string, err error, now time.Time) {
+	r.fillFromFirstDisk()
 	r.Status = status
 	if err != nil {
 		r.Error = err.Error()

@@ -817,8 +817,15 @@ func (s *LabServer) Close() error {
 // pageRow is one machine's line on the status page.
 type pageRow struct {
 	Machine, Status, Target, Snapshot, Error string
+	Capture                                  bool       // the machine captures its disks
+	Disks                                    []pageDisk // several disks: each one, replacing Target and Snapshot
 	Percent                                  float64
 	Started, Took, Clock                     string
+}
+
+// pageDisk is one disk of a machine with several on the status page.
+type pageDisk struct {
+	Target, Snapshot, Status string
 }
 
 // pageView is the status page's data.
@@ -847,8 +854,24 @@ func (s *ReportServer) page(now time.Time) pageView {
 			Error:    r.Error,
 			Started:  row.firstSeen.Local().Format("2006-01-02 15:04:05"),
 		}
-		if total := r.Snapshot.DataBytes; total > 0 {
-			pr.Percent = min(max(100*float64(r.BytesWritten+r.BytesZeroed+r.BytesSkipped)/float64(total), 0), 100)
+		pr.Capture = r.Action == ActionCapture
+		done, total := r.BytesWritten+r.BytesZeroed+r.BytesSkipped, r.Snapshot.DataBytes
+		if len(r.Disks) > 1 {
+			done, total = 0, 0
+			for i, d := range r.Disks {
+				done += d.BytesWritten + d.BytesZeroed + d.BytesSkipped
+				total += d.DataBytes
+				if i < MaxDisks {
+					target := d.Target.Description
+					if target == "" {
+						target = "target " + d.Spec
+					}
+					pr.Disks = append(pr.Disks, pageDisk{Target: target, Snapshot: d.Snapshot, Status: d.Status})
+				}
+			}
+		}
+		if total > 0 {
+			pr.Percent = min(max(100*float64(done)/float64(total), 0), 100)
 		}
 		switch {
 		case r.Status == StatusRunning:
@@ -883,9 +906,10 @@ progress { width: 12em; }
 {{if .Dropped}}<p class="warn">{{.Dropped}} machines were dropped from this page: it shows at most {{.MaxMachines}} (rewind serve --max-machines); their final reports are still in the report directory.</p>{{end}}
 {{if not .Rows}}<p>No rescue environment has reported yet. Plans send reports here with <code>[report] url = "http://THIS-SERVER/reports/"</code> and the server's token.</p>{{else}}
 <table><tr><th>machine</th><th>status</th><th>progress</th><th>target</th><th>snapshot</th><th>started</th><th>time</th><th>error</th></tr>
-{{range .Rows}}<tr><td>{{.Machine}}</td><td class="{{.Status}}">{{.Status}}</td>
+{{range .Rows}}<tr><td>{{.Machine}}</td><td class="{{.Status}}">{{.Status}}{{if .Capture}} <small>capture</small>{{end}}</td>
 <td><progress max="100" value="{{printf "%.0f" .Percent}}"></progress> {{printf "%.0f" .Percent}}%</td>
-<td>{{.Target}}</td><td>{{.Snapshot}}</td><td>{{.Started}}{{if .Clock}}<br><small>{{.Clock}}</small>{{end}}</td><td>{{.Took}}</td><td>{{.Error}}</td></tr>
+{{if .Disks}}<td>{{range .Disks}}{{.Target}} <small>{{.Status}}</small><br>{{end}}</td><td>{{range .Disks}}{{.Snapshot}}<br>{{end}}</td>
+{{else}}<td>{{.Target}}</td><td>{{.Snapshot}}</td>{{end}}<td>{{.Started}}{{if .Clock}}<br><small>{{.Clock}}</small>{{end}}</td><td>{{.Took}}</td><td>{{.Error}}</td></tr>
 {{end}}</table>{{end}}
 </body></html>
 `))

@@ -240,6 +240,11 @@ func warnSnapshotNotInPlan(cmd *cobra.Command, planData []byte, snap string) {
 		if strings.TrimSuffix(m.Snapshot, "/") == loc {
 			return
 		}
+		for _, d := range m.Disks {
+			if strings.TrimSuffix(d.Snapshot, "/") == loc {
+				return
+			}
+		}
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "note: no [[machine]] of the plan has snapshot = %q; the snapshot on the medium is used only through rewind.snapshot=%s\n", loc, loc)
 }
