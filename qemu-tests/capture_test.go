@@ -45,7 +45,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -357,48 +356,27 @@ func withoutLastLBA(dump string) string {
 	return strings.Join(keep, "\n")
 }
 
-// captureReport is what these tests read of the report beyond
-// rescue.Report: the action and the outcome of each disk, decoded from
-// the report's JSON as the report documents it.
-type captureReport struct {
-	Action string       `json:"action"`
-	Disks  []diskReport `json:"disks"`
-}
-
-type diskReport struct {
-	Snapshot  string `json:"snapshot"`
-	Published string `json:"published"`
-	Status    string `json:"status"`
-	Error     string `json:"error"`
-}
-
-// consoleCapture decodes the report on the console as a captureReport.
-func consoleCapture(t *testing.T, out string) *captureReport {
-	t.Helper()
-	_, rest, _ := strings.Cut(out, rescue.ReportBegin)
-	js, _, _ := strings.Cut(rest, rescue.ReportEnd)
-	var r captureReport
-	if err := json.Unmarshal([]byte(strings.ReplaceAll(js, "\r", "")), &r); err != nil {
-		t.Fatalf("report on the console: %v", err)
-	}
-	return &r
-}
-
 // wantDisksOK checks that the report lists want disks, each ok.
-func wantDisksOK(t *testing.T, r *rescue.Report, c *captureReport, action string, want int) {
+// wantDisksOK checks that the report says success for action and lists
+// one disk per serial, in order, each ok and matched to the disk with
+// that serial.
+func wantDisksOK(t *testing.T, r *rescue.Report, action string, serials ...string) {
 	t.Helper()
 	if r.Status != rescue.StatusSuccess {
 		t.Fatalf("report status %q, error %q; want success", r.Status, r.Error)
 	}
-	if c.Action != action {
-		t.Errorf("report action %q, want %q", c.Action, action)
+	if r.Action != action {
+		t.Errorf("report action %q, want %q", r.Action, action)
 	}
-	if len(c.Disks) != want {
-		t.Fatalf("report lists %d disks (%+v), want %d", len(c.Disks), c.Disks, want)
+	if len(r.Disks) != len(serials) {
+		t.Fatalf("report lists %d disks (%+v), want %d", len(r.Disks), r.Disks, len(serials))
 	}
-	for i, d := range c.Disks {
-		if d.Status != "ok" {
-			t.Errorf("report disk %d (%s): status %q, error %q; want ok", i, d.Snapshot, d.Status, d.Error)
+	for i, d := range r.Disks {
+		if d.Status != rescue.DiskOK {
+			t.Errorf("report disk %d (%s): status %q, error %q; want %s", i, d.Snapshot, d.Status, d.Error, rescue.DiskOK)
+		}
+		if d.Target.Serial != serials[i] {
+			t.Errorf("report disk %d (%s): disk %s serial %q, want serial %q", i, d.Snapshot, d.Target.Path, d.Target.Serial, serials[i])
 		}
 	}
 }
@@ -575,8 +553,8 @@ target = "size=48MiB"
 	vmA := &VM{HTTPPort: lab.Port, Timeout: 400 * time.Second, LogPath: filepath.Join(t.TempDir(), "console-a.log"),
 		Drives: []Drive{{Path: img, Bus: "usb", Boot: true}, {Path: sys.Path, Bus: sys.Bus, Serial: sys.Serial}, {Path: data.Path, Bus: data.Bus, Serial: data.Serial}}}
 	out := runLogged(t, vmA, " (VM A: firmware, boot loader, rescue, capture and upload of two disks)")
-	rA, cA := consoleReport(t, out), consoleCapture(t, out)
-	wantDisksOK(t, rA, cA, rescue.ActionCapture, 2)
+	rA := consoleReport(t, out)
+	wantDisksOK(t, rA, rescue.ActionCapture, sys.Serial, data.Serial)
 	wantUnchanged(t, sys, data)
 	// Every disk's match was shown before anything was read.
 	for _, serial := range []string{sys.Serial, data.Serial} {
@@ -601,8 +579,8 @@ target = "size=48MiB"
 			t.Errorf("server: snapshots/%s: origin %+v, want hostname srv1 and the guest's device", w.name, w.m.Origin)
 		}
 		want := fmt.Sprintf("%s/snapshots/%s/%s", GuestServer, w.name, w.gen)
-		if i < len(cA.Disks) && cA.Disks[i].Published != want {
-			t.Errorf("report disk %d: published %q, want %q", i, cA.Disks[i].Published, want)
+		if rA.Disks[i].Published != want {
+			t.Errorf("report disk %d: published %q, want %q", i, rA.Disks[i].Published, want)
 		}
 	}
 	if t.Failed() {
@@ -631,10 +609,12 @@ target = "serial=newdata"
 	}
 	vmB := &VM{HTTPPort: lab.Port, Initrd: initrd, Timeout: 300 * time.Second,
 		Drives: []Drive{{Path: newSys, Bus: "nvme", Serial: "newsys"}, {Path: newData, Serial: "newdata"}}}
-	outB, rB := boot(t, vmB, "")
-	wantDisksOK(t, rB, consoleCapture(t, outB), rescue.ActionRestore, 2)
-	if !rB.Snapshot.Signed {
-		t.Errorf("VM B's report: snapshot %s not signed, want it verified with the server's key", rB.Snapshot.Location)
+	_, rB := boot(t, vmB, "")
+	wantDisksOK(t, rB, rescue.ActionRestore, "newsys", "newdata")
+	for i, d := range rB.Disks {
+		if !d.Signed {
+			t.Errorf("VM B's report disk %d: snapshot %s not signed, want it verified with the server's key", i, d.Snapshot)
+		}
 	}
 	checkRestoredDisk(t, sys, newSys, mSys)
 	checkRestoredDisk(t, data, newData, mData)
@@ -665,8 +645,11 @@ target = "serial=pc1disk"
 segment_size = "5MiB"
 after = "poweroff"
 `
-	out, r := boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: src.Path, Serial: src.Serial}}}, capturePlan)
-	wantDisksOK(t, r, consoleCapture(t, out), rescue.ActionCapture, 1)
+	_, r := boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: src.Path, Serial: src.Serial}}}, capturePlan)
+	wantDisksOK(t, r, rescue.ActionCapture, src.Serial)
+	if p := r.Disks[0].Published; p != "media:/snapshots/pc1" {
+		t.Errorf("report disk 0: published %q, want media:/snapshots/pc1", p)
+	}
 	wantUnchanged(t, src)
 
 	// The stick, read with mtools: snapshots/pc1 alone, in several
@@ -722,8 +705,8 @@ target = "serial=newdisk"
 after = "poweroff"
 `
 	target := usedDisk(t, "newdisk", 64<<20, 2201)
-	out, r = boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: target, Serial: "newdisk"}}}, restorePlan)
-	wantDisksOK(t, r, consoleCapture(t, out), rescue.ActionRestore, 1)
+	_, r = boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: target, Serial: "newdisk"}}}, restorePlan)
+	wantDisksOK(t, r, rescue.ActionRestore, "newdisk")
 	checkRestoredDisk(t, src, target, m)
 }
 
