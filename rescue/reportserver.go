@@ -725,6 +725,9 @@ func uploadConfig(dir string, cfg LabServerConfig, reportToken string, log *slog
 		ucfg.Token = tok
 	}
 	if cfg.SignKeyFile != "" {
+		if cfg.UploadTokenFile == "" {
+			return ucfg, errors.New("serve: --sign signs uploaded snapshots, but uploads are off: add --upload-token FILE")
+		}
 		if err := outside("signing key", cfg.SignKeyFile, dir); err != nil {
 			return ucfg, err
 		}

@@ -89,6 +89,18 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if to, ok := h.latest(name); ok {
+		// A restore reads one generation even when latest moves on
+		// while it runs: it follows this redirect once, for the
+		// manifest, and reads the rest from where it led (HTTPSource).
+		w.Header().Set("Cache-Control", "no-store")
+		u := url.URL{Path: "/" + to, RawQuery: r.URL.RawQuery}
+		if strings.HasSuffix(r.URL.Path, "/") {
+			u.Path += "/"
+		}
+		http.Redirect(w, r, u.String(), http.StatusFound)
+		return
+	}
 	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 	// writer, holding a thread per request; it has no effect on the
 	// regular files and directories served.
@@ -120,6 +132,34 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("ETag", etag(fi))
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+}
+
+// LatestName is the symbolic link that names the newest generation of an
+// uploaded snapshot: NAME/latest -> 2026-11-23T10:15:00Z.
+const LatestName = "latest"
+
+// latest rewrites name when one of its elements is a LatestName symbolic
+// link to a sibling (a single name, not starting with a dot): the name
+// through the generation it points at now.
+func (h *fileHandler) latest(name string) (string, bool) {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		if p != LatestName {
+			continue
+		}
+		link := strings.Join(parts[:i+1], "/")
+		fi, err := h.root.Lstat(link)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			continue
+		}
+		to, err := h.root.Readlink(link)
+		if err != nil || to == "" || strings.ContainsAny(to, "/\\\x00") || strings.HasPrefix(to, ".") {
+			continue
+		}
+		parts[i] = to
+		return strings.Join(parts, "/"), true
+	}
+	return "", false
 }
 
 // servedName turns a URL path into a name inside the root, or reports that

@@ -283,9 +283,32 @@ func AddCerts(pool *x509.CertPool, where string, data []byte) error {
 func (h *HTTPSource) String() string { return h.raw }
 
 func (h *HTTPSource) url(name string) string {
+	h.mu.Lock()
 	u := *h.base
+	h.mu.Unlock()
 	u.Path = path.Join(u.Path, name)
 	return u.String()
+}
+
+// rebase makes the directory of final, the URL a redirect led the
+// manifest's request to, the base of every later request, when it is on
+// the same scheme and host: a snapshot at NAME/latest, which the server
+// redirects to NAME/<generation>, is then read from that one generation
+// even if latest moves on during the restore.
+func (h *HTTPSource) rebase(final *url.URL) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if final == nil || final.Scheme != h.base.Scheme || final.Host != h.base.Host || path.Base(final.Path) != ManifestName {
+		return
+	}
+	dir := strings.TrimSuffix(final.Path, ManifestName)
+	if dir == h.base.Path {
+		return
+	}
+	nb := *h.base
+	nb.Path, nb.RawPath, nb.RawQuery = dir, "", final.RawQuery
+	h.log("following the redirect of the manifest", "from", h.base.Redacted(), "to", nb.Redacted())
+	h.base = &nb
 }
 
 // httpStatusError is a response status that retrying will not change.
@@ -461,6 +484,9 @@ func (h *HTTPSource) ReadFile(ctx context.Context, name string) ([]byte, error) 
 		}
 		if resp.StatusCode != http.StatusOK {
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
+		}
+		if name == ManifestName {
+			h.rebase(resp.Request.URL)
 		}
 		limit := MaxFileSize(name)
 		if resp.ContentLength > limit {

@@ -244,6 +244,7 @@ func (c *Client) Commit(ctx context.Context, _ *snapshot.Manifest, data, signatu
 	}
 	c.published = (&url.URL{Scheme: c.snap.Scheme, Host: c.snap.Host, Path: "/" + cr.Published}).String()
 	c.session = ""
+	c.http.CloseIdleConnections()
 	c.opt.Log("upload: published %s", c.published)
 	return nil
 }
@@ -260,6 +261,7 @@ func (c *Client) Abort() {
 		c.opt.Log("upload: could not drop session %s on the server (it expires by itself): %v", c.session, err)
 	}
 	c.session = ""
+	c.http.CloseIdleConnections()
 }
 
 // do sends one request and reads its answer (at most 64 KiB of it).

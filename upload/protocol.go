@@ -43,7 +43,7 @@ const (
 	// Prefix is the path under which the lab server receives uploads.
 	Prefix = "/upload"
 	// Latest is the name of the symbolic link to a name's newest generation.
-	Latest = "latest"
+	Latest = snapshot.LatestName
 	// GenerationLayout is the form of a generation's name: the capture's
 	// start time, UTC, to the second.
 	GenerationLayout = "2006-01-02T15:04:05Z"

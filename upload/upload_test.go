@@ -21,6 +21,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/testdisk"
 	"github.com/rewind-bmr/rewind/rescue"
 	"github.com/rewind-bmr/rewind/restore"
@@ -545,6 +546,8 @@ func TestUploadHostileRequests(t *testing.T) {
 			map[string]string{"X-Rewind-SHA256": hash}, "frame", 400, ">= 0", false},
 		{"session of another name", http.MethodPut, "/upload/other?session=SID&chunk=0&segment=0&name=data.000&offset=0",
 			map[string]string{"X-Rewind-SHA256": hash}, "frame", 400, "is for pcX", true},
+		{"huge manifest", http.MethodPut, "/upload/pcX?session=SID&commit=1",
+			map[string]string{"Content-Length": "999999999999"}, "", 413, "manifest of 999999999999 bytes", false},
 		{"unknown session", http.MethodGet, "/upload/pcX?session=nope", nil, "", 404, "no upload session", false},
 		{"commit without frames", http.MethodPut, "/upload/pcX?session=SID&commit=1", nil, `{"format":"rewind-snapshot"}`, 400, "manifest", false},
 	} {
@@ -850,4 +853,95 @@ func TestUploadConcurrent(t *testing.T) {
 		}
 	})
 	noStaging(t, l)
+}
+
+// A GPT disk with an ESP, ext4 and random data (testdisk.Sample), captured
+// as rewind capture does (layout, used blocks only, recheck), uploaded:
+// the published snapshot is the one a local capture makes (same layout,
+// same chunks by hash), and it verifies end to end over HTTP.
+func TestUploadGPTDiskEqualsLocalCapture(t *testing.T) {
+	if tool := testdisk.Missing(); tool != "" {
+		t.Skip(tool + " not installed")
+	}
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token"})
+	src := filepath.Join(t.TempDir(), "src.img")
+	if _, err := (testdisk.Sample{Size: 48 << 20, ESPSize: 33 << 20, ExtSize: 8 << 20, RandomSize: 4 << 20,
+		FilesFrom: "/usr/share/doc", FilesLimit: 2 << 20, Seed: 12}).Build(src); err != nil {
+		t.Fatal(err)
+	}
+	f := mustOpen(t, src)
+	options := func() snapshot.CaptureOptions {
+		t.Helper()
+		opts := snapshot.CaptureOptions{DiskSize: 48 << 20, ChunkSize: 1 << 20, SegmentSize: 4 << 20, Origin: snapshot.Origin{Path: src}}
+		var err error
+		if opts.Layout, opts.Extents, err = diskrestore.ReadLayout(f, opts.DiskSize, 0); err != nil {
+			t.Fatal(err)
+		}
+		opts.Extents, _ = diskrestore.StrayAreas(opts.Extents)
+		if opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, opts.Extents, false); err != nil {
+			t.Fatal(err)
+		}
+		opts.Recheck = func() error { return diskrestore.FreeChanged(f, opts.Extents, opts.Free) }
+		return opts
+	}
+	local, err := snapshot.Capture(context.Background(), f, filepath.Join(t.TempDir(), "local"), options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, l.url+"/lab/pc1", upload.ClientOptions{})
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.CaptureTo(context.Background(), f, c, options()); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	snap, err := snapshot.Open(context.Background(), l.url+"/lab/pc1/latest", snapshot.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	up := snap.Manifest
+	if len(up.Segments) < 2 {
+		t.Errorf("the upload has %d segments; the test wants several", len(up.Segments))
+	}
+	if fmt.Sprint(up.Layout) != fmt.Sprint(local.Layout) || len(up.Chunks) != len(local.Chunks) {
+		t.Fatalf("uploaded layout/chunks differ from a local capture's: %d chunks, want %d", len(up.Chunks), len(local.Chunks))
+	}
+	for i := range up.Chunks {
+		if up.Chunks[i] != local.Chunks[i] {
+			t.Errorf("chunk %d: uploaded %+v, local capture %+v", i, up.Chunks[i], local.Chunks[i])
+		}
+	}
+	if _, err := restore.Verify(context.Background(), snap, restore.Options{}); err != nil {
+		t.Errorf("verify the uploaded snapshot over HTTP: %v", err)
+	}
+}
+
+// A capture that fails on the machine's side after sending every frame
+// (its recheck finds the file system changed) aborts: the server drops
+// the session at once, and nothing is published.
+func TestUploadAbortDropsSession(t *testing.T) {
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token"})
+	d := makeDisk(t, 10)
+	c := newClient(t, l.url+"/pc1", upload.ClientOptions{})
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	opts := captureOptions(d)
+	sent := false
+	opts.Recheck = func() error {
+		entries, _ := os.ReadDir(filepath.Join(l.dir, ".upload"))
+		sent = len(entries) == 1
+		return errors.New("a file system was written to during the capture")
+	}
+	if _, err := snapshot.CaptureTo(context.Background(), mustOpen(t, d.path), c, opts); err == nil {
+		t.Fatal("capture succeeded although its recheck failed")
+	}
+	if !sent {
+		t.Fatal("no session staging on the server before the recheck: the test did not test an abort")
+	}
+	noStaging(t, l)
+	if gens, _ := generations(t, l, "pc1"); len(gens) != 0 {
+		t.Errorf("pc1 holds %v after an aborted capture", gens)
+	}
 }
