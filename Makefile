@@ -21,9 +21,10 @@ build: setup initramfs
 
 # Unit and integration tests on files, loop devices and HTTP on loopback run
 # under the race detector; then a representative set of QEMU recoveries and
-# one capture at boot (onto the stick, restored from it); those test the
-# guest, so the host side runs without -race. Which QEMU tests run here: the
-# ones whose setup is not marked 'all' in qemu-tests/.
+# one capture at boot (two disks uploaded to 'rewind serve', restored onto a
+# second machine); those test the guest, so the host side runs without
+# -race. Which QEMU tests run here: those whose setup is not marked 'all' in
+# qemu-tests/.
 UNIT_PKGS = $$($(GO) list ./... | grep -v /qemu-tests)
 test: setup vet
 	$(GO) test -race -count=1 -timeout 25m $(UNIT_PKGS)

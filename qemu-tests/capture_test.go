@@ -26,6 +26,11 @@ package qemutests
 // with segment_size 5MiB (the snapshot takes several segments), read back
 // with mtools; a second boot restores it from media:/snapshots/pc1.
 //
+// 'go test' ('make test') runs TestCaptureUploadTwoDisksQEMU (two boots,
+// about 80 s under TCG on a loaded 2-core machine) and the host check
+// TestRestoredDiskCheckHost (about 15 s); REWIND_QEMU_ALL=1 ('make
+// qemu-test') adds TestCaptureToStickQEMU (two boots, about 70 s).
+//
 // What "restored" means here (checkRestoredDisk): the target is the source
 // with every byte the snapshot does not store zeroed. Checked from the
 // host, partition by partition: the same partition table (sfdisk --dump;
@@ -506,7 +511,7 @@ func noStaging(t *testing.T, lab *labServer) {
 // image with a capture plan and uploads both disks to the lab server; a
 // second machine with two used disks restores both from the server.
 func TestCaptureUploadTwoDisksQEMU(t *testing.T) {
-	setup(t, true)
+	setup(t, false)
 	sys, data := sourceDisks(t)
 	rewind := rewindBin(t)
 
@@ -556,11 +561,19 @@ target = "size=48MiB"
 	rA := consoleReport(t, out)
 	wantDisksOK(t, rA, rescue.ActionCapture, sys.Serial, data.Serial)
 	wantUnchanged(t, sys, data)
-	// Every disk's match was shown before anything was read.
-	for _, serial := range []string{sys.Serial, data.Serial} {
-		if !strings.Contains(out, serial) {
-			t.Errorf("VM A's console never names the disk with serial %s", serial)
+	// Every disk's match was shown, naming the disk and its snapshot,
+	// before the capture's result.
+	end := strings.Index(out, rescue.ReportBegin)
+	for _, w := range []struct{ serial, snap string }{{sys.Serial, "/snapshots/srv1-sys"}, {data.Serial, "/snapshots/srv1-data"}} {
+		line := regexp.MustCompile(`[^\r\n]*`+w.serial+`[^\r\n]*`+regexp.QuoteMeta(GuestServer+w.snap)+`[^\r\n]*`).FindStringIndex(out)
+		if line == nil || line[0] > end {
+			t.Errorf("VM A's console shows no line naming the disk with serial %s and its snapshot %s before the report", w.serial, GuestServer+w.snap)
+		} else {
+			t.Logf("VM A's console: %s", strings.TrimSpace(out[line[0]:line[1]]))
 		}
+	}
+	for i, d := range rA.Disks {
+		t.Logf("VM A's report: disk %d %s (%s): %d bytes read, %d stored in %.1fs", i, d.Target.Path, d.Target.Serial, d.BytesRead, d.BytesStored, d.Seconds)
 	}
 
 	// The server: each snapshot under one shared generation, signed,
@@ -623,7 +636,7 @@ target = "serial=newdata"
 // Issue 11, test 2: capture onto the rescue stick, in segments, then
 // restore from it onto a used disk.
 func TestCaptureToStickQEMU(t *testing.T) {
-	setup(t, false)
+	setup(t, true)
 	testdisk.NeedFS(t, "ext4", "vfat")
 	src := newMachineDisk(t, "pc1", 64<<20, 1201, "virtio", "pc1disk",
 		partSpec{"vfat", 12 << 20, 3 << 20}, partSpec{"ext4", 40 << 20, 10 << 20})

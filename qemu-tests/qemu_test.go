@@ -16,7 +16,7 @@ package qemutests
 // stick must say what happened.
 //
 // 'go test' runs a representative subset (USB unattended, HTTP, Esc, and
-// of capture_test.go the capture onto the stick);
+// of capture_test.go the two-disk capture uploaded and restored);
 // REWIND_QEMU_ALL=1 ('make qemu-test') runs all of them. -short skips them.
 
 import (
