@@ -561,13 +561,14 @@ target = "size=48MiB"
 	rA := consoleReport(t, out)
 	wantDisksOK(t, rA, rescue.ActionCapture, sys.Serial, data.Serial)
 	wantUnchanged(t, sys, data)
-	// Every disk's match was shown, naming the disk and its snapshot,
-	// before the capture's result.
+	// Every disk's match was shown, naming the device (as the report
+	// names it), its serial and its snapshot, before the capture's result.
 	end := strings.Index(out, rescue.ReportBegin)
-	for _, w := range []struct{ serial, snap string }{{sys.Serial, "/snapshots/srv1-sys"}, {data.Serial, "/snapshots/srv1-data"}} {
-		line := regexp.MustCompile(`[^\r\n]*`+w.serial+`[^\r\n]*`+regexp.QuoteMeta(GuestServer+w.snap)+`[^\r\n]*`).FindStringIndex(out)
-		if line == nil || line[0] > end {
-			t.Errorf("VM A's console shows no line naming the disk with serial %s and its snapshot %s before the report", w.serial, GuestServer+w.snap)
+	for i, snap := range []string{"/snapshots/srv1-sys", "/snapshots/srv1-data"} {
+		d := rA.Disks[i]
+		re := regexp.MustCompile(regexp.QuoteMeta(d.Target.Path) + `\b[^\r\n]*` + regexp.QuoteMeta(d.Target.Serial) + `[^\r\n]*` + regexp.QuoteMeta(GuestServer+snap))
+		if line := re.FindStringIndex(out); line == nil || line[0] > end {
+			t.Errorf("VM A's console shows no line naming disk %s (serial %s) and its snapshot %s before the report", d.Target.Path, d.Target.Serial, GuestServer+snap)
 		} else {
 			t.Logf("VM A's console: %s", strings.TrimSpace(out[line[0]:line[1]]))
 		}
