@@ -24,12 +24,13 @@ package qemutests
 // in the initramfs) restores both from .../latest onto the blank disks.
 // TestCaptureToStickQEMU: the single-disk form captures onto the stick
 // with segment_size 5MiB (the snapshot takes several segments), read back
-// with mtools; a second boot restores it from media:/snapshots/pc1.
+// with mtools; the same capture again (no overwrite) is refused and leaves
+// it as it was; a third boot restores it from media:/snapshots/pc1.
 //
 // 'go test' ('make test') runs TestCaptureUploadTwoDisksQEMU (two boots,
 // about 80 s under TCG on a loaded 2-core machine) and the host check
 // TestRestoredDiskCheckHost (about 15 s); REWIND_QEMU_ALL=1 ('make
-// qemu-test') adds TestCaptureToStickQEMU (two boots, about 70 s).
+// qemu-test') adds TestCaptureToStickQEMU (three boots, about 90 s).
 //
 // What "restored" means here (checkRestoredDisk): the target is the source
 // with every byte the snapshot does not store zeroed. Checked from the
@@ -708,7 +709,20 @@ after = "poweroff"
 		return
 	}
 
-	// Boot 2: restore from the stick onto a used disk.
+	// Boot 2: the same capture again, without overwrite: refused before
+	// anything is read, the snapshot on the stick as it was.
+	_, r = boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: src.Path, Serial: src.Serial}}}, capturePlan)
+	if r.Status != rescue.StatusFailed || !strings.Contains(r.Error, "media:/snapshots/pc1") || !strings.Contains(r.Error, "overwrite") {
+		t.Errorf("second capture onto media:/snapshots/pc1: report status %q, error %q; want failed, naming the snapshot and overwrite", r.Status, r.Error)
+	}
+	if again, err := StickFile(stick, "/snapshots/pc1/"+snapshot.ManifestName); err != nil || !bytes.Equal(again, mb) {
+		t.Errorf("stick: snapshots/pc1/%s changed or went away (%v) after a refused capture", snapshot.ManifestName, err)
+	}
+	if names, err := StickFiles(stick, "/snapshots"); err != nil || len(names) != 1 {
+		t.Errorf("stick: /snapshots holds %q (%v) after a refused capture, want pc1 alone", names, err)
+	}
+
+	// Boot 3: restore from the stick onto a used disk.
 	restorePlan := `
 [countdown]
 seconds = 0
