@@ -2,6 +2,7 @@ package diskrestore
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,11 +118,19 @@ func CheckNotMounted(path string) error {
 	return refuseInUse(path, u)
 }
 
+// CaptureAdvice says how to capture a disk that cannot be read
+// consistently where it is: from the rescue medium, where nothing on it
+// runs, or from a snapshot of the volume.
+const CaptureAdvice = `boot the rescue medium on this machine and pick "Capture this machine" in its boot menu ` +
+	`(or boot it with rewind.action=capture), or capture an LVM or file-system snapshot of the volume instead ` +
+	`(lvcreate --snapshot, then rewind capture /dev/VG/SNAPSHOT)`
+
 // CheckCaptureSource refuses a block device to capture from while a file
 // system on it (a partition, an LVM volume on it) is mounted read-write or
 // it holds active swap: what changes while it is read is captured
 // inconsistent, and a snapshot written onto the same disk captures itself
-// half-written. Read-only mounts are allowed; a regular file is not
+// half-written. The error names the mounts and what to do instead (see
+// CaptureAdvice). Read-only mounts are allowed; a regular file is not
 // checked.
 func CheckCaptureSource(path string) error {
 	st, err := os.Stat(path)
@@ -135,11 +144,65 @@ func CheckCaptureSource(path string) error {
 	if err != nil {
 		return err
 	}
-	if len(u.writable) > 0 {
-		return fmt.Errorf("%s is in use read-write: %s; a file system that changes while it is read is captured inconsistent: "+
-			"unmount it, remount it read-only (mount -o remount,ro), or capture a snapshot of the volume", path, strings.Join(u.writable, ", "))
+	if len(u.writable) == 0 {
+		return nil
 	}
-	return nil
+	var points []string
+	for _, m := range u.writable {
+		if _, p, _ := strings.Cut(m, " on "); p != "[swap]" {
+			points = append(points, p)
+		}
+	}
+	remount := ""
+	if len(points) > 0 {
+		remount = " (mount -o remount,ro " + strings.Join(points, " ") + ")"
+	}
+	if u.system {
+		return fmt.Errorf("%s holds the running system and is in use read-write: %s; a file system that changes while it is read is captured inconsistent: "+
+			"to capture it, %s", path, strings.Join(u.writable, ", "), CaptureAdvice)
+	}
+	return fmt.Errorf("%s is in use read-write: %s; a file system that changes while it is read is captured inconsistent: "+
+		"unmount it, remount it read-only%s, or %s", path, strings.Join(u.writable, ", "), remount, CaptureAdvice)
+}
+
+// ExplainOpenError explains why the capture source at path could not be
+// opened, when err says it is forbidden or busy (EPERM, EACCES, EBUSY):
+// what uses the device, if anything, and what to do instead of the bare
+// "operation not permitted". Other errors, and a regular file's, are
+// returned unchanged. The result wraps err.
+func ExplainOpenError(path string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || (errno != syscall.EPERM && errno != syscall.EACCES && errno != syscall.EBUSY) {
+		return err
+	}
+	st, serr := os.Stat(path)
+	if serr != nil || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+		return err
+	}
+	inUse := ""
+	if u, uerr := deviceUsage(path, st); uerr == nil {
+		var what []string
+		if u.system {
+			what = append(what, "it holds the running system")
+		}
+		if len(u.mounts) > 0 {
+			what = append(what, "mounted: "+strings.Join(u.mounts, ", "))
+		}
+		if len(u.holders) > 0 {
+			what = append(what, "held by "+strings.Join(u.holders, ", "))
+		}
+		if len(what) > 0 {
+			inUse = " (" + strings.Join(what, "; ") + ")"
+		}
+	}
+	why := "this system does not let Rewind read the disk while it is in use (a container's device rules, a security module, or another program holding it exclusively)"
+	if errno == syscall.EACCES {
+		why = "reading a disk needs root: run rewind capture as root (sudo); if it still fails, this system does not let Rewind read the disk while it is in use"
+	}
+	if errno == syscall.EBUSY {
+		why = "another program holds the disk exclusively"
+	}
+	return fmt.Errorf("cannot read %s%s: %w; %s: %s", path, inUse, err, why, CaptureAdvice)
 }
 
 // deviceUsage finds the block device st (of path) in /sys/dev/block and

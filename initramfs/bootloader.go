@@ -25,34 +25,47 @@ const BaseCmdline = "console=tty0 console=ttyS0,115200n8 quiet"
 // no prompt, the default is abort, and after it the shell.
 const ShellCmdline = "rewind.countdown=0 rewind.default=abort rewind.after=shell"
 
+// CaptureCmdline makes a boot capture the machine's disks as its plan
+// entry describes them (where each disk's snapshot goes), whatever the
+// entry's own action says.
+const CaptureCmdline = "rewind.action=capture"
+
 // MenuEntry is one boot menu entry.
 type MenuEntry struct {
-	ID      string // restore, shell
+	ID      string // restore, shell, capture
 	Title   string
 	Cmdline string
 }
 
 // Menu returns the boot menu: "Restore" (the default; Rewind's countdown
-// then runs as the plan says) and "Rescue shell". extra is appended to
-// both command lines; the shell entry leaves out extra's keys that
-// ShellCmdline sets, since the rescue flow refuses a key given twice.
+// then runs as the plan says), "Rescue shell", and "Capture this
+// machine". extra is appended to every command line; the shell and
+// capture entries leave out extra's keys that they set themselves, since
+// the rescue flow refuses a key given twice.
 func Menu(extra string) []MenuEntry {
 	cl := func(s ...string) string { return strings.Join(cmdlineFields(strings.Join(s, " ")), " ") }
-	shellKeys := make(map[string]bool)
-	for _, f := range cmdlineFields(ShellCmdline) {
-		key, _, _ := strings.Cut(f, "=")
-		shellKeys[key] = true
-	}
-	var shellExtra []string
-	for _, f := range cmdlineFields(extra) {
-		if key, _, _ := strings.Cut(f, "="); !shellKeys[key] {
-			shellExtra = append(shellExtra, f)
-		}
-	}
 	return []MenuEntry{
 		{ID: "restore", Title: "Rewind: Restore", Cmdline: cl(BaseCmdline, extra)},
-		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, strings.Join(shellExtra, " "), ShellCmdline)},
+		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, withoutKeysOf(extra, ShellCmdline), ShellCmdline)},
+		{ID: "capture", Title: "Rewind: Capture this machine", Cmdline: cl(BaseCmdline, withoutKeysOf(extra, CaptureCmdline), CaptureCmdline)},
 	}
+}
+
+// withoutKeysOf returns the fields of extra whose keys the command line
+// own does not set.
+func withoutKeysOf(extra, own string) string {
+	keys := make(map[string]bool)
+	for _, f := range cmdlineFields(own) {
+		key, _, _ := strings.Cut(f, "=")
+		keys[key] = true
+	}
+	var kept []string
+	for _, f := range cmdlineFields(extra) {
+		if key, _, _ := strings.Cut(f, "="); !keys[key] {
+			kept = append(kept, f)
+		}
+	}
+	return strings.Join(kept, " ")
 }
 
 // cmdlineFields splits a kernel command line at white space outside

@@ -265,8 +265,8 @@ func TestMediaRescueShellEntry(t *testing.T) {
 // The rescue shell menu entry touches no disk.
 func TestMediaMenuHasShell(t *testing.T) {
 	menu := initramfs.Menu("")
-	if len(menu) != 2 || menu[0].ID != "restore" || menu[1].ID != "shell" {
-		t.Fatalf("menu %+v, want restore then shell", menu)
+	if len(menu) != 3 || menu[0].ID != "restore" || menu[1].ID != "shell" {
+		t.Fatalf("menu %+v, want restore, shell, then capture", menu)
 	}
 	o, err := rescue.ParseCmdline(menu[1].Cmdline)
 	if err != nil {

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
 	"github.com/rewind-bmr/rewind/restore"
 	"github.com/rewind-bmr/rewind/snapshot"
+	"github.com/rewind-bmr/rewind/upload"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -25,10 +27,13 @@ func newCaptureCmd(a *app) *cobra.Command {
 		signKey     string
 		progress    string
 		raw         bool
+		tokenFile   string
+		overwrite   bool
+		ca          []string
 	)
 	cmd := &cobra.Command{
-		Use:   "capture SOURCE -o DIR",
-		Short: "Capture a disk or disk image into a snapshot directory",
+		Use:   "capture SOURCE -o DIR|URL",
+		Short: "Capture a disk or disk image into a snapshot directory, or upload it to the lab server",
 		Long: `Capture reads SOURCE (a block device or a disk image file) and writes a
 snapshot into DIR, which must be new or empty. The partition table is recorded
 in the manifest and recreated at restore; the partitions and any non-zero boot
@@ -50,17 +55,36 @@ or chkdsk), mount and unmount it cleanly, or boot the machine and shut it down
 properly, then capture again. --raw reads no map and captures every byte of
 every partition, as an image.
 
+Upload: with -o http(s)://HOST/NAME (a location on 'rewind serve', which must
+run with --upload-token), the snapshot goes to the lab server instead of a
+directory: --upload-token FILE holds the same token as the server's. The
+server checks every chunk's hash as it arrives and publishes the snapshot only
+when it is complete, as NAME/<generation> (the capture's start time, UTC) with
+NAME/latest pointing at it; restore from either URL. A NAME that exists on the
+server is refused unless --overwrite adds a generation (the server keeps the
+last few, rewind serve --keep). A wrong token or an existing NAME fails before
+the disk is read; a dropped connection is resumed where it stopped.
+
 Capture from a disk that is not in use (unmounted, or a snapshot of a volume):
 a mounted file system that changes while it is read is captured inconsistent,
 so a block device with a file system mounted read-write or active swap is
-refused; read-only mounts are allowed.`,
+refused; read-only mounts are allowed. To capture the disk a machine runs
+from, boot the rescue medium on it and pick "Capture this machine" in the
+boot menu (or boot with rewind.action=capture), or capture an LVM or
+file-system snapshot of the volume; a disk this system does not let you read
+(permission denied, operation not permitted, busy) is explained the same way.`,
 		Example: `  rewind capture /dev/sda -o /mnt/backup/pc1
+  rewind capture /dev/sda -o http://lab:8080/snapshots/pc1 --upload-token /etc/rewind/upload-token
   rewind capture disk.img -o snap --chunk-size 8MiB --sign lab.key
   rewind capture /dev/sdb -o /mnt/backup/forensic --raw`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if out == "" {
-				return usageError{errors.New("capture: the output directory is required: -o DIR")}
+				return usageError{errors.New("capture: the output directory is required: -o DIR (or -o http(s)://HOST/NAME to upload)")}
+			}
+			up, err := newUploadClient(a, out, tokenFile, overwrite, ca)
+			if err != nil {
+				return err
 			}
 			src := argv[0]
 			if err := diskrestore.CheckCaptureSource(src); err != nil {
@@ -68,44 +92,30 @@ refused; read-only mounts are allowed.`,
 			}
 			f, err := os.Open(src)
 			if err != nil {
-				return fmt.Errorf("open source: %w", err)
+				return fmt.Errorf("capture: %w", diskrestore.ExplainOpenError(src, err))
 			}
 			defer f.Close()
 			size, sector, err := sourceGeometry(f, sectorSize)
 			if err != nil {
 				return err
 			}
+			if up != nil {
+				// Before the disk is read: a wrong token or a name that
+				// exists fails here.
+				if err := up.Open(cmd.Context()); err != nil {
+					return fmt.Errorf("capture %s: %w", src, uploadHint(err, tokenFile))
+				}
+				defer up.Abort() // a no-op once published
+			}
 			// Capture reads front to back: ask the kernel for deep readahead.
 			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-			opts := snapshot.CaptureOptions{
-				DiskSize:    size,
-				ChunkSize:   int64(chunkSize),
-				SegmentSize: int64(segmentSize),
-				Jobs:        jobs,
-				Origin:      snapshot.Origin{Path: src},
+			opts, err := diskrestore.PrepareCapture(f, size, sector, raw)
+			if err != nil {
+				return err
 			}
+			opts.ChunkSize, opts.SegmentSize, opts.Jobs = int64(chunkSize), int64(segmentSize), jobs
+			opts.Origin = snapshot.Origin{Path: src}
 			opts.Origin.Hostname, _ = os.Hostname()
-			opts.Layout, opts.Extents, err = diskrestore.ReadLayout(f, size, sector)
-			if err != nil {
-				return fmt.Errorf("read partition layout of %s: %w", src, err)
-			}
-			if !raw {
-				var stray int64
-				if opts.Extents, stray = diskrestore.StrayAreas(opts.Extents); stray > 0 && opts.Layout != nil {
-					opts.Layout.Notes = append(opts.Layout.Notes, fmt.Sprintf(
-						"not stored: %s of non-zero bytes outside every partition, after the first one begins (left by earlier use of the disk); restore zeroes them, capture --raw keeps them", units.Bytes(stray)))
-				}
-			}
-			opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, opts.Extents, raw)
-			if err != nil {
-				return fmt.Errorf("capture %s refused, nothing was written: %w", src, err)
-			}
-			opts.Recheck = func() error {
-				if err := diskrestore.FreeChanged(f, opts.Extents, opts.Free); err != nil {
-					return fmt.Errorf("%w: capture from a disk nothing writes to (unmounted everywhere, or a snapshot of the volume)", err)
-				}
-				return nil
-			}
 			if signKey != "" {
 				if opts.SignKey, err = snapshot.LoadPrivateKey(signKey); err != nil {
 					return err
@@ -119,6 +129,15 @@ refused; read-only mounts are allowed.`,
 			opts.Progress = func(done, total int64) {
 				pp.Update(restore.Progress{Done: done, Total: total, Elapsed: time.Since(start), Final: done == total})
 			}
+			if up != nil {
+				m, err := snapshot.CaptureTo(cmd.Context(), f, up, opts)
+				if err != nil {
+					return fmt.Errorf("capture %s: %w; nothing was published", src, uploadHint(err, tokenFile))
+				}
+				printCaptureSummary(cmd, m, up.Published(), time.Since(start))
+				fmt.Fprintf(cmd.OutOrStdout(), "  latest    %s/%s\n", up.String(), upload.Latest)
+				return nil
+			}
 			m, err := snapshot.Capture(cmd.Context(), f, out, opts)
 			if err != nil {
 				return fmt.Errorf("capture %s: %w", src, err)
@@ -127,7 +146,10 @@ refused; read-only mounts are allowed.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "snapshot directory to create (must be new or empty)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "snapshot directory to create (must be new or empty), or http(s)://HOST/NAME on rewind serve to upload to")
+	cmd.Flags().StringVar(&tokenFile, "upload-token", "", "file holding the lab's upload token (the one rewind serve --upload-token reads); needed with -o http(s)://")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "upload: add a new generation when NAME exists on the server (without it, an existing NAME is refused)")
+	cmd.Flags().StringArrayVar(&ca, "ca", nil, "upload to https://: PEM file of a certificate authority to trust besides the system's, such as a lab's own CA (repeatable)")
 	cmd.Flags().Var(&chunkSize, "chunk-size", "size of the pieces the disk is cut into")
 	cmd.Flags().Var(&segmentSize, "segment-size", "largest data file; the 1GiB default fits FAT32 media")
 	cmd.Flags().IntVar(&sectorSize, "sector-size", 0, "logical sector size of an image file (default: 4096 when its GPT or MBR only fits 4096-byte sectors, else 512; devices report their own)")
@@ -136,6 +158,62 @@ refused; read-only mounts are allowed.`,
 	cmd.Flags().BoolVar(&raw, "raw", false, "capture every byte of every partition: read no file system's allocation map (also captures a file system that is not clean)")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd
+}
+
+// newUploadClient checks the destination flags: nil for a directory, or
+// the upload client for -o http(s)://HOST/NAME, with its token read from
+// tokenFile. Nothing is sent yet.
+func newUploadClient(a *app, out, tokenFile string, overwrite bool, ca []string) (*upload.Client, error) {
+	if !strings.HasPrefix(out, "http://") && !strings.HasPrefix(out, "https://") {
+		if scheme, _, ok := strings.Cut(out, "://"); ok {
+			return nil, usageError{fmt.Errorf("capture -o %s: %s:// is not a destination: give a directory, or http(s)://HOST/NAME on rewind serve", out, scheme)}
+		}
+		if tokenFile != "" || overwrite || len(ca) > 0 {
+			return nil, usageError{fmt.Errorf("capture -o %s: --upload-token, --overwrite and --ca are for uploads (-o http(s)://HOST/NAME); a directory must be new or empty", out)}
+		}
+		return nil, nil
+	}
+	if tokenFile == "" {
+		return nil, usageError{fmt.Errorf("capture -o %s: an upload needs the lab's upload token: --upload-token FILE (the file rewind serve --upload-token reads)", out)}
+	}
+	if _, err := os.Stat(tokenFile); err != nil {
+		return nil, fmt.Errorf("capture: --upload-token: %w; it must hold the lab's upload token, the same as the file rewind serve --upload-token reads", err)
+	}
+	tok, err := upload.ReadToken(tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	opt := upload.ClientOptions{
+		Token:     tok,
+		Overwrite: overwrite,
+		Log:       func(format string, args ...any) { a.log.Debug(fmt.Sprintf(format, args...)) },
+	}
+	if len(ca) > 0 {
+		pool, err := snapshot.LoadCertPool(ca...)
+		if err != nil {
+			return nil, fmt.Errorf("capture: %w", err)
+		}
+		opt.HTTP = snapshot.NewHTTPClient(pool)
+	}
+	c, err := upload.NewClient(out, opt)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("capture -o: %w", err)}
+	}
+	return c, nil
+}
+
+// uploadHint adds what to do to the lab server's refusals that the user
+// of the host CLI fixes with a flag.
+func uploadHint(err error, tokenFile string) error {
+	switch {
+	case errors.Is(err, upload.ErrUnauthorized):
+		return fmt.Errorf("%w; --upload-token %s must hold the token the server reads with rewind serve --upload-token", err, tokenFile)
+	case errors.Is(err, upload.ErrExists):
+		return fmt.Errorf("%w; pass --overwrite to add a new generation (the server keeps the last few), or capture under another name", err)
+	case errors.Is(err, upload.ErrUploadsOff):
+		return fmt.Errorf("%w; start rewind serve with --upload-token FILE", err)
+	}
+	return err
 }
 
 // sourceGeometry returns the size and logical sector size of a source.

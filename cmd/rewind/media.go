@@ -52,7 +52,8 @@ base archive is built into rewind by 'make build' (or given with --base).
   usb        OUTDIR/rewind-usb.img: a GPT disk image (EFI system partition and a
              FAT32 partition labelled REWIND) that boots on BIOS and UEFI
 Both images have a boot menu with "Restore" (the default after
---menu-timeout seconds; Rewind's countdown then runs) and "Rescue shell".
+--menu-timeout seconds; Rewind's countdown then runs), "Rescue shell" and
+"Capture this machine" (rewind.action=capture).
 --snapshot DIR puts a snapshot on an iso or usb medium as
 media:/snapshots/NAME; without it, the plan fetches its snapshot.
 Write images onto a stick with 'rewind usb --create'.`,
