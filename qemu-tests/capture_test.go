@@ -51,6 +51,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -813,4 +814,107 @@ func TestRestoredDiskCheckHost(t *testing.T) {
 			t.Errorf("%s: the check found %q; want a problem saying %q", c.name, problems, c.want)
 		}
 	}
+}
+
+// partitionOffset returns the byte offset of partition n of a disk image,
+// as sfdisk --json lists it.
+func partitionOffset(t *testing.T, img string, n int) int64 {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "--json", img).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v", img, err)
+	}
+	var table struct {
+		PartitionTable struct {
+			SectorSize int64 `json:"sectorsize"`
+			Partitions []struct {
+				Node  string `json:"node"`
+				Start int64  `json:"start"`
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal(out, &table); err != nil {
+		t.Fatalf("sfdisk --json %s: %v", img, err)
+	}
+	pt := table.PartitionTable
+	if pt.SectorSize == 0 {
+		pt.SectorSize = 512
+	}
+	for _, p := range pt.Partitions {
+		if strings.HasSuffix(p.Node, fmt.Sprint(n)) && !strings.HasSuffix(p.Node, fmt.Sprint(10+n)) {
+			return p.Start * pt.SectorSize
+		}
+	}
+	t.Fatalf("%s has no partition %d: %s", img, n, out)
+	return 0
+}
+
+// The boot menu's "Capture this machine" entry with a plan written for
+// restores: one USB image, one plan (snapshot media:/snapshots/pc1, no
+// action), two boots. Chosen on the serial console, the capture entry
+// captures the disk onto the image's own REWIND partition; the default
+// entry then restores it onto a used disk.
+func TestCaptureMenuEntryQEMU(t *testing.T) {
+	setup(t, true)
+	testdisk.NeedFS(t, "ext4", "vfat")
+	src := newMachineDisk(t, "pc1", 64<<20, 1301, "virtio", "pc1disk",
+		partSpec{"vfat", 12 << 20, 3 << 20}, partSpec{"ext4", 40 << 20, 10 << 20})
+	plan := `
+[countdown]
+seconds = 0
+[[machine]]
+name = "pc1"
+snapshot = "media:/snapshots/pc1"
+target = "size=64MiB"
+after = "poweroff"
+`
+	base, err := os.ReadFile(shared.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	id := initramfs.NewMediaID(initramfs.FormatUSB, []byte(t.Name()), time.Now())
+	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(plan), MediaID: id, OutDir: filepath.Join(dir, "boot")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := initramfs.BuildBoot(context.Background(), initramfs.BootOptions{
+		Format: initramfs.FormatUSB, Kernel: res.Kernel, Initramfs: res.Initramfs,
+		Cmdline: "rewind.after=poweroff", MenuTimeout: 1, MediaID: id, OutDir: dir, DataSize: 96 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := built.Files[0]
+
+	// Boot 1: the third menu entry (restore, shell, capture).
+	const entry = "Rewind: Capture this machine"
+	vm := &VM{Timeout: 300 * time.Second, LogPath: filepath.Join(t.TempDir(), "console-capture.log"),
+		Drives: []Drive{{Path: img, Bus: "usb", Boot: true}, {Path: src.Path, Serial: src.Serial}},
+		Keys:   []Key{{When: entry, Send: "\x1b[B"}, {When: entry, Send: "\x1b[B", Delay: 300 * time.Millisecond}, {When: entry, Send: "\r", Delay: 300 * time.Millisecond}}}
+	out := runLogged(t, vm, " (firmware, GRUB's capture entry, rescue, capture onto the medium)")
+	r := consoleReport(t, out)
+	wantDisksOK(t, r, rescue.ActionCapture, src.Serial)
+	wantUnchanged(t, src)
+	rewindPart := fmt.Sprintf("%s@@%d", img, partitionOffset(t, img, 3))
+	mb, err := StickFile(rewindPart, "/snapshots/pc1/"+snapshot.ManifestName)
+	if err != nil {
+		t.Fatalf("the medium's REWIND partition has no snapshot after the capture entry: %v", err)
+	}
+	m, err := snapshot.ParseManifest(mb)
+	if err != nil {
+		t.Fatalf("medium: snapshots/pc1/%s: %v", snapshot.ManifestName, err)
+	}
+	if t.Failed() {
+		return
+	}
+
+	// Boot 2: the default entry restores it onto a used disk of the
+	// same size (the plan's size=64MiB).
+	target := usedDisk(t, "newdisk", 64<<20, 2301)
+	vm = &VM{Timeout: 300 * time.Second, LogPath: filepath.Join(t.TempDir(), "console-restore.log"),
+		Drives: []Drive{{Path: img, Bus: "usb", Boot: true}, {Path: target, Serial: "newdisk"}}}
+	out = runLogged(t, vm, " (firmware, GRUB's default entry, rescue, restore from the medium)")
+	wantDisksOK(t, consoleReport(t, out), rescue.ActionRestore, "newdisk")
+	checkRestoredDisk(t, src, target, m)
 }
