@@ -30,7 +30,9 @@ package qemutests
 // 'go test' ('make test') runs TestCaptureUploadTwoDisksQEMU (two boots,
 // about 80 s under TCG on a loaded 2-core machine) and the host check
 // TestRestoredDiskCheckHost (about 15 s); REWIND_QEMU_ALL=1 ('make
-// qemu-test') adds TestCaptureToStickQEMU (three boots, about 90 s).
+// qemu-test') adds TestCaptureToStickQEMU (three boots, about 50-90 s),
+// TestCaptureMenuEntryQEMU (two boots through GRUB, about 50 s) and
+// TestCaptureStickFullQEMU (one boot, about 20-30 s).
 //
 // What "restored" means here (checkRestoredDisk): the target is the source
 // with every byte the snapshot does not store zeroed. Checked from the
@@ -917,4 +919,52 @@ after = "poweroff"
 	out = runLogged(t, vm, " (firmware, GRUB's default entry, rescue, restore from the medium)")
 	wantDisksOK(t, consoleReport(t, out), rescue.ActionRestore, "newdisk")
 	checkRestoredDisk(t, src, target, m)
+}
+
+// A capture that does not fit on the stick: the real vfat driver answers
+// ENOSPC. The report says the medium is full and what to do, the partial
+// directory is gone, and the snapshot already on the stick is untouched.
+func TestCaptureStickFullQEMU(t *testing.T) {
+	setup(t, true)
+	testdisk.NeedFS(t, "ext4", "vfat")
+	// About 40 MiB to store; the stick has about 30 MiB free.
+	src := newMachineDisk(t, "pc2", 64<<20, 1401, "virtio", "pc2disk",
+		partSpec{"vfat", 12 << 20, 3 << 20}, partSpec{"ext4", 40 << 20, 26 << 20})
+	stick := filepath.Join(t.TempDir(), "stick.img")
+	if err := USBStick(stick, 40<<20, map[string]string{"/snapshots/pc1": shared.snap}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := StickFile(stick, "/snapshots/pc1/"+snapshot.ManifestName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := `
+[countdown]
+seconds = 0
+[[machine]]
+name = "pc2"
+action = "capture"
+snapshot = "media:/snapshots/pc2"
+target = "serial=pc2disk"
+after = "poweroff"
+`
+	_, r := boot(t, &VM{Timeout: 300 * time.Second, Drives: []Drive{{Path: stick, Bus: "usb"}, {Path: src.Path, Serial: src.Serial}}}, plan)
+	if r.Status != rescue.StatusFailed || !strings.Contains(r.Error, "the rescue medium is full") || !strings.Contains(r.Error, "media:/snapshots/pc2") {
+		t.Errorf("report status %q, error %q; want failed, saying the rescue medium is full, naming media:/snapshots/pc2", r.Status, r.Error)
+	}
+	t.Logf("report error: %s", r.Error)
+	if len(r.Disks) != 1 || r.Disks[0].Status != rescue.DiskFailed {
+		t.Errorf("report disks %+v; want the one disk failed", r.Disks)
+	}
+	names, err := StickFiles(stick, "/snapshots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || !strings.HasSuffix(strings.TrimSuffix(names[0], "/"), "/pc1") {
+		t.Errorf("stick: /snapshots holds %q after the failed capture, want pc1 alone (no partial directory, no pc2)", names)
+	}
+	if after, err := StickFile(stick, "/snapshots/pc1/"+snapshot.ManifestName); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("stick: snapshots/pc1/%s changed or went away (%v) after the failed capture", snapshot.ManifestName, err)
+	}
+	wantUnchanged(t, src)
 }
