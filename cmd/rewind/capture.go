@@ -109,35 +109,13 @@ file-system snapshot of the volume; a disk this system does not let you read
 			}
 			// Capture reads front to back: ask the kernel for deep readahead.
 			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-			opts := snapshot.CaptureOptions{
-				DiskSize:    size,
-				ChunkSize:   int64(chunkSize),
-				SegmentSize: int64(segmentSize),
-				Jobs:        jobs,
-				Origin:      snapshot.Origin{Path: src},
+			opts, err := diskrestore.PrepareCapture(f, size, sector, raw)
+			if err != nil {
+				return err
 			}
+			opts.ChunkSize, opts.SegmentSize, opts.Jobs = int64(chunkSize), int64(segmentSize), jobs
+			opts.Origin = snapshot.Origin{Path: src}
 			opts.Origin.Hostname, _ = os.Hostname()
-			opts.Layout, opts.Extents, err = diskrestore.ReadLayout(f, size, sector)
-			if err != nil {
-				return fmt.Errorf("read partition layout of %s: %w", src, err)
-			}
-			if !raw {
-				var stray int64
-				if opts.Extents, stray = diskrestore.StrayAreas(opts.Extents); stray > 0 && opts.Layout != nil {
-					opts.Layout.Notes = append(opts.Layout.Notes, fmt.Sprintf(
-						"not stored: %s of non-zero bytes outside every partition, after the first one begins (left by earlier use of the disk); restore zeroes them, capture --raw keeps them", units.Bytes(stray)))
-				}
-			}
-			opts.Extents, opts.Free, err = diskrestore.UsedExtents(f, opts.Extents, raw)
-			if err != nil {
-				return fmt.Errorf("capture %s refused, nothing was written: %w", src, err)
-			}
-			opts.Recheck = func() error {
-				if err := diskrestore.FreeChanged(f, opts.Extents, opts.Free); err != nil {
-					return fmt.Errorf("%w: capture from a disk nothing writes to (unmounted everywhere, or a snapshot of the volume)", err)
-				}
-				return nil
-			}
 			if signKey != "" {
 				if opts.SignKey, err = snapshot.LoadPrivateKey(signKey); err != nil {
 					return err
