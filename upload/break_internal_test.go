@@ -1,10 +1,13 @@
 package upload
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -200,5 +203,42 @@ func TestBreakRedirectAndForeignPublication(t *testing.T) {
 	_, err = snapshot.CaptureTo(context.Background(), bytes.NewReader(data), c, snapshot.CaptureOptions{DiskSize: int64(len(data)), ChunkSize: 64 << 10})
 	if err == nil || c.Published() != "" {
 		t.Errorf("a commit answer naming another host: %v, Published() %q; want an error and nothing published", err, c.Published())
+	}
+}
+
+// A slowloris body (a frame that announces 100000 bytes, sends 10 and
+// stalls) is cut off after ReadIdle with 408, nothing of it stays, and the
+// session goes on: the real frame is then accepted (this held).
+func TestBreakSlowBody(t *testing.T) {
+	dir := t.TempDir()
+	_, url := serve(t, dir, ReceiverConfig{ReadIdle: 300 * time.Millisecond})
+	c, err := NewClient(url+"/pc1", ClientOptions{Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f := frameOf(t, 0, 0, "data.000", 0, testdisk.RandomBytes(8, 4096))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT %s/pc1?session=%s&chunk=0&segment=0&name=data.000&offset=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Rewind-SHA256: %x\r\nContent-Length: 100000\r\n\r\n0123456789",
+		Prefix, c.session, testToken, f.SHA256)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the stalled body got no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("a stalled frame body: %s, want 408", resp.Status)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, staging, c.session, "data.000")); err != nil || fi.Size() != 0 {
+		t.Errorf("data.000 after the stalled body: %v, want 0 bytes", fi)
+	}
+	if err := c.Put(context.Background(), f); err != nil {
+		t.Errorf("the real frame after a stalled one: %v", err)
 	}
 }

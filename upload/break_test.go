@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -289,4 +291,76 @@ func TestBreakTokenVariants(t *testing.T) {
 			t.Errorf("POST with Authorization %.20q…: %d %q, want 201", auth, code, msg)
 		}
 	}
+}
+
+// A prune that fails halfway (a file that cannot be removed: here an
+// immutable manifest, as a full or failing disk, or a kill, would leave
+// one) used to leave the old generation's manifest served with its
+// segments gone: a snapshot whose restore fails after it started. A
+// generation now leaves the served names at once (renamed to a dot name)
+// before its files are removed; the leftover is removed by a later
+// publication.
+func TestBreakPruneFailsHalfway(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs chattr and root")
+	}
+	l := startLab(t, rescue.LabServerConfig{UploadTokenFile: "token", Keep: 1})
+	d := makeDisk(t, 16)
+	const g1, g2, g3 = "2026-11-23T10:00:00Z", "2026-11-23T11:00:00Z", "2026-11-23T12:00:00Z"
+	if _, err := uploadDisk(t, d, l.url+"/pc1", upload.ClientOptions{Generation: g1}); err != nil {
+		t.Fatal(err)
+	}
+	stuck := filepath.Join(l.dir, "pc1", g1, snapshot.ManifestName)
+	if out, err := exec.Command("chattr", "+i", stuck).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s", err, out)
+	}
+	unstick := func() {
+		filepath.WalkDir(l.dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Name() == snapshot.ManifestName {
+				exec.Command("chattr", "-i", p).Run()
+			}
+			return nil
+		})
+	}
+	t.Cleanup(unstick)
+	if _, err := uploadDisk(t, d, l.url+"/pc1", upload.ClientOptions{Overwrite: true, Generation: g2}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(l.url + "/pc1/" + g1 + "/" + snapshot.ManifestName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET pc1/%s/manifest.json after its prune failed halfway: %s, want 404 (its segments are gone)", g1, resp.Status)
+	}
+	var served []string
+	for _, e := range entries(t, filepath.Join(l.dir, "pc1")) {
+		if !strings.HasPrefix(e, ".") {
+			served = append(served, e)
+		}
+	}
+	if want := g2 + " latest"; strings.Join(served, " ") != want {
+		t.Errorf("pc1 serves %v after the prune failed halfway; want %s", served, want)
+	}
+	unstick()
+	if _, err := uploadDisk(t, d, l.url+"/pc1", upload.ClientOptions{Overwrite: true, Generation: g3}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := entries(t, filepath.Join(l.dir, "pc1")), g3+" latest"; strings.Join(got, " ") != want {
+		t.Errorf("pc1 holds %v after the next publication; want %s", got, want)
+	}
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
 }

@@ -251,8 +251,11 @@ func (r *Receiver) publishSession(s *session) (string, int, error) {
 	return final, 0, nil
 }
 
+// prunedPrefix names a generation being removed (a dot name: never served).
+const prunedPrefix = ".pruned-"
+
 // prune removes the generations of name beyond the Keep newest, never the
-// one latest names, and the temporary links of interrupted publications.
+// one latest names, and what interrupted publications and prunes left.
 // The caller holds r.publish.
 func (r *Receiver) prune(name string) {
 	entries, err := r.readDir(name)
@@ -266,6 +269,11 @@ func (r *Receiver) prune(name string) {
 		switch {
 		case e.IsDir() && isGeneration(e.Name()):
 			gens = append(gens, e.Name())
+		case strings.HasPrefix(e.Name(), prunedPrefix) && e.IsDir():
+			// A generation whose removal failed or was interrupted.
+			if err := r.root.RemoveAll(name + "/" + e.Name()); err != nil {
+				r.log.Warn("upload: remove what an earlier prune left", "name", name, "dir", e.Name(), "err", err)
+			}
 		case strings.HasPrefix(e.Name(), ".latest-") && e.Type()&fs.ModeSymlink != 0:
 			// A temporary link of a publication that a kill interrupted:
 			// publications are one at a time, so none is in use now.
@@ -280,9 +288,19 @@ func (r *Receiver) prune(name string) {
 		if i < r.cfg.Keep || g == latest {
 			continue
 		}
-		if err := r.root.RemoveAll(name + "/" + g); err != nil {
-			r.log.Warn("upload: prune", "name", name, "generation", g, "err", err)
+		// Out of the served names at once, then removed: a removal that
+		// fails halfway never leaves a manifest served without its
+		// segments.
+		gone := name + "/" + prunedPrefix + g
+		if err := r.root.RemoveAll(gone); err == nil {
+			err = r.root.Rename(name+"/"+g, gone)
+		}
+		if err != nil {
+			r.log.Warn("upload: prune: the generation stays", "name", name, "generation", g, "err", err)
 			continue
+		}
+		if err := r.root.RemoveAll(gone); err != nil {
+			r.log.Warn("upload: prune: removal failed; the next publication of the name tries again", "name", name, "generation", g, "dir", gone, "err", err)
 		}
 		r.log.Info("upload: old generation removed", "name", name, "generation", g, "keep", r.cfg.Keep)
 	}
