@@ -5,6 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -478,5 +481,56 @@ func TestRestoreTwoDisksResumeSecond(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(media, MediaJournals)); len(left) > 0 {
 		t.Errorf("journals left after the restore: %d", len(left))
+	}
+}
+
+// TestOutsidePlanCannotUpload: with trusted keys in the rescue image, a
+// plan from outside it (rewind.plan= on a server an attacker controls)
+// that carries an [upload] token is refused before any disk is looked
+// at: it could capture the machine's disks (its own entry, or any entry
+// with rewind.action=capture) and upload them to any server it names. A
+// capture onto the medium, and a plan without image keys, still load.
+func TestOutsidePlanCannotUpload(t *testing.T) {
+	dir := t.TempDir()
+	imageDir := filepath.Join(dir, "image-trust")
+	os.Mkdir(imageDir, 0o755)
+	newKey(t, imageDir, "lab")
+	noKeys := filepath.Join(dir, "no-keys")
+	os.Mkdir(noKeys, 0o755)
+	idFile := filepath.Join(dir, "media-id")
+	os.WriteFile(idFile, []byte("none\n"), 0o644)
+	plans := map[string]string{
+		"/exfil.toml":   "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
+		"/restore.toml": "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
+		"/media.toml":   "[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"media:/snapshots/pc1\"\n",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, plans[req.URL.Path])
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, trustDir, plan, want string // want "" = loaded
+	}{
+		{"image keys, capture upload", imageDir, "/exfil.toml", "[upload] token in a plan from outside the rescue image"},
+		{"image keys, restore entry with an upload token (rewind.action=capture)", imageDir, "/restore.toml", "[upload] token in a plan from outside"},
+		{"image keys, capture onto the medium", imageDir, "/media.toml", ""},
+		{"no image keys, capture upload", noKeys, "/exfil.toml", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := testRescue(tc.trustDir)
+			r.mediaIDFile = idFile
+			r.netUp = true
+			r.client = httpClient(nil)
+			r.over.Plan = srv.URL + tc.plan
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _, err := r.loadPlan(ctx)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("plan %s: got %v, want it loaded", tc.plan, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("plan %s: got error %v, want one containing %q", tc.plan, err, tc.want)
+			}
+		})
 	}
 }

@@ -695,6 +695,19 @@ func (p *Plan) checkOutsideInstallFiles() error {
 	return nil
 }
 
+// checkOutsideUpload refuses an [upload] token in a plan from outside a
+// rescue image that has trusted keys (rewind.plan=, the medium's
+// plan.toml): that plan is not verified, and with the token it could
+// capture the machine's disks (its own capture entry, or any entry with
+// rewind.action=capture) and upload them to any server it names, taking
+// their contents off the machine. Captures onto the rescue medium stay.
+func (p *Plan) checkOutsideUpload() error {
+	if p.Upload.Token == "" {
+		return nil
+	}
+	return errors.New("[upload] token in a plan from outside the rescue image, which has trusted keys: that plan is not verified, and with the token it could send this machine's disks to any server it names; put the capture entry and its [upload] token in the plan built into the image (rewind media build --plan), or capture onto the rescue medium (media:/snapshots/NAME)")
+}
+
 var dmiUUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // checkSnapshotLocation accepts what the rescue flow can open: media:/path
