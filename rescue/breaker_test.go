@@ -534,3 +534,47 @@ func TestOutsidePlanCannotUpload(t *testing.T) {
 		})
 	}
 }
+
+// TestCaptureDiskGoneOrChanged: a source disk that is gone after the
+// disks were matched (unplugged), or no longer the size it was matched
+// with (another disk under its name), refuses the whole capture before
+// any disk is stored, naming it; the medium holds nothing. The matching
+// itself is the real one (selectDisks); the test then changes what it
+// returned, as a hot-unplug would between matching and capture.
+func TestCaptureDiskGoneOrChanged(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	dir := t.TempDir()
+	sys := newCaptureSource(t, "sys", 24*mib, 111, testdisk.MakeFS(t, filepath.Join(dir, "a.img"), "ext4", 16*mib, 2*mib, 112))
+	data := newCaptureSource(t, "data", 24*mib, 113, testdisk.MakeFS(t, filepath.Join(dir, "b.img"), "ext4", 16*mib, 2*mib, 114))
+	for _, tc := range []struct {
+		name   string
+		change func(d *Disk)
+		want   string
+	}{
+		{"gone", func(d *Disk) { d.Path = "/dev/rewind-test-gone" }, "/dev/rewind-test-gone: no such file or directory"},
+		{"other size", func(d *Disk) { d.Size += mib }, "it changed or was replaced"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			media := t.TempDir()
+			r, console := captureRescue(media, []DiskEntry{
+				{Snapshot: "media:/snapshots/srv1-sys", Target: "path=" + sys.dev},
+				{Snapshot: "media:/snapshots/srv1-data", Target: "path=" + data.dev},
+			}, "", false)
+			env := testEnv(r)
+			env.sources = func(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error) {
+				picked, all, err := captureSources(entries, exclude)
+				if err == nil {
+					tc.change(&picked[1])
+				}
+				return picked, all, err
+			}
+			status, err := r.capture(context.Background(), env)
+			if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "disk 2") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("capture with disk 2 %s: %s, %v; want the whole capture refused saying %q", tc.name, status, err, tc.want)
+			}
+			if tree := treeOf(t, media); strings.Contains(tree, "srv1") {
+				t.Errorf("the medium holds %s after the refused capture\n%s", tree, console)
+			}
+		})
+	}
+}
