@@ -67,6 +67,8 @@ func TestPlanCaptureHostileNames(t *testing.T) {
 		{"segment_size -1", srv + "segment_size = \"-1\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "-1": size "-1" is not a number`},
 		{"segment_size 1e3", srv + "segment_size = \"1e3\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "1e3": size "1e3" has an unknown unit`},
 		{"segment_size 5GiB onto the stick", srv + "segment_size = \"5GiB\"\n" + disk("media:/snapshots/a", "serial=A"), `with segment_size "5GiB", but FAT32 holds no file of 4 GiB or more`},
+		{"delta and wipe on a capture", srv + "delta = true\nwipe = \"full\"\n" + disk("media:/snapshots/a", "serial=A"), "plan machine srv1 captures, but has delta, wipe, which only a restore uses"},
+		{"install file on a capture", srv + disk("media:/snapshots/a", "serial=A") + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/x\"\n", "has [[machine.install_file]], which only a restore uses"},
 		{"machine expect on a capture", srv + "snapshot = \"media:/snapshots/a\"\n[machine.expect]\nhostname = \"srv1\"\n", "plan machine srv1 captures, but [machine.expect] pins"},
 	} {
 		_, err := ParsePlan([]byte(tc.plan))

@@ -506,6 +506,19 @@ func (m *Machine) validateAction(name string, uploadToken bool) error {
 	if m.Action != ActionCapture {
 		return nil
 	}
+	var restoreKeys []string
+	if m.Delta {
+		restoreKeys = append(restoreKeys, "delta")
+	}
+	if m.Wipe != "" {
+		restoreKeys = append(restoreKeys, "wipe")
+	}
+	if len(m.InstallFiles) > 0 {
+		restoreKeys = append(restoreKeys, "[[machine.install_file]]")
+	}
+	if len(restoreKeys) > 0 {
+		return fmt.Errorf("plan machine %s captures, but has %s, which only a restore uses (a capture writes nothing onto the machine's disks); remove them, or set action = \"restore\"", name, strings.Join(restoreKeys, ", "))
+	}
 	for i, d := range diskEntries(m) {
 		if !d.Expect.IsZero() {
 			what := "[machine.expect]"
