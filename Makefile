@@ -20,8 +20,11 @@ build: setup initramfs
 	$(GO) build -tags rewind_embed -o $(BIN)/rewind ./cmd/rewind
 
 # Unit and integration tests on files, loop devices and HTTP on loopback run
-# under the race detector; then a representative set of QEMU recoveries
-# (those test the guest, so the host side runs without -race).
+# under the race detector; then a representative set of QEMU recoveries and
+# one capture at boot (two disks uploaded to 'rewind serve', restored onto a
+# second machine); those test the guest, so the host side runs without
+# -race. Which QEMU tests run here: those whose setup is not marked 'all' in
+# qemu-tests/.
 UNIT_PKGS = $$($(GO) list ./... | grep -v /qemu-tests)
 test: setup vet
 	$(GO) test -race -count=1 -timeout 25m $(UNIT_PKGS)
@@ -50,6 +53,8 @@ initramfs: setup
 	GOAMD64=v1 $(GO) run ./initramfs/mkbase -o initramfs/rewind-base.cpio.gz
 
 # Every QEMU recovery (USB, HTTP, countdown, NVMe/AHCI, damage, media build, the
-# used system disk captured used-blocks, restored and booted).
+# used system disk captured used-blocks, restored and booted) and capture at
+# boot (a machine's two disks uploaded to 'rewind serve' and restored onto a
+# second machine from .../latest; a capture onto the stick).
 qemu-test: setup
 	REWIND_QEMU_ALL=1 $(GO) test -count=1 -timeout 30m -v ./qemu-tests/

@@ -37,7 +37,7 @@ type MenuEntry struct {
 	Cmdline string
 }
 
-// Menu returns the boot menu: "Restore" (the default; Rewind's countdown
+// Menu returns the boot menu: "Restore or capture, as the plan says" (the default; the countdown
 // then runs as the plan says), "Rescue shell", and "Capture this
 // machine". extra is appended to every command line; the shell and
 // capture entries leave out extra's keys that they set themselves, since
@@ -45,7 +45,7 @@ type MenuEntry struct {
 func Menu(extra string) []MenuEntry {
 	cl := func(s ...string) string { return strings.Join(cmdlineFields(strings.Join(s, " ")), " ") }
 	return []MenuEntry{
-		{ID: "restore", Title: "Rewind: Restore", Cmdline: cl(BaseCmdline, extra)},
+		{ID: "restore", Title: "Rewind: Restore or capture, as the plan says", Cmdline: cl(BaseCmdline, extra)},
 		{ID: "shell", Title: "Rewind: Rescue shell", Cmdline: cl(BaseCmdline, withoutKeysOf(extra, ShellCmdline), ShellCmdline)},
 		{ID: "capture", Title: "Rewind: Capture this machine", Cmdline: cl(BaseCmdline, withoutKeysOf(extra, CaptureCmdline), CaptureCmdline)},
 	}

@@ -40,7 +40,7 @@ func TestMenus(t *testing.T) {
 	cfg := grubConfig(menu, 5, "/boot/vmlinuz", "/boot/initramfs.cpio.gz")
 	for _, want := range []string{
 		"set default=0\nset timeout=5\n",
-		"menuentry 'Rewind: Restore' --id restore {",
+		"menuentry 'Rewind: Restore or capture, as the plan says' --id restore {",
 		"linux /boot/vmlinuz " + BaseCmdline + " rewind.auto\n",
 		"menuentry 'Rewind: Rescue shell' --id shell {",
 		"linux /boot/vmlinuz " + BaseCmdline + " rewind.auto " + ShellCmdline + "\n",

@@ -15,7 +15,8 @@ package qemutests
 // must equal the source's, and the JSON report from the console and the
 // stick must say what happened.
 //
-// 'go test' runs a representative subset (USB unattended, HTTP, Esc);
+// 'go test' runs a representative subset (USB unattended, HTTP, Esc, and
+// of capture_test.go the two-disk capture uploaded and restored);
 // REWIND_QEMU_ALL=1 ('make qemu-test') runs all of them. -short skips them.
 
 import (

@@ -138,9 +138,21 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 // uploaded snapshot: NAME/latest -> 2026-11-23T10:15:00Z.
 const LatestName = "latest"
 
+// GenerationLayout is the form of a generation's name: the capture's
+// start time, UTC, to the second.
+const GenerationLayout = "2006-01-02T15:04:05Z"
+
+// IsGeneration reports whether name is a generation's name: a time in
+// GenerationLayout exactly.
+func IsGeneration(name string) bool {
+	t, err := time.Parse(GenerationLayout, name)
+	return err == nil && t.Format(GenerationLayout) == name
+}
+
 // latest rewrites name when one of its elements is a LatestName symbolic
-// link to a sibling (a single name, not starting with a dot): the name
-// through the generation it points at now.
+// link to a generation (a sibling named as GenerationLayout): the name
+// through the generation it points at now. Any other link (to itself, to
+// another name) is not redirected.
 func (h *fileHandler) latest(name string) (string, bool) {
 	parts := strings.Split(name, "/")
 	for i, p := range parts {
@@ -153,8 +165,8 @@ func (h *fileHandler) latest(name string) (string, bool) {
 			continue
 		}
 		to, err := h.root.Readlink(link)
-		if err != nil || to == "" || strings.ContainsAny(to, "/\\\x00") || strings.HasPrefix(to, ".") {
-			continue
+		if err != nil || !IsGeneration(to) {
+			continue // served as a plain path: os.Root follows it inside the directory, or fails
 		}
 		parts[i] = to
 		return strings.Join(parts, "/"), true

@@ -216,7 +216,7 @@ func (c *Client) holds(ctx context.Context, f snapshot.Frame) (bool, error) {
 
 // Commit sends the manifest (and signature); the server checks it against
 // every frame, then publishes NAME/<generation> and points NAME/latest at it.
-func (c *Client) Commit(ctx context.Context, _ *snapshot.Manifest, data, signature []byte) error {
+func (c *Client) Commit(ctx context.Context, m *snapshot.Manifest, data, signature []byte) error {
 	if c.session == "" {
 		return fmt.Errorf("upload to %s: Commit before Open", c.snap)
 	}
@@ -242,11 +242,68 @@ func (c *Client) Commit(ctx context.Context, _ *snapshot.Manifest, data, signatu
 	if err != nil {
 		return err
 	}
-	c.published = (&url.URL{Scheme: c.snap.Scheme, Host: c.snap.Host, Path: "/" + cr.Published}).String()
+	published := (&url.URL{Scheme: c.snap.Scheme, Host: c.snap.Host, Path: "/" + cr.Published}).String()
 	c.session = ""
+	err = c.retry(ctx, "read the published snapshot back", func() (bool, error) { return c.readBack(ctx, published, m, data) })
 	c.http.CloseIdleConnections()
+	if err != nil {
+		return err
+	}
+	c.published = published
 	c.opt.Log("upload: published %s", c.published)
 	return nil
+}
+
+// readBack checks that the server serves what it said it published, as a
+// restore reads it (plain GET and HEAD, without the token): the manifest's
+// bytes and every segment's size.
+func (c *Client) readBack(ctx context.Context, published string, m *snapshot.Manifest, data []byte) (bool, error) {
+	get := func(method, name string, limit int64) (*http.Response, []byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*snapshot.StallTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, method, published+"/"+name, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+		return resp, body, err
+	}
+	bad := func(format string, args ...any) (bool, error) {
+		return false, fmt.Errorf("%w: the lab server said it published %s, but %s: the snapshot is not usable there; check the server's log and disk, then capture again",
+			ErrRefused, published, fmt.Sprintf(format, args...))
+	}
+	resp, body, err := get(http.MethodGet, snapshot.ManifestName, int64(len(data))+1)
+	if err != nil {
+		return true, err
+	}
+	switch {
+	case resp.StatusCode >= 500:
+		return true, fmt.Errorf("GET %s/%s: %s", published, snapshot.ManifestName, resp.Status)
+	case resp.StatusCode != http.StatusOK:
+		return bad("GET %s answers %s", snapshot.ManifestName, resp.Status)
+	case !bytes.Equal(body, data):
+		return bad("the %s it serves differs from the one sent", snapshot.ManifestName)
+	}
+	for _, g := range m.Segments {
+		resp, _, err := get(http.MethodHead, g.Name, 0)
+		if err != nil {
+			return true, err
+		}
+		switch {
+		case resp.StatusCode >= 500:
+			return true, fmt.Errorf("HEAD %s/%s: %s", published, g.Name, resp.Status)
+		case resp.StatusCode != http.StatusOK:
+			return bad("HEAD %s answers %s", g.Name, resp.Status)
+		case resp.ContentLength != g.Size:
+			return bad("segment %s is %d bytes there, %d were sent", g.Name, resp.ContentLength, g.Size)
+		}
+	}
+	return false, nil
 }
 
 // Abort tells the server to drop the session (best effort: an idle session

@@ -31,7 +31,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -46,7 +45,7 @@ const (
 	Latest = snapshot.LatestName
 	// GenerationLayout is the form of a generation's name: the capture's
 	// start time, UTC, to the second.
-	GenerationLayout = "2006-01-02T15:04:05Z"
+	GenerationLayout = snapshot.GenerationLayout
 	// MaxNameDepth bounds the path elements of an upload's name.
 	MaxNameDepth = 8
 	// maxElement bounds one path element of a name.
@@ -110,7 +109,8 @@ var (
 
 // CheckName checks an upload's name, the path of the snapshot URL: 1 to
 // MaxNameDepth elements of letters, digits, '.', '_' and '-', none
-// starting with a dot, not under reports/ or upload/ (the server's own).
+// starting with a dot nor named latest (the link to a name's newest
+// generation), not under reports/ or upload/ (the server's own).
 func CheckName(name string) error {
 	if name == "" {
 		return errors.New("the snapshot URL has no path: name the snapshot, as in http://host/snapshots/pc1")
@@ -122,6 +122,11 @@ func CheckName(name string) error {
 	for _, p := range parts {
 		if err := checkElement(p); err != nil {
 			return fmt.Errorf("snapshot name %q: %w", name, err)
+		}
+	}
+	for _, p := range parts {
+		if p == Latest {
+			return fmt.Errorf("snapshot name %q has an element %q, which names the newest generation for restores: a capture uploads to the name without it (as http://host/snapshots/pc1), and overwrite = true adds a generation", name, Latest)
 		}
 	}
 	switch parts[0] {
@@ -150,8 +155,7 @@ func checkElement(p string) error {
 
 // CheckGeneration checks a generation's name: GenerationLayout exactly.
 func CheckGeneration(gen string) error {
-	t, err := time.Parse(GenerationLayout, gen)
-	if err != nil || t.Format(GenerationLayout) != gen {
+	if !snapshot.IsGeneration(gen) {
 		return fmt.Errorf("generation %q is not a UTC time of the form %s", gen, GenerationLayout)
 	}
 	return nil

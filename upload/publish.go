@@ -120,8 +120,10 @@ func checkSignatureFile(b []byte) error {
 }
 
 // matches checks m's segments and chunk index against what s recorded:
-// every chunk's segment, offset, length and hash, every segment's name
-// and size.
+// every chunk's segment, offset, length and hash, its raw length, zero
+// flag and raw hash (from the decoded frame), every segment's name and
+// size. Only the chunk's disk offset is the client's word: Validate
+// checked that the chunks tile the extents.
 func (s *session) matches(m *snapshot.Manifest) error {
 	if len(m.Segments) != len(s.segs) {
 		return fmt.Errorf("the manifest names %d segments, the server holds %d", len(m.Segments), len(s.segs))
@@ -140,6 +142,18 @@ func (s *session) matches(m *snapshot.Manifest) error {
 		if c.Segment != rec.seg || c.FrameOffset != rec.off || c.FrameLength != rec.length || c.SHA256 != sum {
 			return fmt.Errorf("chunk %d: the manifest says %s at offset %d, %d bytes, sha256 %s; the server received %s at offset %d, %d bytes, sha256 %s",
 				i, m.Segments[c.Segment].Name, c.FrameOffset, c.FrameLength, c.SHA256, s.segs[rec.seg].name, rec.off, rec.length, sum)
+		}
+		raw := rec.raw
+		rawSum := hex.EncodeToString(raw.sum[:])
+		switch {
+		case c.Length != raw.length:
+			return fmt.Errorf("chunk %d: the manifest says it holds %d raw bytes; its frame decodes to %d", i, c.Length, raw.length)
+		case c.Zero && !raw.zero:
+			return fmt.Errorf("chunk %d: the manifest marks it all-zero (a restore would write zeros without reading it); its frame holds data", i)
+		case !c.Zero && raw.zero:
+			return fmt.Errorf("chunk %d: the manifest marks it as data; its frame holds only zeros (a capture marks such chunks zero)", i)
+		case c.RawSHA256 != "" && c.RawSHA256 != rawSum:
+			return fmt.Errorf("chunk %d: the manifest says raw_sha256 %s; its frame decodes to bytes of sha256 %s", i, c.RawSHA256, rawSum)
 		}
 	}
 	return nil
@@ -238,7 +252,8 @@ func (r *Receiver) publishSession(s *session) (string, int, error) {
 }
 
 // prune removes the generations of name beyond the Keep newest, never the
-// one latest names.
+// one latest names, and the temporary links of interrupted publications.
+// The caller holds r.publish.
 func (r *Receiver) prune(name string) {
 	entries, err := r.readDir(name)
 	if err != nil {
@@ -248,8 +263,15 @@ func (r *Receiver) prune(name string) {
 	latest, _ := r.root.Readlink(name + "/" + Latest)
 	var gens []string
 	for _, e := range entries {
-		if e.IsDir() && isGeneration(e.Name()) {
+		switch {
+		case e.IsDir() && isGeneration(e.Name()):
 			gens = append(gens, e.Name())
+		case strings.HasPrefix(e.Name(), ".latest-") && e.Type()&fs.ModeSymlink != 0:
+			// A temporary link of a publication that a kill interrupted:
+			// publications are one at a time, so none is in use now.
+			if err := r.root.Remove(name + "/" + e.Name()); err != nil {
+				r.log.Warn("upload: remove a stale temporary link", "name", name, "link", e.Name(), "err", err)
+			}
 		}
 	}
 	slices.Sort(gens)

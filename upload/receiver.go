@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,7 +97,8 @@ type Receiver struct {
 	done     map[string]tombstone // finished sessions, by id
 	doneFIFO []string
 
-	publish sync.Mutex // one publication at a time
+	publish  sync.Mutex    // one publication at a time
+	decoding chan struct{} // a slot per frame being decoded
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -128,11 +131,26 @@ type segState struct {
 	size int64
 }
 
-// record is where one chunk's frame is stored.
+// record is where one chunk's frame is stored and what it holds.
 type record struct {
+	place
+	raw rawInfo
+}
+
+// place is where a frame is stored and its hash: what a frame request
+// says.
+type place struct {
 	seg         int
 	off, length int64
 	sum         [sha256.Size]byte
+}
+
+// rawInfo is what the server decoded from a frame: the manifest's chunk
+// must say the same.
+type rawInfo struct {
+	length int64
+	sum    [sha256.Size]byte // of the raw bytes
+	zero   bool              // every raw byte is zero
 }
 
 // NewReceiver serves uploads into root. It removes what an earlier run
@@ -170,7 +188,8 @@ func NewReceiver(root *os.Root, cfg ReceiverConfig) (*Receiver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Receiver{root: root, cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), log: log,
-		sessions: make(map[string]*session), done: make(map[string]tombstone), stop: make(chan struct{})}
+		sessions: make(map[string]*session), done: make(map[string]tombstone), stop: make(chan struct{}),
+		decoding: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
 	if fi, err := root.Lstat(staging); err == nil {
 		log.Info("upload: removing the staging of an earlier run", "dir", path.Join(root.Name(), staging), "symlink", fi.Mode()&fs.ModeSymlink != 0)
 		if err := root.RemoveAll(staging); err != nil {
@@ -211,22 +230,40 @@ func (r *Receiver) expireLoop() {
 
 // expire ends the sessions idle for longer than IdleTimeout and not busy.
 func (r *Receiver) expire() {
+	for _, s := range r.idleSessions() {
+		r.expireSession(s)
+	}
+}
+
+// idleSessions lists the sessions idle for longer than IdleTimeout.
+func (r *Receiver) idleSessions() []*session {
 	now := r.cfg.Now()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	var idle []*session
 	for _, s := range r.sessions {
 		if now.Sub(s.last) > r.cfg.IdleTimeout {
 			idle = append(idle, s)
 		}
 	}
+	return idle
+}
+
+// expireSession ends s unless a request is being served, or s ended or
+// heard a request since idleSessions picked it (a commit that published
+// it must not be turned into "expired").
+func (r *Receiver) expireSession(s *session) {
+	select {
+	case s.lock <- struct{}{}:
+	default: // a request is being served: not idle
+		return
+	}
+	defer func() { <-s.lock }()
+	r.mu.Lock()
+	live := r.sessions[s.id] == s && r.cfg.Now().Sub(s.last) > r.cfg.IdleTimeout
 	r.mu.Unlock()
-	for _, s := range idle {
-		select {
-		case s.lock <- struct{}{}:
-			r.fail(s, fmt.Sprintf("no request for %s: the session expired", r.cfg.IdleTimeout))
-			<-s.lock
-		default: // a request is being served: not idle
-		}
+	if live {
+		r.fail(s, fmt.Sprintf("no request for %s: the session expired", r.cfg.IdleTimeout))
 	}
 }
 
@@ -410,13 +447,17 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 		r.refuse(w, req, http.StatusServiceUnavailable, fmt.Sprintf("%d uploads are in progress, this server's limit: retry later", n))
 		return
 	}
-	err = r.root.MkdirAll(staging, 0o755)
+	err = r.stagingDir()
 	if err == nil {
 		err = r.root.Mkdir(s.dir, 0o755)
 	}
 	if err != nil {
 		r.fail(s, "staging: "+err.Error())
-		r.refuse(w, req, storageCode(err), fmt.Sprintf("create the staging directory %s: %v", s.dir, err))
+		code := storageCode(err)
+		if errors.Is(err, errStagingNotDir) {
+			code = http.StatusForbidden // not transient: a client must not retry it
+		}
+		r.refuse(w, req, code, fmt.Sprintf("create the staging directory %s: %v", s.dir, err))
 		return
 	}
 	if len(others) > 0 {
@@ -426,6 +467,27 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(createResponse{Session: s.id, Generation: s.gen})
+}
+
+var errStagingNotDir = errors.New("the server's staging is not a directory")
+
+// stagingDir makes .upload/ if absent and checks that it is a real
+// directory: a symbolic link planted there would take every session's
+// half-written files to where it leads (a served name).
+func (r *Receiver) stagingDir() error {
+	fi, err := r.root.Lstat(staging)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = r.root.Mkdir(staging, 0o755); err == nil || errors.Is(err, fs.ErrExist) {
+			fi, err = r.root.Lstat(staging)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is a symbolic link or a file: uploads are staged only in a real directory there; move it away", errStagingNotDir, path.Join(r.root.Name(), staging))
+	}
+	return nil
 }
 
 // checkFree refuses a session when the disk has less than cfg.MinFree.
@@ -462,9 +524,14 @@ func (r *Receiver) fail(s *session, why string) {
 	r.log.Warn("upload session failed", "session", s.id, "name", s.name, "remote", s.remote, "reason", why)
 }
 
+// end records how s ended, once: a session that already ended keeps its
+// first record.
 func (r *Receiver) end(s *session, t tombstone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.sessions[s.id] != s {
+		return
+	}
 	delete(r.sessions, s.id)
 	r.done[s.id] = t
 	r.doneFIFO = append(r.doneFIFO, s.id)
@@ -514,10 +581,10 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 		r.refuse(w, req, http.StatusLengthRequired, fmt.Sprintf("frame of chunk %d has no Content-Length (or is empty)", chunk))
 		return
 	}
-	rec := record{seg: seg, off: off, length: n, sum: [sha256.Size]byte(sum)}
+	rec := place{seg: seg, off: off, length: n, sum: [sha256.Size]byte(sum)}
 	where := fmt.Sprintf("chunk %d (%s at offset %d, %d bytes)", chunk, segName, off, n)
 	if chunk < len(s.chunks) {
-		if s.chunks[chunk] == rec && s.segs[seg].name == segName {
+		if s.chunks[chunk].place == rec && s.segs[seg].name == segName {
 			w.WriteHeader(http.StatusOK) // already stored: the answer was lost
 			return
 		}
@@ -574,9 +641,43 @@ func (r *Receiver) frame(w http.ResponseWriter, req *http.Request, s *session, q
 		r.failRefuse(w, req, s, http.StatusBadRequest, fmt.Sprintf("%s: the bytes received do not match the frame's SHA-256 %x: refused, nothing is published", where, sum))
 		return
 	}
-	s.chunks = append(s.chunks, rec)
+	raw, err := r.decode(s.f, off, n)
+	if err != nil {
+		r.failRefuse(w, req, s, http.StatusBadRequest, fmt.Sprintf("%s: %v: refused, nothing is published", where, err))
+		return
+	}
+	s.chunks = append(s.chunks, record{place: rec, raw: raw})
 	s.segs[seg].size += n
 	w.WriteHeader(http.StatusOK)
+}
+
+// decode reads the frame just stored at off in f and decodes it as a
+// restore will (snapshot.DecodeFrame), so that the manifest's raw length,
+// zero flag and raw SHA-256 of the chunk can be checked at commit: a
+// restore writes a chunk marked zero without reading its frame. The frame
+// must carry its content size (Rewind's frames do), at most
+// snapshot.MaxChunkSize. At most cap(r.decoding) frames are decoded at
+// once, bounding the memory.
+func (r *Receiver) decode(f *os.File, off, n int64) (rawInfo, error) {
+	r.decoding <- struct{}{}
+	defer func() { <-r.decoding }()
+	frame := make([]byte, n)
+	if _, err := f.ReadAt(frame, off); err != nil {
+		return rawInfo{}, fmt.Errorf("read the frame back: %w", err)
+	}
+	const sizeFlag = 1 << 3
+	if len(frame) < 14 || frame[4]&sizeFlag == 0 {
+		return rawInfo{}, fmt.Errorf("%w: no content size in the frame header (Rewind's frames carry it)", snapshot.ErrBadFrame)
+	}
+	size := binary.LittleEndian.Uint64(frame[6:])
+	if size == 0 || size > snapshot.MaxChunkSize {
+		return rawInfo{}, fmt.Errorf("%w: content size %d; a chunk is 1 to %d bytes", snapshot.ErrBadFrame, size, snapshot.MaxChunkSize)
+	}
+	raw := make([]byte, size)
+	if err := snapshot.DecodeFrame(raw, frame); err != nil {
+		return rawInfo{}, err
+	}
+	return rawInfo{length: int64(size), sum: sha256.Sum256(raw), zero: snapshot.IsZero(raw)}, nil
 }
 
 // failRefuse ends the session and answers the error.

@@ -40,8 +40,8 @@ func (c *clock) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// serve runs a Receiver over dir on a real HTTP server on 127.0.0.1 and
-// returns it and the server's URL.
+// serve runs a Receiver over dir, and the file handler, on a real HTTP
+// server on 127.0.0.1 and returns it and the server's URL.
 func serve(t *testing.T, dir string, cfg ReceiverConfig) (*Receiver, string) {
 	t.Helper()
 	root, err := os.OpenRoot(dir)
@@ -57,6 +57,7 @@ func serve(t *testing.T, dir string, cfg ReceiverConfig) (*Receiver, string) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(Prefix+"/", http.StripPrefix(Prefix, r))
+	mux.Handle("/", snapshot.NewRootHandler(root, snapshot.HandlerOptions{})) // as the lab server: clients read back what they published
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.Close(); r.Close(); root.Close() })
 	return r, srv.URL
