@@ -48,6 +48,7 @@ func TestPlanCaptureHostileNames(t *testing.T) {
 		{"second inside the first", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/data", "serial=B"), "disk 2's snapshot media:/snapshots/pc1/data lies inside disk 1's media:/snapshots/pc1"},
 		{"first inside the second", srv + disk("media:/snapshots/pc1/data", "serial=A") + disk("media:/Snapshots/PC1", "serial=B"), "disk 1's snapshot media:/snapshots/pc1/data lies inside disk 2's media:/Snapshots/PC1"},
 		{"upload inside another", up + srv + disk("http://lab/snapshots/pc1", "serial=A") + disk("http://lab/snapshots/pc1/data", "serial=B"), "lies inside disk 1's"},
+		{"nested, restore entry (nothing is replaced)", "[[machine]]\nname = \"srv1\"\n" + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/data", "serial=B"), ""},
 		{"side by side", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc10", "serial=B"), ""},
 		{"climbs to the root", one("media:/snapshots/../.."), `which has the path element ".."`},
 		{"climbs out", one("media:/snapshots/.."), `which has the path element ".."`},
@@ -578,5 +579,17 @@ func TestCaptureDiskGoneOrChanged(t *testing.T) {
 				t.Errorf("the medium holds %s after the refused capture\n%s", tree, console)
 			}
 		})
+	}
+}
+
+// TestResolveCaptureNested: rewind.action=capture on a restore entry
+// whose disks are nested (accepted for a restore) is refused at boot.
+func TestResolveCaptureNested(t *testing.T) {
+	p, err := ParsePlan([]byte("[[machine]]\nname = \"srv1\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/pc1\"\ntarget = \"serial=A\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/pc1/data\"\ntarget = \"serial=B\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Resolve(Identity{}, Overrides{Action: ActionCapture}); err == nil || !strings.Contains(err.Error(), "machine srv1 disk 2's snapshot media:/snapshots/pc1/data lies inside disk 1's media:/snapshots/pc1") {
+		t.Errorf("rewind.action=capture on nested disks: got %v, want them refused", err)
 	}
 }

@@ -452,22 +452,11 @@ func (m *Machine) validateDisks(name string) error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 		// The same place written differently (case on a FAT stick, a
-		// trailing or doubled slash, ./) is the same snapshot; one inside
-		// another is replaced along with it by an overwrite.
+		// trailing or doubled slash, ./) is the same snapshot.
 		keys[i] = snapshotKey(d.Snapshot)
 		if j, dup := snaps[keys[i]]; dup {
 			return fmt.Errorf("plan machine %s disks %d and %d both name snapshot %s (as %s and %s; the rescue stick's FAT ignores case); each disk needs its own",
 				name, j+1, i+1, keys[i], m.Disks[j].Snapshot, d.Snapshot)
-		}
-		for j := range i {
-			a, b := j, i
-			if len(keys[a]) > len(keys[b]) {
-				a, b = b, a
-			}
-			if strings.HasPrefix(keys[b], strings.TrimSuffix(keys[a], "/")+"/") {
-				return fmt.Errorf("plan machine %s disk %d's snapshot %s lies inside disk %d's %s: replacing one would remove or change the other; give each disk its own directory, side by side",
-					name, b+1, m.Disks[b].Snapshot, a+1, m.Disks[a].Snapshot)
-			}
 		}
 		snaps[keys[i]] = i
 		switch {
@@ -639,6 +628,22 @@ func (m *Machine) segmentBytes() (int64, error) {
 // rescue medium. where names the machine in errors.
 func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string) error {
 	seg, _ := m.segmentBytes()
+	// One snapshot inside another's directory is removed or changed when
+	// that one is replaced (overwrite), or makes it exist before its
+	// capture.
+	for i := range disks {
+		for j := range i {
+			a, b := j, i
+			ka, kb := snapshotKey(disks[a].Snapshot), snapshotKey(disks[b].Snapshot)
+			if len(ka) > len(kb) {
+				a, b, ka, kb = b, a, kb, ka
+			}
+			if strings.HasPrefix(kb, strings.TrimSuffix(ka, "/")+"/") {
+				return fmt.Errorf("%s disk %d's snapshot %s lies inside disk %d's %s: replacing one would remove or change the other; give each disk its own directory, side by side",
+					where, b+1, disks[b].Snapshot, a+1, disks[a].Snapshot)
+			}
+		}
+	}
 	for i, d := range disks {
 		what := where
 		if len(m.Disks) > 0 {
