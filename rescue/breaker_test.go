@@ -5,6 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +48,7 @@ func TestPlanCaptureHostileNames(t *testing.T) {
 		{"second inside the first", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/data", "serial=B"), "disk 2's snapshot media:/snapshots/pc1/data lies inside disk 1's media:/snapshots/pc1"},
 		{"first inside the second", srv + disk("media:/snapshots/pc1/data", "serial=A") + disk("media:/Snapshots/PC1", "serial=B"), "disk 1's snapshot media:/snapshots/pc1/data lies inside disk 2's media:/Snapshots/PC1"},
 		{"upload inside another", up + srv + disk("http://lab/snapshots/pc1", "serial=A") + disk("http://lab/snapshots/pc1/data", "serial=B"), "lies inside disk 1's"},
+		{"nested, restore entry (nothing is replaced)", "[[machine]]\nname = \"srv1\"\n" + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc1/data", "serial=B"), ""},
 		{"side by side", srv + disk("media:/snapshots/pc1", "serial=A") + disk("media:/snapshots/pc10", "serial=B"), ""},
 		{"climbs to the root", one("media:/snapshots/../.."), `which has the path element ".."`},
 		{"climbs out", one("media:/snapshots/.."), `which has the path element ".."`},
@@ -64,6 +68,8 @@ func TestPlanCaptureHostileNames(t *testing.T) {
 		{"segment_size -1", srv + "segment_size = \"-1\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "-1": size "-1" is not a number`},
 		{"segment_size 1e3", srv + "segment_size = \"1e3\"\n" + disk("media:/snapshots/a", "serial=A"), `segment_size "1e3": size "1e3" has an unknown unit`},
 		{"segment_size 5GiB onto the stick", srv + "segment_size = \"5GiB\"\n" + disk("media:/snapshots/a", "serial=A"), `with segment_size "5GiB", but FAT32 holds no file of 4 GiB or more`},
+		{"delta and wipe on a capture", srv + "delta = true\nwipe = \"full\"\n" + disk("media:/snapshots/a", "serial=A"), "plan machine srv1 captures, but has delta, wipe, which only a restore uses"},
+		{"install file on a capture", srv + disk("media:/snapshots/a", "serial=A") + "[[machine.install_file]]\nsource = \"media:/x\"\ndest = \"part:1:/x\"\n", "has [[machine.install_file]], which only a restore uses"},
 		{"machine expect on a capture", srv + "snapshot = \"media:/snapshots/a\"\n[machine.expect]\nhostname = \"srv1\"\n", "plan machine srv1 captures, but [machine.expect] pins"},
 	} {
 		_, err := ParsePlan([]byte(tc.plan))
@@ -478,5 +484,112 @@ func TestRestoreTwoDisksResumeSecond(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(media, MediaJournals)); len(left) > 0 {
 		t.Errorf("journals left after the restore: %d", len(left))
+	}
+}
+
+// TestOutsidePlanCannotUpload: with trusted keys in the rescue image, a
+// plan from outside it (rewind.plan= on a server an attacker controls)
+// that carries an [upload] token is refused before any disk is looked
+// at: it could capture the machine's disks (its own entry, or any entry
+// with rewind.action=capture) and upload them to any server it names. A
+// capture onto the medium, and a plan without image keys, still load.
+func TestOutsidePlanCannotUpload(t *testing.T) {
+	dir := t.TempDir()
+	imageDir := filepath.Join(dir, "image-trust")
+	os.Mkdir(imageDir, 0o755)
+	newKey(t, imageDir, "lab")
+	noKeys := filepath.Join(dir, "no-keys")
+	os.Mkdir(noKeys, 0o755)
+	idFile := filepath.Join(dir, "media-id")
+	os.WriteFile(idFile, []byte("none\n"), 0o644)
+	plans := map[string]string{
+		"/exfil.toml":   "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
+		"/restore.toml": "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
+		"/media.toml":   "[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"media:/snapshots/pc1\"\n",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, plans[req.URL.Path])
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, trustDir, plan, want string // want "" = loaded
+	}{
+		{"image keys, capture upload", imageDir, "/exfil.toml", "[upload] token in a plan from outside the rescue image"},
+		{"image keys, restore entry with an upload token (rewind.action=capture)", imageDir, "/restore.toml", "[upload] token in a plan from outside"},
+		{"image keys, capture onto the medium", imageDir, "/media.toml", ""},
+		{"no image keys, capture upload", noKeys, "/exfil.toml", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := testRescue(tc.trustDir)
+			r.mediaIDFile = idFile
+			r.netUp = true
+			r.client = httpClient(nil)
+			r.over.Plan = srv.URL + tc.plan
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _, err := r.loadPlan(ctx)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("plan %s: got %v, want it loaded", tc.plan, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("plan %s: got error %v, want one containing %q", tc.plan, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCaptureDiskGoneOrChanged: a source disk that is gone after the
+// disks were matched (unplugged), or no longer the size it was matched
+// with (another disk under its name), refuses the whole capture before
+// any disk is stored, naming it; the medium holds nothing. The matching
+// itself is the real one (selectDisks); the test then changes what it
+// returned, as a hot-unplug would between matching and capture.
+func TestCaptureDiskGoneOrChanged(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	dir := t.TempDir()
+	sys := newCaptureSource(t, "sys", 24*mib, 111, testdisk.MakeFS(t, filepath.Join(dir, "a.img"), "ext4", 16*mib, 2*mib, 112))
+	data := newCaptureSource(t, "data", 24*mib, 113, testdisk.MakeFS(t, filepath.Join(dir, "b.img"), "ext4", 16*mib, 2*mib, 114))
+	for _, tc := range []struct {
+		name   string
+		change func(d *Disk)
+		want   string
+	}{
+		{"gone", func(d *Disk) { d.Path = "/dev/rewind-test-gone" }, "/dev/rewind-test-gone: no such file or directory"},
+		{"other size", func(d *Disk) { d.Size += mib }, "it changed or was replaced"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			media := t.TempDir()
+			r, console := captureRescue(media, []DiskEntry{
+				{Snapshot: "media:/snapshots/srv1-sys", Target: "path=" + sys.dev},
+				{Snapshot: "media:/snapshots/srv1-data", Target: "path=" + data.dev},
+			}, "", false)
+			env := testEnv(r)
+			env.sources = func(entries []DiskEntry, exclude []string) ([]Disk, []Disk, error) {
+				picked, all, err := captureSources(entries, exclude)
+				if err == nil {
+					tc.change(&picked[1])
+				}
+				return picked, all, err
+			}
+			status, err := r.capture(context.Background(), env)
+			if err == nil || status != StatusFailed || !strings.Contains(err.Error(), "disk 2") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("capture with disk 2 %s: %s, %v; want the whole capture refused saying %q", tc.name, status, err, tc.want)
+			}
+			if tree := treeOf(t, media); strings.Contains(tree, "srv1") {
+				t.Errorf("the medium holds %s after the refused capture\n%s", tree, console)
+			}
+		})
+	}
+}
+
+// TestResolveCaptureNested: rewind.action=capture on a restore entry
+// whose disks are nested (accepted for a restore) is refused at boot.
+func TestResolveCaptureNested(t *testing.T) {
+	p, err := ParsePlan([]byte("[[machine]]\nname = \"srv1\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/pc1\"\ntarget = \"serial=A\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/pc1/data\"\ntarget = \"serial=B\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Resolve(Identity{}, Overrides{Action: ActionCapture}); err == nil || !strings.Contains(err.Error(), "machine srv1 disk 2's snapshot media:/snapshots/pc1/data lies inside disk 1's media:/snapshots/pc1") {
+		t.Errorf("rewind.action=capture on nested disks: got %v, want them refused", err)
 	}
 }

@@ -485,6 +485,9 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 		if err := plan.checkOutsideInstallFiles(); err != nil {
 			return nil, source, fmt.Errorf("plan %s: %w", source, err)
 		}
+		if err := plan.checkOutsideUpload(); err != nil {
+			return nil, source, fmt.Errorf("plan %s: %w", source, err)
+		}
 	}
 	return plan, source, nil
 }

@@ -452,22 +452,11 @@ func (m *Machine) validateDisks(name string) error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 		// The same place written differently (case on a FAT stick, a
-		// trailing or doubled slash, ./) is the same snapshot; one inside
-		// another is replaced along with it by an overwrite.
+		// trailing or doubled slash, ./) is the same snapshot.
 		keys[i] = snapshotKey(d.Snapshot)
 		if j, dup := snaps[keys[i]]; dup {
 			return fmt.Errorf("plan machine %s disks %d and %d both name snapshot %s (as %s and %s; the rescue stick's FAT ignores case); each disk needs its own",
 				name, j+1, i+1, keys[i], m.Disks[j].Snapshot, d.Snapshot)
-		}
-		for j := range i {
-			a, b := j, i
-			if len(keys[a]) > len(keys[b]) {
-				a, b = b, a
-			}
-			if strings.HasPrefix(keys[b], strings.TrimSuffix(keys[a], "/")+"/") {
-				return fmt.Errorf("plan machine %s disk %d's snapshot %s lies inside disk %d's %s: replacing one would remove or change the other; give each disk its own directory, side by side",
-					name, b+1, m.Disks[b].Snapshot, a+1, m.Disks[a].Snapshot)
-			}
 		}
 		snaps[keys[i]] = i
 		switch {
@@ -505,6 +494,19 @@ func (m *Machine) validateAction(name string, uploadToken bool) error {
 	}
 	if m.Action != ActionCapture {
 		return nil
+	}
+	var restoreKeys []string
+	if m.Delta {
+		restoreKeys = append(restoreKeys, "delta")
+	}
+	if m.Wipe != "" {
+		restoreKeys = append(restoreKeys, "wipe")
+	}
+	if len(m.InstallFiles) > 0 {
+		restoreKeys = append(restoreKeys, "[[machine.install_file]]")
+	}
+	if len(restoreKeys) > 0 {
+		return fmt.Errorf("plan machine %s captures, but has %s, which only a restore uses (a capture writes nothing onto the machine's disks); remove them, or set action = \"restore\"", name, strings.Join(restoreKeys, ", "))
 	}
 	for i, d := range diskEntries(m) {
 		if !d.Expect.IsZero() {
@@ -626,6 +628,22 @@ func (m *Machine) segmentBytes() (int64, error) {
 // rescue medium. where names the machine in errors.
 func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string) error {
 	seg, _ := m.segmentBytes()
+	// One snapshot inside another's directory is removed or changed when
+	// that one is replaced (overwrite), or makes it exist before its
+	// capture.
+	for i := range disks {
+		for j := range i {
+			a, b := j, i
+			ka, kb := snapshotKey(disks[a].Snapshot), snapshotKey(disks[b].Snapshot)
+			if len(ka) > len(kb) {
+				a, b, ka, kb = b, a, kb, ka
+			}
+			if strings.HasPrefix(kb, strings.TrimSuffix(ka, "/")+"/") {
+				return fmt.Errorf("%s disk %d's snapshot %s lies inside disk %d's %s: replacing one would remove or change the other; give each disk its own directory, side by side",
+					where, b+1, disks[b].Snapshot, a+1, disks[a].Snapshot)
+			}
+		}
+	}
 	for i, d := range disks {
 		what := where
 		if len(m.Disks) > 0 {
@@ -693,6 +711,19 @@ func (p *Plan) checkOutsideInstallFiles() error {
 		}
 	}
 	return nil
+}
+
+// checkOutsideUpload refuses an [upload] token in a plan from outside a
+// rescue image that has trusted keys (rewind.plan=, the medium's
+// plan.toml): that plan is not verified, and with the token it could
+// capture the machine's disks (its own capture entry, or any entry with
+// rewind.action=capture) and upload them to any server it names, taking
+// their contents off the machine. Captures onto the rescue medium stay.
+func (p *Plan) checkOutsideUpload() error {
+	if p.Upload.Token == "" {
+		return nil
+	}
+	return errors.New("[upload] token in a plan from outside the rescue image, which has trusted keys: that plan is not verified, and with the token it could send this machine's disks to any server it names; put the capture entry and its [upload] token in the plan built into the image (rewind media build --plan), or capture onto the rescue medium (media:/snapshots/NAME)")
 }
 
 var dmiUUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
