@@ -413,9 +413,9 @@ func TestCaptureUnknownFSStoredWhole(t *testing.T) {
 // TestRestoreTwoDisksResumeSecond: a two-disk restore cut while writing
 // disk 2, disk 1 complete. The disks are alike (no serial, the same
 // size) and restore the same snapshot (two copies of it), so disk 2's
-// journal is also the file disk 1 would look for. The second boot
-// restores both disks equal to the source: whichever disk finds the
-// journal checks every chunk it claims against the disk before skipping
+// journal would be the file disk 1 looks for, were the journal not named
+// by the disk's entry too. The second boot restores both disks equal to
+// the source, disk 2 resuming from its own journal, checking every chunk it claims against the disk before skipping
 // it, so a journal is never trusted for the wrong disk; no journal is
 // left afterwards.
 func TestRestoreTwoDisksResumeSecond(t *testing.T) {
@@ -465,6 +465,7 @@ func TestRestoreTwoDisksResumeSecond(t *testing.T) {
 		done[i] = c.Offset+c.Length <= half
 	}
 	j := &Journal{Version: JournalVersion, Snapshot: snap.ID, Plan: PlanHash(r.settings.Machine), Target: IdentityOf(picked[0]), Updated: time.Now()}
+	j.Target.Entry = 2 // disk 2's journal: the one the cut left
 	j.SetDone(done)
 	path := JournalPath(filepath.Join(media, MediaJournals), snap.ID, j.Target)
 	if err := SaveJournal(path, j); err != nil {
@@ -481,6 +482,14 @@ func TestRestoreTwoDisksResumeSecond(t *testing.T) {
 			t.Errorf("disk %d: %s differs from the source after the resumed restore", i+1, dev)
 		}
 		t.Logf("disk %d: resume %+v", i+1, r.report.Disks[i].Resume)
+	}
+	// Each disk finds only its own journal: disk 1 (complete, alike,
+	// same snapshot) does not take disk 2's, and disk 2 resumes from it.
+	if rs := r.report.Disks[0].Resume; rs != nil {
+		t.Errorf("disk 1 resumed from %s, disk 2's journal", rs.Journal)
+	}
+	if rs := r.report.Disks[1].Resume; rs == nil || rs.ChunksDone == 0 {
+		t.Errorf("disk 2 did not resume from its journal: %+v", rs)
 	}
 	if left, _ := os.ReadDir(filepath.Join(media, MediaJournals)); len(left) > 0 {
 		t.Errorf("journals left after the restore: %d", len(left))

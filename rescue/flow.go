@@ -269,7 +269,11 @@ func (r *Rescue) restoreMachine(ctx context.Context, plan *Plan) (string, error)
 		if several {
 			r.log.Printf("restore: disk %d of %d: %s <- %s", i+1, len(disks), disks[i].Path, s.Disks[i].Snapshot)
 		}
-		status, err := r.restore(ctx, snaps[i], disks[i], &r.report.Disks[i])
+		entry := 0
+		if several {
+			entry = i + 1
+		}
+		status, err := r.restore(ctx, snaps[i], disks[i], entry, &r.report.Disks[i])
 		if err != nil || status != StatusSuccess {
 			return status, diskError(i, several, err)
 		}
@@ -826,7 +830,7 @@ func (r *Rescue) lineConsoles() {
 //
 // dr is the disk's entry in the report; it is marked DiskOK only when the
 // disk was written, flushed and its table written.
-func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk, dr *DiskReport) (status string, err error) {
+func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk, entry int, dr *DiskReport) (status string, err error) {
 	dr.Status = DiskRunning
 	defer func() {
 		dr.Status = DiskOK
@@ -851,7 +855,7 @@ func (r *Rescue) restore(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	dr.Layout = table
 	r.report.Delta = r.settings.Machine.Delta
 	r.report.Resume = nil // openJournal's, for this disk
-	jr := r.openJournal(ctx, snap, disk, f)
+	jr := r.openJournal(ctx, snap, disk, entry, f)
 	dr.Resume = r.report.Resume
 	opts := machine.ApplyOptions{Delta: r.settings.Machine.Delta, Wipe: r.settings.Machine.Wipe, Log: r.log.Event}
 	if jr != nil {

@@ -47,6 +47,10 @@ type DiskIdentity struct {
 	WWN    string `json:"wwn,omitempty"`
 	Model  string `json:"model,omitempty"`
 	Size   int64  `json:"size"`
+	// Entry is the plan's [[machine.disk]] entry (from 1) the disk was
+	// restored for, when the machine has several: two alike disks without
+	// serials, restored from one snapshot, keep journals of their own.
+	Entry int `json:"entry,omitempty"`
 }
 
 // IdentityOf returns d's identity.
@@ -69,6 +73,9 @@ func (id DiskIdentity) key() string {
 		}
 		return '_'
 	}, s)
+	if id.Entry > 0 {
+		return fmt.Sprintf("%s-%d-disk%d", s, id.Size, id.Entry)
+	}
 	return fmt.Sprintf("%s-%d", s, id.Size)
 }
 
@@ -379,13 +386,16 @@ func (jr *journalRun) remove() {
 // every chunk it names is read back from the target and compared with the
 // snapshot: those that differ are written again. It returns nil when there
 // is no writable media.
-func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk Disk, target io.ReaderAt) *journalRun {
+// entry is the disk's [[machine.disk]] entry (from 1) when the machine has
+// several disks, else 0.
+func (r *Rescue) openJournal(ctx context.Context, snap *snapshot.Snapshot, disk Disk, entry int, target io.ReaderAt) *journalRun {
 	if r.media == nil || !r.media.RW {
 		r.log.Printf("journal: no writable rescue media; an interrupted restore would start over")
 		return nil
 	}
 	want := &Journal{Version: JournalVersion, Snapshot: snap.ID, Plan: PlanHash(r.settings.Machine),
 		Target: IdentityOf(disk), Chunks: len(snap.Manifest.Chunks)}
+	want.Target.Entry = entry
 	jr := &journalRun{path: JournalPath(r.media.Path(MediaJournals), snap.ID, want.Target), j: want}
 	rel := "media:/" + MediaJournals + "/" + filepath.Base(jr.path)
 	old, err := LoadJournal(jr.path)

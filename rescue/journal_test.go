@@ -234,7 +234,7 @@ func TestForgedJournalIsCheckedAndRewritten(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	status, err := r.restore(context.Background(), snap, disk, &DiskReport{})
+	status, err := r.restore(context.Background(), snap, disk, 0, &DiskReport{})
 	if err != nil || status != StatusSuccess {
 		t.Fatalf("resumed restore onto %s: %s, %v\n%s", dev, status, err, console.String())
 	}
