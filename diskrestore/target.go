@@ -3,6 +3,7 @@ package diskrestore
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -125,20 +126,26 @@ func bareWWN(w string) string {
 	return w
 }
 
+// Excluded reports whether d is the rescue medium (as ListDisks marked it)
+// or one of the paths in exclude (the disk or one of its partitions).
+func Excluded(d Disk, exclude []string) bool {
+	if d.Rescue {
+		return true
+	}
+	for _, x := range exclude {
+		if x == d.Path || slices.Contains(d.Partitions, x) {
+			return true
+		}
+	}
+	return false
+}
+
 // Refusal returns why d must never be a restore target, or "". exclude
 // lists paths (disks or partitions) to refuse besides those ListDisks
 // marked as rescue media.
 func Refusal(d Disk, exclude []string) string {
-	excluded := d.Rescue
-	for _, x := range exclude {
-		for _, p := range append([]string{d.Path}, d.Partitions...) {
-			if x == p {
-				excluded = true
-			}
-		}
-	}
 	switch {
-	case excluded:
+	case Excluded(d, exclude):
 		return "it is the rescue media or holds the snapshot"
 	case d.System:
 		return "it holds the running system"

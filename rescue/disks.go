@@ -132,16 +132,8 @@ func matchDisks(disks []Disk, entries []DiskEntry, exclude []string, capture boo
 // mounted read-write is refused when the capture opens it
 // (diskrestore.CheckCaptureSource).
 func captureRefusal(d Disk, exclude []string) string {
-	excluded := d.Rescue
-	for _, x := range exclude {
-		for _, p := range append([]string{d.Path}, d.Partitions...) {
-			if x == p {
-				excluded = true
-			}
-		}
-	}
 	switch {
-	case excluded:
+	case diskrestore.Excluded(d, exclude):
 		return "it is the rescue medium"
 	case d.System:
 		return "it holds the running system"
