@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rewind-bmr/rewind/internal/labtoken"
 	"github.com/rewind-bmr/rewind/snapshot"
 	"github.com/rewind-bmr/rewind/upload"
 )
@@ -564,47 +565,15 @@ func isUUID(s string) bool {
 	return true
 }
 
-// Bounds on a report token.
-const (
-	minReportToken = 16
-	maxReportToken = 1024
-)
-
 // CheckReportToken checks a lab report token: 16 to 1024 characters of
 // the bearer token alphabet (letters, digits and -._~+/=), so that
 // 'openssl rand -hex 32' or '-base64 32' makes one. The error never
 // contains the token.
-func CheckReportToken(tok string) error {
-	if len(tok) < minReportToken || len(tok) > maxReportToken {
-		return fmt.Errorf("report token is %d characters; use %d to %d (make one with: openssl rand -hex 32)", len(tok), minReportToken, maxReportToken)
-	}
-	for i, c := range []byte(tok) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0
-		if !ok {
-			return fmt.Errorf("report token has a character other than letters, digits and -._~+/= at position %d (make one with: openssl rand -hex 32)", i+1)
-		}
-	}
-	return nil
-}
+func CheckReportToken(tok string) error { return labtoken.Check("report token", tok) }
 
 // ReadReportToken reads a lab report token from a file: the token, with
 // surrounding white space ignored.
-func ReadReportToken(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("report token file: %w; create one with: openssl rand -hex 32 > %s", err, path)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxReportToken+64))
-	if err != nil {
-		return "", fmt.Errorf("report token file %s: %w", path, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if err := CheckReportToken(tok); err != nil {
-		return "", fmt.Errorf("report token file %s: %w", path, err)
-	}
-	return tok, nil
-}
+func ReadReportToken(path string) (string, error) { return labtoken.Read("report token", path) }
 
 // LabServerConfig configures the server 'rewind serve' runs.
 type LabServerConfig struct {

@@ -28,10 +28,9 @@ package upload
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 
+	"github.com/rewind-bmr/rewind/internal/labtoken"
 	"github.com/rewind-bmr/rewind/snapshot"
 )
 
@@ -182,42 +181,11 @@ func checkSegmentName(name string) error {
 	return nil
 }
 
-// Bounds on an upload token.
-const (
-	minToken = 16
-	maxToken = 1024
-)
-
 // CheckToken checks a lab upload token: 16 to 1024 characters of the
 // bearer token alphabet (letters, digits and -._~+/=), so that 'openssl
 // rand -hex 32' makes one. The error never contains the token.
-func CheckToken(tok string) error {
-	if len(tok) < minToken || len(tok) > maxToken {
-		return fmt.Errorf("upload token is %d characters; use %d to %d (make one with: openssl rand -hex 32)", len(tok), minToken, maxToken)
-	}
-	for i, c := range []byte(tok) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0) {
-			return fmt.Errorf("upload token has a character other than letters, digits and -._~+/= at position %d (make one with: openssl rand -hex 32)", i+1)
-		}
-	}
-	return nil
-}
+func CheckToken(tok string) error { return labtoken.Check("upload token", tok) }
 
 // ReadToken reads a lab upload token from a file (rewind serve
 // --upload-token): the token, surrounding white space ignored.
-func ReadToken(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("upload token file: %w; create one with: openssl rand -hex 32 > %s", err, path)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxToken+64))
-	if err != nil {
-		return "", fmt.Errorf("upload token file %s: %w", path, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if err := CheckToken(tok); err != nil {
-		return "", fmt.Errorf("upload token file %s: %w", path, err)
-	}
-	return tok, nil
-}
+func ReadToken(path string) (string, error) { return labtoken.Read("upload token", path) }
