@@ -65,6 +65,10 @@ func (r *result) median() float64 {
 }
 
 func main() {
+	if spec := os.Getenv(putSinkEnv); spec != "" {
+		fmt.Fprintln(os.Stderr, "bench: put sink:", servePutSink(spec))
+		os.Exit(1)
+	}
 	corpus := flag.String("corpus", "all", "corpora to measure: full (the 2 GiB disk), used (a used disk with ext4, FAT32 and NTFS, against partclone) or all")
 	size := flag.Int64("size-mib", 2048, "full corpus: disk size in MiB")
 	usedSize := flag.Int64("used-size-mib", 1024, "used corpus: disk size in MiB")
