@@ -137,29 +137,38 @@ func (s *server) stop() {
 
 // uploadRows are the used corpus's upload measurements.
 type uploadRows struct {
-	up, upSigned, peer, restore *result
-	// server peak RSS in KiB, per row (the row's server process).
+	local, up, upSigned, peer, restore *result
+	// serverKiB is the peak RSS of each row's server process, in KiB.
 	serverKiB map[*result]int64
-	// published is the directory of the generation last published.
-	published string
+}
+
+// upRow is one capture row of the upload table: its command, what to
+// clear before each run, the server it sends to, and where its result
+// lands (for the stored size).
+type upRow struct {
+	r     *result
+	cmd   string
+	clear func()
+	srv   *server
+	out   func() (string, error)
 }
 
 // runUploads measures, on the used corpus, Rewind's capture uploaded to a
 // local `rewind serve` (without and with --sign), the peer a lab would use
-// instead (partclone + lz4 piped to curl -T, into putSink), and the restore
-// of the signed upload from NAME/latest onto the used target, checked as the
-// other restores.
+// instead (partclone + lz4 piped to curl -T, into putSink), and Rewind's
+// capture to a local directory, in rounds: each round runs every row once,
+// so that the ratios compare runs made under the same load on a shared
+// machine. Then it restores the signed upload from NAME/latest onto the
+// used target, checked as the other restores.
 func (c *usedCorpus) runUploads(runs int, pcParts []string) (*uploadRows, error) {
 	q := shellQuote
 	u := &uploadRows{
+		local:     &result{name: "rewind capture -o DIR (local)"},
 		up:        &result{name: "rewind capture -o http:// (upload)"},
 		upSigned:  &result{name: "rewind capture -o http:// (serve --sign)"},
 		peer:      &result{name: "partclone -c \\| lz4 -1 \\| curl -T", peer: true, note: "3 partitions, one after another, each PUT to a minimal receiver that writes and flushes it"},
 		restore:   &result{name: "rewind restore http://…/latest (signed upload)"},
 		serverKiB: map[*result]int64{},
-	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		u.peer.err = errors.New("curl is not installed")
 	}
 	keys := filepath.Join(c.dir, "keys") // outside every served directory
 	if err := os.MkdirAll(keys, 0o700); err != nil {
@@ -172,98 +181,127 @@ func (c *usedCorpus) runUploads(runs int, pcParts []string) (*uploadRows, error)
 	if err := sh(c.rewind, "key", "generate", filepath.Join(keys, "lab")); err != nil {
 		return nil, err
 	}
-	name := "snapshots/used"
-	for _, row := range []*result{u.up, u.upSigned} {
-		srv := filepath.Join(c.dir, "serve")
-		os.RemoveAll(srv)
+	const name = "snapshots/used"
+	local := filepath.Join(c.dir, "snap-local")
+	rows := []*upRow{{r: u.local, cmd: fmt.Sprintf("%s capture %s -o %s --progress none", q(c.rewind), c.src, q(local)),
+		clear: func() { os.RemoveAll(local) }, out: func() (string, error) { return local, nil }}}
+	defer func() {
+		for _, row := range rows {
+			if row.srv != nil {
+				row.srv.stop()
+			}
+		}
+	}()
+	urls := map[*result]string{}
+	for _, r := range []*result{u.up, u.upSigned} {
+		srv := filepath.Join(c.dir, "serve-"+strconv.Itoa(len(rows)))
 		if err := os.MkdirAll(srv, 0o755); err != nil {
 			return nil, err
 		}
 		addr := "127.0.0.1:" + freePort()
 		args := []string{"serve", srv, "--listen", addr, "--upload-token", token}
-		if row == u.upSigned {
+		if r == u.upSigned {
 			args = append(args, "--sign", filepath.Join(keys, "lab.key"))
 		}
-		s, err := startServer(addr, nil, c.rewind, args...)
-		if err != nil {
-			return nil, err
-		}
-		url := "http://" + addr + "/" + name
-		row.measure(fmt.Sprintf("%s capture %s -o %s --upload-token %s --progress none", q(c.rewind), c.src, url, q(token)), runs, func() {
-			os.RemoveAll(filepath.Join(srv, name))
-			dropCaches()
-		})
-		u.serverKiB[row] = s.peakKiB()
-		if row.err == nil {
-			gen, err := filepath.EvalSymlinks(filepath.Join(srv, name, "latest"))
-			if err != nil {
-				row.err = fmt.Errorf("no published generation: %w", err)
-			}
-			row.size = treeSize(gen)
-			u.published = gen
-		}
-		if row != u.upSigned || row.err != nil {
-			s.stop()
+		row := &upRow{r: r, clear: func() { os.RemoveAll(filepath.Join(srv, name)) },
+			out: func() (string, error) { return filepath.EvalSymlinks(filepath.Join(srv, name, "latest")) }}
+		rows = append(rows, row)
+		var err error
+		if row.srv, err = startServer(addr, nil, c.rewind, args...); err != nil {
+			r.err = err
 			continue
 		}
-		// The restore reads the signed upload through the same server.
-		m, err := readManifest(u.published)
-		if err != nil {
-			u.restore.err = err
-		} else {
-			s.resetPeak()
-			u.restore.measure(fmt.Sprintf("%s restore %s/latest %s --trust %s --yes --progress none", q(c.rewind), url, c.tgt, q(filepath.Join(keys, "lab.pub"))), runs, func() { c.fillOld(); dropCaches() })
-			u.serverKiB[u.restore] = s.peakKiB()
-			if u.restore.err == nil {
-				u.restore.note = c.checkRewind(m)
-			}
-		}
-		s.stop()
+		urls[r] = "http://" + addr + "/" + name
+		row.cmd = fmt.Sprintf("%s capture %s -o %s --upload-token %s --progress none", q(c.rewind), c.src, urls[r], q(token))
 	}
-	if u.upSigned.err != nil && u.restore.err == nil {
-		u.restore.err = fmt.Errorf("no signed upload: %v", u.upSigned.err)
-	}
-
-	if u.peer.err == nil {
+	if _, err := exec.LookPath("curl"); err != nil {
+		u.peer.err = errors.New("curl is not installed")
+	} else {
 		self, err := os.Executable()
 		if err != nil {
 			return nil, err
 		}
 		sink := filepath.Join(c.dir, "put")
+		addr := "127.0.0.1:" + freePort()
+		row := &upRow{r: u.peer, clear: func() { os.RemoveAll(sink); os.MkdirAll(sink, 0o755) }, out: func() (string, error) { return sink, nil }}
+		rows = append(rows, row)
 		if err := os.MkdirAll(sink, 0o755); err != nil {
 			return nil, err
 		}
-		addr := "127.0.0.1:" + freePort()
-		s, err := startServer(addr, []string{putSinkEnv + "=" + sink + " " + addr}, self)
-		if err != nil {
-			return nil, err
+		if row.srv, err = startServer(addr, []string{putSinkEnv + "=" + sink + " " + addr}, self); err != nil {
+			u.peer.err = err
 		}
 		var cmds []string
 		for i, p := range c.parts {
 			file := fmt.Sprintf("%d-%s.pc.lz4", p.Number, p.FS)
 			cmds = append(cmds, fmt.Sprintf("%s -c -s %s -o - -L %s | lz4 -1 -q | curl -sS --fail -T - http://%s/%s", partcloneTool[p.FS], pcParts[i], q(filepath.Join(c.dir, file+".curl.log")), addr, file))
 		}
-		u.peer.measure(strings.Join(cmds, " && "), runs, func() {
-			os.RemoveAll(sink)
-			os.MkdirAll(sink, 0o755)
+		row.cmd = strings.Join(cmds, " && ")
+	}
+
+	for i := range runs {
+		for _, row := range rows {
+			if row.r.err != nil {
+				continue
+			}
+			row.clear()
 			dropCaches()
-		})
-		u.serverKiB[u.peer] = s.peakKiB()
-		u.peer.size = treeSize(sink)
-		s.stop()
+			secs, rss, err := timed(row.cmd, nil)
+			if err != nil {
+				row.r.err = err
+				continue
+			}
+			row.r.seconds = append(row.r.seconds, secs)
+			row.r.rssKiB = max(row.r.rssKiB, rss)
+			fmt.Fprintf(os.Stderr, "bench: %-22s round %d: %.2fs (load %s)\n", row.r.name, i+1, secs, loadAvg())
+		}
+	}
+	for _, row := range rows {
+		if row.srv != nil {
+			u.serverKiB[row.r] = row.srv.peakKiB()
+		}
+		if row.r.err != nil {
+			continue
+		}
+		out, err := row.out()
+		if err != nil {
+			row.r.err = fmt.Errorf("nothing published: %w", err)
+			continue
+		}
+		row.r.size = treeSize(out)
+	}
+
+	// The restore reads the signed upload through its server.
+	signed := rows[2]
+	if u.upSigned.err != nil {
+		u.restore.err = fmt.Errorf("no signed upload: %v", u.upSigned.err)
+		return u, nil
+	}
+	gen, _ := signed.out()
+	m, err := readManifest(gen)
+	if err != nil {
+		u.restore.err = err
+		return u, nil
+	}
+	signed.srv.resetPeak()
+	u.restore.measure(fmt.Sprintf("%s restore %s/latest %s --trust %s --yes --progress none", q(c.rewind), urls[u.upSigned], c.tgt, q(filepath.Join(keys, "lab.pub"))), runs, func() { c.fillOld(); dropCaches() })
+	u.serverKiB[u.restore] = signed.srv.peakKiB()
+	if u.restore.err == nil {
+		u.restore.note = c.checkRewind(m)
 	}
 	return u, nil
 }
 
-// report prints the upload tables, against the local capture and restore
-// measured in the same run.
-func (u *uploadRows) report(capLocal, capPC, resLocal *result) {
+// report prints the upload tables: the capture rows against the local
+// capture and the peer measured in the same rounds, the restore against
+// the local restore of the used-block snapshot.
+func (u *uploadRows) report(resLocal *result) {
 	fmt.Println()
-	fmt.Println("Upload to the lab server (`rewind serve` on 127.0.0.1, the same disk; the server flushes what it accepts):")
+	fmt.Println("Upload to the lab server (`rewind serve` on 127.0.0.1, the same disk; the server flushes what it accepts; the rows run in rounds, one run of each per round):")
 	fmt.Println()
 	fmt.Println("| tool | median s | stored MiB | time / local capture | time / partclone + lz4 \\| curl -T | client peak RSS MiB | server peak RSS MiB | note |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|")
-	for _, r := range []*result{capLocal, u.up, u.upSigned, capPC, u.peer} {
+	for _, r := range []*result{u.local, u.up, u.upSigned, u.peer} {
 		if r.err != nil {
 			fmt.Printf("| %s | failed: %s | | | | | | %s |\n", r.name, cell(r.err.Error()), cell(r.note))
 			continue
@@ -272,14 +310,8 @@ func (u *uploadRows) report(capLocal, capPC, resLocal *result) {
 		if k, ok := u.serverKiB[r]; ok {
 			srv = strconv.FormatInt(k/1024, 10)
 		}
-		note := r.note
-		if r == capLocal {
-			note = "to a local directory (the row above)"
-		} else if r == capPC {
-			note = "to local files (the row above)"
-		}
 		fmt.Printf("| %s | %.2f | %.1f | %s | %s | %d | %s | %s |\n", r.name, r.median(), float64(r.size)/mib,
-			ratioT(r, capLocal), ratioT(r, u.peer), r.rssKiB/1024, srv, cell(note))
+			ratioT(r, u.local), ratioT(r, u.peer), r.rssKiB/1024, srv, cell(r.note))
 	}
 	fmt.Println()
 	fmt.Println("Restore of the upload (over HTTP from the server's NAME/latest onto the used target, flushed):")

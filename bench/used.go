@@ -228,7 +228,7 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 	}
 
 	c.report(caps[0].r, caps[1].r, caps[2].r, caps[3].r, restores[0].r, restores[1].r, restores[2].r, usedM)
-	uploads.report(caps[0].r, caps[2].r, restores[0].r)
+	uploads.report(restores[0].r)
 	return nil
 }
 
