@@ -6,7 +6,10 @@
 // data), measured against lz4, zstd, bmaptool and cp. The used corpus is a
 // 1 GiB disk that has been in use (ext4, FAT32 and NTFS over old random
 // data, about 20% live, deleted files), measured against partclone + lz4 and
-// against Rewind's own whole-partition capture (--raw).
+// against Rewind's own whole-partition capture (--raw); on it, the bench
+// also uploads the capture to a local `rewind serve` (with and without
+// --sign) against a local capture and partclone + lz4 | curl -T, in rounds,
+// and restores the upload from NAME/latest.
 //
 //	go run ./bench [-corpus all|full|used] [-size-mib 2048] [-used-size-mib 1024] [-runs 3] [-dir DIR] [-keep] [-rewind BIN]
 package main
@@ -65,6 +68,10 @@ func (r *result) median() float64 {
 }
 
 func main() {
+	if spec := os.Getenv(putSinkEnv); spec != "" {
+		fmt.Fprintln(os.Stderr, "bench: put sink:", servePutSink(spec))
+		os.Exit(1)
+	}
 	corpus := flag.String("corpus", "all", "corpora to measure: full (the 2 GiB disk), used (a used disk with ext4, FAT32 and NTFS, against partclone) or all")
 	size := flag.Int64("size-mib", 2048, "full corpus: disk size in MiB")
 	usedSize := flag.Int64("used-size-mib", 1024, "used corpus: disk size in MiB")

@@ -200,6 +200,12 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 			rs.r.note = rs.check()
 		}
 	}
+	// Uploads to a local rewind serve, and the restore of one, onto the
+	// same target: before the partclone restore attaches its partitions.
+	uploads, err := c.runUploads(runs, c.srcParts)
+	if err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
 	if pc := restores[2]; pc.r.err == nil {
 		var env []string
 		var devs []string
@@ -222,6 +228,7 @@ func runUsed(size int64, runs int, dir, rewind string) error {
 	}
 
 	c.report(caps[0].r, caps[1].r, caps[2].r, caps[3].r, restores[0].r, restores[1].r, restores[2].r, usedM)
+	uploads.report(restores[0].r)
 	return nil
 }
 

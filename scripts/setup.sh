@@ -18,6 +18,7 @@ needs=(
 	"strace:strace"                     # the capture test that checks the directory fsync
 	"zstd:zstd"
 	"bmaptool:bmap-tools"
+	"curl:curl"                         # the bench's upload peer (partclone | lz4 | curl -T)
 	"partclone.ext4:partclone"
 	"mkntfs:ntfs-3g"                    # NTFS file systems for the used-block tests (mkntfs, ntfscp, ntfscat)
 	"mkfs.exfat:exfatprogs"             # exFAT for the used-block tests (mkfs.exfat, fsck.exfat)
