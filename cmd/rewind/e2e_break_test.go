@@ -478,3 +478,83 @@ func TestE2EBreakUsedTargetFromLatest(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EBreakServerDiskFills: the server's DIR (a 100 MiB tmpfs) fills
+// in the middle of an upload that adds a generation (--overwrite). The
+// capture fails saying the lab server's disk is full and that nothing was
+// published; the server keeps no staging, latest still names the old
+// generation, which restores byte for byte; once space is freed the same
+// capture succeeds.
+func TestE2EBreakServerDiskFills(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	l := startE2ELab(t)
+	l.kill()
+	l.dir = filepath.Join(mnt, "srv")
+	if err := os.Mkdir(l.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	dir := t.TempDir()
+	old, big := filepath.Join(dir, "old.img"), filepath.Join(dir, "big.img")
+	if err := os.WriteFile(old, testdisk.RandomBytes(71, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, testdisk.RandomBytes(72, 48<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap := "http://" + l.addr + "/snapshots/pc1"
+	if code, out := l.capture(old, snap, "--chunk-size", "1MiB"); code != 0 {
+		t.Fatalf("first capture: exit %d:\n%s", code, out)
+	}
+	// About 66 MiB stay free: a new session is accepted (it needs 64 MiB),
+	// then another writer fills the disk under the upload.
+	ballast := filepath.Join(mnt, "ballast")
+	if err := os.WriteFile(ballast, make([]byte, 29<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	var total atomic.Int64
+	var once sync.Once
+	p := startTCPProxy(t, l.addr, func(_ int64, n int) bool {
+		// Once 8 MiB of the upload went through, another writer takes
+		// the rest of the disk.
+		if total.Add(int64(n)) > 8<<20 {
+			once.Do(func() { exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=1M").Run() })
+		}
+		return true
+	})
+	code, out := l.capture(big, p.url("/snapshots/pc1"), "--chunk-size", "1MiB", "--overwrite")
+	if code == 0 {
+		t.Fatalf("capture onto a full server: exit 0:\n%s", out)
+	}
+	for _, want := range []string{"disk is full", "nothing was published"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("capture onto a full server: the error does not say %q:\n%s", want, out)
+		}
+	}
+	if got := l.staging(); len(got) != 0 {
+		t.Errorf("after the failed upload DIR/.upload holds %v, want nothing", got)
+	}
+	img := filepath.Join(dir, "restored.img")
+	if code, out := rewind(t, "restore", snap+"/latest", img, "--yes", "--progress", "none"); code != 0 {
+		t.Fatalf("restore of latest after the failed upload: exit %d:\n%s", code, out)
+	}
+	if sha(t, img) != sha(t, old) {
+		t.Errorf("latest after the failed upload does not restore the first capture")
+	}
+	os.Remove(filler)
+	os.Remove(ballast)
+	if code, out := l.capture(big, snap, "--chunk-size", "1MiB", "--overwrite"); code != 0 {
+		t.Fatalf("capture again once space is free: exit %d:\n%s", code, out)
+	}
+	if code, out := rewind(t, "restore", snap+"/latest", img, "--yes", "--progress", "none"); code != 0 || sha(t, img) != sha(t, big) {
+		t.Errorf("restore of latest after the second capture: exit %d, equal to the source: %v\n%s", code, sha(t, img) == sha(t, big), out)
+	}
+}
