@@ -334,7 +334,7 @@ func restoreWhileCapture(t *testing.T, method string) {
 	default:
 		// It names the segment, the generation it was read from (not
 		// only .../latest), and what to do.
-		for _, want := range []string{"data.000", "/snapshots/pc1/20", "removed", "restore again"} {
+		for _, want := range []string{"data.0", "/snapshots/pc1/20", "removed", "restore again"} {
 			if !strings.Contains(r.out, want) {
 				t.Errorf("the failed restore's message does not name %q:\n%s", want, r.out)
 			}
