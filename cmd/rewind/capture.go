@@ -186,7 +186,18 @@ func newUploadClient(a *app, out, tokenFile string, overwrite bool, ca []string)
 	opt := upload.ClientOptions{
 		Token:     tok,
 		Overwrite: overwrite,
-		Log:       func(format string, args ...any) { a.log.Debug(fmt.Sprintf(format, args...)) },
+		Log: func(format string, args ...any) {
+			// A retry is shown without -v: the progress bar stands still
+			// while the server is away (up to ten minutes).
+			switch msg := fmt.Sprintf(format, args...); {
+			case strings.Contains(format, "retrying"):
+				a.log.Warn(msg)
+			case strings.Contains(format, "resuming"):
+				a.log.Info(msg)
+			default:
+				a.log.Debug(msg)
+			}
+		},
 	}
 	if len(ca) > 0 {
 		pool, err := snapshot.LoadCertPool(ca...)

@@ -558,3 +558,48 @@ func TestE2EBreakServerDiskFills(t *testing.T) {
 		t.Errorf("restore of latest after the second capture: exit %d, equal to the source: %v\n%s", code, sha(t, img) == sha(t, big), out)
 	}
 }
+
+// TestE2EBreakServerDownAtFirst: the lab server is not up when rewind
+// capture -o URL starts (its port closes every connection), and comes up
+// after the first attempt: the capture says on the terminal, without -v,
+// that it retries (a frozen progress bar for up to ten minutes tells the
+// user nothing), then publishes.
+func TestE2EBreakServerDownAtFirst(t *testing.T) {
+	l := startE2ELab(t)
+	l.kill()
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		ln.Close()
+		close(first)
+	}()
+	src := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(src, testdisk.RandomBytes(81, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out := l.capture(src, "http://"+l.addr+"/snapshots/pc1")
+		done <- result{code, out}
+	}()
+	<-first
+	l.start()
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("capture with the server up after its first attempt: exit %d:\n%s", r.code, r.out)
+	}
+	if !strings.Contains(r.out, "retrying") {
+		t.Errorf("capture's output (without -v) does not say that it retries while the server is down:\n%s", r.out)
+	}
+}
