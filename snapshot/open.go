@@ -99,7 +99,7 @@ func OpenSource(ctx context.Context, src Source, opts OpenOptions) (*Snapshot, e
 	for _, seg := range m.Segments {
 		size, err := src.Size(ctx, seg.Name)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("segment %s is missing from %s: copy the whole snapshot directory", seg.Name, src)
+			return nil, missingSegment(src, seg.Name)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("segment %s of %s: %w", seg.Name, src, err)
@@ -109,6 +109,16 @@ func OpenSource(ctx context.Context, src Source, opts OpenOptions) (*Snapshot, e
 		}
 	}
 	return s, nil
+}
+
+// missingSegment explains a segment the manifest lists but src lacks. Over
+// HTTP it names the URL asked, which is the generation's when the manifest
+// came through NAME/latest.
+func missingSegment(src Source, name string) error {
+	if h, ok := src.(*HTTPSource); ok {
+		return fmt.Errorf("segment %s is missing from %s (%s answers 404): the snapshot on the server is incomplete, or that generation was removed since its manifest was read (a newer upload pruned it: rewind serve --keep); restore again, or copy the whole snapshot directory to the server", name, src, h.url(name))
+	}
+	return fmt.Errorf("segment %s is missing from %s: copy the whole snapshot directory", name, src)
 }
 
 // Close releases the snapshot's source.

@@ -568,7 +568,8 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 		switch resp.StatusCode {
 		case http.StatusPartialContent:
 		case http.StatusNotFound:
-			return false, fs.ErrNotExist
+			// Open found every segment: it was removed since.
+			return false, fmt.Errorf("GET %s: 404 Not Found: the segment was there when the snapshot was opened and was removed or replaced on the server since (a newer upload pruned this generation: rewind serve --keep); restore again (%w)", h.url(name), fs.ErrNotExist)
 		case http.StatusRequestedRangeNotSatisfiable:
 			return false, fmt.Errorf("%s has no bytes %d-%d on the server: the segment is truncated", name, start, end)
 		case http.StatusOK:

@@ -97,6 +97,7 @@ type Receiver struct {
 	done     map[string]tombstone // finished sessions, by id
 	doneFIFO []string
 
+	creating sync.Mutex      // one session created at a time (freeGeneration)
 	publish  sync.Mutex      // one publication at a time
 	decoding chan *decodeBuf // a slot per frame being decoded, with its buffers
 
@@ -414,8 +415,13 @@ func (r *Receiver) create(w http.ResponseWriter, req *http.Request, name string)
 		r.refuse(w, req, http.StatusBadRequest, "session request: "+err.Error())
 		return
 	}
+	// One create at a time: a generation the server's clock picks is
+	// reserved (by the session registered below) before another create
+	// looks for a free one.
+	r.creating.Lock()
+	defer r.creating.Unlock()
 	if cr.Generation == "" {
-		cr.Generation = r.cfg.Now().UTC().Format(GenerationLayout)
+		cr.Generation = r.freeGeneration(name, r.cfg.Now())
 	} else if err := CheckGeneration(cr.Generation); err != nil {
 		r.refuse(w, req, http.StatusBadRequest, err.Error())
 		return
@@ -511,6 +517,44 @@ func storageCode(err error) int {
 		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
+}
+
+// maxGenerationAdvance bounds how far past its clock the server names a
+// generation when the current second is taken.
+const maxGenerationAdvance = 60
+
+// freeGeneration names the generation of an upload that brought none
+// (rewind capture -o URL): now, or the first later second that neither a
+// published generation of name nor a session in progress for it holds, so
+// that uploads of one name within one second (one after the other, or at
+// once with overwrite) each get their own generation instead of a 409
+// after the whole upload. It gives up after maxGenerationAdvance seconds
+// (checkTarget then refuses the name, saying why). The caller holds
+// r.creating.
+func (r *Receiver) freeGeneration(name string, now time.Time) string {
+	first := now.UTC().Format(GenerationLayout)
+	for k := range maxGenerationAdvance {
+		gen := now.UTC().Add(time.Duration(k) * time.Second).Format(GenerationLayout)
+		if !r.generationTaken(name, gen) {
+			return gen
+		}
+	}
+	return first
+}
+
+// generationTaken says whether name/gen is published (or anything else is
+// there) or reserved by a session in progress.
+func (r *Receiver) generationTaken(name, gen string) bool {
+	r.mu.Lock()
+	for _, s := range r.sessions {
+		if s.name == name && s.gen == gen {
+			r.mu.Unlock()
+			return true
+		}
+	}
+	r.mu.Unlock()
+	_, err := r.root.Lstat(name + "/" + gen)
+	return err == nil
 }
 
 // fail ends s, removes its staging and remembers why. The caller holds

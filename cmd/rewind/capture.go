@@ -103,7 +103,7 @@ file-system snapshot of the volume; a disk this system does not let you read
 				// Before the disk is read: a wrong token or a name that
 				// exists fails here.
 				if err := up.Open(cmd.Context()); err != nil {
-					return fmt.Errorf("capture %s: %w", src, uploadHint(err, tokenFile))
+					return fmt.Errorf("capture %s: %w", src, uploadHint(err, tokenFile, overwrite))
 				}
 				defer up.Abort() // a no-op once published
 			}
@@ -132,7 +132,7 @@ file-system snapshot of the volume; a disk this system does not let you read
 			if up != nil {
 				m, err := snapshot.CaptureTo(cmd.Context(), f, up, opts)
 				if err != nil {
-					return fmt.Errorf("capture %s: %w; nothing was published", src, uploadHint(err, tokenFile))
+					return fmt.Errorf("capture %s: %w; nothing was published", src, uploadHint(err, tokenFile, overwrite))
 				}
 				printCaptureSummary(cmd, m, up.Published(), time.Since(start))
 				fmt.Fprintf(cmd.OutOrStdout(), "  latest    %s/%s\n", up.String(), upload.Latest)
@@ -186,7 +186,18 @@ func newUploadClient(a *app, out, tokenFile string, overwrite bool, ca []string)
 	opt := upload.ClientOptions{
 		Token:     tok,
 		Overwrite: overwrite,
-		Log:       func(format string, args ...any) { a.log.Debug(fmt.Sprintf(format, args...)) },
+		Log: func(format string, args ...any) {
+			// A retry is shown without -v: the progress bar stands still
+			// while the server is away (up to ten minutes).
+			switch msg := fmt.Sprintf(format, args...); {
+			case strings.Contains(format, "retrying"):
+				a.log.Warn(msg)
+			case strings.Contains(format, "resuming"):
+				a.log.Info(msg)
+			default:
+				a.log.Debug(msg)
+			}
+		},
 	}
 	if len(ca) > 0 {
 		pool, err := snapshot.LoadCertPool(ca...)
@@ -203,9 +214,11 @@ func newUploadClient(a *app, out, tokenFile string, overwrite bool, ca []string)
 }
 
 // uploadHint adds what to do to the lab server's refusals that the user
-// of the host CLI fixes with a flag.
-func uploadHint(err error, tokenFile string) error {
+// of the host CLI fixes with a flag (never a flag already given).
+func uploadHint(err error, tokenFile string, overwrite bool) error {
 	switch {
+	case errors.Is(err, upload.ErrExists) && overwrite:
+		return err // the server's reason says what to do; --overwrite was given
 	case errors.Is(err, upload.ErrUnauthorized):
 		return fmt.Errorf("%w; --upload-token %s must hold the token the server reads with rewind serve --upload-token", err, tokenFile)
 	case errors.Is(err, upload.ErrExists):
