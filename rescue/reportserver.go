@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rewind-bmr/rewind/internal/labtoken"
@@ -690,7 +691,9 @@ func uploadConfig(dir string, cfg LabServerConfig, reportToken string, log *slog
 		if tok == reportToken {
 			return ucfg, fmt.Errorf("serve: the upload token in %s is the report token: a stick that only sends reports could publish snapshots; make a separate one with: openssl rand -hex 32 > %s", cfg.UploadTokenFile, cfg.UploadTokenFile)
 		}
-		warnReadable(log, "upload token file", cfg.UploadTokenFile)
+		if err := privateFile("upload token file", cfg.UploadTokenFile); err != nil {
+			return ucfg, err
+		}
 		ucfg.Token = tok
 	}
 	if cfg.SignKeyFile != "" {
@@ -704,16 +707,26 @@ func uploadConfig(dir string, cfg LabServerConfig, reportToken string, log *slog
 		if err != nil {
 			return ucfg, fmt.Errorf("serve: --sign: %w", err)
 		}
-		warnReadable(log, "signing key", cfg.SignKeyFile)
+		if err := privateFile("signing key", cfg.SignKeyFile); err != nil {
+			return ucfg, err
+		}
 		ucfg.SignKey = key
 	}
 	return ucfg, nil
 }
 
-func warnReadable(log *slog.Logger, what, file string) {
-	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("the "+what+" can be read by other users; chmod 600 it", "file", file, "mode", fi.Mode().Perm())
+// privateFile refuses a secret that other users may read: the upload
+// token publishes snapshots, and the signing key makes any snapshot
+// trusted.
+func privateFile(what, file string) error {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return fmt.Errorf("serve: the %s: %w", what, err)
 	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("serve: the %s %s can be read by other users (mode %04o); make it private: chmod 600 %s", what, file, perm, file)
+	}
+	return nil
 }
 
 // openReports opens (making it if needed) the reports directory inside
@@ -762,6 +775,13 @@ func outside(what, file, dir string) error {
 	}
 	if rel, err := filepath.Rel(d, f); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return fmt.Errorf("serve: the %s %s is inside %s, which is served to anyone: move it out", what, file, dir)
+	}
+	// A second hard link may be a name inside dir, which the path check
+	// cannot see.
+	if fi, err := os.Stat(f); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			return fmt.Errorf("serve: the %s %s has %d hard links, and another name of it may be inside %s, which is served to anyone: keep one copy (cp it to a new file and remove the links)", what, file, st.Nlink, dir)
+		}
 	}
 	return nil
 }

@@ -99,11 +99,35 @@ func TestServeUploadFlagsRefused(t *testing.T) {
 	if b, err := os.ReadFile(key + ".key"); err != nil || os.WriteFile(insideKey, b, 0o600) != nil {
 		t.Fatal("copy key")
 	}
+	// Secrets other users can read, and secrets with a second name
+	// (a hard link) inside DIR, which the path check cannot see.
+	readableTok := filepath.Join(dir, "readable-token")
+	if err := os.WriteFile(readableTok, []byte("0123456789abcdef0123456789abcdee\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	readableKey := filepath.Join(dir, "readable.key")
+	if b, err := os.ReadFile(key + ".key"); err != nil || os.WriteFile(readableKey, b, 0o640) != nil {
+		t.Fatal("copy key")
+	}
+	linkedTok := filepath.Join(dir, "linked-token")
+	linkedReport := filepath.Join(dir, "linked-report-token")
+	for _, p := range []string{linkedTok, linkedReport} {
+		if err := os.WriteFile(p, []byte("0123456789abcdef0123456789abcdea\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(p, filepath.Join(root, filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
 		want string
 	}{
+		{"upload token readable by others", []string{"--upload-token", readableTok}, "chmod 600 " + readableTok},
+		{"signing key readable by others", []string{"--upload-token", outsideTok, "--sign", readableKey}, "chmod 600 " + readableKey},
+		{"upload token hard-linked into DIR", []string{"--upload-token", linkedTok}, "has 2 hard links"},
+		{"report token hard-linked into DIR", []string{"--report-token", linkedReport}, "has 2 hard links"},
 		{"keep 0", []string{"--upload-token", outsideTok, "--keep", "0"}, "--keep 0"},
 		{"upload token inside DIR", []string{"--upload-token", insideTok}, "upload token file " + insideTok + " is inside"},
 		{"signing key inside DIR", []string{"--upload-token", outsideTok, "--sign", insideKey}, "signing key " + insideKey + " is inside"},
