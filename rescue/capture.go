@@ -203,6 +203,7 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	r.report.AddStep("prepare", StepOK, start, fmt.Sprintf("%d disks: layouts and file-system maps read", len(jobs)))
 
 	// The disks, one after the other.
+	r.setPhase(PhaseCapturing)
 	r.log.Printf("capture: generation %s, %d disks", gen, len(jobs))
 	for i, j := range jobs {
 		if err := r.captureDisk(ctx, i, j, preps[i], segment); err != nil {

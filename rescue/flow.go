@@ -165,6 +165,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 			return StatusFailed, err
 		}
 	}
+	r.setPhase(PhaseNetwork)
 	if anyHTTP {
 		// As long as the snapshot's server would be retried: a switch
 		// port that comes up late or a slow DHCP server is waited for.
@@ -265,6 +266,7 @@ func (r *Rescue) restoreMachine(ctx context.Context, plan *Plan) (string, error)
 
 	// Layout and data of each disk, then the files the plan installs
 	// into the restored system.
+	r.setPhase(PhaseRestoring)
 	for i := range disks {
 		if several {
 			r.log.Printf("restore: disk %d of %d: %s <- %s", i+1, len(disks), disks[i].Path, s.Disks[i].Snapshot)

@@ -33,6 +33,7 @@ func (r *Rescue) install(ctx context.Context, snap *snapshot.Snapshot, disk Disk
 	if len(files) == 0 {
 		return StatusSuccess, nil
 	}
+	r.setPhase(PhaseInstalling)
 	start := time.Now()
 	r.drivers.Load("ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "ntfs3")
 	in := &installer{r: r, ctx: ctx, layout: snap.Manifest.Layout, disk: disk, mounts: map[string]string{}}

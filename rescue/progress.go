@@ -41,3 +41,22 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 		}()
 	}
 }
+
+// setPhase records what the run does now and, with a report URL in the
+// plan and the network up, tells the report server at once, in the
+// background as progress updates do: the lab page shows each machine's
+// phase, not only its restore's bytes. A slow or absent server loses the
+// update and delays nothing.
+func (r *Rescue) setPhase(phase string) {
+	r.report.Phase = phase
+	if r.settings == nil || r.settings.ReportURL == "" || !r.netUp || r.client == nil {
+		return
+	}
+	url, token := r.settings.ReportURL, r.settings.ReportToken
+	update := r.report.progressCopy(0, 0) // no disk runs between phases
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
+		defer cancel()
+		PostReport(ctx, r.client, url, token, update)
+	}()
+}

@@ -36,6 +36,26 @@ func validReportStatus(s string) bool {
 	return false
 }
 
+// Phases of a running rescue, in the order they come (Report.Phase). A
+// final report's phase is where the run ended; the lab page shows done,
+// failed or aborted for it.
+const (
+	PhaseBooting    = "booting"    // drivers and plan; before the network
+	PhaseNetwork    = "network"    // on the network: opening snapshots, matching disks, countdown
+	PhaseRestoring  = "restoring"  // writing the disks
+	PhaseCapturing  = "capturing"  // reading the disks into snapshots
+	PhaseInstalling = "installing" // copying the plan's files into the restored system
+)
+
+// validPhase reports whether p is a phase the rescue flow sends.
+func validPhase(p string) bool {
+	switch p {
+	case "", PhaseBooting, PhaseNetwork, PhaseRestoring, PhaseCapturing, PhaseInstalling:
+		return true
+	}
+	return false
+}
+
 // Step statuses.
 const (
 	StepOK      = "ok"
@@ -53,7 +73,10 @@ type Report struct {
 	Version int    `json:"version"`
 	Status  string `json:"status"`
 	// Action is ActionRestore or ActionCapture; "" before the plan was read.
-	Action   string    `json:"action,omitempty"`
+	Action string `json:"action,omitempty"`
+	// Phase is what a running rescue is doing (Phase* constants), sent
+	// with its progress updates for the lab page; "" in older reports.
+	Phase    string    `json:"phase,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Seconds  float64   `json:"seconds"`
@@ -239,7 +262,7 @@ type Step struct {
 
 // NewReport starts a report.
 func NewReport(now time.Time) *Report {
-	return &Report{Version: ReportVersion, Status: StatusFailed, Started: now}
+	return &Report{Version: ReportVersion, Status: StatusFailed, Phase: PhaseBooting, Started: now}
 }
 
 // AddStep records a finished step.

@@ -28,7 +28,7 @@ func TestReportPageDisks(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := get(t, url)
-	for _, want := range []string{"/dev/nvme0n1 (64.0 MiB, nvme, serial nvme1) <small>ok</small>", "/dev/vdb (48.0 MiB, virtio, serial DATA-2) <small>running</small>",
+	for _, want := range []string{"/dev/nvme0n1 (64.0 MiB, nvme, serial nvme1) (ok)<br>/dev/vdb (48.0 MiB, virtio, serial DATA-2) (running)",
 		"http://lab/snapshots/srv1-sys<br>http://lab/snapshots/srv1-data", `value="88"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("lab page lacks %q:\n%s", want, page)
@@ -47,7 +47,7 @@ func TestReportPageDisks(t *testing.T) {
 	if err := PostReport(context.Background(), nil, url, testToken, r); err != nil {
 		t.Fatal(err)
 	}
-	if page := get(t, url); !strings.Contains(page, "success <small>capture</small>") {
+	if page := get(t, url); !strings.Contains(page, "done <small>capture</small>") {
 		t.Errorf("lab page does not mark srv1's capture:\n%s", page)
 	}
 }

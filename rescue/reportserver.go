@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -100,6 +99,10 @@ type reportRow struct {
 	seq       uint64
 	received  time.Time // server clock: the latest report
 	firstSeen time.Time // server clock: the first report of this boot
+	rate      float64   // bytes a second, from this boot's progress updates (server clock)
+	history   []pastRun // the machine's finished runs, oldest first, at most maxHistory
+	liveSaved time.Time // when the row was last saved as a live file
+	livePhase string    // the phase it had then
 }
 
 // NewReportServer serves the reports in dir (an os.Root: every file it
@@ -134,6 +137,9 @@ func NewReportServer(dir *os.Root, cfg ReportServerConfig) (*ReportServer, error
 	}
 	s := &ReportServer{root: dir, cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), log: log, rows: make(map[string]*reportRow)}
 	if err := s.load(); err != nil {
+		return nil, err
+	}
+	if err := s.loadLive(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -216,10 +222,7 @@ func (s *ReportServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			json.NewEncoder(w).Encode(s.Reports())
 			return
 		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := statusPage.Execute(w, s.page(s.cfg.Now())); err != nil {
-			s.log.Warn("reports page", "remote", req.RemoteAddr, "err", err)
-		}
+		s.servePage(w, req)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		http.Error(w, "use GET to read the reports or POST to send one", http.StatusMethodNotAllowed)
@@ -276,6 +279,11 @@ func (s *ReportServer) receive(w http.ResponseWriter, req *http.Request) {
 		// here (the POSTs race): it changes nothing.
 		w.WriteHeader(http.StatusAccepted)
 		return
+	}
+	if r.Status == StatusRunning {
+		s.saveLive(s.rows[id.key()], now)
+	} else {
+		s.removeLive(id)
 	}
 	w.WriteHeader(http.StatusCreated)
 }
@@ -351,12 +359,32 @@ func (s *ReportServer) keep(id machineID, r *Report, received time.Time) bool {
 	if sameBoot && old.report.Status != StatusRunning && r.Status == StatusRunning {
 		return false
 	}
-	first := received
+	row := &reportRow{id: id, report: r, received: received, firstSeen: received}
+	if old != nil {
+		row.history, row.liveSaved, row.livePhase = old.history, old.liveSaved, old.livePhase
+	}
 	if sameBoot {
-		first = old.firstSeen
+		row.firstSeen = old.firstSeen
+		if old.report.Status == StatusRunning && r.Status == StatusRunning {
+			row.rate = nextRate(old, r, received)
+		}
+	}
+	if r.Status != StatusRunning {
+		run := pastRun{Status: r.Status, Received: received, Seconds: r.Seconds, Error: r.Error}
+		h := slices.Clone(row.history)
+		if sameBoot && old.report.Status != StatusRunning && len(h) > 0 {
+			h[len(h)-1] = run // the same final report again
+		} else {
+			h = append(h, run)
+		}
+		if len(h) > maxHistory {
+			h = h[len(h)-maxHistory:]
+		}
+		row.history = h
 	}
 	s.seq++
-	s.rows[k] = &reportRow{id: id, report: r, seq: s.seq, received: received, firstSeen: first}
+	row.seq = s.seq
+	s.rows[k] = row
 	if old == nil && len(s.rows) > s.cfg.MaxMachines {
 		var oldest *reportRow
 		for _, row := range s.rows {
@@ -365,6 +393,7 @@ func (s *ReportServer) keep(id machineID, r *Report, received time.Time) bool {
 			}
 		}
 		delete(s.rows, oldest.id.key())
+		s.removeLive(oldest.id)
 		s.dropped++
 		s.log.Warn("report row dropped", "machine", oldest.id.label(), "reason", fmt.Sprintf("more than %d machines; it was heard from least recently", s.cfg.MaxMachines))
 	}
@@ -498,6 +527,9 @@ func validateReport(r *Report) (machineID, error) {
 	}
 	if !validReportStatus(r.Status) {
 		return id, fmt.Errorf("report status %q is not one of %s, %s, %s, %s", r.Status, StatusRunning, StatusSuccess, StatusFailed, StatusAborted)
+	}
+	if !validPhase(r.Phase) {
+		return id, fmt.Errorf("report phase %q is not one of %s, %s, %s, %s, %s", r.Phase, PhaseBooting, PhaseNetwork, PhaseRestoring, PhaseCapturing, PhaseInstalling)
 	}
 	if err := checkMachineName(r.Machine.Name); err != nil {
 		return id, fmt.Errorf("report machine.name: %w", err)
@@ -805,116 +837,3 @@ func (s *LabServer) Serve(ln net.Listener) error {
 func (s *LabServer) Close() error {
 	return errors.Join(s.HTTP.Close(), s.Uploads.Close(), s.Reports.Close(), s.root.Close())
 }
-
-// pageRow is one machine's line on the status page.
-type pageRow struct {
-	Machine, Status, Target, Snapshot, Error string
-	Capture                                  bool       // the machine captures its disks
-	Disks                                    []pageDisk // several disks: each one, replacing Target and Snapshot
-	Percent                                  float64
-	Started, Took, Clock                     string
-}
-
-// diskDone is the bytes of disk d done: written, zeroed or skipped by a
-// restore; read by a capture, which records them as read once the disk is
-// captured (and as written in its progress updates).
-func diskDone(d DiskReport, capture bool) int64 {
-	if capture && d.Status == DiskOK {
-		return d.BytesRead
-	}
-	return d.BytesWritten + d.BytesZeroed + d.BytesSkipped
-}
-
-// pageDisk is one disk of a machine with several on the status page.
-type pageDisk struct {
-	Target, Snapshot, Status string
-}
-
-// pageView is the status page's data.
-type pageView struct {
-	Rows                 []pageRow
-	NotStored, Dropped   int
-	MaxMachines          int
-	StoreFiles, MaxFiles int
-}
-
-// page builds the status page. Times are the server's: the machine's
-// clock (often wrong in a rescue environment, or forged) is only shown
-// when it is far off.
-func (s *ReportServer) page(now time.Time) pageView {
-	rows := s.sortedRows()
-	s.mu.Lock()
-	v := pageView{NotStored: s.notStored, Dropped: s.dropped, MaxMachines: s.cfg.MaxMachines, StoreFiles: s.files, MaxFiles: s.cfg.MaxFiles}
-	s.mu.Unlock()
-	for _, row := range rows {
-		r := row.report
-		pr := pageRow{
-			Machine:  row.id.label(),
-			Status:   r.Status,
-			Target:   r.Target.Description,
-			Snapshot: r.Snapshot.Location,
-			Error:    r.Error,
-			Started:  row.firstSeen.Local().Format("2006-01-02 15:04:05"),
-		}
-		pr.Capture = r.Action == ActionCapture
-		done, total := r.BytesWritten+r.BytesZeroed+r.BytesSkipped, r.Snapshot.DataBytes
-		if len(r.Disks) > 1 || pr.Capture && len(r.Disks) == 1 {
-			done, total = 0, 0
-			for i, d := range r.Disks {
-				done += diskDone(d, pr.Capture)
-				total += d.DataBytes
-				if len(r.Disks) == 1 {
-					break
-				}
-				if i < MaxDisks {
-					target := d.Target.Description
-					if target == "" {
-						target = "target " + d.Spec
-					}
-					pr.Disks = append(pr.Disks, pageDisk{Target: target, Snapshot: d.Snapshot, Status: d.Status})
-				}
-			}
-		}
-		if total > 0 {
-			pr.Percent = min(max(100*float64(done)/float64(total), 0), 100)
-		}
-		switch {
-		case r.Status == StatusRunning:
-			pr.Took = now.Sub(row.firstSeen).Round(time.Second).String()
-		case r.Seconds >= 0 && r.Seconds < 30*24*3600:
-			pr.Took = time.Duration(r.Seconds * float64(time.Second)).Round(time.Second).String()
-		default:
-			pr.Took = "?"
-		}
-		if d := r.Started.Sub(row.firstSeen); !r.Started.IsZero() && (d > 10*time.Minute || d < -24*time.Hour) {
-			pr.Clock = "machine clock: " + r.Started.UTC().Format(time.RFC3339)
-		}
-		v.Rows = append(v.Rows, pr)
-	}
-	return v
-}
-
-// statusPage is the operator's view; it reloads itself every 5 seconds.
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>Rewind: machines</title>
-<style>
-body { font-family: sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
-td, th { padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; }
-.success { color: #176117; } .failed { color: #a01010; font-weight: bold; } .aborted { color: #8a6100; }
-.warn { color: #a01010; } small { color: #666; }
-progress { width: 12em; }
-</style></head><body>
-<h1>Rewind: machines</h1>
-{{if .NotStored}}<p class="warn">{{.NotStored}} final reports were not stored: the report directory holds {{.StoreFiles}} reports (limit {{.MaxFiles}}) or is full. Move old reports out of it.</p>{{end}}
-{{if .Dropped}}<p class="warn">{{.Dropped}} machines were dropped from this page: it shows at most {{.MaxMachines}} (rewind serve --max-machines); their final reports are still in the report directory.</p>{{end}}
-{{if not .Rows}}<p>No rescue environment has reported yet. Plans send reports here with <code>[report] url = "http://THIS-SERVER/reports/"</code> and the server's token.</p>{{else}}
-<table><tr><th>machine</th><th>status</th><th>progress</th><th>target</th><th>snapshot</th><th>started</th><th>time</th><th>error</th></tr>
-{{range .Rows}}<tr><td>{{.Machine}}</td><td class="{{.Status}}">{{.Status}}{{if .Capture}} <small>capture</small>{{end}}</td>
-<td><progress max="100" value="{{printf "%.0f" .Percent}}"></progress> {{printf "%.0f" .Percent}}%</td>
-{{if .Disks}}<td>{{range .Disks}}{{.Target}} <small>{{.Status}}</small><br>{{end}}</td><td>{{range .Disks}}{{.Snapshot}}<br>{{end}}</td>
-{{else}}<td>{{.Target}}</td><td>{{.Snapshot}}</td>{{end}}<td>{{.Started}}{{if .Clock}}<br><small>{{.Clock}}</small>{{end}}</td><td>{{.Took}}</td><td>{{.Error}}</td></tr>
-{{end}}</table>{{end}}
-</body></html>
-`))

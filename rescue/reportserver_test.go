@@ -161,12 +161,13 @@ func TestReportServer(t *testing.T) {
 	running := testReport("pc1", "52:54:00:00:00:01", StatusRunning, start)
 	running.Snapshot.DataBytes = 1000
 	running.BytesWritten = 400
+	running.Phase = PhaseRestoring
 	// PostReport is what the rescue environment uses.
 	if err := PostReport(context.Background(), nil, url, testToken, running); err != nil {
 		t.Fatalf("post progress: %v", err)
 	}
 	page := get(t, url)
-	if !strings.Contains(page, "pc1") || !strings.Contains(page, "running") || !strings.Contains(page, `value="40"`) {
+	if !strings.Contains(page, "pc1") || !strings.Contains(page, "restoring") || !strings.Contains(page, `value="40"`) {
 		t.Errorf("status page does not show pc1 running at 40%%:\n%s", page)
 	}
 	if files, _ := filepath.Glob(filepath.Join(reportDir, "*.json")); len(files) != 0 {
