@@ -256,7 +256,7 @@ const pageScript = `
     });
   }
   function row(r) {
-    var tr = el("tr", "row " + r.phase);
+    var tr = el("tr", "row-" + r.phase);
     tr.dataset.key = r.key;
     tr.dataset.phase = r.phase;
     td(tr, r.machine, "machine");
@@ -356,7 +356,8 @@ body { font-family: sans-serif; margin: 2em; }
 table { border-collapse: collapse; }
 td, th { padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
 .done, .success { color: #176117; } .failed { color: #a01010; font-weight: bold; } .aborted { color: #8a6100; }
-tr.failed td { background: #fff0f0; }
+tr.row-failed td { background: #fff0f0; }
+td.machine, td.started, td.rate, td.eta, td.took { white-space: nowrap; }
 .warn { color: #a01010; } small { color: #666; }
 progress { width: 12em; }
 </style></head><body>
@@ -366,7 +367,7 @@ progress { width: 12em; }
 {{if .Dropped}}<p class="warn">{{.Dropped}} machines were dropped from this page: it shows at most {{.MaxMachines}} (rewind serve --max-machines); their final reports are still in the report directory.</p>{{end}}
 <p id="empty"{{if .Rows}} hidden{{end}}>No rescue environment has reported yet. Plans send reports here with <code>[report] url = "http://THIS-SERVER/reports/"</code> and the server's token.</p>
 <table id="table"{{if not .Rows}} hidden{{end}}><thead><tr><th>machine</th><th>phase</th><th>progress</th><th>rate</th><th>ETA</th><th>target</th><th>snapshot</th><th>started</th><th>time</th><th>last error</th><th>earlier runs</th></tr></thead>
-<tbody id="rows">{{range .Rows}}<tr class="row {{.Phase}}" data-key="{{.Key}}" data-phase="{{.Phase}}"><td class="machine">{{.Machine}}</td><td class="phase {{.Phase}}">{{.Phase}}{{if .Capture}} <small>capture</small>{{end}}{{if .Stale}}<br><small class="warn stale">{{.Stale}}</small>{{end}}</td>
+<tbody id="rows">{{range .Rows}}<tr class="row-{{.Phase}}" data-key="{{.Key}}" data-phase="{{.Phase}}"><td class="machine">{{.Machine}}</td><td class="phase {{.Phase}}">{{.Phase}}{{if .Capture}} <small>capture</small>{{end}}{{if .Stale}}<br><small class="warn stale">{{.Stale}}</small>{{end}}</td>
 <td class="progress"><progress max="100" value="{{printf "%.0f" .Percent}}"></progress><span class="percent"> {{printf "%.0f" .Percent}}%</span></td><td class="rate">{{.Rate}}</td><td class="eta">{{.ETA}}</td>
 {{if .Disks}}<td class="target">{{range $i, $d := .Disks}}{{if $i}}<br>{{end}}{{$d.Target}} ({{$d.Status}}){{end}}</td><td class="snapshot">{{range $i, $d := .Disks}}{{if $i}}<br>{{end}}{{$d.Snapshot}}{{end}}</td>
 {{else}}<td class="target">{{.Target}}</td><td class="snapshot">{{.Snapshot}}</td>{{end}}<td class="started">{{.Started}}{{if .Clock}}<br><small>{{.Clock}}</small>{{end}}</td><td class="took">{{.Took}}</td><td class="error">{{.Error}}</td>
