@@ -39,6 +39,7 @@ needs=(
 	"/usr/lib/grub/i386-pc/boot.img:grub-pc-bin"
 	"/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin"
 	"xorriso:xorriso"
+	"nginx:nginx"                       # the caching proxy in front of rewind serve (cmd/rewind.TestHTTPCacheInFront)
 	"chromium:chromium"                 # the lab page in a real browser (rescue.TestLabPageInBrowser)
 )
 

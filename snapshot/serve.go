@@ -131,7 +131,38 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", etag(fi))
+	w.Header().Set("Cache-Control", cacheControl(name))
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+}
+
+// Cache-Control values, so that an HTTP cache between the server and the
+// machines (nginx, varnish, a CDN; docs/scale.md) keeps what cannot
+// change and never serves a manifest that may have.
+const (
+	// CacheImmutable: a file inside an uploaded generation
+	// (NAME/<generation>/...), which is never changed once published.
+	CacheImmutable = "public, max-age=31536000, immutable"
+	// CacheRevalidate: a manifest outside a generation, which a new
+	// capture may replace: caches must ask the server (ETag,
+	// Last-Modified) every time.
+	CacheRevalidate = "no-cache"
+	// CacheShort: any other file, segments of plain snapshot directories
+	// among them: fresh for a minute, then revalidated by its validators.
+	// A segment a cache kept too long cannot pass as the new one: every
+	// chunk's hash is in the manifest, and the restore refuses it.
+	CacheShort = "public, max-age=60"
+)
+
+// cacheControl is the Cache-Control of the file name (a served name).
+func cacheControl(name string) string {
+	dir, base := path.Split(name)
+	if IsGeneration(path.Base(path.Clean("/" + dir))) {
+		return CacheImmutable
+	}
+	if base == ManifestName || base == SignatureName {
+		return CacheRevalidate
+	}
+	return CacheShort
 }
 
 // LatestName is the symbolic link that names the newest generation of an
