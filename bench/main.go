@@ -9,9 +9,12 @@
 // against Rewind's own whole-partition capture (--raw); on it, the bench
 // also uploads the capture to a local `rewind serve` (with and without
 // --sign) against a local capture and partclone + lz4 | curl -T, in rounds,
-// and restores the upload from NAME/latest.
+// and restores the upload from NAME/latest. The fleet corpus (512 MiB, as
+// the full one) is restored by 8 host processes at once from one `rewind
+// serve`: aggregate throughput, the server's CPU and peak RSS, against 8
+// curl | lz4 -dc pipes from the same server.
 //
-//	go run ./bench [-corpus all|full|used] [-size-mib 2048] [-used-size-mib 1024] [-runs 3] [-dir DIR] [-keep] [-rewind BIN]
+//	go run ./bench [-corpus all|full|used|fleet] [-size-mib 2048] [-used-size-mib 1024] [-fleet-size-mib 512] [-runs 3] [-dir DIR] [-keep] [-rewind BIN]
 package main
 
 import (
@@ -72,7 +75,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: put sink:", servePutSink(spec))
 		os.Exit(1)
 	}
-	corpus := flag.String("corpus", "all", "corpora to measure: full (the 2 GiB disk), used (a used disk with ext4, FAT32 and NTFS, against partclone) or all")
+	corpus := flag.String("corpus", "all", "corpora to measure: full (the 2 GiB disk), used (a used disk with ext4, FAT32 and NTFS, against partclone), fleet (8 machines restoring from one server at once) or all")
+	fleetSize := flag.Int64("fleet-size-mib", 512, "fleet corpus: disk size in MiB")
 	size := flag.Int64("size-mib", 2048, "full corpus: disk size in MiB")
 	usedSize := flag.Int64("used-size-mib", 1024, "used corpus: disk size in MiB")
 	runs := flag.Int("runs", 3, "runs per tool; the median is reported")
@@ -80,17 +84,17 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the corpora and artifacts")
 	bin := flag.String("rewind", "", "measure this rewind binary instead of building ./cmd/rewind")
 	flag.Parse()
-	if *corpus != "all" && *corpus != "full" && *corpus != "used" {
-		fmt.Fprintf(os.Stderr, "bench: -corpus %q: want full, used or all\n", *corpus)
+	if *corpus != "all" && *corpus != "full" && *corpus != "used" && *corpus != "fleet" {
+		fmt.Fprintf(os.Stderr, "bench: -corpus %q: want full, used, fleet or all\n", *corpus)
 		os.Exit(2)
 	}
-	if err := run(*corpus, *bin, *size*mib, *usedSize*mib, *runs, *dir, *keep); err != nil {
+	if err := run(*corpus, *bin, *size*mib, *usedSize*mib, *fleetSize*mib, *runs, *dir, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(corpus, bin string, size, usedSize int64, runs int, dir string, keep bool) error {
+func run(corpus, bin string, size, usedSize, fleetSize int64, runs int, dir string, keep bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -118,6 +122,14 @@ func run(corpus, bin string, size, usedSize int64, runs int, dir string, keep bo
 		}
 		if err := runUsed(usedSize, runs, filepath.Join(dir, "used"), rewind); err != nil {
 			return fmt.Errorf("used corpus: %w", err)
+		}
+	}
+	if corpus == "fleet" || corpus == "all" {
+		if corpus == "all" {
+			fmt.Println()
+		}
+		if err := runFleet(fleetSize, runs, filepath.Join(dir, "fleet"), rewind); err != nil {
+			return fmt.Errorf("fleet corpus: %w", err)
 		}
 	}
 	return nil
