@@ -124,24 +124,25 @@ func runFleet(size int64, runs int, dir, rewind string) error {
 		}
 		results[k].wall, results[k].cpu, results[k].rss = medianOf(walls), medianOf(cpus), rss
 	}
-	var peer float64
+	var peer float64 // aggregate bytes a second of the peer, at fleetMachines
 	for k, r := range rows {
 		if r.peer && results[k].err == nil {
 			peer = float64(r.n) * float64(size) / results[k].wall
 		}
 	}
+	cell := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 	for k, r := range rows {
 		res := results[k]
 		if res.err != nil {
-			fmt.Printf("| %s | %d | failed: %v | | | | | | %s |\n", r.name, r.n, res.err, r.note)
+			fmt.Printf("| %s | %d | failed: %s | | | | | | %s |\n", cell(r.name), r.n, cell(res.err.Error()), r.note)
 			continue
 		}
 		agg := float64(r.n) * float64(size) / res.wall
 		ratio := "–"
-		if peer > 0 {
+		if peer > 0 && r.n == fleetMachines {
 			ratio = fmt.Sprintf("%.2f", agg/peer)
 		}
-		fmt.Printf("| %s | %d | %.2f | %.0f | %s | %.2f | %.0f | %d | %s |\n", r.name, r.n, res.wall, agg/1e6, ratio, res.cpu, 100*res.cpu/res.wall, res.rss/1024, r.note)
+		fmt.Printf("| %s | %d | %.2f | %.0f | %s | %.2f | %.0f | %d | %s |\n", cell(r.name), r.n, res.wall, agg/1e6, ratio, res.cpu, 100*res.cpu/res.wall, res.rss/1024, r.note)
 	}
 	fmt.Println()
 	fmt.Println("Every target of every run was compared with the source by SHA-256. The server's peak RSS is its VmHWM since it started (it serves all the rows).")
