@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rewind-bmr/rewind/internal/units"
 )
@@ -25,6 +26,27 @@ const staleAfter = time.Minute
 
 // maxHistory bounds the earlier runs kept per machine.
 const maxHistory = 10
+
+// maxHistoryError bounds the error text kept per earlier run: a machine's
+// history must not hold ten times a report's size.
+const maxHistoryError = 512
+
+// maxETA is the longest ETA the page words as a time; a rate that would
+// take longer (a stall, a forged update) reads "over 720h0m0s".
+const maxETA = 30 * 24 * time.Hour
+
+// shortError cuts an earlier run's error to maxHistoryError bytes, on a
+// character boundary.
+func shortError(e string) string {
+	if len(e) <= maxHistoryError {
+		return e
+	}
+	cut := maxHistoryError
+	for cut > 0 && !utf8.RuneStart(e[cut]) {
+		cut--
+	}
+	return e[:cut] + "…"
+}
 
 // pastRun is one finished run of a machine, for the page's history.
 type pastRun struct {
@@ -192,7 +214,11 @@ func (s *ReportServer) page(now time.Time) pageView {
 		if rate > 0 && rate < 1e12 {
 			pr.Rate = units.Bytes(int64(rate)) + "/s"
 			if r.Status == StatusRunning && pr.Total > pr.Done {
-				pr.ETA = time.Duration(float64(pr.Total-pr.Done) / rate * float64(time.Second)).Round(time.Second).String()
+				if left := float64(pr.Total-pr.Done) / rate; left < maxETA.Seconds() {
+					pr.ETA = time.Duration(left * float64(time.Second)).Round(time.Second).String()
+				} else {
+					pr.ETA = "over " + maxETA.String()
+				}
 			}
 		}
 		switch {

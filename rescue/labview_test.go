@@ -283,3 +283,41 @@ func TestPhaseReachesReportServer(t *testing.T) {
 		t.Errorf("setPhase changed the flow's own report status to %s", r.report.Status)
 	}
 }
+
+// Hostile reports cannot make the page lie or the server hoard: an ETA
+// beyond a month is worded as such, an earlier run's error is cut, and a
+// huge progress update stays out of reports/live.
+func TestLabViewBounds(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	_, url := viewLab(t, dir, c)
+	start := c.now()
+	send(t, url, restoring("slow", "52:54:00:00:05:01", start, 0, 1<<60))
+	c.add(10 * time.Second)
+	send(t, url, restoring("slow", "52:54:00:00:05:01", start, 10, 1<<60)) // 1 byte a second
+	if got := rowOf(t, view(t, url), "slow"); got.ETA != "over 720h0m0s" {
+		t.Errorf("ETA of 2^60 bytes at 1 B/s: %q, want \"over 720h0m0s\"", got.ETA)
+	}
+
+	long := strings.Repeat("é", 100<<10) // 200 KiB of error text
+	bad := testReport("pc-long", "52:54:00:00:05:02", StatusFailed, start)
+	bad.Finish(StatusFailed, errString(long), start.Add(time.Minute))
+	send(t, url, bad)
+	again := testReport("pc-long", "52:54:00:00:05:02", StatusSuccess, start.Add(time.Hour))
+	again.Finish(StatusSuccess, nil, start.Add(time.Hour+time.Minute))
+	send(t, url, again)
+	h := rowOf(t, view(t, url), "pc-long").History
+	if len(h) != 1 || len(h[0].Error) > maxHistoryError+len("…") || !strings.HasPrefix(long, strings.TrimSuffix(h[0].Error, "…")) {
+		t.Errorf("earlier run's error: %d bytes (want at most %d, a prefix of the error)", len(h[0].Error), maxHistoryError+len("…"))
+	}
+
+	huge := restoring("pc-huge", "52:54:00:00:05:03", start, 1, 2)
+	huge.Error = strings.Repeat("x", 100<<10)
+	send(t, url, huge)
+	if got := rowOf(t, view(t, url), "pc-huge"); got.Phase != PhaseRestoring {
+		t.Errorf("pc-huge not shown: %+v", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, liveName(machineID{name: "pc-huge", macs: []string{"52:54:00:00:05:03"}}))); err == nil {
+		t.Errorf("a 100 KiB progress update was kept in reports/live (at most %d bytes a file)", maxLiveFile)
+	}
+}

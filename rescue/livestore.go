@@ -26,6 +26,9 @@ const liveDir = "live"
 // (more often when its phase changes).
 const liveEvery = 10 * time.Second
 
+// maxLiveFile bounds a live file (1000 machines: 64 MiB at most).
+const maxLiveFile = 64 << 10
+
 // liveRow is a live file's content.
 type liveRow struct {
 	Received  time.Time       `json:"received"`
@@ -67,6 +70,11 @@ func (s *ReportServer) saveLive(row *reportRow, now time.Time) {
 	}
 	row.liveSaved, row.livePhase = now, row.report.Phase
 	b, err := json.Marshal(liveRow{Received: row.received, FirstSeen: row.firstSeen, Rate: row.rate, Report: row.report.JSON()})
+	if err == nil && len(b) > maxLiveFile {
+		// A real progress update is a few KiB; a larger one stays in
+		// memory only, so live files cannot fill the server's disk.
+		err = fmt.Errorf("the update is %d bytes, more than the %d a live file holds", len(b), maxLiveFile)
+	}
 	if err == nil {
 		name := liveName(row.id)
 		tmp := name + ".tmp"
@@ -153,7 +161,7 @@ func (s *ReportServer) readLive(name string) (*liveRow, *Report, machineID, erro
 		return nil, nil, machineID{}, err
 	}
 	defer f.Close()
-	limit := s.cfg.MaxReportSize*2 + 4096 // the report, escaped by JSON at worst
+	limit := int64(maxLiveFile)
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, nil, machineID{}, err

@@ -370,7 +370,7 @@ func (s *ReportServer) keep(id machineID, r *Report, received time.Time) bool {
 		}
 	}
 	if r.Status != StatusRunning {
-		run := pastRun{Status: r.Status, Received: received, Seconds: r.Seconds, Error: r.Error}
+		run := pastRun{Status: r.Status, Received: received, Seconds: r.Seconds, Error: shortError(r.Error)}
 		h := slices.Clone(row.history)
 		if sameBoot && old.report.Status != StatusRunning && len(h) > 0 {
 			h[len(h)-1] = run // the same final report again
