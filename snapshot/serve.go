@@ -84,6 +84,10 @@ func (h *fileHandler) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this server only serves files: use GET or HEAD", http.StatusMethodNotAllowed)
 		return
 	}
+	// What is not a file (a 404, a listing, a redirect) is never kept by
+	// a cache: a "not found" for a generation still being uploaded would
+	// outlive its upload. Files set their own below.
+	w.Header().Set("Cache-Control", "no-store")
 	name, ok := servedName(r.URL.Path)
 	if !ok {
 		http.NotFound(w, r)

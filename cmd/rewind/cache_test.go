@@ -169,6 +169,25 @@ func TestHTTPCacheInFront(t *testing.T) {
 			t.Errorf("%s: Cache-Control %q ETag %q Last-Modified %q; want %q and both validators", tc.path, got, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"), tc.want)
 		}
 	}
+	// A 404 is never cached (a generation still being uploaded would stay
+	// "not found"), and a 304 keeps the file's caching.
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/pc1/2026-12-07T11:00:00Z/manifest.json"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("a missing generation: %s Cache-Control %q, want 404 no-store", resp.Status, resp.Header.Get("Cache-Control"))
+	}
+	head, err := http.Head("http://127.0.0.1:" + port + "/plain/data.000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head.Body.Close()
+	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+port+"/plain/data.000", nil)
+	req.Header.Set("If-None-Match", head.Header.Get("ETag"))
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotModified || resp.Header.Get("Cache-Control") != "public, max-age=60" {
+		t.Errorf("revalidation of data.000: %s Cache-Control %q, want 304 with public, max-age=60", resp.Status, resp.Header.Get("Cache-Control"))
+	}
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if resp, err := noRedirect.Get("http://127.0.0.1:" + port + "/pc1/latest/manifest.json"); err != nil {
 		t.Fatal(err)
