@@ -42,11 +42,15 @@ type Snapshot struct {
 	src      Source
 }
 
-// Open opens the snapshot at location: a directory or an http(s) URL. It
+// Open opens the snapshot at location: a directory or an http(s) URL (any
+// other scheme is refused, see CheckLocation). It
 // reads and validates the manifest, checks the signature when opts.Trust is
 // set, and checks that every segment is present with the recorded size, so
 // that a damaged snapshot is refused before anything is written.
 func Open(ctx context.Context, location string, opts OpenOptions) (*Snapshot, error) {
+	if err := CheckLocation(location); err != nil {
+		return nil, err
+	}
 	var src Source
 	if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
 		src = NewHTTPSource(location, opts.HTTPClient, opts.RetryFor, opts.Log)

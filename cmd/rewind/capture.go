@@ -165,8 +165,8 @@ file-system snapshot of the volume; a disk this system does not let you read
 // tokenFile. Nothing is sent yet.
 func newUploadClient(a *app, out, tokenFile string, overwrite bool, ca []string) (*upload.Client, error) {
 	if !strings.HasPrefix(out, "http://") && !strings.HasPrefix(out, "https://") {
-		if scheme, _, ok := strings.Cut(out, "://"); ok {
-			return nil, usageError{fmt.Errorf("capture -o %s: %s:// is not a destination: give a directory, or http(s)://HOST/NAME on rewind serve", out, scheme)}
+		if err := snapshot.CheckLocation(out); err != nil {
+			return nil, usageError{fmt.Errorf("capture -o: %w; give a directory, or http(s)://HOST/NAME on rewind serve", err)}
 		}
 		if tokenFile != "" || overwrite || len(ca) > 0 {
 			return nil, usageError{fmt.Errorf("capture -o %s: --upload-token, --overwrite and --ca are for uploads (-o http(s)://HOST/NAME); a directory must be new or empty", out)}
