@@ -68,6 +68,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Check != "fs" {
 		return nil, fmt.Errorf("drill: --check %q is not supported: only \"fs\" is implemented", o.Check)
 	}
+	if o.Timeout <= 0 {
+		return nil, fmt.Errorf("drill: timeout %s: give a positive --timeout", o.Timeout)
+	}
+	if fi, err := os.Stat(o.Snapshot); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("drill: snapshot %s is not a snapshot directory on this host (a URL is not supported yet): copy it here first", o.Snapshot)
+	}
 	snap, err := snapshot.Open(ctx, o.Snapshot, snapshot.OpenOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("drill: snapshot %s: %w", o.Snapshot, err)
