@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -32,6 +33,10 @@ type Options struct {
 	Check    string // "fs": fsck every file system of the restored disk
 	Timeout  time.Duration
 	Keep     string // directory kept with the console log and the disk image; "" = temporary
+	// Expect, when set, boots the restored disk (OVMF when its layout has
+	// an EFI system partition, else SeaBIOS) and waits until its serial
+	// console matches, within Timeout.
+	Expect *regexp.Regexp
 }
 
 // Phase is one step of the drill and how long it took.
@@ -65,8 +70,11 @@ after = "poweroff"
 // Run performs the drill. The returned Result says which phase failed and
 // why; err is set only when the drill itself could not be run.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if o.Check != "fs" {
+	if o.Check != "fs" && o.Check != "" {
 		return nil, fmt.Errorf("drill: --check %q is not supported: only \"fs\" is implemented", o.Check)
+	}
+	if o.Check == "" && o.Expect == nil {
+		return nil, fmt.Errorf("drill: nothing to check: give --check fs or --expect REGEX")
 	}
 	if o.Timeout <= 0 {
 		return nil, fmt.Errorf("drill: timeout %s: give a positive --timeout", o.Timeout)
@@ -142,9 +150,46 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		return fmt.Sprintf("%d bytes restored", r.BytesWritten+r.BytesZeroed), nil
 	})
-	ok = ok && phase("check fs", func() (string, error) { return CheckFS(disk, m) })
+	if o.Check == "fs" {
+		ok = ok && phase("check fs", func() (string, error) { return CheckFS(disk, m) })
+	}
+	if o.Expect != nil {
+		ok = ok && phase("boot", func() (string, error) {
+			v := &vm.VM{Drives: []vm.Drive{{Path: disk, Boot: true}}, StopMatch: o.Expect,
+				Timeout: o.Timeout, LogPath: filepath.Join(dir, "boot-console.log")}
+			fw := "SeaBIOS"
+			if hasESP(m) {
+				vars, err := vm.OVMFVars(dir)
+				if err != nil {
+					return "", err
+				}
+				v.UEFIVars, fw = vars, "OVMF"
+			}
+			out, err := v.Run(ctx)
+			if o.Expect.MatchString(out) {
+				return fw + ": console matched " + o.Expect.String(), nil
+			}
+			if err != nil {
+				return "", fmt.Errorf("the restored disk (%s) did not print %q: %w (console: %s)", fw, o.Expect.String(), err, v.LogPath)
+			}
+			return "", fmt.Errorf("the restored machine (%s) stopped without printing %q (console: %s)", fw, o.Expect.String(), v.LogPath)
+		})
+	}
 	res.OK = ok
 	return res, nil
+}
+
+// hasESP reports whether the layout has an EFI system partition.
+func hasESP(m *snapshot.Manifest) bool {
+	if m.Layout == nil {
+		return false
+	}
+	for _, p := range m.Layout.Partitions {
+		if strings.EqualFold(p.Type, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B") || p.Type == "0xef" {
+			return true
+		}
+	}
+	return false
 }
 
 func snapDirSize(dir string) int64 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/rewind-bmr/rewind/drill"
@@ -14,26 +15,39 @@ import (
 
 func newDrillCmd() *cobra.Command {
 	var (
-		kernel, check, keep, base string
-		timeout                   time.Duration
-		jsonOut                   bool
+		kernel, check, keep, base, expect string
+		timeout                           time.Duration
+		jsonOut                           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "drill SNAPSHOT --check fs [--kernel VMLINUZ] [--timeout 15m] [--keep DIR] [--json]",
+		Use:   "drill SNAPSHOT [--check fs] [--expect REGEX] [--kernel VMLINUZ] [--timeout 15m] [--keep DIR] [--json]",
 		Short: "Restore a snapshot in a QEMU virtual machine with the real rescue flow and check the result",
 		Long: `Drill the recovery of SNAPSHOT (a snapshot directory): build the rescue
 initramfs and a stick holding the snapshot with an unattended plan, boot the
 rescue flow in QEMU (TCG, no network) against a blank disk of the snapshot's
 size, then check every ext2/3/4 and FAT file system of the restored disk with
-its own fsck (--check fs). Each phase is reported with its time; the exit
+its own fsck (--check fs), and/or boot the restored disk with the firmware its
+layout needs (OVMF when it has an EFI system partition, else SeaBIOS) and wait
+for --expect REGEX on its serial console (--timeout applies to each VM). Each phase is reported with its time; the exit
 status is 0 only when every phase passed. With --keep DIR the console log and
 the restored disk image stay in DIR.
 
-Not done yet: booting the restored disk (--expect), --accel, several disks.`,
+Not done yet: --accel (always TCG), several disks, HTTP serving, --plan,
+--expect on a TCP port.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if check != "fs" {
-				return usageError{fmt.Errorf("--check fs is required: booting the restored disk is not implemented yet")}
+			if check != "" && check != "fs" {
+				return usageError{fmt.Errorf("--check %q: only --check fs is supported", check)}
+			}
+			if check == "" && expect == "" {
+				return usageError{fmt.Errorf("nothing to check: give --check fs, --expect REGEX, or both")}
+			}
+			var re *regexp.Regexp
+			if expect != "" {
+				var err error
+				if re, err = regexp.Compile(expect); err != nil {
+					return usageError{fmt.Errorf("--expect %q: %w", expect, err)}
+				}
 			}
 			if kernel == "" {
 				ks, _ := filepath.Glob("/boot/vmlinuz-*")
@@ -51,7 +65,7 @@ Not done yet: booting the restored disk (--expect), --accel, several disks.`,
 				return err
 			}
 			res, err := drill.Run(cmd.Context(), drill.Options{Snapshot: a[0], Kernel: kernel, Base: baseData,
-				Modules: mods, Check: check, Timeout: timeout, Keep: keep})
+				Modules: mods, Check: check, Expect: re, Timeout: timeout, Keep: keep})
 			if err != nil {
 				return err
 			}
@@ -83,6 +97,7 @@ Not done yet: booting the restored disk (--expect), --accel, several disks.`,
 	f := cmd.Flags()
 	f.StringVar(&kernel, "kernel", "", "the rescue kernel (default: the newest /boot/vmlinuz-*)")
 	f.StringVar(&check, "check", "", "what to check after the restore: fs (fsck every file system of the restored disk)")
+	f.StringVar(&expect, "expect", "", "boot the restored disk (OVMF with an EFI system partition, else SeaBIOS) and wait for this regular expression on its serial console, e.g. 'login: '")
 	f.StringVar(&keep, "keep", "", "keep the console log and the restored disk image in this directory")
 	f.StringVar(&base, "base", "", "the base rescue initramfs (default: built into this binary)")
 	f.DurationVar(&timeout, "timeout", 15*time.Minute, "how long the rescue VM may run")

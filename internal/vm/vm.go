@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -61,11 +62,14 @@ type VM struct {
 	// StopWhen, when set, stops QEMU once the console shows it; Run then
 	// returns the console without an error.
 	StopWhen string
-	Keys     []Key
-	MemoryMB int
-	Timeout  time.Duration
-	LogPath  string    // the serial console is copied here
-	Echo     io.Writer // and here, live (the demo), if set
+	// StopMatch, when set, stops QEMU once the console matches it, as
+	// StopWhen does; Matched then reports true.
+	StopMatch *regexp.Regexp
+	Keys      []Key
+	MemoryMB  int
+	Timeout   time.Duration
+	LogPath   string    // the serial console is copied here
+	Echo      io.Writer // and here, live (the demo), if set
 
 	// DefaultCPU boots QEMU's default CPU model instead of -cpu max: no
 	// RDRAND, so without an RNG device the guest kernel's random pool
@@ -295,9 +299,15 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 		}
 	}()
 	var stopped atomic.Bool
-	if v.StopWhen != "" {
+	if v.StopWhen != "" || v.StopMatch != nil {
+		done := func() bool {
+			if v.StopMatch != nil {
+				return v.StopMatch.MatchString(out.String())
+			}
+			return strings.Contains(out.String(), v.StopWhen)
+		}
 		go func() {
-			for !strings.Contains(out.String(), v.StopWhen) {
+			for !done() {
 				if ctx.Err() != nil {
 					return
 				}
