@@ -74,6 +74,10 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{[]string{"verify", filepath.Join(dir, "nothing")}, 1, "not a Rewind snapshot"},
 		{[]string{"capture", filepath.Join(dir, "missing.img"), "-o", filepath.Join(dir, "s")}, 1, "no such file"},
 		{[]string{"restore", "--progress", "fancy", filepath.Join(dir, "nothing"), filepath.Join(dir, "t")}, 1, "not a Rewind snapshot"},
+		{[]string{"drill", filepath.Join(dir, "nothing")}, 2, "nothing to check"},
+		{[]string{"drill", "--check", "boot", filepath.Join(dir, "nothing")}, 2, "only --check fs"},
+		{[]string{"drill", "--expect", "log(in", filepath.Join(dir, "nothing")}, 2, "--expect"},
+		{[]string{"drill", "--check", "fs"}, 2, "accepts 1 arg"},
 		{[]string{"--help"}, 0, "Exit status: 0 success, 1 failure, 2 usage error"},
 	}
 	for _, tt := range tests {

@@ -74,6 +74,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newDisksCmd(),
 		newMediaCmd(),
 		newUSBCmd(a),
+		newDrillCmd(),
 	)
 	return root
 }
