@@ -49,12 +49,11 @@ func runFleet(size int64, runs int, dir, rewind string) error {
 	want := bytes.Fields(w)[0]
 
 	port := freePort()
-	srv := exec.Command(rewind, "serve", srvDir, "--listen", "127.0.0.1:"+port)
-	if err := srv.Start(); err != nil {
+	srv, err := startServer("127.0.0.1:"+port, nil, rewind, "serve", srvDir, "--listen", "127.0.0.1:"+port)
+	if err != nil {
 		return err
 	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	defer srv.stop()
 
 	q := shellQuote
 	target := func(i int) string { return filepath.Join(dir, fmt.Sprintf("target%d.img", i)) }
@@ -91,7 +90,7 @@ func runFleet(size int64, runs int, dir, rewind string) error {
 				os.Remove(target(i))
 			}
 			dropCaches()
-			cpu0 := procCPU(srv.Process.Pid)
+			cpu0 := procCPU(srv.cmd.Process.Pid)
 			start := time.Now()
 			errs := make([]error, r.n)
 			var wg sync.WaitGroup
@@ -104,7 +103,7 @@ func runFleet(size int64, runs int, dir, rewind string) error {
 			}
 			wg.Wait()
 			wall := time.Since(start).Seconds()
-			cpu := procCPU(srv.Process.Pid) - cpu0
+			cpu := procCPU(srv.cmd.Process.Pid) - cpu0
 			for i := range r.n {
 				if errs[i] == nil {
 					sum, err := exec.Command("sha256sum", target(i)).Output()
@@ -119,7 +118,7 @@ func runFleet(size int64, runs int, dir, rewind string) error {
 				}
 			}
 			walls, cpus = append(walls, wall), append(cpus, cpu)
-			rss = max(rss, procPeakRSS(srv.Process.Pid))
+			rss = max(rss, srv.peakKiB())
 			fmt.Fprintf(os.Stderr, "bench: %-40s run %d: %.2fs, server CPU %.2fs\n", r.name, run+1, wall, cpu)
 		}
 		results[k].wall, results[k].cpu, results[k].rss = medianOf(walls), medianOf(cpus), rss
@@ -168,19 +167,4 @@ func procCPU(pid int) float64 {
 	ut, _ := strconv.ParseFloat(fields[11], 64)
 	st, _ := strconv.ParseFloat(fields[12], 64)
 	return (ut + st) / 100 // USER_HZ
-}
-
-// procPeakRSS is a process's peak resident set in KiB (VmHWM).
-func procPeakRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
