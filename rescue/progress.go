@@ -2,6 +2,7 @@ package rescue
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -35,11 +36,17 @@ func (r *Rescue) progress(show func(restore.Progress)) func(restore.Progress) {
 		update := r.report.progressCopy(p.Done, p.Total) // a copy: the flow goes on filling in the original
 		go func() {
 			defer busy.Store(false)
-			ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
-			defer cancel()
-			PostReport(ctx, r.client, url, token, update)
+			postUpdate(r.client, url, token, update)
 		}()
 	}
+}
+
+// postUpdate sends a running report, giving up after progressEvery: a slow
+// or absent server only loses the update.
+func postUpdate(client *http.Client, url, token string, update *Report) {
+	ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
+	defer cancel()
+	PostReport(ctx, client, url, token, update)
 }
 
 // setPhase records what the run does now and, with a report URL in the
@@ -54,9 +61,5 @@ func (r *Rescue) setPhase(phase string) {
 	}
 	url, token := r.settings.ReportURL, r.settings.ReportToken
 	update := r.report.progressCopy(0, 0) // no disk runs between phases
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), progressEvery)
-		defer cancel()
-		PostReport(ctx, r.client, url, token, update)
-	}()
+	go postUpdate(r.client, url, token, update)
 }
