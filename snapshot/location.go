@@ -11,8 +11,9 @@ import (
 var ErrScheme = errors.New("not a scheme Rewind handles")
 
 // CheckLocation refuses a snapshot location that starts with a URL scheme
-// other than http:// or https://, so that "s3://lab/pc1" or "s3:lab/pc1"
-// is never taken for a local directory named "s3:". A directory whose name
+// other than http://, https:// or s3:// (an s3:// location must parse, see
+// ParseS3Location), so that "s3:lab/pc1" or "ftp://lab/pc1" is never
+// taken for a local directory named "s3:lab" or "ftp:". A directory whose name
 // starts with something like a scheme is written with ./ before it.
 func CheckLocation(loc string) error {
 	scheme, ok := locationScheme(loc)
@@ -20,6 +21,11 @@ func CheckLocation(loc string) error {
 		return nil
 	}
 	switch strings.ToLower(scheme) {
+	case "s3":
+		if _, err := ParseS3Location(loc); err != nil {
+			return fmt.Errorf("location %q: %w", loc, err)
+		}
+		return nil
 	case "http", "https":
 		if !strings.HasPrefix(strings.ToLower(loc), strings.ToLower(scheme)+"://") {
 			return fmt.Errorf("location %q: %s: without // is %w: write %s://HOST/PATH", loc, scheme, ErrScheme, strings.ToLower(scheme))
@@ -30,7 +36,7 @@ func CheckLocation(loc string) error {
 	if !strings.Contains(loc, "://") {
 		hint = "; for a local directory of that name write ./" + loc
 	}
-	return fmt.Errorf("location %q: %s: is %w (Rewind reads and writes a directory or an http(s):// URL; s3:// is not supported yet)%s", loc, scheme, ErrScheme, hint)
+	return fmt.Errorf("location %q: %s: is %w (Rewind reads and writes a directory, an http(s):// URL or s3://BUCKET/PREFIX/NAME)%s", loc, scheme, ErrScheme, hint)
 }
 
 // locationScheme returns the scheme of loc when it starts with one (RFC

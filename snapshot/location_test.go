@@ -19,7 +19,13 @@ func TestCheckLocation(t *testing.T) {
 		{"dir/with:colon", true},
 		{"http://lab:8080/snapshots/pc1", true},
 		{"HTTPS://lab/snapshots/pc1", true},
-		{"s3://lab/pc1", false},
+		{"s3://lab/pc1", true},
+		{"s3://lab-1/rooms/a/pc1", true},
+		{"s3://lab/", false},
+		{"s3://Lab/pc1", false},
+		{"s3://lab/../pc1", false},
+		{"s3://lab/a//b", false},
+		{"s3://lab/pc 1", false},
 		{"s3:lab/pc1", false},
 		{"S3://lab/pc1", false},
 		{"ftp://lab/pc1", false},
@@ -32,7 +38,7 @@ func TestCheckLocation(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("CheckLocation(%q) = %v, want ok %v", tt.loc, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, ErrScheme) {
+		if err != nil && !errors.Is(err, ErrScheme) && !errors.Is(err, ErrS3Location) {
 			t.Errorf("CheckLocation(%q) = %v, want it to wrap ErrScheme", tt.loc, err)
 		}
 	}
@@ -46,10 +52,10 @@ func TestOpenRefusesUnknownScheme(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "s3:lab", "pc1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, loc := range []string{"s3://lab/pc1", "s3:lab/pc1"} {
+	for _, loc := range []string{"ftp://lab/pc1", "s3:lab/pc1"} {
 		_, err := Open(context.Background(), loc, OpenOptions{})
-		if !errors.Is(err, ErrScheme) {
-			t.Errorf("Open(%q) = %v, want an error wrapping ErrScheme", loc, err)
+		if !errors.Is(err, ErrScheme) && !errors.Is(err, ErrS3Location) {
+			t.Errorf("Open(%q) = %v, want an error wrapping ErrScheme or ErrS3Location", loc, err)
 		}
 	}
 }

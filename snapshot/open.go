@@ -27,6 +27,9 @@ type OpenOptions struct {
 	// (dropped connections, a server restarting, a switch rebooting)
 	// before it gives up; 0 means DefaultRetryFor.
 	RetryFor time.Duration
+	// S3 says how to reach s3:// locations (endpoint, region,
+	// credential); nil means AWS with no credential.
+	S3 *S3Options
 	// Log receives retry notices from HTTP sources; may be nil.
 	Log func(msg string, args ...any)
 }
@@ -42,7 +45,8 @@ type Snapshot struct {
 	src      Source
 }
 
-// Open opens the snapshot at location: a directory or an http(s) URL (any
+// Open opens the snapshot at location: a directory, an http(s) URL or an
+// s3://BUCKET/PREFIX/NAME location (any
 // other scheme is refused, see CheckLocation). It
 // reads and validates the manifest, checks the signature when opts.Trust is
 // set, and checks that every segment is present with the recorded size, so
@@ -52,7 +56,17 @@ func Open(ctx context.Context, location string, opts OpenOptions) (*Snapshot, er
 		return nil, err
 	}
 	var src Source
-	if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
+	if IsS3(location) {
+		var o S3Options
+		if opts.S3 != nil {
+			o = *opts.S3
+		}
+		s3, err := NewS3Source(location, o, opts.HTTPClient, opts.RetryFor, opts.Log)
+		if err != nil {
+			return nil, err
+		}
+		src = s3
+	} else if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
 		src = NewHTTPSource(location, opts.HTTPClient, opts.RetryFor, opts.Log)
 	} else {
 		if filepath.Base(location) == ManifestName {

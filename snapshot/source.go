@@ -155,6 +155,8 @@ type HTTPSource struct {
 	stall    time.Duration
 	log      func(msg string, args ...any)
 
+	s3    *s3Signer // signs every request of an s3:// source; nil for http(s)
+
 	mu    sync.Mutex
 	files map[string]validator // by file name, from its first response
 }
@@ -446,6 +448,9 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	if h.s3 != nil {
+		req = h.s3.sign(req)
+	}
 	resp, err = h.client.Do(req)
 	if err != nil {
 		done()
@@ -457,6 +462,12 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		done()
 		return nil, nil, nil, fmt.Errorf("%w: the server sent %s with Content-Encoding %s, not the stored bytes; turn off compression for the snapshot files on the server", ErrContentEncoding, name, enc)
+	}
+	if h.s3 != nil && resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
+		if err := h.s3.explain(method, name, resp); err != nil {
+			done()
+			return nil, nil, nil, err
+		}
 	}
 	watchdog.Reset(h.stall)
 	return resp, &stallReader{r: resp.Body, watchdog: watchdog, after: h.stall}, done, nil
@@ -557,7 +568,12 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 		end := off + int64(len(p)) - 1
 		header := http.Header{"Range": {"bytes=" + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10)}}
 		first, known := h.known(name)
-		if known && first.ifRange() != "" {
+		switch {
+		case known && h.s3 != nil && first.etag != "":
+			// Object stores answer If-Match (412 when the object was
+			// replaced); not all of them know If-Range.
+			header.Set("If-Match", first.etag)
+		case known && first.ifRange() != "":
 			header.Set("If-Range", first.ifRange())
 		}
 		resp, body, done, err := h.do(ctx, http.MethodGet, name, header)
@@ -612,6 +628,10 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		again, err = attempt()
 		if ce := CertError(err); ce != nil {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, ce)
+		}
+		var refused *S3Error
+		if errors.As(err, &refused) {
+			return err // names the request and the location already
 		}
 		if errors.Is(err, ErrInsecureRedirect) || errors.Is(err, ErrContentEncoding) {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, err)

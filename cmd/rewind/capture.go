@@ -82,8 +82,24 @@ file-system snapshot of the volume; a disk this system does not let you read
 			if out == "" {
 				return usageError{errors.New("capture: the output directory is required: -o DIR (or -o http(s)://HOST/NAME to upload)")}
 			}
-			up, err := newUploadClient(a, out, tokenFile, overwrite, ca)
-			if err != nil {
+			var (
+				up  *upload.Client
+				s3o *snapshot.S3Options
+				err error
+			)
+			if snapshot.IsS3(out) {
+				if err := snapshot.CheckLocation(out); err != nil {
+					return usageError{fmt.Errorf("capture -o: %w", err)}
+				}
+				if tokenFile != "" || overwrite {
+					return usageError{fmt.Errorf("capture -o %s: --upload-token and --overwrite are for rewind serve (-o http(s)://HOST/NAME); an s3:// capture is signed with the S3 credential, and its NAME must not hold a snapshot yet", out)}
+				}
+				o, err := a.s3.options()
+				if err != nil {
+					return err
+				}
+				s3o = &o
+			} else if up, err = newUploadClient(a, out, tokenFile, overwrite, ca); err != nil {
 				return err
 			}
 			src := argv[0]
@@ -129,6 +145,9 @@ file-system snapshot of the volume; a disk this system does not let you read
 			opts.Progress = func(done, total int64) {
 				pp.Update(restore.Progress{Done: done, Total: total, Elapsed: time.Since(start), Final: done == total})
 			}
+			if s3o != nil {
+				return captureToS3(cmd, a, f, src, out, *s3o, ca, opts, start)
+			}
 			if up != nil {
 				m, err := snapshot.CaptureTo(cmd.Context(), f, up, opts)
 				if err != nil {
@@ -146,7 +165,7 @@ file-system snapshot of the volume; a disk this system does not let you read
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "snapshot directory to create (must be new or empty), or http(s)://HOST/NAME on rewind serve to upload to")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "snapshot directory to create (must be new or empty), http(s)://HOST/NAME on rewind serve to upload to, or s3://BUCKET/PREFIX/NAME (see --s3-endpoint)")
 	cmd.Flags().StringVar(&tokenFile, "upload-token", "", "file holding the lab's upload token (the one rewind serve --upload-token reads); needed with -o http(s)://")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "upload: add a new generation when NAME exists on the server (without it, an existing NAME is refused)")
 	cmd.Flags().StringArrayVar(&ca, "ca", nil, "upload to https://: PEM file of a certificate authority to trust besides the system's, such as a lab's own CA (repeatable)")
@@ -158,6 +177,46 @@ file-system snapshot of the volume; a disk this system does not let you read
 	cmd.Flags().BoolVar(&raw, "raw", false, "capture every byte of every partition: read no file system's allocation map (also captures a file system that is not clean)")
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto (live on a terminal, else plain), live, plain, json or none")
 	return cmd
+}
+
+// captureToS3 captures f to the s3:// location out. The destination is
+// checked (credential, no snapshot there yet) before the disk is read.
+func captureToS3(cmd *cobra.Command, a *app, f *os.File, src, out string, o snapshot.S3Options, ca []string, opts snapshot.CaptureOptions, start time.Time) error {
+	so := snapshot.S3SinkOptions{SegmentSize: opts.SegmentSize, Log: s3Log(a)}
+	if len(ca) > 0 {
+		pool, err := snapshot.LoadCertPool(ca...)
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		so.Transport = snapshot.NewHTTPClient(pool).Transport
+	}
+	sink, err := snapshot.NewS3Sink(cmd.Context(), out, o, so)
+	if err != nil {
+		return fmt.Errorf("capture %s: %w", src, err)
+	}
+	m, err := snapshot.CaptureTo(cmd.Context(), f, sink, opts)
+	if err != nil {
+		return fmt.Errorf("capture %s: %w; no snapshot was written to %s", src, err, out)
+	}
+	printCaptureSummary(cmd, m, out, time.Since(start))
+	if sink.Resumed > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "  resumed   %s already in the store from an earlier run, %s sent\n", units.Bytes(sink.Resumed), units.Bytes(sink.Sent))
+	}
+	return nil
+}
+
+// s3Log shows retries and resumes without -v, like the upload client.
+func s3Log(a *app) func(string, ...any) {
+	return func(msg string, args ...any) {
+		switch {
+		case strings.HasPrefix(msg, "retrying"), strings.HasPrefix(msg, "the capture did not finish"):
+			a.log.Warn(msg, args...)
+		case strings.HasPrefix(msg, "resuming"):
+			a.log.Info(msg, args...)
+		default:
+			a.log.Debug(msg, args...)
+		}
+	}
 }
 
 // newUploadClient checks the destination flags: nil for a directory, or

@@ -30,7 +30,7 @@ the bytes stored, the free bytes skipped and the compressed size. --json
 prints the same per extent under "extents", with the manifest.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			opts, err := openOptions(a, nil, ca)
+			opts, err := openOptions(a, argv[0], nil, ca)
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,7 @@ func (e usageError) Unwrap() error { return e.err }
 type app struct {
 	log     *slog.Logger
 	verbose bool
+	s3      s3Flags
 }
 
 func main() {
@@ -63,6 +64,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		},
 	}
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "log details such as retried requests")
+	a.s3.register(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newCaptureCmd(a),

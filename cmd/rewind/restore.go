@@ -62,7 +62,7 @@ a terminal you are asked to confirm; elsewhere pass --yes.`,
 			if err != nil {
 				return err
 			}
-			opts, err := openOptions(a, keys, ca)
+			opts, err := openOptions(a, argv[0], keys, ca)
 			if err != nil {
 				return err
 			}
@@ -147,9 +147,10 @@ func loadTrust(files []string) ([]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
-// openOptions returns the options of snapshot.Open for --trust keys and
-// --ca files.
-func openOptions(a *app, keys []ed25519.PublicKey, ca []string) (snapshot.OpenOptions, error) {
+// openOptions returns the options of snapshot.Open for location, --trust
+// keys and --ca files (and, for s3://, the --s3-* flags and the AWS
+// environment).
+func openOptions(a *app, location string, keys []ed25519.PublicKey, ca []string) (snapshot.OpenOptions, error) {
 	o := snapshot.OpenOptions{Trust: keys, Log: a.log.Warn}
 	if len(ca) > 0 {
 		pool, err := snapshot.LoadCertPool(ca...)
@@ -157,6 +158,13 @@ func openOptions(a *app, keys []ed25519.PublicKey, ca []string) (snapshot.OpenOp
 			return o, err
 		}
 		o.HTTPClient = snapshot.NewHTTPClient(pool)
+	}
+	if snapshot.IsS3(location) {
+		s3, err := a.s3.options()
+		if err != nil {
+			return o, err
+		}
+		o.S3 = &s3
 	}
 	return o, nil
 }

@@ -31,7 +31,7 @@ its SHA-256 against the manifest, decompresses it and checks its length; with
 			if err != nil {
 				return err
 			}
-			opts, err := openOptions(a, keys, ca)
+			opts, err := openOptions(a, argv[0], keys, ca)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,414 @@
+package snapshot
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/signer"
+)
+
+// S3Location is a parsed s3://BUCKET/KEY location: the snapshot's files
+// are the objects KEY/manifest.json, KEY/data.000 and so on.
+type S3Location struct {
+	Bucket string
+	Key    string // the snapshot's prefix, without a trailing slash
+}
+
+func (l S3Location) String() string { return "s3://" + l.Bucket + "/" + l.Key }
+
+// ErrS3Location is wrapped by the errors of malformed s3:// locations.
+var ErrS3Location = errors.New("not a valid s3:// location")
+
+// IsS3 reports whether loc is an s3:// location.
+func IsS3(loc string) bool { return strings.HasPrefix(strings.ToLower(loc), "s3://") }
+
+// ParseS3Location parses s3://BUCKET/PREFIX/NAME strictly: a bucket name
+// as S3 allows it (3 to 63 lower-case letters, digits, dots and hyphens),
+// and a key of letters, digits and ._-+=@ in components separated by
+// single slashes, none of them . or .. (the key names files, in object
+// stores that map keys onto paths too).
+func ParseS3Location(loc string) (S3Location, error) {
+	if !strings.HasPrefix(loc, "s3://") {
+		return S3Location{}, fmt.Errorf("%w: %q does not start with s3:// (lower case)", ErrS3Location, loc)
+	}
+	rest := strings.TrimSuffix(loc[len("s3://"):], "/")
+	bucket, key, _ := strings.Cut(rest, "/")
+	if err := checkBucket(bucket); err != nil {
+		return S3Location{}, fmt.Errorf("%w: %q: %v", ErrS3Location, loc, err)
+	}
+	if key == "" {
+		return S3Location{}, fmt.Errorf("%w: %q names a bucket but no snapshot: write s3://%s/PREFIX/NAME", ErrS3Location, loc, bucket)
+	}
+	if len(key) > 900 {
+		return S3Location{}, fmt.Errorf("%w: %q: the key is %d bytes; at most 900", ErrS3Location, loc, len(key))
+	}
+	for _, c := range strings.Split(key, "/") {
+		if c == "" || c == "." || c == ".." {
+			return S3Location{}, fmt.Errorf("%w: %q: the key has an empty, . or .. component", ErrS3Location, loc)
+		}
+		for _, r := range c {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-+=@", r)) {
+				return S3Location{}, fmt.Errorf("%w: %q: the key holds %q; use letters, digits and ._-+=@ between slashes", ErrS3Location, loc, r)
+			}
+		}
+	}
+	return S3Location{Bucket: bucket, Key: key}, nil
+}
+
+func checkBucket(b string) error {
+	if len(b) < 3 || len(b) > 63 {
+		return fmt.Errorf("bucket name %q must be 3 to 63 characters", b)
+	}
+	for i, r := range b {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (r == '-' || r == '.') && i > 0 && i < len(b)-1
+		if !ok {
+			return fmt.Errorf("bucket name %q may hold only lower-case letters, digits, and . or - inside", b)
+		}
+	}
+	if strings.Contains(b, "..") {
+		return fmt.Errorf("bucket name %q holds ..", b)
+	}
+	return nil
+}
+
+// S3Credential is an access key. Source says where it came from, for
+// messages; the secret is never printed (String and Format hide it).
+type S3Credential struct {
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	Source          string // e.g. "AWS_ACCESS_KEY_ID", "profile lab-ro in /root/.aws/credentials"
+}
+
+// String names the key and its source, never the secret.
+func (c S3Credential) String() string {
+	if c.AccessKeyID == "" {
+		return "no credential (anonymous requests)"
+	}
+	return fmt.Sprintf("access key %s from %s", c.AccessKeyID, c.Source)
+}
+
+// GoString hides the secret from %#v too.
+func (c S3Credential) GoString() string { return c.String() }
+
+// S3Options says how to reach s3:// locations.
+type S3Options struct {
+	// Endpoint is the store's URL (http://host:port or https://host);
+	// "" means AWS: https://s3.REGION.amazonaws.com.
+	Endpoint string
+	// Region signs the requests; "" means us-east-1.
+	Region string
+	// PathStyle puts the bucket in the path (http://host/BUCKET/KEY), as
+	// most stores other than AWS want; else it is the host's first label.
+	// Nil: path style for an Endpoint, virtual-host style for AWS.
+	PathStyle *bool
+	// Credential signs the requests; nil means anonymous (a public-read
+	// bucket).
+	Credential *S3Credential
+}
+
+func (o S3Options) region() string {
+	if o.Region == "" {
+		return "us-east-1"
+	}
+	return o.Region
+}
+
+// endpoint returns the endpoint's URL and whether it is path style.
+func (o S3Options) endpoint() (*url.URL, bool, error) {
+	ep := o.Endpoint
+	path := o.PathStyle == nil || *o.PathStyle
+	if ep == "" {
+		ep = "https://s3." + o.region() + ".amazonaws.com"
+		path = o.PathStyle != nil && *o.PathStyle
+	}
+	u, err := url.Parse(ep)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+		return nil, false, fmt.Errorf("S3 endpoint %q: give http(s)://HOST[:PORT] with no path, user or query", o.Endpoint)
+	}
+	u.Path = ""
+	return u, path, nil
+}
+
+// ObjectURL returns the URL of the object KEY/name (name "" gives the
+// snapshot's prefix with a trailing slash).
+func (o S3Options) ObjectURL(l S3Location, name string) (string, error) {
+	u, path, err := o.endpoint()
+	if err != nil {
+		return "", err
+	}
+	key := l.Key + "/" + name
+	if path {
+		u.Path = "/" + l.Bucket + "/" + key
+	} else {
+		u.Host = l.Bucket + "." + u.Host
+		u.Path = "/" + key
+	}
+	return u.String(), nil
+}
+
+// Environment variables of the standard AWS set-up that Rewind reads.
+const (
+	envAccessKey    = "AWS_ACCESS_KEY_ID"
+	envSecretKey    = "AWS_SECRET_ACCESS_KEY"
+	envSessionToken = "AWS_SESSION_TOKEN"
+	envProfile      = "AWS_PROFILE"
+	envCredFile     = "AWS_SHARED_CREDENTIALS_FILE"
+	envRegion       = "AWS_REGION"
+	envDefRegion    = "AWS_DEFAULT_REGION"
+	envEndpointS3   = "AWS_ENDPOINT_URL_S3"
+	envEndpoint     = "AWS_ENDPOINT_URL"
+)
+
+// S3OptionsFromEnv builds the options of a host from the standard AWS
+// environment: the key in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and
+// AWS_SESSION_TOKEN), else the profile AWS_PROFILE (default "default") of
+// the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default
+// ~/.aws/credentials), else none; the region from AWS_REGION or
+// AWS_DEFAULT_REGION; the endpoint from AWS_ENDPOINT_URL_S3 or
+// AWS_ENDPOINT_URL. The flags given (non-empty) win over the environment.
+// Only static keys are read: credential_process and SSO entries are not
+// run.
+func S3OptionsFromEnv(getenv func(string) string, endpoint, region, profile string) (S3Options, error) {
+	o := S3Options{Endpoint: endpoint, Region: region}
+	if o.Endpoint == "" {
+		o.Endpoint = firstNonEmpty(getenv(envEndpointS3), getenv(envEndpoint))
+	}
+	if o.Region == "" {
+		o.Region = firstNonEmpty(getenv(envRegion), getenv(envDefRegion))
+	}
+	if _, _, err := o.endpoint(); err != nil {
+		return o, err
+	}
+	id, secret := getenv(envAccessKey), getenv(envSecretKey)
+	switch {
+	case profile == "" && (id != "" || secret != ""):
+		if id == "" || secret == "" {
+			return o, fmt.Errorf("S3 credential: %s and %s must be set together (one is empty)", envAccessKey, envSecretKey)
+		}
+		o.Credential = &S3Credential{AccessKeyID: id, SecretAccessKey: secret, SessionToken: getenv(envSessionToken), Source: "the environment (" + envAccessKey + ")"}
+		return o, nil
+	}
+	file := getenv(envCredFile)
+	if file == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return o, nil
+		}
+		file = filepath.Join(home, ".aws", "credentials")
+	}
+	named := profile != "" || getenv(envProfile) != ""
+	if profile == "" {
+		profile = firstNonEmpty(getenv(envProfile), "default")
+	}
+	c, err := LoadS3Credential(file, profile)
+	if errors.Is(err, os.ErrNotExist) && !named {
+		return o, nil // no credential at all: anonymous
+	}
+	if err != nil {
+		return o, err
+	}
+	o.Credential = c
+	return o, nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// LoadS3Credential reads profile from an AWS shared credentials file
+// (INI: [profile] then aws_access_key_id, aws_secret_access_key and
+// optionally aws_session_token). A missing profile or key is an error
+// that names the file and the profile, never a secret.
+func LoadS3Credential(file, profile string) (*S3Credential, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("S3 credential %q: %w", profile, err)
+	}
+	defer f.Close()
+	c := &S3Credential{Source: fmt.Sprintf("profile %s in %s", profile, file)}
+	sc := bufio.NewScanner(io.LimitReader(f, 1<<20))
+	found, in := false, false
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		if strings.HasPrefix(line, "[") {
+			if !strings.HasSuffix(line, "]") {
+				return nil, fmt.Errorf("%s line %d: a section header without ]", file, n)
+			}
+			name := strings.TrimSpace(line[1 : len(line)-1])
+			name = strings.TrimPrefix(name, "profile ")
+			in = name == profile
+			found = found || in
+			continue
+		}
+		if !in {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s line %d: want key = value", file, n)
+		}
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "aws_access_key_id":
+			c.AccessKeyID = strings.TrimSpace(v)
+		case "aws_secret_access_key":
+			c.SecretAccessKey = strings.TrimSpace(v)
+		case "aws_session_token":
+			c.SessionToken = strings.TrimSpace(v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("S3 credential: %s has no profile [%s]", file, profile)
+	}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+		return nil, fmt.Errorf("S3 credential: profile [%s] in %s lacks aws_access_key_id or aws_secret_access_key (only static keys are read)", profile, file)
+	}
+	return c, nil
+}
+
+// emptySHA256 is the SHA-256 of no bytes: the payload hash of a GET or HEAD.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// NewS3Source returns a Source for the snapshot at the s3:// location
+// loc: an HTTPSource whose every request (each retry too) is signed with
+// AWS Signature V4, so that ranged reads resume, retry and detect stalls
+// exactly as over http(s). A refusal by the store (a wrong key or
+// secret, missing rights, no such bucket, a clock too far off) is
+// reported at once with the store's reason, the bucket and the key ID,
+// and never retried.
+func NewS3Source(loc string, o S3Options, client *http.Client, retryFor time.Duration, log func(string, ...any)) (*HTTPSource, error) {
+	l, err := ParseS3Location(loc)
+	if err != nil {
+		return nil, err
+	}
+	base, err := o.ObjectURL(l, "")
+	if err != nil {
+		return nil, err
+	}
+	h := NewHTTPSource(base, client, retryFor, log)
+	h.raw = l.String()
+	h.s3 = &s3Signer{loc: l, opts: o}
+	return h, nil
+}
+
+// s3Signer signs an HTTPSource's requests and explains the store's errors.
+type s3Signer struct {
+	loc  S3Location
+	opts S3Options
+}
+
+func (s *s3Signer) sign(req *http.Request) *http.Request {
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	c := s.opts.Credential
+	if c == nil {
+		return req
+	}
+	return signer.SignV4(*req, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, s.opts.region())
+}
+
+// S3Error is a refusal by an object store, with the code and message of
+// its XML error body.
+type S3Error struct {
+	Status  int
+	Code    string // e.g. SignatureDoesNotMatch, AccessDenied, NoSuchBucket
+	Message string
+	What    string // the request: "GET s3://b/k/manifest.json"
+	Advice  string
+}
+
+func (e *S3Error) Error() string {
+	s := fmt.Sprintf("%s: the store answered %d %s", e.What, e.Status, e.Code)
+	if e.Message != "" {
+		s += " (" + e.Message + ")"
+	}
+	if e.Advice != "" {
+		s += ": " + e.Advice
+	}
+	return s
+}
+
+// explain reads the error body of resp (at most 64 KiB) and returns the
+// S3Error for it, or nil for a 404 NoSuchKey (the object is absent) and
+// for statuses worth retrying (5xx, 429), which the caller handles.
+func (s *s3Signer) explain(method, name string, resp *http.Response) error {
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+		return nil
+	}
+	var body struct {
+		Code    string `xml:"Code"`
+		Message string `xml:"Message"`
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	_ = xml.NewDecoder(bytes.NewReader(data)).Decode(&body)
+	if resp.StatusCode == http.StatusNotFound && (body.Code == "NoSuchKey" || body.Code == "" && method == http.MethodHead) {
+		return nil
+	}
+	return s.refusal(method, name, resp.StatusCode, body.Code, body.Message, resp.Header.Get("Date"))
+}
+
+// refusal builds the S3Error for a store's answer, with advice for the
+// codes a lab meets (never a secret).
+func (s *s3Signer) refusal(method, name string, status int, code, message, date string) *S3Error {
+	if len(message) > 300 {
+		message = message[:300] + "..."
+	}
+	e := &S3Error{Status: status, Code: code, Message: message, What: method + " " + s.loc.String() + "/" + name}
+	if e.Code == "" {
+		e.Code = http.StatusText(status)
+	}
+	cred := s.opts.Credential.describe()
+	verb := "read"
+	if method == http.MethodPut || method == http.MethodPost {
+		verb = "write"
+	}
+	switch {
+	case code == "SignatureDoesNotMatch":
+		e.Advice = "the secret key does not belong to " + cred + "; fix the secret (it is never printed)"
+	case code == "InvalidAccessKeyId":
+		e.Advice = "the store does not know " + cred + "; check the key ID and the endpoint"
+	case code == "RequestTimeTooSkewed":
+		e.Advice = fmt.Sprintf("this machine's clock (%s) is too far from the store's (%s): set the clock (signatures are valid for 15 minutes)", time.Now().UTC().Format(time.RFC3339), date)
+	case code == "NoSuchBucket":
+		e.Advice = fmt.Sprintf("there is no bucket %s on %s; check the bucket name and the endpoint", s.loc.Bucket, s.endpointName())
+	case status == http.StatusMovedPermanently || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed":
+		e.Advice = "the bucket is in another region, or the endpoint is wrong: give the bucket's region (--s3-region, AWS_REGION) and endpoint"
+	case status == http.StatusForbidden:
+		e.Advice = fmt.Sprintf("%s may not %s objects under %s; give it the rights (s3:GetObject to read; s3:PutObject, s3:ListBucketMultipartUploads to capture)", cred, verb, s.loc)
+	}
+	return e
+}
+
+func (c *S3Credential) describe() string {
+	if c == nil {
+		return "an anonymous request (no credential)"
+	}
+	return c.String()
+}
+
+func (s *s3Signer) endpointName() string {
+	if u, _, err := s.opts.endpoint(); err == nil {
+		return u.Host
+	}
+	return s.opts.Endpoint
+}

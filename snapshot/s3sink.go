@@ -1,0 +1,386 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3PartSize is the size of the parts a segment is uploaded in (the last
+// part of a segment is shorter). Larger segments get larger parts, so that
+// a segment never needs more than the 10,000 parts S3 allows.
+const S3PartSize = 16 << 20
+
+// ErrS3Exists is wrapped by the error of a capture to an s3:// location
+// that already holds a snapshot.
+var ErrS3Exists = errors.New("a snapshot exists there")
+
+// S3Sink writes a capture to s3://BUCKET/PREFIX/NAME. Every segment is a
+// multipart upload, sent part by part while the disk is read, and left
+// open (no object is visible) until Commit completes every segment and
+// then writes the signature and, last, manifest.json: a capture cut off
+// at any point leaves no snapshot. Its open uploads stay, so that running
+// the same capture again resumes: a part the store already holds with
+// the same number, size and MD5 is not sent again. (A bucket lifecycle
+// rule, AbortIncompleteMultipartUpload, removes open uploads nobody
+// resumes.)
+type S3Sink struct {
+	t        *s3Signer
+	core     *minio.Core
+	partSize int64
+	retryFor time.Duration
+	log      func(msg string, args ...any)
+
+	open map[string]openUpload // key -> the newest open upload found at the start
+	segs []*s3Segment
+	cur  *s3Segment
+	buf  []byte
+
+	// Resumed and Sent count the bytes of parts found already stored and
+	// of parts sent.
+	Resumed, Sent int64
+}
+
+type openUpload struct {
+	id        string
+	initiated time.Time
+}
+
+type s3Segment struct {
+	key, uploadID string
+	stored        map[int]minio.ObjectPart // parts the store already holds (a resumed upload)
+	parts         []minio.CompletePart
+	size          int64
+}
+
+// S3SinkOptions tunes an S3Sink.
+type S3SinkOptions struct {
+	// Transport carries the requests (a lab CA's pool, say); nil: the
+	// transport of NewHTTPClient(nil).
+	Transport http.RoundTripper
+	// SegmentSize is the capture's segment size, which sets the part
+	// size (0: DefaultSegmentSize).
+	SegmentSize int64
+	// RetryFor bounds how long a part keeps being retried after failures
+	// (0: DefaultRetryFor).
+	RetryFor time.Duration
+	// Log receives resume and retry notices; may be nil.
+	Log func(msg string, args ...any)
+}
+
+// NewS3Sink checks the destination before the disk is read: the location
+// parses, the credential is accepted, and no snapshot is there yet
+// (ErrS3Exists). It finds the open uploads of an earlier capture to the
+// same location, to resume them.
+func NewS3Sink(ctx context.Context, loc string, o S3Options, so S3SinkOptions) (*S3Sink, error) {
+	l, err := ParseS3Location(loc)
+	if err != nil {
+		return nil, err
+	}
+	ep, pathStyle, err := o.endpoint()
+	if err != nil {
+		return nil, err
+	}
+	tr := so.Transport
+	if tr == nil {
+		tr = NewHTTPClient(nil).Transport
+	}
+	mo := &minio.Options{Secure: ep.Scheme == "https", Transport: tr, Region: o.region(), BucketLookup: minio.BucketLookupDNS}
+	if pathStyle {
+		mo.BucketLookup = minio.BucketLookupPath
+	}
+	if c := o.Credential; c != nil {
+		mo.Creds = credentials.NewStaticV4(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
+	} else {
+		mo.Creds = credentials.NewStatic("", "", "", credentials.SignatureAnonymous)
+	}
+	core, err := minio.NewCore(ep.Host, mo)
+	if err != nil {
+		return nil, fmt.Errorf("S3 endpoint %s: %w", ep.Host, err)
+	}
+	seg := so.SegmentSize
+	if seg <= 0 {
+		seg = DefaultSegmentSize
+	}
+	part := int64(S3PartSize)
+	if need := (seg + 9999) / 10000; need > part {
+		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	s := &S3Sink{t: &s3Signer{loc: l, opts: o}, core: core, partSize: part, retryFor: so.RetryFor, log: so.Log, open: map[string]openUpload{}}
+	if s.retryFor <= 0 {
+		s.retryFor = DefaultRetryFor
+	}
+	if s.log == nil {
+		s.log = func(string, ...any) {}
+	}
+	if _, err := core.StatObject(ctx, l.Bucket, l.Key+"/"+ManifestName, minio.StatObjectOptions{}); err == nil {
+		return nil, fmt.Errorf("%s: %w (it has a %s); capture under another name, or delete that snapshot first", l, ErrS3Exists, ManifestName)
+	} else if r := minio.ToErrorResponse(err); r.Code != "NoSuchKey" && !(r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket") {
+		return nil, s.refused(http.MethodHead, ManifestName, err)
+	}
+	if err := s.findOpen(ctx); err != nil {
+		s.log("cannot list open uploads: the capture starts afresh", "location", l.String(), "err", err)
+	}
+	return s, nil
+}
+
+// String names the destination.
+func (s *S3Sink) String() string { return s.t.loc.String() }
+
+// refused turns a minio error into the S3Error of s3Signer.refusal (or
+// wraps a transport error).
+func (s *S3Sink) refused(method, name string, err error) error {
+	r := minio.ToErrorResponse(err)
+	if r.StatusCode == 0 {
+		return fmt.Errorf("%s %s/%s: %w", method, s.t.loc, name, err)
+	}
+	return s.t.refusal(method, name, r.StatusCode, r.Code, r.Message, "")
+}
+
+// findOpen lists the open multipart uploads under the snapshot's prefix.
+func (s *S3Sink) findOpen(ctx context.Context) error {
+	prefix := s.t.loc.Key + "/"
+	keyMarker, idMarker := "", ""
+	for range 1000 {
+		res, err := s.core.ListMultipartUploads(ctx, s.t.loc.Bucket, prefix, keyMarker, idMarker, "", 1000)
+		if err != nil {
+			return err
+		}
+		for _, u := range res.Uploads {
+			if cur, ok := s.open[u.Key]; !ok || u.Initiated.After(cur.initiated) {
+				s.open[u.Key] = openUpload{id: u.UploadID, initiated: u.Initiated}
+			}
+		}
+		if !res.IsTruncated {
+			return nil
+		}
+		keyMarker, idMarker = res.NextKeyMarker, res.NextUploadIDMarker
+	}
+	return errors.New("more than a million open uploads")
+}
+
+// Put implements Sink: it appends f to its segment's current part and
+// sends every part that is full.
+func (s *S3Sink) Put(ctx context.Context, f Frame) error {
+	if s.cur == nil || f.Segment != len(s.segs)-1 {
+		if f.Segment != len(s.segs) || f.Offset != 0 {
+			return fmt.Errorf("internal error: frame of chunk %d goes to segment %d at %d after segment %d", f.Index, f.Segment, f.Offset, len(s.segs)-1)
+		}
+		if err := s.flush(ctx, true); err != nil {
+			return err
+		}
+		if err := s.startSegment(ctx, f.Name); err != nil {
+			return err
+		}
+	}
+	if f.Offset != s.cur.size+int64(len(s.buf)) {
+		return fmt.Errorf("internal error: frame of chunk %d at offset %d of %s, which holds %d bytes", f.Index, f.Offset, f.Name, s.cur.size+int64(len(s.buf)))
+	}
+	s.buf = append(s.buf, f.Data...)
+	return s.flush(ctx, false)
+}
+
+// startSegment opens (or resumes) the multipart upload of segment name.
+func (s *S3Sink) startSegment(ctx context.Context, name string) error {
+	seg := &s3Segment{key: s.t.loc.Key + "/" + name, stored: map[int]minio.ObjectPart{}}
+	if u, ok := s.open[seg.key]; ok {
+		if err := s.listParts(ctx, seg, u.id); err != nil {
+			s.log("cannot list the parts of an open upload: starting it afresh", "object", seg.key, "err", err)
+		} else {
+			seg.uploadID = u.id
+			s.log("resuming an open upload", "object", seg.key, "parts stored", len(seg.stored))
+		}
+	}
+	if seg.uploadID == "" {
+		err := s.retry(ctx, "start the upload of "+name, func() error {
+			id, err := s.core.NewMultipartUpload(ctx, s.t.loc.Bucket, seg.key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+			seg.uploadID = id
+			return err
+		})
+		if err != nil {
+			return s.refused(http.MethodPost, name, err)
+		}
+	}
+	s.segs = append(s.segs, seg)
+	s.cur = seg
+	return nil
+}
+
+func (s *S3Sink) listParts(ctx context.Context, seg *s3Segment, id string) error {
+	marker := 0
+	for range 100 {
+		res, err := s.core.ListObjectParts(ctx, s.t.loc.Bucket, seg.key, id, marker, 1000)
+		if err != nil {
+			return err
+		}
+		for _, p := range res.ObjectParts {
+			seg.stored[p.PartNumber] = p
+		}
+		if !res.IsTruncated {
+			return nil
+		}
+		marker = res.NextPartNumberMarker
+	}
+	return errors.New("more than 100,000 parts")
+}
+
+// flush sends the buffered bytes of the current segment as parts: every
+// full part, and with last also the rest.
+func (s *S3Sink) flush(ctx context.Context, last bool) error {
+	if s.cur == nil {
+		return nil
+	}
+	for int64(len(s.buf)) >= s.partSize || last && len(s.buf) > 0 {
+		n := min(int64(len(s.buf)), s.partSize)
+		if err := s.sendPart(ctx, s.buf[:n]); err != nil {
+			return err
+		}
+		s.cur.size += n
+		s.buf = append(s.buf[:0], s.buf[n:]...)
+	}
+	return nil
+}
+
+// sendPart stores data as the current segment's next part, unless the
+// store holds that part already (same size and MD5: a resumed upload).
+func (s *S3Sink) sendPart(ctx context.Context, data []byte) error {
+	seg := s.cur
+	num := len(seg.parts) + 1
+	if num > 10000 {
+		return fmt.Errorf("internal error: %s needs more than 10,000 parts of %d bytes", seg.key, s.partSize)
+	}
+	sum := md5.Sum(data)
+	etag := hex.EncodeToString(sum[:])
+	if p, ok := seg.stored[num]; ok && p.Size == int64(len(data)) && strings.Trim(p.ETag, `"`) == etag {
+		seg.parts = append(seg.parts, minio.CompletePart{PartNumber: num, ETag: p.ETag})
+		s.Resumed += int64(len(data))
+		return nil
+	}
+	var got minio.ObjectPart
+	err := s.retry(ctx, fmt.Sprintf("send part %d of %s", num, seg.key), func() error {
+		var err error
+		got, err = s.core.PutObjectPart(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, num, bytes.NewReader(data), int64(len(data)),
+			minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:])})
+		return err
+	})
+	if err != nil {
+		return s.refused(http.MethodPut, seg.key[len(s.t.loc.Key)+1:], err)
+	}
+	if strings.Trim(got.ETag, `"`) != etag {
+		return fmt.Errorf("part %d of %s: the store answered ETag %s for a part whose MD5 is %s: it did not store what was sent", num, seg.key, got.ETag, etag)
+	}
+	seg.parts = append(seg.parts, minio.CompletePart{PartNumber: num, ETag: got.ETag})
+	s.Sent += int64(len(data))
+	return nil
+}
+
+// retry runs op until it succeeds, fails for good (the store refused
+// it), the context ends, or retryFor has passed since the first failure.
+func (s *S3Sink) retry(ctx context.Context, what string, op func() error) error {
+	wait := 500 * time.Millisecond
+	var failing time.Time
+	for i := 1; ; i++ {
+		err := op()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if r := minio.ToErrorResponse(err); r.StatusCode != 0 && r.StatusCode < 500 && r.StatusCode != http.StatusTooManyRequests {
+			return err
+		}
+		if CertError(err) != nil {
+			return err
+		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		if time.Since(failing) >= s.retryFor {
+			return fmt.Errorf("gave up after %d attempts in %s: %w; check that the store is up and reachable, then capture again (the parts stored so far are kept and resumed)", i, time.Since(failing).Round(time.Second), err)
+		}
+		s.log("retrying", "request", what, "attempt", i, "wait", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 15*time.Second)
+	}
+}
+
+// Commit implements Sink: it completes every segment's upload, checks
+// each object's size against the manifest, then writes the signature
+// and, last, manifest.json.
+func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte) error {
+	if err := s.flush(ctx, true); err != nil {
+		return err
+	}
+	if len(s.segs) != len(m.Segments) {
+		return fmt.Errorf("internal error: %d segments sent, the manifest lists %d", len(s.segs), len(m.Segments))
+	}
+	for i, seg := range s.segs {
+		name := m.Segments[i].Name
+		if seg.size != m.Segments[i].Size {
+			return fmt.Errorf("internal error: %s holds %d bytes, the manifest says %d", name, seg.size, m.Segments[i].Size)
+		}
+		sort.Slice(seg.parts, func(a, b int) bool { return seg.parts[a].PartNumber < seg.parts[b].PartNumber })
+		err := s.retry(ctx, "complete "+name, func() error {
+			_, err := s.core.CompleteMultipartUpload(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, seg.parts, minio.PutObjectOptions{})
+			if r := minio.ToErrorResponse(err); r.Code == "NoSuchUpload" {
+				// A retry after the store completed it but the answer
+				// was lost: the size check below decides.
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return s.refused(http.MethodPost, name, err)
+		}
+		info, err := s.core.StatObject(ctx, s.t.loc.Bucket, seg.key, minio.StatObjectOptions{})
+		if err != nil {
+			return s.refused(http.MethodHead, name, err)
+		}
+		if info.Size != seg.size {
+			return fmt.Errorf("%s/%s is %d bytes in the store after its upload, %d were sent: the capture is not published", s.t.loc, name, info.Size, seg.size)
+		}
+	}
+	put := func(name string, b []byte, ctype string) error {
+		sum := md5.Sum(b)
+		err := s.retry(ctx, "write "+name, func() error {
+			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+name, bytes.NewReader(b), int64(len(b)),
+				base64.StdEncoding.EncodeToString(sum[:]), "", minio.PutObjectOptions{ContentType: ctype})
+			return err
+		})
+		if err != nil {
+			return s.refused(http.MethodPut, name, err)
+		}
+		return nil
+	}
+	if signature != nil {
+		if err := put(SignatureName, signature, "text/plain"); err != nil {
+			return err
+		}
+	} else if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.RemoveObjectOptions{}); err != nil && minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		// A signature left by an earlier capture that did not finish
+		// would not match this manifest.
+		return s.refused(http.MethodDelete, SignatureName, err)
+	}
+	return put(ManifestName, data, "application/json")
+}
+
+// Abort implements Sink. No object of the snapshot is visible (segments
+// are completed only in Commit); the open uploads are kept for a resume.
+func (s *S3Sink) Abort() {
+	if len(s.segs) > 0 {
+		s.log("the capture did not finish: no snapshot was written; its uploaded parts are kept, and the same capture run again resumes them", "location", s.t.loc.String(), "bytes", s.Sent+s.Resumed)
+	}
+}
