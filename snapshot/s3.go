@@ -385,7 +385,7 @@ func (s *s3Signer) refusal(method, name string, status int, code, message, date 
 	switch {
 	case code == "SignatureDoesNotMatch":
 		e.Advice = "the secret key does not belong to " + cred + "; fix the secret (it is never printed)"
-	case code == "InvalidAccessKeyId":
+	case code == "InvalidAccessKeyId" || code == "XAdminUserNotFound": // versitygw's code
 		e.Advice = "the store does not know " + cred + "; check the key ID and the endpoint"
 	case code == "RequestTimeTooSkewed":
 		e.Advice = fmt.Sprintf("this machine's clock (%s) is too far from the store's (%s): set the clock (signatures are valid for 15 minutes)", time.Now().UTC().Format(time.RFC3339), date)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -124,10 +125,12 @@ func NewS3Sink(ctx context.Context, loc string, o S3Options, so S3SinkOptions) (
 	if s.log == nil {
 		s.log = func(string, ...any) {}
 	}
-	if _, err := core.StatObject(ctx, l.Bucket, l.Key+"/"+ManifestName, minio.StatObjectOptions{}); err == nil {
+	// A GET, not a HEAD: a refusal then comes with the store's reason.
+	if body, _, _, err := core.GetObject(ctx, l.Bucket, l.Key+"/"+ManifestName, minio.GetObjectOptions{}); err == nil {
+		body.Close()
 		return nil, fmt.Errorf("%s: %w (it has a %s); capture under another name, or delete that snapshot first", l, ErrS3Exists, ManifestName)
-	} else if r := minio.ToErrorResponse(err); r.Code != "NoSuchKey" && !(r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket") {
-		return nil, s.refused(http.MethodHead, ManifestName, err)
+	} else if r := minio.ToErrorResponse(err); r.Code != "NoSuchKey" {
+		return nil, s.refused(http.MethodGet, ManifestName, err)
 	}
 	if err := s.findOpen(ctx); err != nil {
 		s.log("cannot list open uploads: the capture starts afresh", "location", l.String(), "err", err)
@@ -267,11 +270,15 @@ func (s *S3Sink) sendPart(ctx context.Context, data []byte) error {
 		s.Resumed += int64(len(data))
 		return nil
 	}
+	// With the payload's SHA-256 the request is signed whole, not
+	// streamed as aws-chunked (which some stores keep as the object's
+	// Content-Encoding).
+	sha := sha256Hex(data)
 	var got minio.ObjectPart
 	err := s.retry(ctx, fmt.Sprintf("send part %d of %s", num, seg.key), func() error {
 		var err error
 		got, err = s.core.PutObjectPart(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, num, bytes.NewReader(data), int64(len(data)),
-			minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:])})
+			minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:]), Sha256Hex: sha})
 		return err
 	})
 	if err != nil {
@@ -283,6 +290,11 @@ func (s *S3Sink) sendPart(ctx context.Context, data []byte) error {
 	seg.parts = append(seg.parts, minio.CompletePart{PartNumber: num, ETag: got.ETag})
 	s.Sent += int64(len(data))
 	return nil
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // retry runs op until it succeeds, fails for good (the store refused
@@ -357,7 +369,7 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 		sum := md5.Sum(b)
 		err := s.retry(ctx, "write "+name, func() error {
 			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+name, bytes.NewReader(b), int64(len(b)),
-				base64.StdEncoding.EncodeToString(sum[:]), "", minio.PutObjectOptions{ContentType: ctype})
+				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(b), minio.PutObjectOptions{ContentType: ctype})
 			return err
 		})
 		if err != nil {

@@ -459,7 +459,9 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 		}
 		return nil, nil, nil, err
 	}
-	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+	// aws-chunked describes how an object was uploaded, not what is sent
+	// (AWS drops it; some stores keep it): the bytes are the object's.
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") && !(h.s3 != nil && strings.EqualFold(enc, "aws-chunked")) {
 		done()
 		return nil, nil, nil, fmt.Errorf("%w: the server sent %s with Content-Encoding %s, not the stored bytes; turn off compression for the snapshot files on the server", ErrContentEncoding, name, enc)
 	}
