@@ -210,11 +210,11 @@ func TestS3Refusals(t *testing.T) {
 // cutProxy relays TCP to target and cuts the first cuts responses after
 // about 300 KiB.
 type cutProxy struct {
-	ln          net.Listener
-	target      string
-	cuts        int32
-	cut         atomic.Int32
-	wg          sync.WaitGroup
+	ln     net.Listener
+	target string
+	cuts   int32
+	cut    atomic.Int32
+	wg     sync.WaitGroup
 }
 
 func startCutProxy(t *testing.T, target string, cuts int32) *cutProxy {

@@ -155,7 +155,7 @@ type HTTPSource struct {
 	stall    time.Duration
 	log      func(msg string, args ...any)
 
-	s3    *s3Signer // signs every request of an s3:// source; nil for http(s)
+	s3 *s3Signer // signs every request of an s3:// source; nil for http(s)
 
 	mu    sync.Mutex
 	files map[string]validator // by file name, from its first response

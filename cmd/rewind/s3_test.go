@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewind-bmr/rewind/internal/s3test"
+	"github.com/rewind-bmr/rewind/internal/testdisk"
+)
+
+// rewindEnv runs the CLI with env added to a clean environment (no AWS
+// settings of the machine running the tests leak in).
+func rewindEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(rewindBin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatalf("run rewind %v: %v", args, err)
+	}
+	return 0, out.String()
+}
+
+// TestCLIS3 is what a user does with an object store: capture a used
+// disk (a GPT with an ext4 file system holding live and deleted files) to
+// s3:// with the standard AWS environment, inspect, verify and restore it
+// from there byte for byte, with a profile file too; a wrong secret fails
+// at once naming the problem, and no output ever holds a secret.
+func TestCLIS3(t *testing.T) {
+	testdisk.NeedFS(t, "ext4")
+	srv := s3test.Start(t, "lab")
+	dir := t.TempDir()
+	src := &usedSource{path: filepath.Join(dir, "disk.img"), size: 64 * mib}
+	src.parts = []*testdisk.FSImage{
+		testdisk.MakeFS(t, filepath.Join(dir, "p1.img"), "ext4", 40*mib, 16*mib, 11),
+		testdisk.MakeFS(t, filepath.Join(dir, "p2.img"), "", 8*mib, 0, 12),
+	}
+	src.offsets = testdisk.GPTDisk(t, src.path, src.size, 13, src.parts...)
+	img := src.path
+	env := srv.Env()
+	loc := "s3://lab/rooms/b/pc1"
+
+	code, out := rewindEnv(t, env, "capture", img, "-o", loc, "--progress", "none")
+	if code != 0 {
+		t.Fatalf("capture -o %s: exit %d\n%s", loc, code, out)
+	}
+	if !strings.Contains(out, "into "+loc) {
+		t.Errorf("capture summary does not name %s:\n%s", loc, out)
+	}
+	code, out = rewindEnv(t, env, "inspect", loc)
+	if code != 0 || !strings.Contains(out, "ext4") {
+		t.Fatalf("inspect %s: exit %d\n%s", loc, code, out)
+	}
+	code, out = rewindEnv(t, env, "verify", loc)
+	if code != 0 || !strings.Contains(out, "intact") {
+		t.Fatalf("verify %s: exit %d\n%s", loc, code, out)
+	}
+	target := filepath.Join(dir, "restored.img")
+	code, out = rewindEnv(t, env, "restore", "--yes", loc, target)
+	if code != 0 {
+		t.Fatalf("restore %s: exit %d\n%s", loc, code, out)
+	}
+	// Every file, fsck clean, no deleted byte, free blocks zeroed.
+	checkRestored(t, "restore from "+loc, target, src)
+
+	// The same through a profile in a shared credentials file.
+	creds := filepath.Join(dir, "credentials")
+	os.WriteFile(creds, []byte("[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n[lab-ro]\naws_access_key_id = "+srv.Access+"\naws_secret_access_key = "+srv.Secret+"\n"), 0o600)
+	penv := []string{"AWS_SHARED_CREDENTIALS_FILE=" + creds, "AWS_ENDPOINT_URL=" + srv.Endpoint}
+	if code, out = rewindEnv(t, penv, "verify", "--s3-profile", "lab-ro", loc); code != 0 {
+		t.Fatalf("verify --s3-profile lab-ro: exit %d\n%s", code, out)
+	}
+	if code, out = rewindEnv(t, append(penv, "AWS_PROFILE=lab-ro"), "verify", loc); code != 0 {
+		t.Fatalf("verify with AWS_PROFILE=lab-ro: exit %d\n%s", code, out)
+	}
+	code, out = rewindEnv(t, penv, "verify", "--s3-profile", "lab-rw", loc)
+	if code == 0 || !strings.Contains(out, "no profile [lab-rw]") {
+		t.Fatalf("verify --s3-profile lab-rw (absent): exit %d\n%s", code, out)
+	}
+
+	wrong := []string{"AWS_ACCESS_KEY_ID=" + srv.Access, "AWS_SECRET_ACCESS_KEY=not-the-secret-42", "AWS_ENDPOINT_URL=" + srv.Endpoint}
+	for _, args := range [][]string{
+		{"restore", "--yes", loc, filepath.Join(dir, "x.img")},
+		{"capture", img, "-o", "s3://lab/pc2", "--progress", "none"},
+	} {
+		code, out = rewindEnv(t, wrong, args...)
+		if code == 0 || !strings.Contains(out, "403 SignatureDoesNotMatch") || !strings.Contains(out, "access key "+srv.Access) {
+			t.Errorf("rewind %s with a wrong secret: exit %d, want 403 SignatureDoesNotMatch naming the key:\n%s", strings.Join(args, " "), code, out)
+		}
+		if strings.Contains(out, "not-the-secret-42") {
+			t.Errorf("rewind %s printed the secret:\n%s", args[0], out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.img")); err == nil {
+		t.Error("a restore refused by the store created its target")
+	}
+	code, out = rewindEnv(t, env, "capture", img, "-o", loc, "--progress", "none")
+	if code == 0 || !strings.Contains(out, "a snapshot exists there") {
+		t.Errorf("a second capture to %s: exit %d, want a refusal:\n%s", loc, code, out)
+	}
+	for _, args := range [][]string{{"inspect", loc}, {"verify", loc}} {
+		_, out = rewindEnv(t, env, args...)
+		if strings.Contains(out, srv.Secret) {
+			t.Errorf("rewind %s printed the secret", args[0])
+		}
+	}
+}
