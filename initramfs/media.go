@@ -27,6 +27,9 @@ const (
 	DriversDir  = "etc/rewind/drivers"
 	ModulesRoot = "lib/modules"
 	MediaIDPath = "etc/rewind/media-id"
+	// S3CredentialsPath holds the S3 credentials a plan's [s3]
+	// credential names (rescue.DefaultS3Credentials), mode 0600.
+	S3CredentialsPath = "etc/rewind/s3-credentials"
 )
 
 // Overlay is what a media build adds on top of the base archive.
@@ -42,6 +45,9 @@ type Overlay struct {
 	// CABundlePath, where Go's TLS finds them: without it no https://
 	// server can be verified in the rescue environment. nil for none.
 	CABundle []byte
+	// S3Credentials is the AWS-format credentials file written to
+	// S3CredentialsPath; nil for none.
+	S3Credentials []byte
 }
 
 // The CA bundle: where Debian's ca-certificates package keeps it on the
@@ -66,6 +72,11 @@ func (o *Overlay) Write(out io.Writer) error {
 	}
 	if o.CABundle != nil {
 		if err := w.File(CABundlePath, 0o644, o.CABundle); err != nil {
+			return err
+		}
+	}
+	if o.S3Credentials != nil {
+		if err := w.File(S3CredentialsPath, 0o600, o.S3Credentials); err != nil {
 			return err
 		}
 	}
@@ -158,6 +169,8 @@ type MediaOptions struct {
 	DriversDir string
 	Plan       []byte
 	Trust      map[string][]byte
+	// S3Credentials goes to S3CredentialsPath (Overlay.S3Credentials).
+	S3Credentials []byte
 	MediaID    string // NewMediaID's identity of the medium, "" for none
 	// CABundle is the host's CA bundle to copy into the image; ""
 	// means HostCABundle when it exists (scripts/setup.sh installs
@@ -182,7 +195,7 @@ func BuildMedia(opts MediaOptions) (*MediaResult, error) {
 		return nil, fmt.Errorf("reading kernel: %w", err)
 	}
 	res := &MediaResult{KernelRelease: KernelRelease(kernel)}
-	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir, MediaID: opts.MediaID}
+	o := &Overlay{Plan: opts.Plan, Trust: opts.Trust, DriversDir: opts.DriversDir, MediaID: opts.MediaID, S3Credentials: opts.S3Credentials}
 	if o.CABundle, res.CABundle, err = readCABundle(opts.CABundle); err != nil {
 		return nil, err
 	}

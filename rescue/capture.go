@@ -105,7 +105,7 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	}
 
 	// Destinations, checked before any disk is looked at.
-	if err := checkCapture(&s.Machine, s.Disks, s.UploadToken != "", "machine "+orNone(s.Machine.Name)); err != nil {
+	if err := checkCapture(&s.Machine, s.Disks, s.UploadToken != "", s.S3, "machine "+orNone(s.Machine.Name)); err != nil {
 		return fail("plan", err)
 	}
 	segment, err := s.Machine.segmentBytes()
@@ -116,12 +116,12 @@ func (r *Rescue) capture(ctx context.Context, env captureEnv) (string, error) {
 	jobs := make([]captureJob, len(s.Disks))
 	anyHTTP := false
 	for i, e := range s.Disks {
-		d, err := r.captureDestination(e.Snapshot, gen, env)
+		d, err := r.captureDestination(e.Snapshot, gen, segment, env)
 		if err != nil {
 			return fail("plan", fmt.Errorf("disk %d: %w", i+1, err))
 		}
 		jobs[i] = captureJob{entry: e, dest: d}
-		anyHTTP = anyHTTP || isHTTP(e.Snapshot)
+		anyHTTP = anyHTTP || overNetwork(e.Snapshot)
 	}
 	if anyHTTP {
 		if err := r.network(ctx); err != nil {
@@ -331,10 +331,12 @@ func manifestID(m *snapshot.Manifest) (string, error) {
 // and returns its destination: media:/... on the mounted rescue medium or
 // an http(s) URL on the lab server. A plain path is refused: in the
 // rescue environment it is in memory and vanishes at the reboot.
-func (r *Rescue) captureDestination(loc, gen string, env captureEnv) (captureDest, error) {
+func (r *Rescue) captureDestination(loc, gen string, segment int64, env captureEnv) (captureDest, error) {
 	switch {
 	case isHTTP(loc):
 		return &uploadDest{loc: loc, opt: uploadOptions{Token: r.settings.UploadToken, Overwrite: r.settings.Machine.Overwrite, Generation: gen}, env: env}, nil
+	case snapshot.IsS3(loc):
+		return &s3Dest{loc: loc, r: r, segment: segment}, nil
 	case strings.HasPrefix(loc, "media:/"):
 		p, err := r.localPath(loc)
 		if err != nil {
@@ -572,6 +574,48 @@ func (u *uploadDest) publish() (string, error) { return u.client.Published(), ni
 func (u *uploadDest) discard() {}
 
 func (u *uploadDest) explain(err error) error { return err }
+
+// s3Dest captures to an object store: an S3Sink, whose snapshot becomes
+// visible only when its manifest is written, last.
+type s3Dest struct {
+	loc     string
+	r       *Rescue
+	segment int64
+	sink    *snapshot.S3Sink
+}
+
+// check opens the sink (checking the credential and that no snapshot is
+// there) before any disk is read; open uses it.
+func (d *s3Dest) check(ctx context.Context) error {
+	if d.sink != nil {
+		return nil
+	}
+	o, err := d.r.s3Options(d.r.settings.S3.S3To)
+	if err != nil {
+		return err
+	}
+	sink, err := snapshot.NewS3Sink(ctx, d.loc, o, snapshot.S3SinkOptions{Transport: d.r.client.Transport, SegmentSize: d.segment, Log: d.r.log.Event})
+	if err != nil {
+		return err
+	}
+	d.sink = sink
+	return nil
+}
+
+func (d *s3Dest) open(ctx context.Context) (snapshot.Sink, error) {
+	if err := d.check(ctx); err != nil {
+		return nil, err
+	}
+	return d.sink, nil
+}
+
+func (d *s3Dest) publish() (string, error) { return d.loc, nil }
+
+// discard has nothing to do: no object is visible until Commit, and the
+// open uploads are kept for a resume.
+func (d *s3Dest) discard() {}
+
+func (d *s3Dest) explain(err error) error { return err }
 
 // newUploadClient returns the upload of one disk to the lab server
 // through the rescue flow's HTTP client (the plan's ca).

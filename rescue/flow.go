@@ -1,6 +1,7 @@
 package rescue
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -61,6 +62,9 @@ type Rescue struct {
 	// trustDir holds the keys built into the image (media build
 	// --trust); "" is OverlayTrust.
 	trustDir string
+	// s3Credentials is the credentials file built into the image (media
+	// build --s3-credentials); "" is DefaultS3Credentials.
+	s3Credentials string
 	// mediaIDFile records the rescue medium's identity; "" is OverlayMediaID.
 	mediaIDFile string
 	mediaID     MediaID
@@ -158,7 +162,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	// Network, when the plan configures it or something is behind HTTP.
 	anyHTTP := false
 	for _, d := range s.Disks {
-		anyHTTP = anyHTTP || isHTTP(d.Snapshot)
+		anyHTTP = anyHTTP || overNetwork(d.Snapshot)
 	}
 	if s.Network != nil || anyHTTP || isHTTP(s.ReportURL) {
 		if err := r.network(ctx); err != nil {
@@ -494,6 +498,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 		if err := plan.checkOutsideUpload(); err != nil {
 			return nil, source, fmt.Errorf("plan %s: %w", source, err)
 		}
+		plan.outside = true
 	}
 	return plan, source, nil
 }
@@ -707,6 +712,36 @@ func (r *Rescue) trustedKeys(plan *Plan) ([]ed25519.PublicKey, string, error) {
 	return keys, note, nil
 }
 
+// s3Options resolves a plan's [s3] table: the store, and the named
+// credential read from its credentials file (DefaultS3Credentials, or
+// media:/path on the rescue medium).
+func (r *Rescue) s3Options(t S3To) (snapshot.S3Options, error) {
+	o := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region}
+	if t.PathStyle == "on" || t.PathStyle == "off" {
+		v := t.PathStyle == "on"
+		o.PathStyle = &v
+	}
+	if t.Credential == "" {
+		return o, nil
+	}
+	file := t.CredentialsFile
+	if file == "" {
+		file = cmp.Or(r.s3Credentials, DefaultS3Credentials)
+	} else {
+		p, err := r.localPath(file)
+		if err != nil {
+			return o, err
+		}
+		file = p
+	}
+	c, err := snapshot.LoadS3Credential(file, t.Credential)
+	if err != nil {
+		return o, fmt.Errorf("%w; the plan's [s3] credential %q must be a profile of the file given to rewind media build --s3-credentials", err, t.Credential)
+	}
+	o.Credential = c
+	return o, nil
+}
+
 // snapshotFor opens disk d's snapshot of machine name, signed as
 // trustedKeys requires, and refuses it when it is not the one d's expect
 // table ([machine.expect] or [machine.disk.expect]) pins.
@@ -734,14 +769,22 @@ func (r *Rescue) openSnapshot(ctx context.Context, plan *Plan, loc string) (*sna
 		r.log.Printf("trust: %s", note)
 	}
 	where := loc
-	if !isHTTP(loc) {
+	opts := snapshot.OpenOptions{Trust: trust, Log: r.log.Event, HTTPClient: snapshot.NewHTTPClient(r.roots)}
+	switch {
+	case snapshot.IsS3(loc):
+		o, err := r.s3Options(plan.S3)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", loc, err)
+		}
+		opts.S3 = &o
+	case !isHTTP(loc):
 		p, err := r.localPath(loc)
 		if err != nil {
 			return nil, err
 		}
 		where = p
 	}
-	snap, err := snapshot.Open(ctx, where, snapshot.OpenOptions{Trust: trust, Log: r.log.Event, HTTPClient: snapshot.NewHTTPClient(r.roots)})
+	snap, err := snapshot.Open(ctx, where, opts)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", loc, err)
 	}

@@ -51,7 +51,10 @@ type Plan struct {
 	Report    ReportTo  `toml:"report"`
 	// Upload holds what a capture needs to upload snapshots to the lab
 	// server (rewind serve --upload-token).
-	Upload   UploadTo  `toml:"upload"`
+	Upload UploadTo `toml:"upload"`
+	// S3 says how to reach s3:// snapshots: the store and the name of
+	// the credential to sign with (docs/s3.md).
+	S3       S3To      `toml:"s3"`
 	Machines []Machine `toml:"machine"`
 	// Network configures NICs by MAC (netcfg/, docs/network.md). Without
 	// it, the rescue environment asks DHCP on its first NIC when a
@@ -66,6 +69,10 @@ type Plan struct {
 	// besides the CA bundle of the rescue image. Inline, so that the plan
 	// carries it wherever it is read from (docs/plan.md).
 	CA string `toml:"ca"`
+
+	// outside is set by the rescue flow for a plan from outside a rescue
+	// image that has trusted keys (checkOutsideUpload).
+	outside bool
 }
 
 // Countdown configures the prompt before a restore.
@@ -89,6 +96,57 @@ type UploadTo struct {
 	// holds the same. It is not the report token: a stick that only
 	// reports cannot publish snapshots.
 	Token string `toml:"token"`
+}
+
+// S3To is the plan's [s3] table. The secret is not in the plan (plans
+// are served and shown): Credential names a profile of a credentials
+// file in the rescue image, put there by rewind media build
+// --s3-credentials, or of CredentialsFile.
+type S3To struct {
+	Endpoint  string `toml:"endpoint"`   // http(s)://HOST[:PORT]; "" means AWS
+	Region    string `toml:"region"`     // "" means us-east-1
+	PathStyle string `toml:"path_style"` // auto (default), on or off
+	// Credential is the profile to sign with; "" means anonymous
+	// requests (a public-read bucket).
+	Credential string `toml:"credential"`
+	// CredentialsFile holds the profiles (AWS shared credentials
+	// format): media:/path or an absolute path; "" means
+	// DefaultS3Credentials.
+	CredentialsFile string `toml:"credentials_file"`
+}
+
+// DefaultS3Credentials is where rewind media build --s3-credentials puts
+// the credentials file in the rescue image.
+const DefaultS3Credentials = "/etc/rewind/s3-credentials"
+
+var credentialName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// validate checks the [s3] table.
+func (t S3To) validate() error {
+	o := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region}
+	if _, err := o.ObjectURL(snapshot.S3Location{Bucket: "bucket", Key: "key"}, ""); err != nil {
+		return fmt.Errorf("plan [s3] endpoint: %w", err)
+	}
+	switch t.PathStyle {
+	case "", "auto", "on", "off":
+	default:
+		return fmt.Errorf("plan [s3] path_style is %q; use auto, on or off", t.PathStyle)
+	}
+	if t.Region != "" && !credentialName.MatchString(t.Region) {
+		return fmt.Errorf("plan [s3] region %q is not a region name", t.Region)
+	}
+	if t.Credential != "" && !credentialName.MatchString(t.Credential) {
+		return fmt.Errorf("plan [s3] credential %q: a profile name is letters, digits and ._- (at most 64)", t.Credential)
+	}
+	if t.CredentialsFile != "" {
+		if t.Credential == "" {
+			return errors.New("plan [s3] credentials_file is set but credential is not; name the profile to use: credential = \"NAME\"")
+		}
+		if !strings.HasPrefix(t.CredentialsFile, "media:/") && !strings.HasPrefix(t.CredentialsFile, "/") {
+			return fmt.Errorf("plan [s3] credentials_file %q: use media:/path or an absolute path in the rescue environment", t.CredentialsFile)
+		}
+	}
+	return nil
 }
 
 // What a machine entry does with its disks (Machine.Action,
@@ -320,6 +378,9 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 			return fmt.Errorf("plan upload.token: %w", err)
 		}
 	}
+	if err := p.S3.validate(); err != nil {
+		return err
+	}
 	if p.Network != nil {
 		if err := p.Network.Validate(); err != nil {
 			return fmt.Errorf("plan [network]: %w", err)
@@ -350,7 +411,7 @@ func (p *Plan) ValidateFor(imageKeys int) error {
 		if err := m.validateDisks(name); err != nil {
 			return err
 		}
-		if err := m.validateAction(name, p.Upload.Token != ""); err != nil {
+		if err := m.validateAction(name, p.Upload.Token != "", s3Capture{S3To: p.S3}); err != nil {
 			return err
 		}
 		if err := checkAfter(m.After); err != nil {
@@ -483,7 +544,7 @@ func (m *Machine) validateDisks(name string) error {
 // menu's rewind.action=capture turns a restore entry into a capture) and
 // checked always; the destinations only when the entry itself captures:
 // Settings.Check checks them again at boot.
-func (m *Machine) validateAction(name string, uploadToken bool) error {
+func (m *Machine) validateAction(name string, uploadToken bool, s3 s3Capture) error {
 	switch m.Action {
 	case "", ActionRestore, ActionCapture:
 	default:
@@ -517,7 +578,7 @@ func (m *Machine) validateAction(name string, uploadToken bool) error {
 			return fmt.Errorf("plan machine %s captures, but %s pins the snapshot a restore reads, and a capture writes a new one; remove the expect table, or move it to the entry that restores", name, what)
 		}
 	}
-	return checkCapture(m, diskEntries(m), uploadToken, "plan machine "+name)
+	return checkCapture(m, diskEntries(m), uploadToken, s3, "plan machine "+name)
 }
 
 // snapshotKey is the one way of writing snapshot location loc that two
@@ -536,6 +597,8 @@ func snapshotKey(loc string) string {
 		}
 		p := path.Clean("/" + u.Path)
 		return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + p + map[bool]string{true: "?" + u.RawQuery}[u.RawQuery != ""]
+	case snapshot.IsS3(loc):
+		return strings.TrimSuffix(loc, "/") // parsed strictly: no . or .. or //
 	}
 	return path.Clean(loc)
 }
@@ -626,7 +689,7 @@ func (m *Machine) segmentBytes() (int64, error) {
 // a path in the rescue environment (it vanishes at reboot), an upload
 // without the lab's upload token, and segments too large for FAT32 on the
 // rescue medium. where names the machine in errors.
-func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string) error {
+func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, s3 s3Capture, where string) error {
 	seg, _ := m.segmentBytes()
 	// One snapshot inside another's directory is removed or changed when
 	// that one is replaced (overwrite), or makes it exist before its
@@ -662,11 +725,28 @@ func checkCapture(m *Machine, disks []DiskEntry, uploadToken bool, where string)
 			if !uploadToken {
 				return fmt.Errorf("%s captures to %s, but the plan has no [upload] token; add [upload] token = the lab's upload token (rewind serve --upload-token FILE)", what, d.Snapshot)
 			}
+		case snapshot.IsS3(d.Snapshot):
+			switch {
+			case s3.outside:
+				return fmt.Errorf("%s captures to %s, but the plan comes from outside the rescue image, which has trusted keys: that plan is not verified and could send this machine's disks to any store it names; put the capture entry in the plan built into the image (rewind media build --plan)", what, d.Snapshot)
+			case s3.Credential == "":
+				return fmt.Errorf("%s captures to %s, but the plan's [s3] names no credential; add [s3] credential = \"PROFILE\" (a key allowed to write there, in the file given to rewind media build --s3-credentials)", what, d.Snapshot)
+			case m.Overwrite:
+				return fmt.Errorf("%s captures to %s with overwrite = true, which s3:// does not do (a capture never replaces a snapshot in the store); capture under a new name, or delete the old snapshot in the store first", what, d.Snapshot)
+			}
 		default:
 			return fmt.Errorf("%s captures into %s, a path in the rescue environment that is gone after the reboot; capture to media:/snapshots/NAME on the rescue medium or to an http(s) URL on the lab server", what, d.Snapshot)
 		}
 	}
 	return nil
+}
+
+// s3Capture is what checkCapture needs of the plan's [s3] table.
+type s3Capture struct {
+	S3To
+	// outside: the plan is from outside a rescue image with trusted
+	// keys, and may not capture to s3:// (see checkOutsideUpload).
+	outside bool
 }
 
 // checkUploadToken checks the plan's upload token by the rules of the
@@ -742,9 +822,13 @@ func checkSnapshotLocation(loc string) error {
 		if err != nil || u.Host == "" {
 			return fmt.Errorf("snapshot %q is not a valid http(s) URL with a host", loc)
 		}
+	case snapshot.IsS3(loc):
+		if _, err := snapshot.ParseS3Location(loc); err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
 	case strings.HasPrefix(loc, "/"):
 	default:
-		return fmt.Errorf("snapshot %q: use media:/path, an http(s):// URL or an absolute path", loc)
+		return fmt.Errorf("snapshot %q: use media:/path, an http(s):// URL, s3://BUCKET/PREFIX/NAME or an absolute path", loc)
 	}
 	return nil
 }
@@ -769,6 +853,10 @@ func checkAfter(a string) error {
 func isHTTP(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
+
+// overNetwork reports whether location loc is read or written over the
+// network (http(s):// or s3://).
+func overNetwork(loc string) bool { return isHTTP(loc) || snapshot.IsS3(loc) }
 
 // Identity is what the rescue environment knows about the machine it runs on.
 type Identity struct {
@@ -1045,6 +1133,9 @@ type Settings struct {
 	// UploadToken goes with every upload of a capture to an http(s)
 	// snapshot location: the plan's [upload] token.
 	UploadToken string
+	// S3 is the plan's [s3] table, and whether the plan may capture to
+	// s3:// (not when it came from outside an image with trusted keys).
+	S3 s3Capture
 
 	// conflict is why the kernel command line does not fit the entry
 	// (rewind.snapshot= or rewind.target= with several disks); Check
@@ -1062,7 +1153,7 @@ func (s *Settings) Check() error {
 		return s.conflict
 	}
 	if s.Action == ActionCapture {
-		return checkCapture(&s.Machine, s.Disks, s.UploadToken != "", "machine "+name)
+		return checkCapture(&s.Machine, s.Disks, s.UploadToken != "", s.S3, "machine "+name)
 	}
 	return nil
 }
@@ -1098,6 +1189,7 @@ func (p *Plan) Attended(o Overrides) bool {
 func (p *Plan) SettingsFor(m *Machine, why string, o Overrides) *Settings {
 	s := &Settings{Machine: *m, Why: why, Countdown: DefaultCountdown, Default: p.Countdown.Default, After: m.After, ReportURL: p.Report.URL, Network: p.Network}
 	s.ReportToken, s.UploadToken = p.Report.Token, p.Upload.Token
+	s.S3 = s3Capture{S3To: p.S3, outside: p.outside}
 	if m.Network != nil {
 		s.Network = m.Network
 	}

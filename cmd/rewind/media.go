@@ -30,6 +30,7 @@ func newMediaBuildCmd() *cobra.Command {
 	var (
 		plan, kernel, modules, drivers, base, out string
 		trust, extra                              []string
+		s3CredFile                                string
 		noModules                                 bool
 		format, snap, cmdline                     string
 		menuTimeout                               int
@@ -103,6 +104,10 @@ Write images onto a stick with 'rewind usb --create'.`,
 			if err := parsed.ValidateFor(len(keys)); err != nil {
 				return fmt.Errorf("%s: %w", plan, err)
 			}
+			s3creds, err := readS3Credentials(s3CredFile, parsed.S3)
+			if err != nil {
+				return err
+			}
 			baseData, from, err := initramfs.Base(base)
 			if err != nil {
 				return err
@@ -140,6 +145,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			res, err := initramfs.BuildMedia(initramfs.MediaOptions{
 				Base: baseData, Kernel: kernel, ModulesDir: modules, Modules: names, NoModules: noModules,
 				DriversDir: drivers, Plan: planData, Trust: keys, MediaID: mediaID, OutDir: bootDir,
+				S3Credentials: s3creds,
 			})
 			if err != nil {
 				return err
@@ -184,6 +190,9 @@ Write images onto a stick with 'rewind usb --create'.`,
 			if len(keys) > 0 {
 				fmt.Fprintf(w, "trust      %d keys\n", len(keys))
 			}
+			if s3creds != nil {
+				fmt.Fprintf(w, "s3         credential %q from %s (in the image; anyone who has the medium can read it: give it read-only rights unless the plan captures)\n", parsed.S3.Credential, s3CredFile)
+			}
 			return nil
 		},
 	}
@@ -195,6 +204,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 	f.BoolVar(&noModules, "no-modules", false, "add no kernel modules (for a kernel with every driver built in)")
 	f.StringVar(&drivers, "drivers", "", "a directory of extra kernel modules (*.ko) loaded at boot")
 	f.StringSliceVar(&trust, "trust", nil, "a public key (from 'rewind key generate') the snapshot must be signed with; repeatable")
+	f.StringVar(&s3CredFile, "s3-credentials", "", "an AWS-format credentials file holding the profile the plan's [s3] credential names; that profile alone goes into the image (docs/s3.md)")
 	f.StringVar(&base, "base", "", "the base initramfs from 'make initramfs' (default: built into rewind)")
 	f.StringVarP(&out, "output", "o", "", "directory to write the media to")
 	f.StringVar(&format, "format", initramfs.FormatInitramfs, "the medium: initramfs, pxe, iso or usb")
@@ -255,4 +265,31 @@ func orUnknown(s string) string {
 		return "release unknown"
 	}
 	return s
+}
+
+// readS3Credentials reads --s3-credentials and checks that it holds the
+// profile the plan's [s3] credential names; a plan naming a credential
+// without a file for it (and no credentials_file of its own) is refused,
+// and so is a file the plan never uses.
+func readS3Credentials(file string, t rescue.S3To) ([]byte, error) {
+	switch {
+	case file == "" && t.Credential != "" && t.CredentialsFile == "":
+		return nil, usageError{fmt.Errorf("the plan's [s3] credential %q needs its key in the image: --s3-credentials FILE (an AWS credentials file with a [%s] profile)", t.Credential, t.Credential)}
+	case file == "":
+		return nil, nil
+	case t.Credential == "":
+		return nil, usageError{fmt.Errorf("--s3-credentials %s: the plan's [s3] names no credential to use from it; add [s3] credential = \"PROFILE\"", file)}
+	case t.CredentialsFile != "":
+		return nil, usageError{fmt.Errorf("--s3-credentials %s: the plan's [s3] credentials_file %s is read instead; drop one of them", file, t.CredentialsFile)}
+	}
+	c, err := snapshot.LoadS3Credential(file, t.Credential)
+	if err != nil {
+		return nil, fmt.Errorf("--s3-credentials: %w", err)
+	}
+	// Only that profile goes into the image, never the file's others.
+	out := fmt.Sprintf("[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", t.Credential, c.AccessKeyID, c.SecretAccessKey)
+	if c.SessionToken != "" {
+		out += "aws_session_token = " + c.SessionToken + "\n"
+	}
+	return []byte(out), nil
 }
