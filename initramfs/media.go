@@ -171,7 +171,7 @@ type MediaOptions struct {
 	Trust      map[string][]byte
 	// S3Credentials goes to S3CredentialsPath (Overlay.S3Credentials).
 	S3Credentials []byte
-	MediaID    string // NewMediaID's identity of the medium, "" for none
+	MediaID       string // NewMediaID's identity of the medium, "" for none
 	// CABundle is the host's CA bundle to copy into the image; ""
 	// means HostCABundle when it exists (scripts/setup.sh installs
 	// ca-certificates), else none.
