@@ -515,6 +515,7 @@ func TestOutsidePlanCannotUpload(t *testing.T) {
 		"/exfil.toml":   "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
 		"/restore.toml": "[upload]\ntoken = \"" + testUploadToken + "\"\n[[machine]]\nname = \"pc1\"\nsnapshot = \"http://10.0.0.66/snapshots/pc1\"\n",
 		"/media.toml":   "[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"media:/snapshots/pc1\"\n",
+		"/s3.toml":      "[s3]\nendpoint = \"http://10.0.0.66\"\ncredential = \"lab-rw\"\n[[machine]]\nname = \"pc1\"\naction = \"capture\"\nsnapshot = \"s3://exfil/pc1\"\n",
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		io.WriteString(w, plans[req.URL.Path])
@@ -526,6 +527,7 @@ func TestOutsidePlanCannotUpload(t *testing.T) {
 		{"image keys, capture upload", imageDir, "/exfil.toml", "[upload] token in a plan from outside the rescue image"},
 		{"image keys, restore entry with an upload token (rewind.action=capture)", imageDir, "/restore.toml", "[upload] token in a plan from outside"},
 		{"image keys, capture onto the medium", imageDir, "/media.toml", ""},
+		{"image keys, capture to s3", imageDir, "/s3.toml", "captures to s3://exfil/pc1, but the plan comes from outside the rescue image"},
 		{"no image keys, capture upload", noKeys, "/exfil.toml", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -800,6 +800,17 @@ func (p *Plan) checkOutsideInstallFiles() error {
 // rewind.action=capture) and upload them to any server it names, taking
 // their contents off the machine. Captures onto the rescue medium stay.
 func (p *Plan) checkOutsideUpload() error {
+	for i := range p.Machines {
+		m := &p.Machines[i]
+		if m.Action != ActionCapture {
+			continue // rewind.action=capture is refused by Settings.Check
+		}
+		for _, d := range diskEntries(m) {
+			if snapshot.IsS3(d.Snapshot) {
+				return fmt.Errorf("machine %s captures to %s, but the plan comes from outside the rescue image, which has trusted keys: that plan is not verified and could send this machine's disks to any store it names; put the capture entry in the plan built into the image (rewind media build --plan)", orNone(m.Name), d.Snapshot)
+			}
+		}
+	}
 	if p.Upload.Token == "" {
 		return nil
 	}

@@ -411,6 +411,7 @@ func TestParsePlanDisks(t *testing.T) {
 
 func TestPlanDiskRefusals(t *testing.T) {
 	const up = "[upload]\ntoken = \"" + testUploadToken + "\"\n"
+	const s3 = "[s3]\nendpoint = \"http://10.0.2.100:7070\"\ncredential = \"lab-rw\"\n"
 	const srv = "[[machine]]\nname = \"srv1\"\n"
 	disk := func(snap, target string) string {
 		return "[[machine.disk]]\nsnapshot = \"" + snap + "\"\ntarget = \"" + target + "\"\n"
@@ -451,6 +452,20 @@ func TestPlanDiskRefusals(t *testing.T) {
 		{"segment size 4GiB, restore entry", srv + "segment_size = \"4GiB\"\n" + two, ""},
 		{"segment size 4GiB, upload", up + srv + "action = \"capture\"\nsegment_size = \"4GiB\"\n" + disk("http://lab/snapshots/srv1", "serial=A"), ""},
 		{"capture keys on a restore entry", srv + "overwrite = true\nraw = true\nsegment_size = \"2GiB\"\n" + two, ""},
+		{"s3 restore, anonymous", srv + disk("s3://lab/rooms/a/srv1", "serial=A"), ""},
+		{"s3 restore, named credential", s3 + srv + disk("s3://lab/srv1", "serial=A"), ""},
+		{"s3 capture, named credential", s3 + srv + "action = \"capture\"\n" + disk("s3://lab/srv1", "serial=A"), ""},
+		{"s3 capture without credential", srv + "action = \"capture\"\n" + disk("s3://lab/srv1", "serial=A"), "plan machine srv1 disk 1 captures to s3://lab/srv1, but the plan's [s3] names no credential"},
+		{"s3 capture with overwrite", s3 + srv + "action = \"capture\"\noverwrite = true\n" + disk("s3://lab/srv1", "serial=A"), "with overwrite = true, which s3:// does not do"},
+		{"s3 bad location", srv + disk("s3://lab/../srv1", "serial=A"), "not a valid s3:// location"},
+		{"s3 bucket only", srv + disk("s3://lab", "serial=A"), "names a bucket but no snapshot"},
+		{"s3 bad endpoint", "[s3]\nendpoint = \"ftp://store\"\n" + srv + two, "plan [s3] endpoint"},
+		{"s3 endpoint with a path", "[s3]\nendpoint = \"http://store/x\"\n" + srv + two, "plan [s3] endpoint"},
+		{"s3 bad path_style", "[s3]\npath_style = \"yes\"\n" + srv + two, `plan [s3] path_style is "yes"`},
+		{"s3 credentials_file without credential", "[s3]\ncredentials_file = \"media:/rewind/s3\"\n" + srv + two, "credentials_file is set but credential is not"},
+		{"s3 credentials_file relative", "[s3]\ncredential = \"ro\"\ncredentials_file = \"s3creds\"\n" + srv + two, "use media:/path or an absolute path"},
+		{"s3 credential name", "[s3]\ncredential = \"../x\"\n" + srv + two, `plan [s3] credential "../x"`},
+		{"s3 inline secret", "[s3]\nsecret_access_key = \"x\"\n" + srv + two, "unknown keys s3.secret_access_key"},
 	} {
 		_, err := ParsePlan([]byte(tc.plan))
 		switch {
@@ -529,5 +544,27 @@ func TestParseCmdlineAction(t *testing.T) {
 		case err == nil && o.Action != tc.want:
 			t.Errorf("kernel command line %q: got action %q, want %q", tc.cmdline, o.Action, tc.want)
 		}
+	}
+}
+
+// TestOutsidePlanCannotCaptureToS3: a plan from outside a rescue image
+// with trusted keys may restore from s3:// but not capture to it, not even
+// when rewind.action=capture turns its restore entry into a capture.
+func TestOutsidePlanCannotCaptureToS3(t *testing.T) {
+	p, err := ParsePlan([]byte("[s3]\ncredential = \"lab-rw\"\n[[machine]]\nname = \"pc1\"\nsnapshot = \"s3://lab/pc1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.outside = true
+	if err := p.SettingsFor(&p.Machines[0], "", Overrides{}).Check(); err != nil {
+		t.Fatalf("restore from s3:// with an outside plan: %v, want it allowed", err)
+	}
+	err = p.SettingsFor(&p.Machines[0], "", Overrides{Action: ActionCapture}).Check()
+	if err == nil || !strings.Contains(err.Error(), "from outside the rescue image") {
+		t.Fatalf("rewind.action=capture to s3:// with an outside plan: %v, want a refusal", err)
+	}
+	p.outside = false
+	if err := p.SettingsFor(&p.Machines[0], "", Overrides{Action: ActionCapture}).Check(); err != nil {
+		t.Fatalf("the image's own plan capturing to s3://: %v, want it allowed", err)
 	}
 }
