@@ -108,6 +108,16 @@ func TestS3CaptureRestore(t *testing.T) {
 	if back := readBack(t, loc, s3Opts(srv, srv.Secret)); sha256.Sum256(back) != sha256.Sum256(disk) {
 		t.Fatal("the disk read back from S3 differs from the one captured")
 	}
+	// Plain objects, as any HTTP client (a cache, curl) reads them.
+	for _, name := range []string{"manifest.json", "data.000"} {
+		info, err := srv.Client(t).StatObject(context.Background(), "lab", "rooms/a/pc1/"+name, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if enc := info.Metadata.Get("Content-Encoding"); enc != "" {
+			t.Errorf("%s is stored with Content-Encoding %q, want none", name, enc)
+		}
+	}
 	if _, _, err := captureS3(t, bytes.NewReader(disk), int64(len(disk)), loc, s3Opts(srv, srv.Secret)); !errors.Is(err, snapshot.ErrS3Exists) {
 		t.Fatalf("second capture to %s: %v, want ErrS3Exists", loc, err)
 	}

@@ -278,7 +278,7 @@ func (s *S3Sink) sendPart(ctx context.Context, data []byte) error {
 	err := s.retry(ctx, fmt.Sprintf("send part %d of %s", num, seg.key), func() error {
 		var err error
 		got, err = s.core.PutObjectPart(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, num, bytes.NewReader(data), int64(len(data)),
-			minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:]), Sha256Hex: sha})
+			minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:]), Sha256Hex: sha, DisableContentSha256: true})
 		return err
 	})
 	if err != nil {
@@ -365,11 +365,16 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 			return fmt.Errorf("%s/%s is %d bytes in the store after its upload, %d were sent: the capture is not published", s.t.loc, name, info.Size, seg.size)
 		}
 	}
+	// The manifest and signature say no-cache: an HTTP cache in front of
+	// the store (docs/scale.md) asks every time, so a snapshot deleted
+	// and captured again under its name is never read with an old
+	// manifest. Segments keep the store's default: a stale one fails
+	// its chunks' hashes, naming them.
 	put := func(name string, b []byte, ctype string) error {
 		sum := md5.Sum(b)
 		err := s.retry(ctx, "write "+name, func() error {
 			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+name, bytes.NewReader(b), int64(len(b)),
-				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(b), minio.PutObjectOptions{ContentType: ctype})
+				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(b), minio.PutObjectOptions{ContentType: ctype, CacheControl: "no-cache", DisableContentSha256: true})
 			return err
 		})
 		if err != nil {
@@ -381,10 +386,12 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 		if err := put(SignatureName, signature, "text/plain"); err != nil {
 			return err
 		}
-	} else if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.RemoveObjectOptions{}); err != nil && minio.ToErrorResponse(err).Code != "NoSuchKey" {
+	} else if _, err := s.core.StatObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.StatObjectOptions{}); err == nil {
 		// A signature left by an earlier capture that did not finish
 		// would not match this manifest.
-		return s.refused(http.MethodDelete, SignatureName, err)
+		if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.RemoveObjectOptions{}); err != nil {
+			return s.refused(http.MethodDelete, SignatureName, err)
+		}
 	}
 	return put(ManifestName, data, "application/json")
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,5 +114,63 @@ func TestCLIS3(t *testing.T) {
 		if strings.Contains(out, srv.Secret) {
 			t.Errorf("rewind %s printed the secret", args[0])
 		}
+	}
+}
+
+// TestS3PublicBucketThroughCache: the lab layout of docs/scale.md with an
+// object store: a bucket readable by anyone on the lab network, a caching
+// nginx per room in front of it, and machines restoring from the cache as
+// from any http(s) server. Two restores: identical to the source, the
+// second's segments all served from the cache, the manifest never.
+func TestS3PublicBucketThroughCache(t *testing.T) {
+	srv := s3test.Start(t, "pub")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, testdisk.RandomBytes(21, 12<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := rewindEnv(t, srv.Env(), "capture", img, "-o", "s3://pub/rooms/pc1", "--segment-size", "8MiB", "--progress", "none"); code != 0 {
+		t.Fatalf("capture: exit %d\n%s", code, out)
+	}
+	pol := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::pub/*"]}]}`
+	if err := srv.Client(t).SetBucketPolicy(context.Background(), "pub", pol); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(srv.Endpoint + "/pub/rooms/pc1/manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("anonymous GET of the manifest: %s, Cache-Control %q; want 200 and no-cache", resp.Status, resp.Header.Get("Cache-Control"))
+	}
+	cache := startNginxCache(t, srv.Addr)
+	seen := 0
+	var runs [2][][2]string
+	for i := range runs {
+		target := filepath.Join(dir, "restored.img")
+		os.Remove(target)
+		if code, out := rewindEnv(t, nil, "restore", "http://"+cache.addr+"/pub/rooms/pc1", target, "--progress", "none"); code != 0 {
+			t.Fatalf("restore through the cache (run %d): exit %d\n%s", i+1, code, out)
+		}
+		if sha(t, target) != sha(t, img) {
+			t.Fatalf("restore through the cache (run %d) differs from the source", i+1)
+		}
+		runs[i], seen = cache.requests(t, seen)
+	}
+	segments := 0
+	for _, r := range runs[1] {
+		switch status, uri := r[0], r[1]; {
+		case strings.Contains(uri, "/data."):
+			segments++
+			if status != "HIT" {
+				t.Errorf("second restore: %s was %s, want HIT", uri, status)
+			}
+		case strings.HasSuffix(uri, "/manifest.json") && status == "HIT":
+			t.Errorf("second restore: the manifest came from the cache")
+		}
+	}
+	if segments == 0 {
+		t.Errorf("second restore: no segment request in the cache's log: %v", runs[1])
 	}
 }
