@@ -117,7 +117,8 @@ func TestCLICaptureUpload(t *testing.T) {
 		{"token file missing", append(capture, "--upload-token", filepath.Join(dir, "nothing")), 1, []string{filepath.Join(dir, "nothing"), "no such file", "rewind serve --upload-token"}},
 		{"uploads off", []string{"capture", src, "-o", off + "/snapshots/pc1", "--upload-token", good}, 1, []string{"takes no uploads", "rewind serve with --upload-token"}},
 		{"directory with --overwrite", []string{"capture", src, "-o", filepath.Join(dir, "snap"), "--overwrite"}, 2, []string{"--overwrite", "uploads"}},
-		{"other scheme", []string{"capture", src, "-o", "s3://bucket/pc1"}, 2, []string{"s3://", "http(s)://HOST/NAME"}},
+		{"other scheme", []string{"capture", src, "-o", "ftp://bucket/pc1"}, 2, []string{"ftp", "http(s)://HOST/NAME"}},
+		{"s3 with an upload token", []string{"capture", src, "-o", "s3://bucket/pc1", "--upload-token", good}, 2, []string{"s3://", "--upload-token and --overwrite are for rewind serve"}},
 		{"bad name", []string{"capture", src, "-o", base + "/reports/pc1", "--upload-token", good}, 2, []string{"reports"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
