@@ -134,10 +134,22 @@ func (o S3Options) endpoint() (*url.URL, bool, error) {
 	}
 	u, err := url.Parse(ep)
 	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
-		return nil, false, fmt.Errorf("S3 endpoint %q: give http(s)://HOST[:PORT] with no path, user or query", o.Endpoint)
+		return nil, false, fmt.Errorf("S3 endpoint %q: give http(s)://HOST[:PORT] with no path, user or query", redactedURL(o.Endpoint))
 	}
 	u.Path = ""
 	return u, path, nil
+}
+
+// redactedURL is s with any password in it replaced by xxxxx, for
+// messages.
+func redactedURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		return "xxxxx" + s[i:]
+	}
+	return s
 }
 
 // ObjectURL returns the URL of the object KEY/name (name "" gives the
