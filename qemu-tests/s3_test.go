@@ -19,9 +19,10 @@ import (
 // TestS3CaptureRestoreQEMU (issue 14): machine A's rescue flow captures
 // its system disk to an S3 store (versitygw, which checks every
 // signature; reached through guestfwd, restrict=on) with the plan's named
-// credential from the image; machine B restores it from the store onto a
+// credential from the image; machine B, whose image holds no credential,
+// restores it from the store with the pre-signed URLs of its plan onto a
 // used disk, checked file by file from the host. The credential's secret
-// appears in no console line and no report.
+// and the URLs' signatures appear in no console line.
 func TestS3CaptureRestoreQEMU(t *testing.T) {
 	setup(t, false)
 	sys, _ := sourceDisks(t)
@@ -68,14 +69,46 @@ target = %q
 		t.Errorf("manifest origin %+v, want hostname srv1", m.Origin)
 	}
 
+	// Machine B's image holds no credential: its plan carries pre-signed
+	// URLs, made for the store's address as the guest reaches it.
+	guest := o
+	guest.Endpoint = GuestServer
+	urls, err := snapshot.PresignS3(loc, guest, snapshot.SnapshotFiles(m, false), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	for k, v := range urls {
+		fmt.Fprintf(&table, "%q = %q\n", k, v)
+	}
+	restorePlan := fmt.Sprintf(`
+[countdown]
+seconds = 0
+[s3]
+endpoint = %q
+[s3.presigned]
+%s
+[[machine]]
+name = "srv1"
+after = "poweroff"
+snapshot = %q
+target = "serial=newsys"
+`, GuestServer, table.String(), loc)
+	restoreInitrd := filepath.Join(t.TempDir(), "initrd")
+	if err := Initrd(shared.base, restoreInitrd, &initramfs.Overlay{Modules: shared.modules, Plan: []byte(restorePlan)}); err != nil {
+		t.Fatal(err)
+	}
 	target := usedDisk(t, "newsys", 64<<20, 3101)
-	outB, rB := boot(t, &VM{HTTPPort: p, Initrd: initrd(plan("restore", "serial=newsys")), Timeout: 300 * time.Second,
+	outB, rB := boot(t, &VM{HTTPPort: p, Initrd: restoreInitrd, Timeout: 300 * time.Second,
 		Drives: []Drive{{Path: target, Bus: "nvme", Serial: "newsys"}}}, "")
 	wantDisksOK(t, rB, rescue.ActionRestore, "newsys")
 	checkRestoredDisk(t, sys, target, m)
 	for name, out := range map[string]string{"capture": outA, "restore": outB} {
 		if strings.Contains(out, srv.Secret) {
 			t.Errorf("the %s's console shows the S3 secret", name)
+		}
+		if strings.Contains(out, "X-Amz-Signature") {
+			t.Errorf("the %s's console shows a pre-signed URL's signature", name)
 		}
 	}
 }

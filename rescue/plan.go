@@ -113,6 +113,10 @@ type S3To struct {
 	// format): media:/path or an absolute path; "" means
 	// DefaultS3Credentials.
 	CredentialsFile string `toml:"credentials_file"`
+	// Presigned holds pre-signed GET URLs by object (s3://BUCKET/KEY/FILE),
+	// as rewind s3 presign prints them: snapshots they cover are read
+	// with no credential at all.
+	Presigned map[string]string `toml:"presigned"`
 }
 
 // DefaultS3Credentials is where rewind media build --s3-credentials puts
@@ -137,6 +141,9 @@ func (t S3To) validate() error {
 	}
 	if t.Credential != "" && !credentialName.MatchString(t.Credential) {
 		return fmt.Errorf("plan [s3] credential %q: a profile name is letters, digits and ._- (at most 64)", t.Credential)
+	}
+	if err := snapshot.CheckPresigned(t.Presigned); err != nil {
+		return fmt.Errorf("plan [s3.presigned]: %w", err)
 	}
 	if t.CredentialsFile != "" {
 		if t.Credential == "" {

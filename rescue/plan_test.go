@@ -466,6 +466,9 @@ func TestPlanDiskRefusals(t *testing.T) {
 		{"s3 credentials_file relative", "[s3]\ncredential = \"ro\"\ncredentials_file = \"s3creds\"\n" + srv + two, "use media:/path or an absolute path"},
 		{"s3 credential name", "[s3]\ncredential = \"../x\"\n" + srv + two, `plan [s3] credential "../x"`},
 		{"s3 inline secret", "[s3]\nsecret_access_key = \"x\"\n" + srv + two, "unknown keys s3.secret_access_key"},
+		{"s3 presigned not presigned", "[s3]\n[s3.presigned]\n\"s3://lab/srv1/manifest.json\" = \"http://store/lab/srv1/manifest.json\"\n" + srv + two, "plan [s3.presigned]: pre-signed URL for s3://lab/srv1/manifest.json: not a Signature V4 pre-signed URL"},
+		{"s3 presigned other object", "[s3]\n[s3.presigned]\n\"s3://lab/srv1/manifest.json\" = \"http://store/lab/srv2/manifest.json?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261207T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab\"\n" + srv + two, "is for another object"},
+		{"s3 presigned bad key", "[s3]\n[s3.presigned]\n\"s3://lab/srv1/../etc/passwd\" = \"http://store/x\"\n" + srv + two, `pre-signed URL key "s3://lab/srv1/../etc/passwd"`},
 	} {
 		_, err := ParsePlan([]byte(tc.plan))
 		switch {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -115,6 +116,10 @@ type S3Options struct {
 	// Credential signs the requests; nil means anonymous (a public-read
 	// bucket).
 	Credential *S3Credential
+	// Presigned holds pre-signed GET URLs (rewind s3 presign), keyed by
+	// the object's s3:// location; an object found here is read with its
+	// URL and no credential. Checked with CheckPresigned.
+	Presigned map[string]string
 }
 
 func (o S3Options) region() string {
@@ -330,13 +335,28 @@ type s3Signer struct {
 	opts S3Options
 }
 
-func (s *s3Signer) sign(req *http.Request) *http.Request {
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	c := s.opts.Credential
-	if c == nil {
-		return req
+// sign signs req for file name: with its pre-signed URL when there is
+// one, else with the credential. Without either, a source given
+// pre-signed URLs refuses the file (the signature file counts as absent:
+// Open then treats the snapshot as unsigned, which trusted keys refuse).
+func (s *s3Signer) sign(req *http.Request, name string) (*http.Request, error) {
+	if u, ok := s.presignedURL(name); ok {
+		req.URL, req.Host = u, u.Host
+		return req, nil
 	}
-	return signer.SignV4(*req, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, s.opts.region())
+	c := s.opts.Credential
+	if c == nil && len(s.opts.Presigned) > 0 {
+		if name == SignatureName {
+			return nil, fs.ErrNotExist
+		}
+		return nil, &S3Error{Status: 0, Code: "NoPresignedURL", What: req.Method + " " + s.loc.String() + "/" + name,
+			Advice: "the plan's pre-signed URLs do not cover this file and there is no credential: make them again with rewind s3 presign " + s.loc.String()}
+	}
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	if c == nil {
+		return req, nil
+	}
+	return signer.SignV4(*req, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, s.opts.region()), nil
 }
 
 // S3Error is a refusal by an object store, with the code and message of
@@ -351,6 +371,9 @@ type S3Error struct {
 
 func (e *S3Error) Error() string {
 	s := fmt.Sprintf("%s: the store answered %d %s", e.What, e.Status, e.Code)
+	if e.Status == 0 { // refused before asking the store
+		s = e.What + ": " + e.Code
+	}
 	if e.Message != "" {
 		s += " (" + e.Message + ")"
 	}
@@ -394,7 +417,14 @@ func (s *s3Signer) refusal(method, name string, status int, code, message, date 
 	if method == http.MethodPut || method == http.MethodPost {
 		verb = "write"
 	}
+	exp, presigned := s.presignedExpiry(name)
 	switch {
+	case presigned && (status == http.StatusForbidden || code == "AccessDenied" || code == "SignatureDoesNotMatch"):
+		if time.Now().After(exp) {
+			e.Advice = fmt.Sprintf("the plan's pre-signed URL for %s expired at %s: make new ones with rewind s3 presign", name, exp.UTC().Format(time.RFC3339))
+		} else {
+			e.Advice = fmt.Sprintf("the store refused the plan's pre-signed URL for %s (valid until %s): it was made with a key the store does not accept now, for another store, or was altered; make new ones with rewind s3 presign", name, exp.UTC().Format(time.RFC3339))
+		}
 	case code == "SignatureDoesNotMatch":
 		e.Advice = "the secret key does not belong to " + cred + "; fix the secret (it is never printed)"
 	case code == "InvalidAccessKeyId" || code == "XAdminUserNotFound": // versitygw's code

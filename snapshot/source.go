@@ -449,11 +449,20 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 		req.Header[k] = v
 	}
 	if h.s3 != nil {
-		req = h.s3.sign(req)
+		if req, err = h.s3.sign(req, name); err != nil {
+			done()
+			return nil, nil, nil, err
+		}
 	}
 	resp, err = h.client.Do(req)
 	if err != nil {
 		done()
+		// A pre-signed URL's query is a bearer token: messages show
+		// the object's plain URL.
+		var ue *url.Error
+		if errors.As(err, &ue) && req.URL.RawQuery != "" && h.s3 != nil {
+			ue.URL = h.url(name)
+		}
 		if ctx.Err() == nil && rctx.Err() != nil {
 			err = fmt.Errorf("no response for %s: %w", h.stall, err)
 		}
@@ -498,7 +507,7 @@ func (h *HTTPSource) ReadFile(ctx context.Context, name string) ([]byte, error) 
 		if resp.StatusCode != http.StatusOK {
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}
 		}
-		if name == ManifestName {
+		if name == ManifestName && h.s3 == nil {
 			h.rebase(resp.Request.URL)
 		}
 		limit := MaxFileSize(name)
@@ -541,7 +550,15 @@ func MaxFileSize(name string) int64 {
 func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 	var size int64
 	err := h.retry(ctx, "HEAD "+name, func() (bool, error) {
-		resp, _, done, err := h.do(ctx, http.MethodHead, name, nil)
+		// A pre-signed URL is for GET only: its size comes from the
+		// Content-Range of its first byte.
+		method, header, want := http.MethodHead, http.Header(nil), http.StatusOK
+		if h.s3 != nil {
+			if _, ok := h.s3.presignedURL(name); ok {
+				method, header, want = http.MethodGet, http.Header{"Range": {"bytes=0-0"}}, http.StatusPartialContent
+			}
+		}
+		resp, _, done, err := h.do(ctx, method, name, header)
 		if err != nil {
 			return true, err
 		}
@@ -549,10 +566,13 @@ func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 		if resp.StatusCode == http.StatusNotFound {
 			return false, fs.ErrNotExist
 		}
-		if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
+		size = resp.ContentLength
+		if want == http.StatusPartialContent {
+			size = validatorOf(resp).size
+		}
+		if resp.StatusCode != want || size < 0 {
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status + " (no length)"}
 		}
-		size = resp.ContentLength
 		if first := h.remember(name, validatorOf(resp)); first.differs(validatorOf(resp)) != "" {
 			return false, changedError(name, first.differs(validatorOf(resp)))
 		}
@@ -634,6 +654,9 @@ func (h *HTTPSource) retry(ctx context.Context, what string, attempt func() (ret
 		var refused *S3Error
 		if errors.As(err, &refused) {
 			return err // names the request and the location already
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
 		if errors.Is(err, ErrInsecureRedirect) || errors.Is(err, ErrContentEncoding) {
 			return fmt.Errorf("%s from %s: %w", what, h.raw, err)

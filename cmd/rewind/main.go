@@ -77,6 +77,7 @@ Exit status: 0 success, 1 failure, 2 usage error.`,
 		newMediaCmd(),
 		newUSBCmd(a),
 		newDrillCmd(),
+		newS3Cmd(a),
 	)
 	return root
 }

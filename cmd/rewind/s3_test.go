@@ -10,8 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/rewind-bmr/rewind/internal/s3test"
 	"github.com/rewind-bmr/rewind/internal/testdisk"
+	"github.com/rewind-bmr/rewind/restore"
+	"github.com/rewind-bmr/rewind/snapshot"
 )
 
 // rewindEnv runs the CLI with env added to a clean environment (no AWS
@@ -73,6 +77,42 @@ func TestCLIS3(t *testing.T) {
 	}
 	// Every file, fsck clean, no deleted byte, free blocks zeroed.
 	checkRestored(t, "restore from "+loc, target, src)
+
+	// Pre-signed URLs for a plan: they read the snapshot with no
+	// credential at all, and hold no secret.
+	code, out = rewindEnv(t, env, "s3", "presign", loc, "--expires", "1h")
+	if code != 0 {
+		t.Fatalf("s3 presign: exit %d\n%s", code, out)
+	}
+	var plan struct {
+		S3 struct {
+			Presigned map[string]string `toml:"presigned"`
+		} `toml:"s3"`
+	}
+	var tomlPart strings.Builder // stdout's lines; stderr's note is prose
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "[") || strings.HasPrefix(l, "#") || strings.HasPrefix(l, `"s3://`) {
+			tomlPart.WriteString(l + "\n")
+		}
+	}
+	if _, err := toml.Decode(tomlPart.String(), &plan); err != nil {
+		t.Fatalf("s3 presign printed no TOML table: %v\n%s", err, out)
+	}
+	if strings.Contains(out, srv.Secret) || len(plan.S3.Presigned) < 2 {
+		t.Fatalf("s3 presign: %d URLs (want the manifest and segments), secret shown: %v", len(plan.S3.Presigned), strings.Contains(out, srv.Secret))
+	}
+	anon := snapshot.S3Options{Endpoint: srv.Endpoint, Presigned: plan.S3.Presigned}
+	ps, err := snapshot.Open(context.Background(), loc, snapshot.OpenOptions{S3: &anon})
+	if err != nil {
+		t.Fatalf("open with the printed URLs alone: %v", err)
+	}
+	if _, err := restore.Verify(context.Background(), ps, restore.Options{}); err != nil {
+		t.Fatalf("verify with the printed URLs alone: %v", err)
+	}
+	ps.Close()
+	if code, out = rewindEnv(t, env, "s3", "presign", loc, "--expires", "200h"); code != 2 || !strings.Contains(out, "1m to 168h") {
+		t.Errorf("s3 presign --expires 200h: exit %d, want a usage error naming the limit:\n%s", code, out)
+	}
 
 	// The same through a profile in a shared credentials file.
 	creds := filepath.Join(dir, "credentials")
