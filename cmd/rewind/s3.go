@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-bmr/rewind/snapshot"
@@ -68,19 +70,12 @@ to the lab network, and make new URLs for each re-imaging run.`,
 					all[k] = v
 				}
 			}
-			var out struct {
-				S3 struct {
-					Presigned map[string]string `toml:"presigned"`
-				} `toml:"s3"`
-			}
-			out.S3.Presigned = all
+			// Only the sub-table: it merges with a plan's own [s3].
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "# pre-signed GET URLs made by rewind s3 presign, valid until %s\n",
+			fmt.Fprintf(w, "# pre-signed GET URLs made by rewind s3 presign, valid until %s\n[s3.presigned]\n",
 				time.Now().Add(expires).UTC().Format(time.RFC3339))
-			enc := toml.NewEncoder(w)
-			enc.Indent = ""
-			if err := enc.Encode(out); err != nil {
-				return err
+			for _, k := range slices.Sorted(maps.Keys(all)) {
+				fmt.Fprintf(w, "%s = %s\n", strconv.Quote(k), strconv.Quote(all[k])) // ASCII: a TOML basic string
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d URLs for %d snapshot(s), valid for %s: whoever holds them can read those objects until then\n", len(all), len(argv), expires)
 			return nil
