@@ -233,7 +233,15 @@ func BuildMedia(opts MediaOptions) (*MediaResult, error) {
 	if err := Compose(&buf, opts.Base, o); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(res.Initramfs, buf.Bytes(), 0o644); err != nil {
+	// An image holding an S3 secret is readable by its owner only.
+	mode := os.FileMode(0o644)
+	if o.S3Credentials != nil {
+		mode = 0o600
+	}
+	if err := os.WriteFile(res.Initramfs, buf.Bytes(), mode); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(res.Initramfs, mode); err != nil {
 		return nil, err
 	}
 	return res, nil

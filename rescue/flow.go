@@ -739,6 +739,9 @@ func (r *Rescue) s3Options(t S3To) (snapshot.S3Options, error) {
 		return o, fmt.Errorf("%w; the plan's [s3] credential %q must be a profile of the file given to rewind media build --s3-credentials", err, t.Credential)
 	}
 	o.Credential = c
+	if w := o.PlainHTTPWarning(); w != "" {
+		r.log.Printf("warning: %s", w)
+	}
 	return o, nil
 }
 

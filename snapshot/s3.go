@@ -3,11 +3,13 @@ package snapshot
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,6 +46,10 @@ func ParseS3Location(loc string) (S3Location, error) {
 	}
 	rest := strings.TrimSuffix(loc[len("s3://"):], "/")
 	bucket, key, _ := strings.Cut(rest, "/")
+	if strings.Contains(bucket, "@") || strings.Contains(bucket, ":") {
+		// Never echoed: it may be KEY:SECRET@bucket.
+		return S3Location{}, fmt.Errorf("%w: an s3:// location holds no user, password or port before the bucket; give the key with AWS_ACCESS_KEY_ID or --s3-profile, the store with --s3-endpoint", ErrS3Location)
+	}
 	if err := checkBucket(bucket); err != nil {
 		return S3Location{}, fmt.Errorf("%w: %q: %v", ErrS3Location, loc, err)
 	}
@@ -86,10 +92,16 @@ func checkBucket(b string) error {
 // messages; the secret is never printed (String and Format hide it).
 type S3Credential struct {
 	AccessKeyID     string
-	SecretAccessKey string
-	SessionToken    string
+	SecretAccessKey string `json:"-"`
+	SessionToken    string `json:"-"`
 	Source          string // e.g. "AWS_ACCESS_KEY_ID", "profile lab-ro in /root/.aws/credentials"
 }
+
+// LogValue hides the secret from slog's handlers (JSON ones too).
+func (c S3Credential) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON hides the secret from encoding/json.
+func (c S3Credential) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
 
 // String names the key and its source, never the secret.
 func (c S3Credential) String() string {
@@ -143,6 +155,19 @@ func (o S3Options) endpoint() (*url.URL, bool, error) {
 	}
 	u.Path = ""
 	return u, path, nil
+}
+
+// PlainHTTPWarning is a warning for a credential used over plain http:
+// the signatures keep the secret off the wire, but a session token, the
+// snapshot's bytes and (for a capture) the whole disk travel in clear
+// text, and nothing but a snapshot signature (trusted keys) tells a
+// forged answer. "" when the endpoint is https or there is no credential.
+func (o S3Options) PlainHTTPWarning() string {
+	u, _, err := o.endpoint()
+	if err != nil || u.Scheme != "http" || o.Credential == nil {
+		return ""
+	}
+	return "the S3 endpoint " + u.Host + " is plain http: the disk's bytes (and a session token) travel unencrypted and unauthenticated; use https, and trusted keys for restores"
 }
 
 // redactedURL is s with any password in it replaced by xxxxx, for
@@ -216,15 +241,20 @@ func S3OptionsFromEnv(getenv func(string) string, endpoint, region, profile stri
 		o.Credential = &S3Credential{AccessKeyID: id, SecretAccessKey: secret, SessionToken: getenv(envSessionToken), Source: "the environment (" + envAccessKey + ")"}
 		return o, nil
 	}
+	named := profile != "" || getenv(envProfile) != ""
 	file := getenv(envCredFile)
+	explicit := file != ""
 	if file == "" {
 		home := getenv("HOME")
 		if home == "" {
+			if named {
+				return o, fmt.Errorf("S3 credential: a profile is named but there is no credentials file (HOME and %s are unset)", envCredFile)
+			}
 			return o, nil
 		}
 		file = filepath.Join(home, ".aws", "credentials")
 	}
-	named := profile != "" || getenv(envProfile) != ""
+	named = named || explicit
 	if profile == "" {
 		profile = firstNonEmpty(getenv(envProfile), "default")
 	}
@@ -253,7 +283,7 @@ func firstNonEmpty(s ...string) string {
 // optionally aws_session_token). A missing profile or key is an error
 // that names the file and the profile, never a secret.
 func LoadS3Credential(file, profile string) (*S3Credential, error) {
-	f, err := os.Open(file)
+	f, err := openRegular(file) // never a FIFO or device to wait on
 	if err != nil {
 		return nil, fmt.Errorf("S3 credential %q: %w", profile, err)
 	}
@@ -267,12 +297,18 @@ func LoadS3Credential(file, profile string) (*S3Credential, error) {
 			continue
 		}
 		if strings.HasPrefix(line, "[") {
+			if i := strings.IndexAny(line, "#;"); i > 0 && strings.Contains(line[:i], "]") {
+				line = strings.TrimSpace(line[:i]) // [lab] # a comment
+			}
 			if !strings.HasSuffix(line, "]") {
 				return nil, fmt.Errorf("%s line %d: a section header without ]", file, n)
 			}
 			name := strings.TrimSpace(line[1 : len(line)-1])
 			name = strings.TrimPrefix(name, "profile ")
 			in = name == profile
+			if in && found {
+				return nil, fmt.Errorf("%s line %d: a second [%s] section; keep one", file, n, profile)
+			}
 			found = found || in
 			continue
 		}
@@ -283,7 +319,11 @@ func LoadS3Credential(file, profile string) (*S3Credential, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s line %d: want key = value", file, n)
 		}
-		switch strings.ToLower(strings.TrimSpace(k)) {
+		k = strings.ToLower(strings.TrimSpace(k))
+		if v = strings.TrimSpace(v); strings.ContainsAny(v, " \t") && strings.HasPrefix(k, "aws_") {
+			return nil, fmt.Errorf("%s line %d: the value of %s holds a space (comments after a value are not allowed)", file, n, k)
+		}
+		switch k {
 		case "aws_access_key_id":
 			c.AccessKeyID = strings.TrimSpace(v)
 		case "aws_secret_access_key":
@@ -324,6 +364,12 @@ func NewS3Source(loc string, o S3Options, client *http.Client, retryFor time.Dur
 		return nil, err
 	}
 	h := NewHTTPSource(base, client, retryFor, log)
+	// Object stores' redirects (another region) are answers, not
+	// directions: following one would send the signed headers (the
+	// session token) to another host, or read it anonymously.
+	c := *h.client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	h.client = &c
 	h.raw = l.String()
 	h.s3 = &s3Signer{loc: l, opts: o}
 	return h, nil
@@ -399,15 +445,22 @@ func (s *s3Signer) explain(method, name string, resp *http.Response) error {
 	if resp.StatusCode == http.StatusNotFound && (body.Code == "NoSuchKey" || body.Code == "" && method == http.MethodHead) {
 		return nil
 	}
+	if resp.StatusCode == http.StatusPreconditionFailed {
+		return nil // If-Match failed: the object was replaced (the caller says so)
+	}
+	if name == SignatureName && resp.StatusCode == http.StatusForbidden && body.Code == "AccessDenied" {
+		// AWS answers 403 for a missing object to a key without
+		// s3:ListBucket; the manifest was readable, so this is most
+		// likely an unsigned snapshot. Trusted keys still refuse it.
+		return fs.ErrNotExist
+	}
 	return s.refusal(method, name, resp.StatusCode, body.Code, body.Message, resp.Header.Get("Date"))
 }
 
 // refusal builds the S3Error for a store's answer, with advice for the
 // codes a lab meets (never a secret).
 func (s *s3Signer) refusal(method, name string, status int, code, message, date string) *S3Error {
-	if len(message) > 300 {
-		message = message[:300] + "..."
-	}
+	code, message = s.clean(code, 64), s.clean(message, 300)
 	e := &S3Error{Status: status, Code: code, Message: message, What: method + " " + s.loc.String() + "/" + name}
 	if e.Code == "" {
 		e.Code = http.StatusText(status)
@@ -433,12 +486,36 @@ func (s *s3Signer) refusal(method, name string, status int, code, message, date 
 		e.Advice = fmt.Sprintf("this machine's clock (%s) is too far from the store's (%s): set the clock (signatures are valid for 15 minutes)", time.Now().UTC().Format(time.RFC3339), date)
 	case code == "NoSuchBucket":
 		e.Advice = fmt.Sprintf("there is no bucket %s on %s; check the bucket name and the endpoint", s.loc.Bucket, s.endpointName())
-	case status == http.StatusMovedPermanently || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed":
+	case status == http.StatusMovedPermanently || status == http.StatusTemporaryRedirect || status == http.StatusFound ||
+		code == "PermanentRedirect" || code == "TemporaryRedirect" || code == "AuthorizationHeaderMalformed":
 		e.Advice = "the bucket is in another region, or the endpoint is wrong: give the bucket's region (--s3-region, AWS_REGION) and endpoint"
 	case status == http.StatusForbidden:
-		e.Advice = fmt.Sprintf("%s may not %s objects under %s; give it the rights (s3:GetObject to read; s3:PutObject, s3:ListBucketMultipartUploads to capture)", cred, verb, s.loc)
+		e.Advice = fmt.Sprintf("%s may not %s objects under %s (or the object is missing: without s3:ListBucket a store answers 403 for it); give it the rights (s3:GetObject and s3:ListBucket to read; also s3:PutObject, s3:ListBucketMultipartUploads, s3:ListMultipartUploadParts and s3:DeleteObject to capture)", cred, verb, s.loc)
 	}
 	return e
+}
+
+// clean makes store-controlled text fit for a message: control
+// characters become spaces, the credential's secret and session token
+// (a store may echo them) become xxxxx, and at most max bytes are kept.
+func (s *s3Signer) clean(text string, max int) string {
+	if c := s.opts.Credential; c != nil {
+		for _, secret := range []string{c.SecretAccessKey, c.SessionToken} {
+			if len(secret) >= 8 {
+				text = strings.ReplaceAll(text, secret, "xxxxx")
+			}
+		}
+	}
+	text = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return ' '
+		}
+		return r
+	}, text)
+	if len(text) > max {
+		text = strings.ToValidUTF8(text[:max], "") + "..."
+	}
+	return text
 }
 
 func (c *S3Credential) describe() string {

@@ -29,7 +29,8 @@ func TestParseS3Location(t *testing.T) {
 		{loc: "s3://-lab/pc1", want: "inside"},
 		{loc: "s3://lab-/pc1", want: "inside"},
 		{loc: "s3://la..b/pc1", want: "holds .."},
-		{loc: "s3://key:secret@lab/pc1", want: "bucket name"},
+		{loc: "s3://key:secret@lab/pc1", want: "holds no user, password or port"},
+		{loc: "s3://lab:9000/pc1", want: "holds no user, password or port"},
 		{loc: "s3://lab/a//b", want: "empty, . or .."},
 		{loc: "s3://lab/../etc", want: "empty, . or .."},
 		{loc: "s3://lab/a/./b", want: "empty, . or .."},
@@ -187,6 +188,8 @@ func TestS3OptionsFromEnv(t *testing.T) {
 		{name: "flag profile over keys", env: map[string]string{"AWS_SHARED_CREDENTIALS_FILE": creds, "AWS_ACCESS_KEY_ID": "AKENV", "AWS_SECRET_ACCESS_KEY": "s"}, prof: "lab", wantID: "AKLAB"},
 		{name: "named profile missing file", env: map[string]string{"HOME": home}, prof: "lab", wantErr: "no such file"},
 		{name: "anonymous", env: map[string]string{"HOME": home}},
+		{name: "profile without HOME", prof: "lab", wantErr: "no credentials file"},
+		{name: "missing AWS_SHARED_CREDENTIALS_FILE", env: map[string]string{"AWS_SHARED_CREDENTIALS_FILE": home + "/nosuch"}, wantErr: "no such file"},
 		{name: "bad endpoint", env: map[string]string{"AWS_ENDPOINT_URL": "ftp://x"}, wantErr: "S3 endpoint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -43,10 +47,11 @@ type S3Sink struct {
 	retryFor time.Duration
 	log      func(msg string, args ...any)
 
-	open map[string]openUpload // key -> the newest open upload found at the start
-	segs []*s3Segment
-	cur  *s3Segment
-	buf  []byte
+	open   map[string]openUpload // key -> the newest open upload found at the start
+	lockID string                // the commit lock's capture ID while held
+	segs   []*s3Segment
+	cur    *s3Segment
+	buf    []byte
 
 	// Resumed and Sent count the bytes of parts found already stored and
 	// of parts sent.
@@ -125,17 +130,28 @@ func NewS3Sink(ctx context.Context, loc string, o S3Options, so S3SinkOptions) (
 	if s.log == nil {
 		s.log = func(string, ...any) {}
 	}
-	// A GET, not a HEAD: a refusal then comes with the store's reason.
-	if body, _, _, err := core.GetObject(ctx, l.Bucket, l.Key+"/"+ManifestName, minio.GetObjectOptions{}); err == nil {
-		body.Close()
-		return nil, fmt.Errorf("%s: %w (it has a %s); capture under another name, or delete that snapshot first", l, ErrS3Exists, ManifestName)
-	} else if r := minio.ToErrorResponse(err); r.Code != "NoSuchKey" {
-		return nil, s.refused(http.MethodGet, ManifestName, err)
+	if err := s.checkAbsent(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.findOpen(ctx); err != nil {
 		s.log("cannot list open uploads: the capture starts afresh", "location", l.String(), "err", err)
 	}
 	return s, nil
+}
+
+// checkAbsent refuses a location that holds a snapshot (ErrS3Exists).
+// A GET, not a HEAD: a refusal then comes with the store's reason.
+func (s *S3Sink) checkAbsent(ctx context.Context) error {
+	l := s.t.loc
+	body, _, _, err := s.core.GetObject(ctx, l.Bucket, l.Key+"/"+ManifestName, minio.GetObjectOptions{})
+	if err == nil {
+		body.Close()
+		return fmt.Errorf("%s: %w (it has a %s); capture under another name, or delete that snapshot first", l, ErrS3Exists, ManifestName)
+	}
+	if r := minio.ToErrorResponse(err); r.Code != "NoSuchKey" {
+		return s.refused(http.MethodGet, ManifestName, err)
+	}
+	return nil
 }
 
 // String names the destination.
@@ -284,9 +300,10 @@ func (s *S3Sink) sendPart(ctx context.Context, data []byte) error {
 	if err != nil {
 		return s.refused(http.MethodPut, seg.key[len(s.t.loc.Key)+1:], err)
 	}
-	if strings.Trim(got.ETag, `"`) != etag {
-		return fmt.Errorf("part %d of %s: the store answered ETag %s for a part whose MD5 is %s: it did not store what was sent", num, seg.key, got.ETag, etag)
-	}
+	// The store checked the part against its Content-MD5. Its ETag is
+	// that MD5 on most stores, but not under SSE-KMS or SSE-C: then a
+	// resume sends the part again, and the chunk hashes of the manifest
+	// stay the end-to-end check.
 	seg.parts = append(seg.parts, minio.CompletePart{PartNumber: num, ETag: got.ETag})
 	s.Sent += int64(len(data))
 	return nil
@@ -329,9 +346,122 @@ func (s *S3Sink) retry(ctx context.Context, what string, op func() error) error 
 	}
 }
 
-// Commit implements Sink: it completes every segment's upload, checks
-// each object's size against the manifest, then writes the signature
-// and, last, manifest.json.
+// S3CommitLock is the object a capture holds while it publishes a
+// snapshot (KEY/.rewind-commit): two captures to one name never complete
+// segments at the same time, so neither can mix its segments into the
+// other's snapshot.
+const S3CommitLock = ".rewind-commit"
+
+// S3LockStale is the age after which a commit lock is taken to be left by
+// a capture that died while publishing.
+const S3LockStale = 15 * time.Minute
+
+type commitLock struct {
+	Capture string    `json:"capture"`
+	Host    string    `json:"host"`
+	Since   time.Time `json:"since"`
+}
+
+// lock takes the commit lock with a conditional PUT (If-None-Match: *):
+// a lock held by another capture refuses the commit, unless it is older
+// than S3LockStale, when it is taken over (If-Match on its ETag, so that
+// two captures cannot both take it).
+func (s *S3Sink) lock(ctx context.Context) error {
+	host, _ := os.Hostname()
+	id := make([]byte, 8)
+	rand.Read(id)
+	s.lockID = hex.EncodeToString(id)
+	body, _ := json.Marshal(commitLock{Capture: s.lockID, Host: host, Since: time.Now().UTC()})
+	key := s.t.loc.Key + "/" + S3CommitLock
+	put := func(opts minio.PutObjectOptions) error {
+		sum := md5.Sum(body)
+		opts.ContentType, opts.DisableContentSha256, opts.CacheControl = "application/json", true, "no-store"
+		return s.retry(ctx, "take the commit lock", func() error {
+			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, key, bytes.NewReader(body), int64(len(body)),
+				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(body), opts)
+			return err
+		})
+	}
+	var opts minio.PutObjectOptions
+	opts.SetMatchETagExcept("*")
+	err := put(opts)
+	if r := minio.ToErrorResponse(err); err == nil || r.StatusCode != http.StatusPreconditionFailed && r.Code != "PreconditionFailed" {
+		if err != nil {
+			return s.refused(http.MethodPut, S3CommitLock, err)
+		}
+		return nil
+	}
+	obj, info, _, err := s.core.GetObject(ctx, s.t.loc.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return s.refused(http.MethodGet, S3CommitLock, err)
+	}
+	var held commitLock
+	err = json.NewDecoder(io.LimitReader(obj, 4096)).Decode(&held)
+	obj.Close()
+	if err == nil && held.Capture == s.lockID {
+		return nil // a retry after the store took it and the answer was lost
+	}
+	if err == nil && time.Since(held.Since) < S3LockStale {
+		return fmt.Errorf("%s: another capture (on %s, since %s) is publishing a snapshot under this name: wait for it (a capture to a name that then holds a snapshot is refused), or, if no capture runs, delete %s/%s", s.t.loc,
+			orUnknown(held.Host), held.Since.Format(time.RFC3339), s.t.loc, S3CommitLock)
+	}
+	s.log("taking over a commit lock left by a capture that died while publishing", "location", s.t.loc.String(), "host", held.Host, "since", held.Since)
+	opts = minio.PutObjectOptions{}
+	opts.SetMatchETag(strings.Trim(info.ETag, `"`))
+	if err := put(opts); err != nil {
+		return fmt.Errorf("%s: the stale commit lock was taken by another capture first: %w", s.t.loc, s.refused(http.MethodPut, S3CommitLock, err))
+	}
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown host"
+	}
+	return s
+}
+
+// unlock removes the commit lock (best effort: a lock left behind goes
+// stale).
+func (s *S3Sink) unlock() {
+	if s.lockID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+S3CommitLock, minio.RemoveObjectOptions{}); err != nil {
+		s.log("cannot remove the commit lock; it goes stale in "+S3LockStale.String(), "location", s.t.loc.String(), "err", err)
+	}
+	s.lockID = ""
+}
+
+// holds reports whether the store's object name is exactly b.
+func (s *S3Sink) holds(ctx context.Context, name string, b []byte) bool {
+	obj, _, _, err := s.core.GetObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+name, minio.GetObjectOptions{})
+	if err != nil {
+		return false
+	}
+	defer obj.Close()
+	got, err := io.ReadAll(io.LimitReader(obj, int64(len(b))+1))
+	return err == nil && bytes.Equal(got, b)
+}
+
+// multipartETag is the ETag S3 gives an object completed from parts:
+// the MD5 of the parts' MD5s, a dash and the number of parts.
+func multipartETag(parts []minio.CompletePart) string {
+	h := md5.New()
+	for _, p := range parts {
+		b, _ := hex.DecodeString(strings.Trim(p.ETag, `"`))
+		h.Write(b)
+	}
+	return fmt.Sprintf("%x-%d", h.Sum(nil), len(parts))
+}
+
+// Commit implements Sink. Under the commit lock, it checks again that no
+// snapshot is there (one may have been published since the capture
+// started), completes every segment's upload and checks each object
+// (size, and that it is the object just completed), then writes the
+// signature and, last, manifest.json (If-None-Match: *).
 func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte) error {
 	if err := s.flush(ctx, true); err != nil {
 		return err
@@ -339,19 +469,29 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 	if len(s.segs) != len(m.Segments) {
 		return fmt.Errorf("internal error: %d segments sent, the manifest lists %d", len(s.segs), len(m.Segments))
 	}
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	if err := s.checkAbsent(ctx); err != nil {
+		return err
+	}
 	for i, seg := range s.segs {
 		name := m.Segments[i].Name
 		if seg.size != m.Segments[i].Size {
 			return fmt.Errorf("internal error: %s holds %d bytes, the manifest says %d", name, seg.size, m.Segments[i].Size)
 		}
 		sort.Slice(seg.parts, func(a, b int) bool { return seg.parts[a].PartNumber < seg.parts[b].PartNumber })
+		var done string // the completed object's ETag; "" when the answer was lost
 		err := s.retry(ctx, "complete "+name, func() error {
-			_, err := s.core.CompleteMultipartUpload(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, seg.parts, minio.PutObjectOptions{})
+			res, err := s.core.CompleteMultipartUpload(ctx, s.t.loc.Bucket, seg.key, seg.uploadID, seg.parts, minio.PutObjectOptions{})
 			if r := minio.ToErrorResponse(err); r.Code == "NoSuchUpload" {
 				// A retry after the store completed it but the answer
-				// was lost: the size check below decides.
+				// was lost, or an upload aborted (a lifecycle rule):
+				// only the object's ETag can tell, below.
 				return nil
 			}
+			done = strings.Trim(res.ETag, `"`)
 			return err
 		})
 		if err != nil {
@@ -361,8 +501,14 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 		if err != nil {
 			return s.refused(http.MethodHead, name, err)
 		}
-		if info.Size != seg.size {
+		etag := strings.Trim(info.ETag, `"`)
+		switch {
+		case info.Size != seg.size:
 			return fmt.Errorf("%s/%s is %d bytes in the store after its upload, %d were sent: the capture is not published", s.t.loc, name, info.Size, seg.size)
+		case done != "" && etag != done:
+			return fmt.Errorf("%s/%s changed right after its upload was completed (ETag %s, then %s): something else writes there; the capture is not published", s.t.loc, name, done, etag)
+		case done == "" && etag != multipartETag(seg.parts):
+			return fmt.Errorf("%s/%s: its upload vanished (aborted, by a lifecycle rule or by hand?) and the object there (ETag %s) is not the parts this capture sent: capture again; the capture is not published", s.t.loc, name, etag)
 		}
 	}
 	// The manifest and signature say no-cache: an HTTP cache in front of
@@ -372,11 +518,21 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 	// its chunks' hashes, naming them.
 	put := func(name string, b []byte, ctype string) error {
 		sum := md5.Sum(b)
+		opts := minio.PutObjectOptions{ContentType: ctype, CacheControl: "no-cache", DisableContentSha256: true}
+		if name == ManifestName {
+			opts.SetMatchETagExcept("*") // never over a manifest
+		}
 		err := s.retry(ctx, "write "+name, func() error {
 			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+name, bytes.NewReader(b), int64(len(b)),
-				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(b), minio.PutObjectOptions{ContentType: ctype, CacheControl: "no-cache", DisableContentSha256: true})
+				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(b), opts)
 			return err
 		})
+		if r := minio.ToErrorResponse(err); name == ManifestName && r.StatusCode == http.StatusPreconditionFailed {
+			if s.holds(ctx, name, b) {
+				return nil // a retry after the store wrote it and the answer was lost
+			}
+			return fmt.Errorf("%s: %w (one was published while this capture was publishing, against the commit lock): this capture's segments may have replaced that snapshot's; verify it", s.t.loc, ErrS3Exists)
+		}
 		if err != nil {
 			return s.refused(http.MethodPut, name, err)
 		}

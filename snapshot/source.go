@@ -618,6 +618,9 @@ func (h *HTTPSource) ReadAt(ctx context.Context, name string, p []byte, off int6
 			}
 			return false, fmt.Errorf("server for %s ignores Range requests (answered 200, want 206): serve the snapshot with a server that supports ranges, such as 'rewind serve'", h.url(name))
 		case http.StatusPreconditionFailed:
+			if h.s3 != nil {
+				return false, changedError(name, "the store answered 412 Precondition Failed to If-Match "+first.etag)
+			}
 			return false, changedError(name, "the server answered 412 Precondition Failed to If-Range "+first.ifRange())
 		default:
 			return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, &httpStatusError{h.url(name), resp.Status}

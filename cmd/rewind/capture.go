@@ -94,7 +94,7 @@ file-system snapshot of the volume; a disk this system does not let you read
 				if tokenFile != "" || overwrite {
 					return usageError{fmt.Errorf("capture -o %s: --upload-token and --overwrite are for rewind serve (-o http(s)://HOST/NAME); an s3:// capture is signed with the S3 credential, and its NAME must not hold a snapshot yet", out)}
 				}
-				o, err := a.s3.options()
+				o, err := a.s3.options(a.log.Warn)
 				if err != nil {
 					return err
 				}

@@ -160,7 +160,7 @@ func openOptions(a *app, location string, keys []ed25519.PublicKey, ca []string)
 		o.HTTPClient = snapshot.NewHTTPClient(pool)
 	}
 	if snapshot.IsS3(location) {
-		s3, err := a.s3.options()
+		s3, err := a.s3.options(a.log.Warn)
 		if err != nil {
 			return o, err
 		}

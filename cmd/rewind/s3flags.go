@@ -23,7 +23,7 @@ func (f *s3Flags) register(root *cobra.Command) {
 }
 
 // options resolves the flags and the AWS environment.
-func (f *s3Flags) options() (snapshot.S3Options, error) {
+func (f *s3Flags) options(warn func(string, ...any)) (snapshot.S3Options, error) {
 	o, err := snapshot.S3OptionsFromEnv(os.Getenv, f.endpoint, f.region, f.profile)
 	if err != nil {
 		return o, err
@@ -35,6 +35,9 @@ func (f *s3Flags) options() (snapshot.S3Options, error) {
 		o.PathStyle = &v
 	default:
 		return o, usageError{fmt.Errorf("--s3-path-style %q: want auto, on or off", f.pathStyle)}
+	}
+	if w := o.PlainHTTPWarning(); w != "" && warn != nil {
+		warn(w)
 	}
 	return o, nil
 }
