@@ -142,7 +142,12 @@ func (t S3To) validate() error {
 	if t.Credential != "" && !credentialName.MatchString(t.Credential) {
 		return fmt.Errorf("plan [s3] credential %q: a profile name is letters, digits and ._- (at most 64)", t.Credential)
 	}
-	if err := snapshot.CheckPresigned(t.Presigned); err != nil {
+	po := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region}
+	if t.PathStyle == "on" || t.PathStyle == "off" {
+		v := t.PathStyle == "on"
+		po.PathStyle = &v
+	}
+	if err := snapshot.CheckPresigned(t.Presigned, po); err != nil {
 		return fmt.Errorf("plan [s3.presigned]: %w", err)
 	}
 	if t.CredentialsFile != "" {
@@ -326,6 +331,9 @@ func ParsePlan(data []byte) (*Plan, error) {
 	// The decoder matches keys to fields ignoring case, so TARGET after
 	// target would silently win over it; every plan key is lower case.
 	for _, k := range md.Keys() {
+		if len(k) == 3 && k[0] == "s3" && k[1] == "presigned" {
+			k = k[:2] // an object's location, kept exactly (a map: no field matched by case)
+		}
 		if s := k.String(); s != strings.ToLower(s) {
 			return nil, fmt.Errorf("plan key %s has upper-case letters; plan keys are lower case (a second key differing only in case would silently replace the first)", s)
 		}

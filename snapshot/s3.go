@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -132,7 +133,15 @@ type S3Options struct {
 	// the object's s3:// location; an object found here is read with its
 	// URL and no credential. Checked with CheckPresigned.
 	Presigned map[string]string
+	// PresignedMinLeft is how long pre-signed URLs must stay valid for a
+	// source to open: 0 means DefaultPresignedMinLeft, < 0 no check
+	// (tests).
+	PresignedMinLeft time.Duration
 }
+
+// DefaultPresignedMinLeft: pre-signed URLs that expire sooner are refused
+// before anything is read (a restore would fail part-way).
+const DefaultPresignedMinLeft = 2 * time.Minute
 
 func (o S3Options) region() string {
 	if o.Region == "" {
@@ -164,7 +173,15 @@ func (o S3Options) endpoint() (*url.URL, bool, error) {
 // forged answer. "" when the endpoint is https or there is no credential.
 func (o S3Options) PlainHTTPWarning() string {
 	u, _, err := o.endpoint()
-	if err != nil || u.Scheme != "http" || o.Credential == nil {
+	if err != nil || o.Credential == nil && len(o.Presigned) == 0 {
+		return ""
+	}
+	if u.Scheme != "http" {
+		for _, p := range o.Presigned {
+			if strings.HasPrefix(p, "http:") {
+				return "pre-signed URLs are plain http: the disk's bytes travel unencrypted and unauthenticated; use https, and trusted keys for restores"
+			}
+		}
 		return ""
 	}
 	return "the S3 endpoint " + u.Host + " is plain http: the disk's bytes (and a session token) travel unencrypted and unauthenticated; use https, and trusted keys for restores"
@@ -291,6 +308,7 @@ func LoadS3Credential(file, profile string) (*S3Credential, error) {
 	c := &S3Credential{Source: fmt.Sprintf("profile %s in %s", profile, file)}
 	sc := bufio.NewScanner(io.LimitReader(f, 1<<20))
 	found, in := false, false
+	seen := map[string]bool{}
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' || line[0] == ';' {
@@ -323,6 +341,10 @@ func LoadS3Credential(file, profile string) (*S3Credential, error) {
 		if v = strings.TrimSpace(v); strings.ContainsAny(v, " \t") && strings.HasPrefix(k, "aws_") {
 			return nil, fmt.Errorf("%s line %d: the value of %s holds a space (comments after a value are not allowed)", file, n, k)
 		}
+		if seen[k] {
+			return nil, fmt.Errorf("%s line %d: %s is given twice in [%s]; keep one", file, n, k, profile)
+		}
+		seen[k] = true
 		switch k {
 		case "aws_access_key_id":
 			c.AccessKeyID = strings.TrimSpace(v)
@@ -363,6 +385,24 @@ func NewS3Source(loc string, o S3Options, client *http.Client, retryFor time.Dur
 	if err != nil {
 		return nil, err
 	}
+	sig := &s3Signer{loc: l, opts: o}
+	if exp, ok := sig.earliestExpiry(); ok {
+		if time.Now().After(exp) {
+			return nil, &S3Error{Code: "PresignedURLsExpired", What: "read " + l.String(),
+				Advice: fmt.Sprintf("the plan's pre-signed URLs for it expired at %s: make new ones with rewind s3 presign (nothing was written)", exp.UTC().Format(time.RFC3339))}
+		}
+		min := o.PresignedMinLeft
+		if min == 0 {
+			min = DefaultPresignedMinLeft
+		}
+		if left := time.Until(exp); min > 0 && left < min {
+			return nil, &S3Error{Code: "PresignedURLsExpireSoon", What: "read " + l.String(),
+				Advice: fmt.Sprintf("the plan's pre-signed URLs for it expire at %s, in %s: too soon for a restore; make new ones with rewind s3 presign (nothing was written)", exp.UTC().Format(time.RFC3339), left.Round(time.Second))}
+		}
+		if log != nil {
+			log("reading with pre-signed URLs", "location", l.String(), "valid until", exp.UTC().Format(time.RFC3339))
+		}
+	}
 	h := NewHTTPSource(base, client, retryFor, log)
 	// Object stores' redirects (another region) are answers, not
 	// directions: following one would send the signed headers (the
@@ -371,7 +411,7 @@ func NewS3Source(loc string, o S3Options, client *http.Client, retryFor time.Dur
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	h.client = &c
 	h.raw = l.String()
-	h.s3 = &s3Signer{loc: l, opts: o}
+	h.s3 = sig
 	return h, nil
 }
 
@@ -391,7 +431,7 @@ func (s *s3Signer) sign(req *http.Request, name string) (*http.Request, error) {
 		return req, nil
 	}
 	c := s.opts.Credential
-	if c == nil && len(s.opts.Presigned) > 0 {
+	if c == nil && s.coveredByPresigned() {
 		if name == SignatureName {
 			return nil, fs.ErrNotExist
 		}
@@ -448,7 +488,7 @@ func (s *s3Signer) explain(method, name string, resp *http.Response) error {
 	if resp.StatusCode == http.StatusPreconditionFailed {
 		return nil // If-Match failed: the object was replaced (the caller says so)
 	}
-	if name == SignatureName && resp.StatusCode == http.StatusForbidden && body.Code == "AccessDenied" {
+	if _, presigned := s.presignedURL(name); name == SignatureName && !presigned && resp.StatusCode == http.StatusForbidden && body.Code == "AccessDenied" {
 		// AWS answers 403 for a missing object to a key without
 		// s3:ListBucket; the manifest was readable, so this is most
 		// likely an unsigned snapshot. Trusted keys still refuse it.
@@ -495,6 +535,11 @@ func (s *s3Signer) refusal(method, name string, status int, code, message, date 
 	return e
 }
 
+// amzSecret matches the bearer parts of a request a store may echo: a
+// pre-signed URL's signature, credential and token, an Authorization
+// header's signature.
+var amzSecret = regexp.MustCompile(`(?i)(X-Amz-(?:Signature|Security-Token|Credential)=|Signature=)[^&\s"'<>,]*`)
+
 // clean makes store-controlled text fit for a message: control
 // characters become spaces, the credential's secret and session token
 // (a store may echo them) become xxxxx, and at most max bytes are kept.
@@ -506,6 +551,7 @@ func (s *s3Signer) clean(text string, max int) string {
 			}
 		}
 	}
+	text = amzSecret.ReplaceAllString(text, "${1}xxxxx")
 	text = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
 			return ' '

@@ -74,10 +74,11 @@ func PresignS3(loc string, o S3Options, names []string, expires time.Duration) (
 var presignedFile = regexp.MustCompile(`^(manifest\.json|manifest\.json\.sig|data\.[0-9]{3,6})$`)
 
 // CheckPresigned checks pre-signed URLs from an untrusted place (a plan):
-// each key an s3:// location of a snapshot file, each URL an http(s) URL
-// with a V4 query signature for that same object, no user or fragment.
-// Errors name the key, never a signature.
-func CheckPresigned(m map[string]string) error {
+// each key an s3:// location of a snapshot file, each URL one with a V4
+// query signature for that same object on the store o names (the same
+// scheme, host and path as o.ObjectURL), no user or fragment. Errors name
+// the key, never a signature.
+func CheckPresigned(m map[string]string, o S3Options) error {
 	if len(m) > MaxPresigned {
 		return fmt.Errorf("%d pre-signed URLs; at most %d", len(m), MaxPresigned)
 	}
@@ -100,9 +101,13 @@ func CheckPresigned(m map[string]string) error {
 		if q.Get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" || q.Get("X-Amz-Signature") == "" || q.Get("X-Amz-Date") == "" || q.Get("X-Amz-Expires") == "" {
 			return fmt.Errorf("pre-signed URL for %s: not a Signature V4 pre-signed URL (no X-Amz-Algorithm, X-Amz-Date, X-Amz-Expires or X-Amz-Signature); make it with rewind s3 presign", k)
 		}
-		obj := l.Key + "/" + name
-		if u.Path != "/"+l.Bucket+"/"+obj && !(u.Path == "/"+obj && strings.HasPrefix(u.Host, l.Bucket+".")) {
-			return fmt.Errorf("pre-signed URL for %s is for another object (%s%s)", k, u.Host, u.Path)
+		want, err := o.ObjectURL(l, name)
+		if err != nil {
+			return err
+		}
+		w, _ := url.Parse(want)
+		if u.Scheme != w.Scheme || u.Host != w.Host || u.EscapedPath() != w.EscapedPath() {
+			return fmt.Errorf("pre-signed URL for %s is for another object or store (%s://%s%s; the plan's [s3] endpoint gives %s): make the URLs with the endpoint the machines use", k, u.Scheme, u.Host, u.EscapedPath(), want)
 		}
 	}
 	return nil
@@ -116,6 +121,33 @@ func (s *s3Signer) presignedURL(name string) (*url.URL, bool) {
 	}
 	u, err := url.Parse(raw)
 	return u, err == nil
+}
+
+// coveredByPresigned reports whether the pre-signed URLs name any file
+// of this location (then every file must have one).
+func (s *s3Signer) coveredByPresigned() bool {
+	prefix := s.loc.String() + "/"
+	for k := range s.opts.Presigned {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// earliestExpiry is when the first pre-signed URL of this location
+// expires.
+func (s *s3Signer) earliestExpiry() (time.Time, bool) {
+	prefix := s.loc.String() + "/"
+	var first time.Time
+	for k := range s.opts.Presigned {
+		if name, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(name, "/") {
+			if t, ok := s.presignedExpiry(name); ok && (first.IsZero() || t.Before(first)) {
+				first = t
+			}
+		}
+	}
+	return first, !first.IsZero()
 }
 
 // presignedExpiry is when the pre-signed URL of name expires.

@@ -33,7 +33,7 @@ func TestS3Presigned(t *testing.T) {
 	if len(urls) != 1+len(m.Segments) {
 		t.Fatalf("%d URLs for a manifest and %d segments", len(urls), len(m.Segments))
 	}
-	if err := snapshot.CheckPresigned(urls); err != nil {
+	if err := snapshot.CheckPresigned(urls, snapshot.S3Options{Endpoint: srv.Endpoint}); err != nil {
 		t.Fatalf("CheckPresigned of PresignS3's URLs: %v", err)
 	}
 	for k, u := range urls {
@@ -82,12 +82,23 @@ func TestS3Presigned(t *testing.T) {
 	altered[loc+"/manifest.json"] = u[:i] + flip + u[i+1:]
 	check("altered", open(altered), "403", "refused the plan's pre-signed URL for manifest.json")
 
-	short, err := snapshot.PresignS3(loc, full, snapshot.SnapshotFiles(m, false), time.Second)
+	// URLs that expire during a restore: the store's 403 is explained;
+	// URLs expired already are refused before anything is asked.
+	short, err := snapshot.PresignS3(loc, full, snapshot.SnapshotFiles(m, false), 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2500 * time.Millisecond)
-	check("expired", open(short), "403", "expired at")
+	check("expiring soon", open(short), "PresignedURLsExpireSoon", "too soon", "nothing was written")
+	so := snapshot.S3Options{Endpoint: srv.Endpoint, Presigned: short, PresignedMinLeft: -1}
+	s, err := snapshot.Open(context.Background(), loc, snapshot.OpenOptions{S3: &so, RetryFor: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second)
+	_, err = s.ReadFrame(context.Background(), 0, nil)
+	s.Close()
+	check("expired during the restore", err, "403", "expired at")
+	check("expired before", open(short), "PresignedURLsExpired", "nothing was written")
 
 	// A URL of one object under another's key, a user, a URL that is not
 	// pre-signed, a key that is no snapshot file: refused by the check.
@@ -98,7 +109,7 @@ func TestS3Presigned(t *testing.T) {
 		"file key": {loc + "/../x": urls[loc+"/manifest.json"]},
 		"bad loc":  {"s3://LAB/pc1/manifest.json": urls[loc+"/manifest.json"]},
 	} {
-		err := snapshot.CheckPresigned(bad)
+		err := snapshot.CheckPresigned(bad, snapshot.S3Options{Endpoint: srv.Endpoint})
 		if err == nil || strings.Contains(err.Error(), "X-Amz-Signature=") {
 			t.Errorf("CheckPresigned(%s) = %v; want a refusal without the signature", name, err)
 		}

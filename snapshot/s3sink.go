@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -47,11 +48,15 @@ type S3Sink struct {
 	retryFor time.Duration
 	log      func(msg string, args ...any)
 
-	open   map[string]openUpload // key -> the newest open upload found at the start
-	lockID string                // the commit lock's capture ID while held
-	segs   []*s3Segment
-	cur    *s3Segment
-	buf    []byte
+	open        map[string]openUpload // key -> the newest open upload found at the start
+	lockID      string                // the commit lock's capture ID while held
+	lockETag    string                // its ETag as last written
+	conditional bool                  // the store honours If-None-Match
+	lockStale   time.Duration
+	client      *http.Client // for the store's clock
+	segs        []*s3Segment
+	cur         *s3Segment
+	buf         []byte
 
 	// Resumed and Sent count the bytes of parts found already stored and
 	// of parts sent.
@@ -65,6 +70,7 @@ type openUpload struct {
 
 type s3Segment struct {
 	key, uploadID string
+	etag          string                   // the completed object's ETag
 	stored        map[int]minio.ObjectPart // parts the store already holds (a resumed upload)
 	parts         []minio.CompletePart
 	size          int64
@@ -83,6 +89,8 @@ type S3SinkOptions struct {
 	RetryFor time.Duration
 	// Log receives resume and retry notices; may be nil.
 	Log func(msg string, args ...any)
+	// LockStale overrides S3LockStale (tests).
+	LockStale time.Duration
 }
 
 // NewS3Sink checks the destination before the disk is read: the location
@@ -123,7 +131,8 @@ func NewS3Sink(ctx context.Context, loc string, o S3Options, so S3SinkOptions) (
 	if need := (seg + 9999) / 10000; need > part {
 		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
 	}
-	s := &S3Sink{t: &s3Signer{loc: l, opts: o}, core: core, partSize: part, retryFor: so.RetryFor, log: so.Log, open: map[string]openUpload{}}
+	s := &S3Sink{t: &s3Signer{loc: l, opts: o}, core: core, partSize: part, retryFor: so.RetryFor, log: so.Log, open: map[string]openUpload{},
+		conditional: true, lockStale: cmp.Or(so.LockStale, S3LockStale), client: &http.Client{Transport: tr, Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	if s.retryFor <= 0 {
 		s.retryFor = DefaultRetryFor
 	}
@@ -324,7 +333,7 @@ func (s *S3Sink) retry(ctx context.Context, what string, op func() error) error 
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if r := minio.ToErrorResponse(err); r.StatusCode != 0 && r.StatusCode < 500 && r.StatusCode != http.StatusTooManyRequests {
+		if r := minio.ToErrorResponse(err); r.StatusCode != 0 && r.StatusCode < 500 && r.StatusCode != http.StatusTooManyRequests && r.Code != "ConditionalRequestConflict" {
 			return err
 		}
 		if CertError(err) != nil {
@@ -352,64 +361,175 @@ func (s *S3Sink) retry(ctx context.Context, what string, op func() error) error 
 // other's snapshot.
 const S3CommitLock = ".rewind-commit"
 
-// S3LockStale is the age after which a commit lock is taken to be left by
-// a capture that died while publishing.
+// S3LockStale is the age, on the store's clock (the lock object's
+// Last-Modified), after which a commit lock is taken to be left by a
+// capture that died while publishing. The holder refreshes its lock after
+// every segment it completes.
 const S3LockStale = 15 * time.Minute
 
 type commitLock struct {
 	Capture string    `json:"capture"`
 	Host    string    `json:"host"`
-	Since   time.Time `json:"since"`
+	Since   time.Time `json:"since"` // the holder's clock: for messages only
 }
 
-// lock takes the commit lock with a conditional PUT (If-None-Match: *):
-// a lock held by another capture refuses the commit, unless it is older
-// than S3LockStale, when it is taken over (If-Match on its ETag, so that
-// two captures cannot both take it).
-func (s *S3Sink) lock(ctx context.Context) error {
+func (s *S3Sink) lockKey() string { return s.t.loc.Key + "/" + S3CommitLock }
+
+// putLock writes the lock object with the conditions of opts and returns
+// its ETag.
+func (s *S3Sink) putLock(ctx context.Context, opts minio.PutObjectOptions) (string, error) {
 	host, _ := os.Hostname()
+	body, _ := json.Marshal(commitLock{Capture: s.lockID, Host: host, Since: time.Now().UTC()})
+	sum := md5.Sum(body)
+	opts.ContentType, opts.DisableContentSha256, opts.CacheControl = "application/json", true, "no-store"
+	var etag string
+	err := s.retry(ctx, "write the commit lock", func() error {
+		info, err := s.core.PutObject(ctx, s.t.loc.Bucket, s.lockKey(), bytes.NewReader(body), int64(len(body)),
+			base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(body), opts)
+		etag = strings.Trim(info.ETag, `"`)
+		return err
+	})
+	return etag, err
+}
+
+// readLock returns the lock object's holder (zero when its body does not
+// decode), its ETag and its Last-Modified on the store's clock.
+func (s *S3Sink) readLock(ctx context.Context) (commitLock, string, time.Time, error) {
+	var held commitLock
+	obj, info, _, err := s.core.GetObject(ctx, s.t.loc.Bucket, s.lockKey(), minio.GetObjectOptions{})
+	if err != nil {
+		return held, "", time.Time{}, err
+	}
+	defer obj.Close()
+	_ = json.NewDecoder(io.LimitReader(obj, 4096)).Decode(&held)
+	return held, strings.Trim(info.ETag, `"`), info.LastModified, nil
+}
+
+func isPrecondition(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed"
+}
+
+// lock takes the commit lock with a conditional PUT (If-None-Match: *).
+// A lock held by another capture refuses the commit, unless the store
+// last saw it written more than S3LockStale ago (its owner refreshes it
+// after every segment), when it is taken over with If-Match on its ETag,
+// so that two captures cannot both take it. It then checks that the store
+// honours If-None-Match at all.
+func (s *S3Sink) lock(ctx context.Context) (err error) {
 	id := make([]byte, 8)
 	rand.Read(id)
 	s.lockID = hex.EncodeToString(id)
-	body, _ := json.Marshal(commitLock{Capture: s.lockID, Host: host, Since: time.Now().UTC()})
-	key := s.t.loc.Key + "/" + S3CommitLock
-	put := func(opts minio.PutObjectOptions) error {
-		sum := md5.Sum(body)
-		opts.ContentType, opts.DisableContentSha256, opts.CacheControl = "application/json", true, "no-store"
-		return s.retry(ctx, "take the commit lock", func() error {
-			_, err := s.core.PutObject(ctx, s.t.loc.Bucket, key, bytes.NewReader(body), int64(len(body)),
-				base64.StdEncoding.EncodeToString(sum[:]), sha256Hex(body), opts)
-			return err
-		})
-	}
+	defer func() {
+		if err != nil {
+			s.unlock()
+		}
+	}()
 	var opts minio.PutObjectOptions
 	opts.SetMatchETagExcept("*")
-	err := put(opts)
-	if r := minio.ToErrorResponse(err); err == nil || r.StatusCode != http.StatusPreconditionFailed && r.Code != "PreconditionFailed" {
-		if err != nil {
-			return s.refused(http.MethodPut, S3CommitLock, err)
-		}
-		return nil
+	etag, err := s.putLock(ctx, opts)
+	if err != nil && !isPrecondition(err) {
+		return s.refused(http.MethodPut, S3CommitLock, err)
 	}
-	obj, info, _, err := s.core.GetObject(ctx, s.t.loc.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		held, heldETag, modified, rerr := s.readLock(ctx)
+		if rerr != nil {
+			return s.refused(http.MethodGet, S3CommitLock, rerr)
+		}
+		if held.Capture == s.lockID {
+			etag = heldETag // a retry after the store took it and the answer was lost
+		} else {
+			age, _ := s.storeAge(ctx, modified)
+			if age < s.lockStale {
+				return fmt.Errorf("%s: another capture (on %s, since %s) is publishing a snapshot under this name: wait for it (a capture to a name that then holds a snapshot is refused), or, if no capture runs, delete %s/%s", s.t.loc,
+					orUnknown(held.Host), modified.UTC().Format(time.RFC3339), s.t.loc, S3CommitLock)
+			}
+			s.log("taking over a commit lock left by a capture that died while publishing", "location", s.t.loc.String(), "host", held.Host, "last written", modified)
+			opts = minio.PutObjectOptions{}
+			opts.SetMatchETag(heldETag)
+			if etag, err = s.putLock(ctx, opts); err != nil {
+				return fmt.Errorf("%s: the stale commit lock was taken by another capture first: %w", s.t.loc, s.refused(http.MethodPut, S3CommitLock, err))
+			}
+		}
+	}
+	s.lockETag = etag
+	// A store that ignores If-None-Match would let two captures both hold
+	// the lock: the second PUT must be refused.
+	opts = minio.PutObjectOptions{}
+	opts.SetMatchETagExcept("*")
+	if _, err := s.putLock(ctx, opts); err == nil {
+		s.lockETag = ""
+		if _, etag, _, rerr := s.readLock(ctx); rerr == nil {
+			s.lockETag = etag
+		}
+		s.conditional = false
+		s.log("the store does not honour If-None-Match: two captures to one name at the same moment are not kept apart (each still checks its segments before publishing)", "location", s.t.loc.String())
+	} else if !isPrecondition(err) {
+		return s.refused(http.MethodPut, S3CommitLock, err)
+	}
+	return nil
+}
+
+// storeAge is how long ago, on the store's clock, t was: the store's Date
+// header of a fresh answer minus t (this machine's clock may be off by
+// the 15 minutes a signature allows).
+func (s *S3Sink) storeAge(ctx context.Context, t time.Time) (time.Duration, error) {
+	u, err := s.t.opts.ObjectURL(s.t.loc, S3CommitLock)
+	if err != nil {
+		return time.Since(t), err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return time.Since(t), err
+	}
+	req, err = s.t.sign(req, S3CommitLock)
+	if err != nil {
+		return time.Since(t), err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return time.Since(t), err
+	}
+	resp.Body.Close()
+	now, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		return time.Since(t), err
+	}
+	return now.Sub(t), nil
+}
+
+// refresh rewrites the lock (If-Match on the ETag last written), so that
+// it is not taken for stale while this capture publishes, and fails when
+// the lock is no longer this capture's.
+func (s *S3Sink) refresh(ctx context.Context) error {
+	if !s.conditional {
+		return s.stillOurs(ctx)
+	}
+	var opts minio.PutObjectOptions
+	opts.SetMatchETag(s.lockETag)
+	etag, err := s.putLock(ctx, opts)
+	if isPrecondition(err) {
+		if err := s.stillOurs(ctx); err != nil {
+			return err
+		}
+		if _, etag, _, err = s.readLock(ctx); err != nil {
+			return s.refused(http.MethodGet, S3CommitLock, err)
+		}
+	} else if err != nil {
+		return s.refused(http.MethodPut, S3CommitLock, err)
+	}
+	s.lockETag = etag
+	return nil
+}
+
+// stillOurs fails when another capture holds the lock now.
+func (s *S3Sink) stillOurs(ctx context.Context) error {
+	held, _, _, err := s.readLock(ctx)
 	if err != nil {
 		return s.refused(http.MethodGet, S3CommitLock, err)
 	}
-	var held commitLock
-	err = json.NewDecoder(io.LimitReader(obj, 4096)).Decode(&held)
-	obj.Close()
-	if err == nil && held.Capture == s.lockID {
-		return nil // a retry after the store took it and the answer was lost
-	}
-	if err == nil && time.Since(held.Since) < S3LockStale {
-		return fmt.Errorf("%s: another capture (on %s, since %s) is publishing a snapshot under this name: wait for it (a capture to a name that then holds a snapshot is refused), or, if no capture runs, delete %s/%s", s.t.loc,
-			orUnknown(held.Host), held.Since.Format(time.RFC3339), s.t.loc, S3CommitLock)
-	}
-	s.log("taking over a commit lock left by a capture that died while publishing", "location", s.t.loc.String(), "host", held.Host, "since", held.Since)
-	opts = minio.PutObjectOptions{}
-	opts.SetMatchETag(strings.Trim(info.ETag, `"`))
-	if err := put(opts); err != nil {
-		return fmt.Errorf("%s: the stale commit lock was taken by another capture first: %w", s.t.loc, s.refused(http.MethodPut, S3CommitLock, err))
+	if held.Capture != s.lockID {
+		return fmt.Errorf("%s: another capture (on %s) took the commit lock while this one was publishing: the capture is not published; verify the snapshot there", s.t.loc, orUnknown(held.Host))
 	}
 	return nil
 }
@@ -421,18 +541,22 @@ func orUnknown(s string) string {
 	return s
 }
 
-// unlock removes the commit lock (best effort: a lock left behind goes
-// stale).
+// unlock removes the commit lock if it is still this capture's (best
+// effort: a lock left behind goes stale).
 func (s *S3Sink) unlock() {
 	if s.lockID == "" {
 		return
 	}
+	defer func() { s.lockID, s.lockETag = "", "" }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+S3CommitLock, minio.RemoveObjectOptions{}); err != nil {
+	held, _, _, err := s.readLock(ctx)
+	if err != nil || held.Capture != s.lockID {
+		return
+	}
+	if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.lockKey(), minio.RemoveObjectOptions{}); err != nil {
 		s.log("cannot remove the commit lock; it goes stale in "+S3LockStale.String(), "location", s.t.loc.String(), "err", err)
 	}
-	s.lockID = ""
 }
 
 // holds reports whether the store's object name is exactly b.
@@ -510,6 +634,21 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 		case done == "" && etag != multipartETag(seg.parts):
 			return fmt.Errorf("%s/%s: its upload vanished (aborted, by a lifecycle rule or by hand?) and the object there (ETag %s) is not the parts this capture sent: capture again; the capture is not published", s.t.loc, name, etag)
 		}
+		seg.etag = etag
+		if err := s.refresh(ctx); err != nil {
+			return err
+		}
+	}
+	// Right before the manifest: every segment is still the object this
+	// capture completed, and the lock still this capture's.
+	for i, seg := range s.segs {
+		info, err := s.core.StatObject(ctx, s.t.loc.Bucket, seg.key, minio.StatObjectOptions{})
+		if err != nil {
+			return s.refused(http.MethodHead, m.Segments[i].Name, err)
+		}
+		if strings.Trim(info.ETag, `"`) != seg.etag {
+			return fmt.Errorf("%s/%s was replaced while this capture was publishing (ETag %s, then %s): another capture writes there; the capture is not published", s.t.loc, m.Segments[i].Name, seg.etag, info.ETag)
+		}
 	}
 	// The manifest and signature say no-cache: an HTTP cache in front of
 	// the store (docs/scale.md) asks every time, so a snapshot deleted
@@ -542,14 +681,47 @@ func (s *S3Sink) Commit(ctx context.Context, m *Manifest, data, signature []byte
 		if err := put(SignatureName, signature, "text/plain"); err != nil {
 			return err
 		}
-	} else if _, err := s.core.StatObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.StatObjectOptions{}); err == nil {
+	} else if _, err := s.core.StatObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.StatObjectOptions{}); err != nil && minio.ToErrorResponse(err).Code != "NoSuchKey" && minio.ToErrorResponse(err).StatusCode != http.StatusNotFound {
+		// Cannot tell whether an old signature is there: fail closed.
+		return s.refused(http.MethodHead, SignatureName, err)
+	} else if err == nil {
 		// A signature left by an earlier capture that did not finish
 		// would not match this manifest.
 		if err := s.core.RemoveObject(ctx, s.t.loc.Bucket, s.t.loc.Key+"/"+SignatureName, minio.RemoveObjectOptions{}); err != nil {
 			return s.refused(http.MethodDelete, SignatureName, err)
 		}
 	}
-	return put(ManifestName, data, "application/json")
+	if err := s.refresh(ctx); err != nil {
+		return err
+	}
+	if err := put(ManifestName, data, "application/json"); err != nil {
+		return err
+	}
+	return s.checkPublished(ctx, m, data)
+}
+
+// checkPublished reads back what a reader will find: this manifest over
+// the segments this capture completed. On a store that honours
+// conditional writes nothing else can be there; on one that does not, a
+// second capture of the same name at the same moment is caught here (and
+// this capture fails, never reports success over a mixed snapshot).
+func (s *S3Sink) checkPublished(ctx context.Context, m *Manifest, data []byte) error {
+	mixed := func(what string) error {
+		return fmt.Errorf("%s: %s right after this capture published it: another capture wrote under this name at the same moment (the store does not keep writes apart: it ignores If-None-Match); the snapshot there may mix the two: verify it, or delete it and capture again", s.t.loc, what)
+	}
+	if !s.holds(ctx, ManifestName, data) {
+		return mixed("the manifest is not this capture's")
+	}
+	for i, seg := range s.segs {
+		info, err := s.core.StatObject(ctx, s.t.loc.Bucket, seg.key, minio.StatObjectOptions{})
+		if err != nil {
+			return s.refused(http.MethodHead, m.Segments[i].Name, err)
+		}
+		if strings.Trim(info.ETag, `"`) != seg.etag {
+			return mixed(m.Segments[i].Name + " was replaced")
+		}
+	}
+	return nil
 }
 
 // Abort implements Sink. No object of the snapshot is visible (segments

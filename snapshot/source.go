@@ -456,6 +456,7 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 	}
 	resp, err = h.client.Do(req)
 	if err != nil {
+		stalled := ctx.Err() == nil && rctx.Err() != nil // before done cancels rctx
 		done()
 		// A pre-signed URL's query is a bearer token: messages show
 		// the object's plain URL.
@@ -463,7 +464,7 @@ func (h *HTTPSource) do(ctx context.Context, method, name string, header http.He
 		if errors.As(err, &ue) && req.URL.RawQuery != "" && h.s3 != nil {
 			ue.URL = h.url(name)
 		}
-		if ctx.Err() == nil && rctx.Err() != nil {
+		if stalled {
 			err = fmt.Errorf("no response for %s: %w", h.stall, err)
 		}
 		return nil, nil, nil, err
@@ -549,7 +550,13 @@ func MaxFileSize(name string) int64 {
 // every later ranged read of it is checked against this version.
 func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 	var size int64
-	err := h.retry(ctx, "HEAD "+name, func() (bool, error) {
+	what := "HEAD " + name
+	if h.s3 != nil {
+		if _, ok := h.s3.presignedURL(name); ok {
+			what = "GET " + name + " (its size)"
+		}
+	}
+	err := h.retry(ctx, what, func() (bool, error) {
 		// A pre-signed URL is for GET only: its size comes from the
 		// Content-Range of its first byte.
 		method, header, want := http.MethodHead, http.Header(nil), http.StatusOK
