@@ -65,3 +65,28 @@ func TestLastLines(t *testing.T) {
 		}
 	}
 }
+
+// "info usernet" as QEMU 7.2 prints it: a hostfwd listener, a connection
+// the guest has not answered, and one it accepted.
+func TestGuestAccepted(t *testing.T) {
+	const synSent = `Hub -1 (n0):
+  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+  TCP[SYN_SENT]      13       127.0.0.1 18080       10.0.2.15  8080     0     0
+  TCP[HOST_FORWARD]   9       127.0.0.1 18080       10.0.2.15  8080     0     0
+`
+	const established = synSent + "  TCP[ESTABLISHED]   14       127.0.0.1 18080       10.0.2.15  8080     0     0\n"
+	for _, tc := range []struct {
+		name, usernet string
+		port          int
+		want          bool
+	}{
+		{"not answered", synSent, 8080, false},
+		{"accepted", established, 8080, true},
+		{"accepted on another port", established, 22, false},
+		{"empty", "", 8080, false},
+	} {
+		if got := GuestAccepted(tc.usernet, tc.port); got != tc.want {
+			t.Errorf("%s: GuestAccepted(port %d) = %v, want %v", tc.name, tc.port, got, tc.want)
+		}
+	}
+}

@@ -66,7 +66,13 @@ type VM struct {
 	// StopMatch, when set, stops QEMU once the console matches it, as
 	// StopWhen does; Matched then reports true.
 	StopMatch *regexp.Regexp
-	Keys      []Key
+	// Until, when set, is called about every 50 ms with the console so
+	// far; QEMU is stopped once it returns true, as with StopWhen.
+	Until func(console string) bool
+	// Monitor, when set, is a Unix socket path for QEMU's human monitor
+	// (see MonitorCommand).
+	Monitor string
+	Keys    []Key
 	// Accel is QEMU's accelerator: "tcg" (the default when empty) or
 	// "kvm".
 	Accel string
@@ -242,6 +248,9 @@ func (v *VM) Args() []string {
 	if v.UUID != "" {
 		args = append(args, "-uuid", v.UUID)
 	}
+	if v.Monitor != "" {
+		args = append(args, "-monitor", "unix:"+v.Monitor+",server=on,wait=off")
+	}
 	return args
 }
 
@@ -329,12 +338,15 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 		}
 	}()
 	var stopped atomic.Bool
-	if v.StopWhen != "" || v.StopMatch != nil {
+	if v.StopWhen != "" || v.StopMatch != nil || v.Until != nil {
 		done := func() bool {
+			if v.Until != nil && v.Until(out.String()) {
+				return true
+			}
 			if v.StopMatch != nil {
 				return v.StopMatch.MatchString(out.String())
 			}
-			return strings.Contains(out.String(), v.StopWhen)
+			return v.StopWhen != "" && strings.Contains(out.String(), v.StopWhen)
 		}
 		go func() {
 			for !done() {
