@@ -374,6 +374,7 @@ func (d *run) rescue(ctx context.Context, stick, initrd string) bool {
 		v.Kernel, v.Initrd, v.Cmdline = d.o.Kernel, initrd, "rewind.after=poweroff"
 	} else {
 		v.FirmwareLog = filepath.Join(d.dir, "rescue-firmware.log")
+		v.Until = func(string) bool { return firmwareGaveUp(v.FirmwareLog) }
 	}
 	start := time.Now()
 	out, err := v.Run(ctx)
@@ -451,6 +452,12 @@ func (d *run) boot(ctx context.Context) bool {
 		v.Monitor = filepath.Join(d.dir, "monitor.sock")
 		v.Until = tcpWaiter(fmt.Sprintf("127.0.0.1:%d", host), v.Monitor, d.o.ExpectTCP, &accepted)
 	}
+	if v.FirmwareLog != "" {
+		until := v.Until
+		v.Until = func(console string) bool {
+			return firmwareGaveUp(v.FirmwareLog) || until != nil && until(console)
+		}
+	}
 	start := time.Now()
 	out, err := v.Run(ctx)
 	end := time.Since(start)
@@ -476,6 +483,13 @@ func (d *run) boot(ctx context.Context) bool {
 	default:
 		return d.record("expect", end-first, "", fmt.Errorf("the restored machine (%s) stopped before %s; last console lines: %s (console: %s)", fw, want, vm.LastLines(out, 5), v.LogPath))
 	}
+}
+
+// firmwareGaveUp reports whether SeaBIOS's debug console says it found
+// nothing to boot (it would retry every 60 seconds).
+func firmwareGaveUp(fwLog string) bool {
+	b, _ := os.ReadFile(fwLog)
+	return bytes.Contains(b, []byte("No bootable device"))
 }
 
 // silentBoot says why a restored machine printed nothing, from SeaBIOS's
