@@ -48,8 +48,11 @@ type Options struct {
 	Kernel    string // the rescue kernel
 	Base      []byte // the base rescue initramfs (initramfs.Base)
 	Modules   *initramfs.ModuleSet
-	Check     string // "fs": fsck every file system of the restored disks
-	Timeout   time.Duration
+	Check     string        // "fs": fsck every file system of the restored disks
+	Timeout   time.Duration // each VM's
+	// BootTimeout, when set, replaces Timeout for the restored machine's
+	// VM (the reboot and expect phases).
+	BootTimeout time.Duration
 	// Keep is the directory kept with the console logs and the disk
 	// images; "" = a temporary directory, removed when the drill passes
 	// and kept (Result.Dir) when it fails.
@@ -427,7 +430,11 @@ func (d *run) boot(ctx context.Context) bool {
 		drives = append(drives, vm.Drive{Path: d.disk(i), Boot: i == 0, Serial: DiskSerial(i)})
 	}
 	w := newWatch()
-	v := &vm.VM{Drives: drives, Accel: d.accel, Timeout: d.o.Timeout, Echo: w,
+	timeout := d.o.Timeout
+	if d.o.BootTimeout > 0 {
+		timeout = d.o.BootTimeout
+	}
+	v := &vm.VM{Drives: drives, Accel: d.accel, Timeout: timeout, Echo: w,
 		LogPath: filepath.Join(d.dir, "boot-console.log"), FirmwareLog: filepath.Join(d.dir, "firmware.log")}
 	fw := "SeaBIOS"
 	if hasESP(d.ms[0]) {

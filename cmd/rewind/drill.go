@@ -18,7 +18,7 @@ import (
 func newDrillCmd() *cobra.Command {
 	var (
 		kernel, check, keep, base, expect, accel, planFile, medium string
-		timeout                                                    time.Duration
+		timeout, bootTimeout                                       time.Duration
 		jsonOut                                                    bool
 	)
 	cmd := &cobra.Command{
@@ -34,7 +34,8 @@ ext2/3/4 and FAT file system of the restored disks with its own fsck
 layout needs (OVMF when it has an EFI system partition, else SeaBIOS) and wait
 for --expect: a regular expression on the serial console, or tcp:PORT, a TCP
 port of the guest accepting a connection (a NIC on QEMU's user network with
-restrict=on, forwarded from a loopback port). --timeout applies to each VM.
+restrict=on, forwarded from a loopback port). --timeout applies to each VM,
+--boot-timeout (if given) to the restored machine's.
 
 --accel auto (the default) boots a one-sector guest under KVM first and uses
 KVM only if it prints within 5s; otherwise TCG, with a note in the output.
@@ -56,7 +57,7 @@ Not done yet: snapshot URLs (copy the snapshot here first).`,
 			if accel != "auto" && accel != "kvm" && accel != "tcg" {
 				return usageError{fmt.Errorf("--accel %q: use auto, kvm or tcg", accel)}
 			}
-			o := drill.Options{Snapshots: a, Check: check, Timeout: timeout, Keep: keep, Accel: accel, Medium: medium}
+			o := drill.Options{Snapshots: a, Check: check, Timeout: timeout, BootTimeout: bootTimeout, Keep: keep, Accel: accel, Medium: medium}
 			if p, ok := strings.CutPrefix(expect, "tcp:"); ok {
 				port, err := strconv.Atoi(p)
 				if err != nil || port < 1 || port > 65535 {
@@ -133,6 +134,7 @@ Not done yet: snapshot URLs (copy the snapshot here first).`,
 	f.StringVar(&keep, "keep", "", "keep the console logs and the restored disk images in this directory (kept in a temporary one on failure anyway)")
 	f.StringVar(&base, "base", "", "the base rescue initramfs (default: built into this binary)")
 	f.DurationVar(&timeout, "timeout", 15*time.Minute, "how long each VM may run")
+	f.DurationVar(&bootTimeout, "boot-timeout", 0, "how long the restored machine's VM may run (default: --timeout)")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
 }
