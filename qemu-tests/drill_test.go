@@ -346,3 +346,34 @@ func TestDrillWipedBootLoaderFailsInReboot(t *testing.T) {
 		}
 	}
 }
+
+// A real Debian 12 system (debootstrap, debiandisk.go) captured with the
+// rewind CLI, drilled, and booted by SeaBIOS and GRUB until systemd's
+// serial getty prints its login prompt.
+func TestDrillDebianBootsToLogin(t *testing.T) {
+	if os.Getenv("REWIND_QEMU_ALL") == "" || testing.Short() {
+		setup(t, true) // skips
+	}
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("debootstrap is not installed (scripts/setup.sh)")
+	}
+	// Built (once) before setup: the two do not share anything.
+	img, err := CachedDebianDisk(context.Background(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup(t, true)
+	snap := filepath.Join(t.TempDir(), "debian12")
+	start := time.Now()
+	if out, err := exec.Command(rewindBin(t), "capture", img, "-o", snap, "--progress", "none").CombinedOutput(); err != nil {
+		t.Fatalf("rewind capture %s: %v\n%s", img, err, out)
+	}
+	t.Logf("rewind capture took %.1fs", time.Since(start).Seconds())
+	o := drillOpts(t, snap)
+	o.Check, o.Expect, o.Timeout = "fs", regexp.MustCompile(regexp.QuoteMeta(DebianHostname)+` login: `), 20*time.Minute
+	res := runDrill(t, o)
+	if !res.OK {
+		t.Fatalf("drill failed in phase %s: %s", res.Failed, res.Error)
+	}
+	wantPhases(t, res, "accel", "media", "rescue boot", "restore", "check fs", "reboot", "expect")
+}
