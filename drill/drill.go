@@ -352,9 +352,10 @@ func (d *run) buildMedia(stick, initrd string) error {
 	return os.WriteFile(initrd, buf.Bytes(), 0o644)
 }
 
-// restoreMark is what the rescue flow logs when it starts writing the
-// first disk: the end of the rescue boot phase.
-const restoreMark = "restore: disk 1 of "
+// restoreMark starts the rescue flow's first restore progress line,
+// printed when it writes the first disk's first chunk: the end of the
+// rescue boot phase.
+const restoreMark = "restore ["
 
 // rescue boots the rescue flow on the blank disks: the rescue boot and
 // restore phases, timed from one VM.

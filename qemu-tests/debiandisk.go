@@ -86,10 +86,10 @@ func BuildDebianDisk(ctx context.Context, path string, logf func(string, ...any)
 			grubCfg := fmt.Sprintf("serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset default=0\nset timeout=0\n"+
 				"menuentry 'Debian GNU/Linux 12 (Rewind drill)' {\n\tlinux /boot/vmlinuz-%[1]s root=UUID=%[2]s ro console=ttyS0,115200n8 panic=-1\n\tinitrd /boot/initrd.img-%[1]s\n}\n", rel, debianUUID)
 			for p, data := range map[string]string{
-				"etc/fstab":           fmt.Sprintf("UUID=%s / ext4 errors=remount-ro 0 1\n", debianUUID),
-				"etc/hostname":        DebianHostname + "\n",
-				"boot/grub/grub.cfg":  grubCfg,
-				"etc/machine-id":      "",
+				"etc/fstab":          fmt.Sprintf("UUID=%s / ext4 errors=remount-ro 0 1\n", debianUUID),
+				"etc/hostname":       DebianHostname + "\n",
+				"boot/grub/grub.cfg": grubCfg,
+				"etc/machine-id":     "",
 			} {
 				if err := os.MkdirAll(filepath.Dir(filepath.Join(tree, p)), 0o755); err != nil {
 					return err
