@@ -477,7 +477,7 @@ func (d *run) boot(ctx context.Context) bool {
 	if !printed {
 		first = 0
 	}
-	d.record("reboot", first, fw+": the restored machine printed on its serial console", nil)
+	d.record("reboot", first, fw+": the restored disk's boot loader or kernel printed on the serial console", nil)
 	if d.o.ExpectTCP != 0 {
 		first = 0 // the wait for the port starts at power on
 	}
@@ -564,13 +564,15 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// watch is a VM.Echo that records when the console first shows output,
-// and each of its marks.
+// watch is a VM.Echo that records when the console first shows a line
+// from the guest (not from QEMU or the firmware: see guestLine), and when
+// each of its marks first appears.
 type watch struct {
 	mu      sync.Mutex
 	start   time.Time
 	printed time.Duration
 	buf     strings.Builder
+	line    []byte // the console's current, unfinished line
 	marks   map[string]time.Duration
 }
 
@@ -586,18 +588,54 @@ func (w *watch) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Since(w.start)
-	// QEMU's own messages (warnings, "terminating on signal") are not the
-	// guest's.
-	if w.printed < 0 && len(bytes.TrimSpace(p)) > 0 && !bytes.HasPrefix(p, []byte("qemu-system-")) {
-		w.printed = now
-	}
 	w.buf.Write(p)
 	for m, at := range w.marks {
 		if at < 0 && strings.Contains(w.buf.String(), m) {
 			w.marks[m] = now
 		}
 	}
+	if w.printed >= 0 {
+		return len(p), nil
+	}
+	w.line = append(w.line, p...)
+	for {
+		i := bytes.IndexAny(w.line, "\r\n")
+		if i < 0 {
+			break
+		}
+		if guestLine(string(w.line[:i])) {
+			w.printed = now
+		}
+		w.line = w.line[i+1:]
+	}
+	// An unfinished line longer than any firmware line's start is
+	// classified now: a boot loader's menu need not end its lines.
+	if len(w.line) >= 32 && guestLine(string(w.line)) {
+		w.printed = now
+	}
 	return len(p), nil
+}
+
+// firmwareLines start the console lines of QEMU, SeaBIOS and OVMF, which
+// do not show that the restored disk's boot loader ran.
+var firmwareLines = []string{"qemu-system-", "SeaBIOS (version", "Booting from ", "Boot failed", "No bootable device", "Retrying in",
+	"BdsDxe:", "iPXE", "Press ESC", "Select boot device", "Machine UUID", "Booting from Hard Disk"}
+
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_]|[a-z])`)
+
+// guestLine reports whether a console line comes from the guest: not
+// blank once terminal escapes are removed, and not a firmware line.
+func guestLine(line string) bool {
+	line = strings.TrimSpace(ansiEscape.ReplaceAllString(line, ""))
+	if line == "" {
+		return false
+	}
+	for _, f := range firmwareLines {
+		if strings.HasPrefix(line, f) {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *watch) first() (bool, time.Duration) {

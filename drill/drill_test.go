@@ -123,3 +123,40 @@ func TestGeneratedPlanAndCheckPlan(t *testing.T) {
 		}
 	}
 }
+
+// The reboot phase ends at the first line of the restored system: not
+// SeaBIOS's banner (QEMU's SeaBIOS prints on the serial console), its
+// boot messages, or OVMF's.
+func TestGuestLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)", false},
+		{"Booting from Hard Disk...", false},
+		{"Boot failed: not a bootable disk", false},
+		{"No bootable device.", false},
+		{"BdsDxe: starting Boot0001 \"UEFI QEMU HARDDISK\"", false},
+		{"\x1b[2J\x1b[H", false},
+		{"   ", false},
+		{"qemu-system-x86_64: terminating on signal 9", false},
+		{"GNU GRUB  version 2.06-13+deb12u1", true},
+		{"\x1b[0m\x1b[30m\x1b[47mBooting `Debian GNU/Linux'", true},
+		{"[    0.000000] Linux version 6.1.0-57-amd64", true},
+		{"rewind-sysdisk: booted, files ok, login:", true},
+	} {
+		if got := guestLine(tc.line); got != tc.want {
+			t.Errorf("guestLine(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+	w := newWatch()
+	w.Write([]byte("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2)\r\n\r\nBooting from Hard"))
+	w.Write([]byte(" Disk...\r\n"))
+	if ok, _ := w.first(); ok {
+		t.Errorf("watch: SeaBIOS's lines counted as the guest's")
+	}
+	w.Write([]byte("Welcome to GRUB!\r\n"))
+	if ok, _ := w.first(); !ok {
+		t.Errorf("watch: GRUB's line not counted as the guest's")
+	}
+}
