@@ -478,14 +478,11 @@ func (d *run) boot(ctx context.Context) bool {
 		first = 0
 	}
 	d.record("reboot", first, fw+": the restored disk's boot loader or kernel printed on the serial console", nil)
-	if d.o.ExpectTCP != 0 {
-		first = 0 // the wait for the port starts at power on
-	}
 	switch {
 	case matched && d.o.Expect != nil:
 		return d.record("expect", end-first, fmt.Sprintf("console matched %q", d.o.Expect.String()), nil)
 	case matched:
-		return d.record("expect", accepted, fmt.Sprintf("the guest accepted on TCP port %d (through 127.0.0.1:%d)", d.o.ExpectTCP, v.TCPForwards[0].Host), nil)
+		return d.record("expect", max(accepted-first, 0), fmt.Sprintf("the guest accepted on TCP port %d (through 127.0.0.1:%d)", d.o.ExpectTCP, v.TCPForwards[0].Host), nil)
 	case err != nil:
 		return d.record("expect", end-first, "", fmt.Errorf("%s booted the restored disk, but waiting for %s: %w; last console lines: %s (console: %s)", fw, want, err, vm.LastLines(out, 5), v.LogPath))
 	default:
