@@ -421,7 +421,14 @@ func restoreResult(out string, err error, log string, disks int) (string, error)
 	if n := max(len(r.Disks), 1); n != disks {
 		return "", fmt.Errorf("the rescue flow restored %d disks, the machine has %d (console: %s)", n, disks, log)
 	}
-	return fmt.Sprintf("%d disks, %d bytes restored", disks, r.BytesWritten+r.BytesZeroed), nil
+	n := r.BytesWritten + r.BytesZeroed
+	if len(r.Disks) > 1 {
+		n = 0
+		for _, d := range r.Disks {
+			n += d.BytesWritten + d.BytesZeroed
+		}
+	}
+	return fmt.Sprintf("%d disks, %d bytes restored", disks, n), nil
 }
 
 // boot boots the restored disks: the reboot and expect phases.
