@@ -226,6 +226,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	} else if err := checkPlan(plan, o.Snapshots); err != nil {
 		return nil, fmt.Errorf("drill: %w", err)
 	}
+	if o.Medium != "" && o.Plan != nil {
+		return nil, fmt.Errorf("drill: --plan and --medium exclude each other: a built medium carries its own plan")
+	}
 	if o.Medium != "" {
 		if _, err := os.Stat(o.Medium); err != nil {
 			return nil, fmt.Errorf("drill: --medium: %w", err)

@@ -80,6 +80,7 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{[]string{"drill", "--check", "fs"}, 2, "requires at least 1 arg"},
 		{[]string{"drill", "--check", "fs", "--accel", "hvf", filepath.Join(dir, "nothing")}, 2, "--accel \"hvf\""},
 		{[]string{"drill", "--expect", "tcp:0", filepath.Join(dir, "nothing")}, 2, "tcp:PORT takes a port"},
+		{[]string{"drill", "--check", "fs", "--plan", filepath.Join(dir, "no-plan.toml"), filepath.Join(dir, "nothing")}, 2, "--plan"},
 		{[]string{"--help"}, 0, "Exit status: 0 success, 1 failure, 2 usage error"},
 	}
 	for _, tt := range tests {
