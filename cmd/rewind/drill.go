@@ -129,7 +129,7 @@ Not done yet: snapshot URLs (copy the snapshot here first).`,
 	f.StringVar(&check, "check", "", "what to check after the restore: fs (fsck every file system of the restored disks)")
 	f.StringVar(&expect, "expect", "", "boot the restored disks (OVMF with an EFI system partition, else SeaBIOS) and wait for this regular expression on the serial console, e.g. 'login: ', or tcp:PORT for a guest port to accept")
 	f.StringVar(&accel, "accel", "auto", "QEMU accelerator: auto (probe KVM for 5s, else TCG), kvm or tcg")
-	f.StringVar(&planFile, "plan", "", "put this plan on the stick instead of the generated one (validated as the rescue does; snapshots are media:/snapshots/BASENAME, disks serial=drill1, drill2, ...)")
+	f.StringVar(&planFile, "plan", "", "put this plan on the stick instead of the generated one (validated as the rescue does; snapshots are media:/snapshots/BASENAME, disks serial=drill1, drill2, ...; not with --medium)")
 	f.StringVar(&medium, "medium", "", "boot this built rescue USB image ('rewind media build --format usb', holding its plan and snapshots) instead of building one")
 	f.StringVar(&keep, "keep", "", "keep the console logs and the restored disk images in this directory (kept in a temporary one on failure anyway)")
 	f.StringVar(&base, "base", "", "the base rescue initramfs (default: built into this binary)")
