@@ -482,7 +482,11 @@ func (d *run) boot(ctx context.Context) bool {
 	printed, first := w.first()
 	matched := d.o.Expect != nil && d.o.Expect.MatchString(out) || d.o.ExpectTCP != 0 && accepted > 0
 	if !printed && !matched {
-		return d.record("reboot", end, "", fmt.Errorf("%s: %s (console: %s)", fw, silentBoot(v.FirmwareLog, err, end), v.LogPath))
+		msg := silentBoot(v.FirmwareLog, err)
+		if !strings.HasPrefix(msg, fw) {
+			msg = fw + ": " + msg
+		}
+		return d.record("reboot", end, "", fmt.Errorf("%s (console: %s)", msg, v.LogPath))
 	}
 	if !printed {
 		first = 0
@@ -509,7 +513,7 @@ func firmwareGaveUp(fwLog string) bool {
 
 // silentBoot says why a restored machine printed nothing, from SeaBIOS's
 // debug console when there is one.
-func silentBoot(fwLog string, err error, took time.Duration) string {
+func silentBoot(fwLog string, err error) string {
 	fwb, _ := os.ReadFile(fwLog)
 	fwText := string(fwb)
 	stopped := "the machine stopped"
