@@ -57,4 +57,4 @@ initramfs: setup
 # boot (a machine's two disks uploaded to 'rewind serve' and restored onto a
 # second machine from .../latest; a capture onto the stick).
 qemu-test: setup
-	REWIND_QEMU_ALL=1 $(GO) test -count=1 -timeout 30m -v ./qemu-tests/
+	REWIND_QEMU_ALL=1 $(GO) test -count=1 -timeout 50m -v ./qemu-tests/

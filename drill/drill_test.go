@@ -1,6 +1,8 @@
 package drill
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,4 +64,99 @@ func TestCheckFS(t *testing.T) {
 			t.Fatalf("CheckFS with no file system = %v; want it refused", err)
 		}
 	})
+}
+
+func TestChooseAccel(t *testing.T) {
+	hangs := errors.New("a one-sector guest under KVM printed nothing within 5s (KVM hangs on this host)")
+	for _, tc := range []struct {
+		want      string
+		probe     error
+		accel     string
+		noteHas   string
+		errHas    string
+		probeRuns bool
+	}{
+		{"auto", nil, "kvm", "KVM ran the probe guest", "", true},
+		{"", nil, "kvm", "KVM ran the probe guest", "", true},
+		{"auto", hangs, "tcg", "KVM hangs on this host); using TCG", "", true},
+		{"kvm", nil, "kvm", "KVM ran the probe guest", "", true},
+		{"kvm", hangs, "", "", "--accel kvm: KVM is not usable", true},
+		{"tcg", nil, "tcg", "--accel tcg", "", false},
+		{"hvf", nil, "", "", `--accel "hvf"`, false},
+	} {
+		ran := false
+		accel, note, err := ChooseAccel(context.Background(), tc.want, func(context.Context) error { ran = true; return tc.probe })
+		if ran != tc.probeRuns {
+			t.Errorf("--accel %q (probe %v): probe ran %v, want %v", tc.want, tc.probe, ran, tc.probeRuns)
+		}
+		if tc.errHas != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+				t.Errorf("--accel %q (probe %v): err %v, want %q", tc.want, tc.probe, err, tc.errHas)
+			}
+			continue
+		}
+		if err != nil || accel != tc.accel || !strings.Contains(note, tc.noteHas) {
+			t.Errorf("--accel %q (probe %v) = %q, %q, %v; want %q with a note containing %q", tc.want, tc.probe, accel, note, err, tc.accel, tc.noteHas)
+		}
+	}
+}
+
+func TestGeneratedPlanAndCheckPlan(t *testing.T) {
+	snaps := []string{"/x/srv1-sys", "/y/srv1-data/"}
+	p := generatedPlan(snaps)
+	if err := checkPlan(p, snaps); err != nil {
+		t.Fatalf("the generated plan for %v does not check: %v\n%s", snaps, err, p)
+	}
+	for _, want := range []string{`snapshot = "media:/snapshots/srv1-sys"`, `target = "serial=drill1"`, `snapshot = "media:/snapshots/srv1-data"`, `target = "serial=drill2"`} {
+		if !strings.Contains(string(p), want) {
+			t.Errorf("generated plan has no %s:\n%s", want, p)
+		}
+	}
+	for _, tc := range []struct{ name, plan, errHas string }{
+		{"not a plan", "[[machine]\n", "--plan: plan is not valid TOML"},
+		{"unknown key", "[[machine]]\nname = \"a\"\nsnapshot = \"media:/snapshots/srv1-sys\"\nbogus = 1\n", "unknown keys"},
+		{"other snapshot", "[[machine]]\nname = \"a\"\nsnapshot = \"media:/snapshots/pc9\"\n", "restores media:/snapshots/pc9, which the drill does not put on the stick"},
+		{"capture", "[[machine]]\nname = \"a\"\naction = \"capture\"\nsnapshot = \"media:/snapshots/srv1-sys\"\n", "a drill restores"},
+	} {
+		if err := checkPlan([]byte(tc.plan), snaps); err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("%s: checkPlan = %v, want %q", tc.name, err, tc.errHas)
+		}
+	}
+}
+
+// The reboot phase ends at the first line of the restored system: not
+// SeaBIOS's banner (QEMU's SeaBIOS prints on the serial console), its
+// boot messages, or OVMF's.
+func TestGuestLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)", false},
+		{"Booting from Hard Disk...", false},
+		{"Boot failed: not a bootable disk", false},
+		{"No bootable device.", false},
+		{"BdsDxe: starting Boot0001 \"UEFI QEMU HARDDISK\"", false},
+		{"\x1b[2J\x1b[H", false},
+		{"   ", false},
+		{"qemu-system-x86_64: terminating on signal 9", false},
+		{"GNU GRUB  version 2.06-13+deb12u1", true},
+		{"\x1b[0m\x1b[30m\x1b[47mBooting `Debian GNU/Linux'", true},
+		{"[    0.000000] Linux version 6.1.0-57-amd64", true},
+		{"rewind-sysdisk: booted, files ok, login:", true},
+	} {
+		if got := guestLine(tc.line); got != tc.want {
+			t.Errorf("guestLine(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+	w := newWatch()
+	w.Write([]byte("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2)\r\n\r\nBooting from Hard"))
+	w.Write([]byte(" Disk...\r\n"))
+	if ok, _ := w.first(); ok {
+		t.Errorf("watch: SeaBIOS's lines counted as the guest's")
+	}
+	w.Write([]byte("Welcome to GRUB!\r\n"))
+	if ok, _ := w.first(); !ok {
+		t.Errorf("watch: GRUB's line not counted as the guest's")
+	}
 }

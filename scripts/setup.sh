@@ -41,6 +41,7 @@ needs=(
 	"xorriso:xorriso"
 	"nginx:nginx"                       # the caching proxy in front of rewind serve (cmd/rewind.TestHTTPCacheInFront)
 	"chromium:chromium"                 # the lab page in a real browser (rescue.TestLabPageInBrowser)
+	"debootstrap:debootstrap"           # the Debian 12 system disk of qemu-tests.TestDrillDebianBootsToLogin
 )
 
 missing=()

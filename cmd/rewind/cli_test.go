@@ -77,7 +77,10 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{[]string{"drill", filepath.Join(dir, "nothing")}, 2, "nothing to check"},
 		{[]string{"drill", "--check", "boot", filepath.Join(dir, "nothing")}, 2, "only --check fs"},
 		{[]string{"drill", "--expect", "log(in", filepath.Join(dir, "nothing")}, 2, "--expect"},
-		{[]string{"drill", "--check", "fs"}, 2, "accepts 1 arg"},
+		{[]string{"drill", "--check", "fs"}, 2, "requires at least 1 arg"},
+		{[]string{"drill", "--check", "fs", "--accel", "hvf", filepath.Join(dir, "nothing")}, 2, "--accel \"hvf\""},
+		{[]string{"drill", "--expect", "tcp:0", filepath.Join(dir, "nothing")}, 2, "tcp:PORT takes a port"},
+		{[]string{"drill", "--check", "fs", "--plan", filepath.Join(dir, "no-plan.toml"), filepath.Join(dir, "nothing")}, 2, "--plan"},
 		{[]string{"--help"}, 0, "Exit status: 0 success, 1 failure, 2 usage error"},
 	}
 	for _, tt := range tests {

@@ -1,5 +1,6 @@
-// Package vm runs QEMU (TCG, no KVM) for Rewind: the rescue environment
-// and restored machines, on virtual disks, with the serial console logged.
+// Package vm runs QEMU for Rewind: the rescue environment and restored
+// machines, on virtual disks, with the serial console logged. Guests run
+// under TCG unless VM.Accel asks for KVM (see ProbeKVM).
 // It is shared by rewind drill; qemu-tests keeps its own copy for now.
 package vm
 
@@ -65,17 +66,39 @@ type VM struct {
 	// StopMatch, when set, stops QEMU once the console matches it, as
 	// StopWhen does; Matched then reports true.
 	StopMatch *regexp.Regexp
-	Keys      []Key
-	MemoryMB  int
-	Timeout   time.Duration
-	LogPath   string    // the serial console is copied here
-	Echo      io.Writer // and here, live (the demo), if set
+	// Until, when set, is called about every 50 ms with the console so
+	// far; QEMU is stopped once it returns true, as with StopWhen.
+	Until func(console string) bool
+	// Monitor, when set, is a Unix socket path for QEMU's human monitor
+	// (see MonitorCommand).
+	Monitor string
+	Keys    []Key
+	// Accel is QEMU's accelerator: "tcg" (the default when empty) or
+	// "kvm".
+	Accel string
+	// FirmwareLog, when set, receives SeaBIOS's debug console (I/O port
+	// 0x402): its boot messages ("Booting from Hard Disk...", "Boot
+	// failed: not a bootable disk", "No bootable device.") appear there
+	// and not on the serial console.
+	FirmwareLog string
+	// TCPForwards, when set (and neither HTTPPort nor TFTP), give the
+	// guest a NIC on QEMU's user network with restrict=on: the guest
+	// reaches nothing, and each host port on 127.0.0.1 is forwarded to
+	// its guest port (10.0.2.15).
+	TCPForwards []TCPForward
+	MemoryMB    int
+	Timeout     time.Duration
+	LogPath     string    // the serial console is copied here
+	Echo        io.Writer // and here, live (the demo), if set
 
 	// DefaultCPU boots QEMU's default CPU model instead of -cpu max: no
 	// RDRAND, so without an RNG device the guest kernel's random pool
 	// fills slowly, as on the SeaBIOS ISO boot of issue 10.
 	DefaultCPU bool
 }
+
+// TCPForward forwards 127.0.0.1:Host on the host to the guest's port Guest.
+type TCPForward struct{ Host, Guest int }
 
 // NIC is an extra network card on its own QEMU user network, with
 // restrict=on. With HTTPPort set, Net's .100 address port 80 reaches
@@ -130,8 +153,12 @@ func (v *VM) Args() []string {
 	if mem == 0 {
 		mem = 1024
 	}
+	accel := v.Accel
+	if accel == "" {
+		accel = "tcg"
+	}
 	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(mem),
+		"-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", fmt.Sprint(mem),
 		"-nographic", "-no-reboot",
 	}
 	if v.DefaultCPU {
@@ -146,6 +173,9 @@ func (v *VM) Args() []string {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+v.UEFIVars)
+	}
+	if v.FirmwareLog != "" {
+		args = append(args, "-chardev", "file,id=fwlog,path="+v.FirmwareLog, "-device", "isa-debugcon,iobase=0x402,chardev=fwlog")
 	}
 	usb, ahciPort := false, 0
 	for i, d := range v.Drives {
@@ -197,6 +227,12 @@ func (v *VM) Args() []string {
 			"-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC)+v.pxeBootOpt())
 	} else if v.TFTP != "" {
 		args = append(args, "-netdev", "user,id=n0,restrict=on"+v.tftpOpt(), "-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC)+v.pxeBootOpt())
+	} else if len(v.TCPForwards) > 0 {
+		netdev := "user,id=n0,restrict=on"
+		for _, f := range v.TCPForwards {
+			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.Host, f.Guest)
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"+macOpt(v.MAC))
 	} else if len(v.NICs) == 0 {
 		args = append(args, "-nic", "none")
 	}
@@ -211,6 +247,9 @@ func (v *VM) Args() []string {
 	}
 	if v.UUID != "" {
 		args = append(args, "-uuid", v.UUID)
+	}
+	if v.Monitor != "" {
+		args = append(args, "-monitor", "unix:"+v.Monitor+",server=on,wait=off")
 	}
 	return args
 }
@@ -299,12 +338,15 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 		}
 	}()
 	var stopped atomic.Bool
-	if v.StopWhen != "" || v.StopMatch != nil {
+	if v.StopWhen != "" || v.StopMatch != nil || v.Until != nil {
 		done := func() bool {
+			if v.Until != nil && v.Until(out.String()) {
+				return true
+			}
 			if v.StopMatch != nil {
 				return v.StopMatch.MatchString(out.String())
 			}
-			return strings.Contains(out.String(), v.StopWhen)
+			return v.StopWhen != "" && strings.Contains(out.String(), v.StopWhen)
 		}
 		go func() {
 			for !done() {
@@ -323,12 +365,35 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 		return out.String(), nil
 	}
 	if ctx.Err() == context.DeadlineExceeded {
-		return out.String(), fmt.Errorf("QEMU did not finish within %s", timeout)
+		return out.String(), &TimeoutError{timeout}
 	}
 	if err != nil {
 		return out.String(), fmt.Errorf("QEMU: %v", err)
 	}
 	return out.String(), nil
+}
+
+// TimeoutError is Run's error when QEMU was killed at VM.Timeout.
+type TimeoutError struct{ Timeout time.Duration }
+
+func (e *TimeoutError) Error() string { return fmt.Sprintf("QEMU did not finish within %s", e.Timeout) }
+
+// LastLines returns the last n non-empty lines of a console log, joined
+// with " | ", for an error message.
+func LastLines(out string, n int) string {
+	var lines []string
+	for _, l := range strings.Split(strings.ReplaceAll(out, "\r", ""), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return "(the console is empty)"
+	}
+	return strings.Join(lines, " | ")
 }
 
 type syncBuffer struct {
