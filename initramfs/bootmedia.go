@@ -6,6 +6,7 @@ package initramfs
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,12 +55,20 @@ type BootOptions struct {
 	// initramfs: the usb image's REWIND volume ID or the ISO's volume
 	// date is set from it; "" derives them from the boot files as before.
 	MediaID string
-	OutDir  string
+	// SecureBoot is SecureBootAuto (""), SecureBootRequire or
+	// SecureBootOff: whether the EFI boot starts shim and Debian's
+	// signed GRUB (iso, usb, pxe) or GRUB built here.
+	SecureBoot string
+	OutDir     string
+
+	chain *SignedChain // the signed boot loaders, nil for GRUB built here
 }
 
 // BootResult names what a build wrote.
 type BootResult struct {
 	Files []string // paths, the image first
+	// SecureBoot says whether the medium boots with Secure Boot on, and why.
+	SecureBoot SecureBoot
 }
 
 // BuildBoot writes the medium of opts.Format into opts.OutDir.
@@ -72,17 +81,73 @@ func BuildBoot(ctx context.Context, opts BootOptions) (*BootResult, error) {
 			return nil, fmt.Errorf("--snapshot %s is not a snapshot directory (no manifest.json): %w", opts.Snapshot, err)
 		}
 	}
+	sb, err := signedChain(ctx, &opts)
+	if err != nil {
+		return nil, err
+	}
+	var res *BootResult
 	switch opts.Format {
 	case FormatInitramfs, "":
-		return &BootResult{Files: []string{opts.Kernel, opts.Initramfs}}, nil
+		res, err = &BootResult{Files: []string{opts.Kernel, opts.Initramfs}}, nil
 	case FormatPXE:
-		return buildPXE(opts)
+		res, err = buildPXE(opts)
 	case FormatISO:
-		return buildISO(ctx, opts)
+		res, err = buildISO(ctx, opts)
 	case FormatUSB:
-		return buildUSB(ctx, opts)
+		res, err = buildUSB(ctx, opts)
+	default:
+		return nil, fmt.Errorf("unknown media format %q: use initramfs, pxe, iso or usb", opts.Format)
 	}
-	return nil, fmt.Errorf("unknown media format %q: use initramfs, pxe, iso or usb", opts.Format)
+	if err != nil {
+		return nil, err
+	}
+	res.SecureBoot = sb
+	return res, nil
+}
+
+// signedChain finds the signed boot loaders as opts.SecureBoot asks and
+// says whether the medium will boot under Secure Boot.
+func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
+	switch opts.SecureBoot {
+	case "", SecureBootAuto, SecureBootRequire, SecureBootOff:
+	default:
+		return SecureBoot{}, fmt.Errorf("--secure-boot %q: use auto, require or off", opts.SecureBoot)
+	}
+	if opts.Format == FormatInitramfs || opts.Format == "" {
+		return kernelSecureBoot(opts.Kernel), nil
+	}
+	if opts.Format == FormatPXE {
+		return SecureBoot{Why: "the PXE bundle boots iPXE, which is not signed"}, nil
+	}
+	if opts.Format == FormatISO {
+		if opts.SecureBoot == SecureBootRequire {
+			return SecureBoot{}, errors.New("--secure-boot require: the ISO is made by grub-mkrescue, with GRUB built here; use --format usb")
+		}
+		return SecureBoot{Why: "the ISO boots GRUB built here by grub-mkrescue, which is not signed"}, nil
+	}
+	if opts.SecureBoot == SecureBootOff {
+		return CheckSecureBoot(ctx, nil, nil, opts.Kernel), nil
+	}
+	chain, err := FindSignedChain()
+	if err != nil && opts.SecureBoot == SecureBootRequire {
+		return SecureBoot{}, fmt.Errorf("--secure-boot require: %w", err)
+	}
+	opts.chain = chain
+	sb := CheckSecureBoot(ctx, chain, err, opts.Kernel)
+	if err != nil {
+		sb.Why += " (--secure-boot off builds without them)"
+	}
+	return sb, nil
+}
+
+// kernelSecureBoot is the line for a bare kernel and initramfs: the boot
+// loader is the lab's, so only the kernel's signature is known.
+func kernelSecureBoot(kernel string) SecureBoot {
+	signers, err := AuthenticodeSigners(kernel)
+	if err != nil {
+		return SecureBoot{Why: fmt.Sprintf("kernel %s: %v", kernel, err)}
+	}
+	return SecureBoot{Why: fmt.Sprintf("depends on your boot loader; the kernel is signed by %q", signers[0].Subject.CommonName)}
 }
 
 // EstimateSize is about how many bytes a build of format needs in its

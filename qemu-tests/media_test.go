@@ -54,6 +54,14 @@ target = "serial=target1"
 // PXE bundle's directory).
 func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, medium string) {
 	t.Helper()
+	dir, medium, _ = buildMediumOf(t, format, plan, withSnapshot, shared.kernel)
+	return dir, medium
+}
+
+// buildMediumOf builds the medium around kernel and also returns what the
+// build says about Secure Boot.
+func buildMediumOf(t *testing.T, format, plan string, withSnapshot bool, kernel string) (dir, medium string, sb initramfs.SecureBoot) {
+	t.Helper()
 	for _, tool := range []string{"sgdisk", "mkfs.vfat", "mcopy", "grub-mkimage", "grub-mkrescue", "xorriso"} {
 		if _, err := os.Stat("/usr/bin/" + tool); err != nil {
 			if _, err := os.Stat("/usr/sbin/" + tool); err != nil && format != initramfs.FormatPXE {
@@ -73,7 +81,7 @@ func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, med
 	start := time.Now()
 	// As 'rewind media build' does: the medium's identity in the initramfs.
 	id := initramfs.NewMediaID(format, []byte(t.Name()), start)
-	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: shared.kernel, Plan: []byte(plan), MediaID: id, OutDir: bootDir})
+	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: kernel, Plan: []byte(plan), MediaID: id, OutDir: bootDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +96,11 @@ func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, med
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("built %s media in %.1fs: %s", format, time.Since(start).Seconds(), out.Files[0])
+	t.Logf("built %s media in %.1fs: %s; secure boot %s", format, time.Since(start).Seconds(), out.Files[0], out.SecureBoot)
 	if format == initramfs.FormatPXE {
-		return dir, dir
+		return dir, dir, out.SecureBoot
 	}
-	return dir, out.Files[0]
+	return dir, out.Files[0], out.SecureBoot
 }
 
 // bootMedium boots vm (no kernel: the firmware finds the medium) and
@@ -275,4 +283,34 @@ func TestMediaMenuHasShell(t *testing.T) {
 	if o.Default != rescue.DefaultAbort || o.After != rescue.AfterShell || o.Countdown == nil || *o.Countdown != 0 {
 		t.Errorf("shell entry %q: overrides %+v, want countdown 0, default abort, after shell", menu[1].Cmdline, o)
 	}
+}
+
+func secureBootVars(t *testing.T) string {
+	t.Helper()
+	p, err := OVMFSecureBootVars(t.TempDir())
+	if err != nil {
+		t.Skip(err)
+	}
+	return p
+}
+
+// The USB image under OVMF with Secure Boot on and Microsoft's keys
+// enrolled: the firmware checks shim (Microsoft's UEFI CA), shim checks
+// Debian's GRUB and, through GRUB, Debian's kernel (Debian's CA, shim's
+// vendor certificate). The kernel says Secure Boot is on, and the rescue
+// environment finds itself locked down.
+func TestMediaUSBImageSecureBoot(t *testing.T) {
+	setup(t, false)
+	if _, err := initramfs.FindSignedChain(); err != nil {
+		t.Skip(err)
+	}
+	_, img, sb := buildMediumOf(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true, shared.kernel)
+	if !sb.Boots {
+		t.Fatalf("media build says %q, want it to boot under Secure Boot", sb)
+	}
+	target := blank(t)
+	vm := mediaVM(img, "usb", target)
+	vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true
+	vm.Timeout = 300 * time.Second
+	bootMedium(t, vm, target)
 }

@@ -24,6 +24,7 @@ func TestMediaBuildFormatUsage(t *testing.T) {
 		{[]string{"--format", "floppy", "-o", dir}, 2, "--format floppy: use one of initramfs, pxe, iso, usb"},
 		{[]string{"--format", "pxe", "--snapshot", dir, "-o", dir}, 2, "--snapshot puts a snapshot on an iso or usb medium"},
 		{[]string{"--format", "usb", "--data-size", "lots", "-o", dir}, 2, "--data-size"},
+		{[]string{"--format", "usb", "--secure-boot", "maybe", "-o", dir}, 2, "--secure-boot maybe: use auto, require or off"},
 	} {
 		code, out := rewind(t, append(append([]string{}, common...), tc.args...)...)
 		if code != tc.code || !strings.Contains(out, tc.want) {
