@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -104,8 +105,9 @@ func buildMediumOf(t *testing.T, format, plan string, withSnapshot bool, kernel 
 }
 
 // bootMedium boots vm (no kernel: the firmware finds the medium) and
-// checks that Rewind counted down and restored the target.
-func bootMedium(t *testing.T, vm *VM, target string) {
+// checks that Rewind counted down and restored the target. It returns the
+// console and the report.
+func bootMedium(t *testing.T, vm *VM, target string) (string, *rescue.Report) {
 	t.Helper()
 	vm.LogPath = filepath.Join(t.TempDir(), "console.log")
 	if vm.Timeout == 0 {
@@ -120,6 +122,19 @@ func bootMedium(t *testing.T, vm *VM, target string) {
 		t.Errorf("countdown ended %q, want restore when the count ended", r.Countdown)
 	}
 	wantRestored(t, target, r)
+	return out, r
+}
+
+// wantSecureBoot checks the rescue environment's Secure Boot line on the
+// console and in the report.
+func wantSecureBoot(t *testing.T, out string, r *rescue.Report, want rescue.SecureBootState) {
+	t.Helper()
+	if line := "secure boot: " + want.String(); !strings.Contains(out, line) {
+		t.Errorf("the console does not show %q", line)
+	}
+	if r.Machine.SecureBoot == nil || *r.Machine.SecureBoot != want {
+		t.Errorf("report machine.secure_boot = %+v, want %+v", r.Machine.SecureBoot, want)
+	}
 }
 
 func uefiVars(t *testing.T) string {
@@ -184,7 +199,8 @@ func TestMediaUSBImageUEFI(t *testing.T) {
 	target := blank(t)
 	vm := mediaVM(img, "usb", target)
 	vm.UEFIVars = uefiVars(t)
-	bootMedium(t, vm, target)
+	out, r := bootMedium(t, vm, target)
+	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "off", Lockdown: "none"})
 }
 
 // The hybrid ISO on a CD-ROM under SeaBIOS (El Torito, GRUB's cdboot).
@@ -312,5 +328,70 @@ func TestMediaUSBImageSecureBoot(t *testing.T) {
 	vm := mediaVM(img, "usb", target)
 	vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true
 	vm.Timeout = 300 * time.Second
-	bootMedium(t, vm, target)
+	out, r := bootMedium(t, vm, target)
+	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "on", Lockdown: "integrity"})
+}
+
+// unsignedKernel is a copy of the kernel with its signature removed
+// (sbattach --remove).
+func unsignedKernel(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("sbattach"); err != nil {
+		t.Skip("sbattach is not installed (sbsigntool; scripts/setup.sh)")
+	}
+	k := filepath.Join(t.TempDir(), filepath.Base(shared.kernel))
+	b, err := os.ReadFile(shared.kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sbattach", "--remove", k).CombinedOutput(); err != nil {
+		t.Fatalf("sbattach --remove %s: %v\n%s", k, err, out)
+	}
+	return k
+}
+
+// The same USB image around a kernel whose signature was removed: media
+// build says it will not boot under Secure Boot, and under Secure Boot
+// shim (through GRUB) refuses the kernel; no rescue environment starts.
+// QEMU is stopped once GRUB shows the refusal.
+func TestMediaUSBImageSecureBootRefusesUnsignedKernel(t *testing.T) {
+	setup(t, true)
+	if _, err := initramfs.FindSignedChain(); err != nil {
+		t.Skip(err)
+	}
+	_, img, sb := buildMediumOf(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true, unsignedKernel(t))
+	if sb.Boots || !strings.Contains(sb.Why, "not signed") {
+		t.Errorf("media build says %q, want no: ... not signed", sb)
+	}
+	target := blank(t)
+	vm := mediaVM(img, "usb", target)
+	vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true
+	vm.StopWhen = "bad shim signature"
+	vm.Timeout = 240 * time.Second
+	vm.LogPath = filepath.Join(t.TempDir(), "console.log")
+	out := runLogged(t, vm, " (firmware, shim, GRUB refusing the kernel)")
+	if !strings.Contains(out, vm.StopWhen) {
+		t.Fatalf("the console does not show GRUB's %q", vm.StopWhen)
+	}
+	if strings.Contains(out, "Rewind rescue environment starting") {
+		t.Errorf("the unsigned kernel booted under Secure Boot")
+	}
+	t.Logf("console: %s", lineWith(out, vm.StopWhen))
+}
+
+// lineWith returns the console line holding s.
+func lineWith(out, s string) string {
+	i := strings.Index(out, s)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndexAny(out[:i], "\r\n") + 1
+	end := strings.IndexAny(out[i:], "\r\n")
+	if end < 0 {
+		end = len(out) - i
+	}
+	return out[start : i+end]
 }

@@ -91,6 +91,9 @@ func Main() {
 	r.log = NewLogger(ws)
 	r.log.Printf("Rewind rescue environment starting")
 	r.report.Machine.Kernel = kernelRelease()
+	sb := ReadSecureBoot("/")
+	r.report.Machine.SecureBoot = &sb
+	r.log.Printf("secure boot: %s", sb)
 
 	after := AfterReboot
 	status, err := r.run(context.Background(), cmdline)
@@ -121,6 +124,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 		r.log.Printf("drivers: %d extra modules from the rescue image (%v)", n, err)
 	}
 	r.drivers.Settle(1500*time.Millisecond, 10*time.Second)
+	r.report.DriversRefused = r.drivers.Refused()
 	r.report.AddStep("drivers", StepOK, start, strings.Join(r.drivers.Loaded(), " "))
 	r.log.Printf("drivers: %d modules loaded in %.1fs", len(r.drivers.Loaded()), time.Since(start).Seconds())
 
@@ -453,6 +457,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 				r.drivers.Coldplug()
 			}
 		}
+		r.report.DriversRefused = r.drivers.Refused()
 	}
 
 	var data []byte

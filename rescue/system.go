@@ -36,6 +36,14 @@ func MountBasics() error {
 			errs = append(errs, fmt.Errorf("mount %s on %s: %w", m.fstype, m.dir, err))
 		}
 	}
+	// Where Secure Boot and lockdown show (ReadSecureBoot), when the
+	// kernel has them: EFI variables read-only (nothing here writes them).
+	if _, err := os.Stat("/sys/firmware/efi/efivars"); err == nil {
+		unix.Mount("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
+	if _, err := os.Stat("/sys/kernel/security"); err == nil {
+		unix.Mount("securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
 	os.Symlink("/proc/self/fd", "/dev/fd")
 	os.Symlink("/proc/self/fd/0", "/dev/stdin")
 	os.Symlink("/proc/self/fd/1", "/dev/stdout")
