@@ -93,7 +93,7 @@ type Report struct {
 	// DriversRefused lists the modules of drivers/ folders the kernel
 	// did not load, with its error and, for a signature check, why.
 	DriversRefused []DriverRefusal `json:"drivers_refused,omitempty"`
-	Plan struct {
+	Plan           struct {
 		Source string `json:"source,omitempty"`
 		Target string `json:"target,omitempty"`
 		After  string `json:"after,omitempty"`
