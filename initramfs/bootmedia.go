@@ -6,7 +6,6 @@ package initramfs
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -116,15 +115,6 @@ func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
 	if opts.Format == FormatInitramfs || opts.Format == "" {
 		return kernelSecureBoot(opts.Kernel), nil
 	}
-	if opts.Format == FormatPXE {
-		return SecureBoot{Why: "the PXE bundle boots iPXE, which is not signed"}, nil
-	}
-	if opts.Format == FormatISO {
-		if opts.SecureBoot == SecureBootRequire {
-			return SecureBoot{}, errors.New("--secure-boot require: the ISO is made by grub-mkrescue, with GRUB built here; use --format usb")
-		}
-		return SecureBoot{Why: "the ISO boots GRUB built here by grub-mkrescue, which is not signed"}, nil
-	}
 	if opts.SecureBoot == SecureBootOff {
 		return CheckSecureBoot(ctx, nil, nil, opts.Kernel), nil
 	}
@@ -136,6 +126,13 @@ func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
 	sb := CheckSecureBoot(ctx, chain, err, opts.Kernel)
 	if err != nil {
 		sb.Why += " (--secure-boot off builds without them)"
+	}
+	if opts.Format == FormatPXE {
+		if chain == nil {
+			sb.Why = "UEFI clients boot iPXE, which is not signed; " + sb.Why
+		} else {
+			sb.Why = "UEFI clients boot " + PXEShimName + ": " + sb.Why
+		}
 	}
 	return sb, nil
 }
