@@ -395,3 +395,62 @@ func lineWith(out, s string) string {
 	}
 	return out[start : i+end]
 }
+
+// The ISO under OVMF with Secure Boot on: as a CD (El Torito EFI image:
+// shim, Debian's gcdx64 as grubx64.efi, which finds the ISO by
+// /.disk/info) and written to a USB stick (the same image as the EFI
+// partition of the ISO's partition table).
+func TestMediaISOSecureBoot(t *testing.T) {
+	setup(t, true)
+	if _, err := initramfs.FindSignedChain(); err != nil {
+		t.Skip(err)
+	}
+	_, iso, sb := buildMediumOf(t, initramfs.FormatISO, mediaPlan("media:/snapshots/pc1"), true, shared.kernel)
+	if !sb.Boots {
+		t.Fatalf("media build says %q, want it to boot under Secure Boot", sb)
+	}
+	for _, bus := range []string{"cdrom", "usb"} {
+		t.Run(bus, func(t *testing.T) {
+			target := blank(t)
+			vm := mediaVM(iso, bus, target)
+			vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true
+			vm.Timeout = 300 * time.Second
+			out, r := bootMedium(t, vm, target)
+			wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "on", Lockdown: "integrity"})
+		})
+	}
+}
+
+// PXE with Secure Boot on: OVMF boots shimx64.efi over TFTP (QEMU's user
+// network, restrict=on), shim Debian's signed network GRUB (grubx64.efi
+// next to it), which reads grub/grub.cfg and loads the kernel and the
+// initramfs over TFTP; the plan fetches the snapshot over HTTP.
+func TestMediaPXESecureBoot(t *testing.T) {
+	setup(t, true)
+	if _, err := initramfs.FindSignedChain(); err != nil {
+		t.Skip(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/snapshots/", http.StripPrefix("/snapshots/", http.FileServer(http.Dir(filepath.Dir(shared.snap)))))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	bundle, _, sb := buildMediumOf(t, initramfs.FormatPXE, mediaPlan(GuestServer+"/snapshots/pc1"), false, shared.kernel)
+	if !sb.Boots {
+		t.Fatalf("media build says %q, want it to boot under Secure Boot", sb)
+	}
+	target := blank(t)
+	vm := &VM{
+		HTTPPort: ln.Addr().(*net.TCPAddr).Port,
+		TFTP:     bundle, BootFile: initramfs.PXEShimName,
+		Drives: []Drive{{Path: target, Serial: "target1"}},
+	}
+	vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true
+	vm.Timeout = 480 * time.Second
+	out, r := bootMedium(t, vm, target)
+	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "on", Lockdown: "integrity"})
+}
