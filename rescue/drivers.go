@@ -32,7 +32,7 @@ type Drivers struct {
 
 	// insmod loads a module file; a test swaps it for a fake.
 	insmod func(path string) error
-	// secureBoot explains refusals (ReadSecureBoot).
+	// secureBoot explains refusals (ReadSecureBoot; set by the flow).
 	secureBoot SecureBootState
 
 	mu      sync.Mutex
@@ -47,7 +47,7 @@ type Drivers struct {
 // loads nothing.
 func NewDrivers(log func(string, ...any)) *Drivers {
 	d := &Drivers{log: log, tried: map[string]bool{}, seen: map[string]bool{}, softdeps: map[string][]string{},
-		insmod: insmod, secureBoot: ReadSecureBoot("/")}
+		insmod: insmod}
 	var u unix.Utsname
 	unix.Uname(&u)
 	d.dir = filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))

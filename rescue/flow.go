@@ -91,9 +91,6 @@ func Main() {
 	r.log = NewLogger(ws)
 	r.log.Printf("Rewind rescue environment starting")
 	r.report.Machine.Kernel = kernelRelease()
-	sb := ReadSecureBoot("/")
-	r.report.Machine.SecureBoot = &sb
-	r.log.Printf("secure boot: %s", sb)
 
 	after := AfterReboot
 	status, err := r.run(context.Background(), cmdline)
@@ -108,6 +105,17 @@ func Main() {
 	r.end(after, status)
 }
 
+// secureBoot reads the firmware's Secure Boot and the kernel's lockdown
+// for the console, the report and the drivers' refusals.
+func (r *Rescue) secureBoot() {
+	r.drivers.Load("efivarfs")
+	MountSecurityFS()
+	sb := ReadSecureBoot("/")
+	r.drivers.secureBoot = sb
+	r.report.Machine.SecureBoot = &sb
+	r.log.Printf("secure boot: %s", sb)
+}
+
 // run does everything up to the report; it returns the outcome.
 func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	var err error
@@ -119,6 +127,7 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 
 	// Drivers: coldplug, the initramfs' extra drivers, then again after USB settles.
 	r.drivers = NewDrivers(r.log.Printf)
+	r.secureBoot()
 	r.drivers.Coldplug()
 	if n, err := r.drivers.LoadDir(OverlayDrivers); n > 0 || err != nil {
 		r.log.Printf("drivers: %d extra modules from the rescue image (%v)", n, err)
