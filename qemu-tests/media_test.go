@@ -21,6 +21,7 @@ package qemutests
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
@@ -59,9 +60,13 @@ func buildMedium(t *testing.T, format, plan string, withSnapshot bool) (dir, med
 	return dir, medium
 }
 
+// mediumDrivers is the drivers directory buildMediumOf puts into the
+// initramfs, "" for none.
+type mediumDrivers string
+
 // buildMediumOf builds the medium around kernel and also returns what the
 // build says about Secure Boot.
-func buildMediumOf(t *testing.T, format, plan string, withSnapshot bool, kernel string) (dir, medium string, sb initramfs.SecureBoot) {
+func buildMediumOf(t *testing.T, format, plan string, withSnapshot bool, kernel string, drivers ...mediumDrivers) (dir, medium string, sb initramfs.SecureBoot) {
 	t.Helper()
 	for _, tool := range []string{"sgdisk", "mkfs.vfat", "mcopy", "grub-mkimage", "grub-mkrescue", "xorriso"} {
 		if _, err := os.Stat("/usr/bin/" + tool); err != nil {
@@ -82,7 +87,11 @@ func buildMediumOf(t *testing.T, format, plan string, withSnapshot bool, kernel 
 	start := time.Now()
 	// As 'rewind media build' does: the medium's identity in the initramfs.
 	id := initramfs.NewMediaID(format, []byte(t.Name()), start)
-	res, err := initramfs.BuildMedia(initramfs.MediaOptions{Base: base, Kernel: kernel, Plan: []byte(plan), MediaID: id, OutDir: bootDir})
+	mo := initramfs.MediaOptions{Base: base, Kernel: kernel, Plan: []byte(plan), MediaID: id, OutDir: bootDir}
+	if len(drivers) > 0 {
+		mo.DriversDir = string(drivers[0])
+	}
+	res, err := initramfs.BuildMedia(mo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,15 +201,76 @@ func TestMediaIdentityIgnoresInternalREWIND(t *testing.T) {
 	}
 }
 
-// The same image under OVMF: EFI/BOOT/BOOTX64.EFI on the EFI system partition.
+// The same image under OVMF without Secure Boot: EFI/BOOT/BOOTX64.EFI
+// (shim) on the EFI system partition starts GRUB unchecked; the
+// unsigned drivers/ module loads (no lockdown).
 func TestMediaUSBImageUEFI(t *testing.T) {
 	setup(t, true)
-	_, img := buildMedium(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true)
+	drivers := lockdownDrivers(t)
+	_, img, _ := buildMediumOf(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true, shared.kernel, drivers)
 	target := blank(t)
 	vm := mediaVM(img, "usb", target)
 	vm.UEFIVars = uefiVars(t)
 	out, r := bootMedium(t, vm, target)
 	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "off", Lockdown: "none"})
+	// Without lockdown the unsigned module loads too.
+	if len(r.DriversRefused) != 0 {
+		t.Errorf("drivers refused without Secure Boot: %+v", r.DriversRefused)
+	}
+}
+
+// lockdownDrivers is a drivers directory for the initramfs with two of
+// the kernel's modules that nothing else loads: dummy.ko as the kernel
+// signed it, and ifb.ko with its signature cut off.
+func lockdownDrivers(t *testing.T) mediumDrivers {
+	t.Helper()
+	mods := filepath.Join("/lib/modules", shared.modules.Release, "kernel/drivers/net")
+	dir := t.TempDir()
+	signed, err := os.ReadFile(filepath.Join(mods, "dummy.ko"))
+	if err != nil {
+		t.Skip(err)
+	}
+	os.WriteFile(filepath.Join(dir, "dummy.ko"), signed, 0o644)
+	b, err := os.ReadFile(filepath.Join(mods, "ifb.ko"))
+	if err != nil {
+		t.Skip(err)
+	}
+	// A signed module ends with the signature, struct module_signature
+	// (12 bytes, the signature's length big-endian in the last 4) and
+	// the marker.
+	const marker = "~Module signature appended~\n"
+	if !strings.HasSuffix(string(b), marker) {
+		t.Fatalf("%s/ifb.ko is not signed", mods)
+	}
+	end := len(b) - len(marker)
+	n := int(binary.BigEndian.Uint32(b[end-4 : end]))
+	os.WriteFile(filepath.Join(dir, "ifb.ko"), b[:end-12-n], 0o644)
+	return mediumDrivers(dir)
+}
+
+// wantLockdownRefusal checks that the locked-down kernel loaded the
+// signed module and refused the unsigned one, and that the report says why.
+func wantLockdownRefusal(t *testing.T, out string, r *rescue.Report) {
+	t.Helper()
+	var ifb *rescue.DriverRefusal
+	for i, d := range r.DriversRefused {
+		switch filepath.Base(d.Path) {
+		case "ifb.ko":
+			ifb = &r.DriversRefused[i]
+		case "dummy.ko":
+			t.Errorf("the signed dummy.ko was refused: %+v", d)
+		}
+	}
+	if ifb == nil {
+		t.Fatalf("report drivers_refused = %+v, want the unsigned ifb.ko", r.DriversRefused)
+	}
+	if !strings.Contains(ifb.Why, "Secure Boot is on") && !strings.Contains(ifb.Why, "signed by a key it trusts") {
+		t.Errorf("ifb.ko refused with %q, why %q: want the signature check named", ifb.Error, ifb.Why)
+	}
+	if !strings.Contains(out, "ifb.ko refused: "+ifb.Error) {
+		t.Errorf("the console does not name ifb.ko and the kernel's error %q", ifb.Error)
+	}
+	t.Logf("console: %s", lineWith(out, "ifb.ko refused"))
 }
 
 // The hybrid ISO on a CD-ROM under SeaBIOS (El Torito, GRUB's cdboot).
@@ -313,14 +383,15 @@ func secureBootVars(t *testing.T) string {
 // The USB image under OVMF with Secure Boot on and Microsoft's keys
 // enrolled: the firmware checks shim (Microsoft's UEFI CA), shim checks
 // Debian's GRUB and, through GRUB, Debian's kernel (Debian's CA, shim's
-// vendor certificate). The kernel says Secure Boot is on, and the rescue
-// environment finds itself locked down.
+// vendor certificate). The rescue environment sees Secure Boot on and the
+// kernel locked down, loads the initramfs' signed drivers/ module and
+// reports the unsigned one refused (lockdownDrivers).
 func TestMediaUSBImageSecureBoot(t *testing.T) {
 	setup(t, false)
 	if _, err := initramfs.FindSignedChain(); err != nil {
 		t.Skip(err)
 	}
-	_, img, sb := buildMediumOf(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true, shared.kernel)
+	_, img, sb := buildMediumOf(t, initramfs.FormatUSB, mediaPlan("media:/snapshots/pc1"), true, shared.kernel, lockdownDrivers(t))
 	if !sb.Boots {
 		t.Fatalf("media build says %q, want it to boot under Secure Boot", sb)
 	}
@@ -330,6 +401,7 @@ func TestMediaUSBImageSecureBoot(t *testing.T) {
 	vm.Timeout = 300 * time.Second
 	out, r := bootMedium(t, vm, target)
 	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "on", Lockdown: "integrity"})
+	wantLockdownRefusal(t, out, r)
 }
 
 // unsignedKernel is a copy of the kernel with its signature removed
