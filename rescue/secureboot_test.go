@@ -109,3 +109,23 @@ func TestRefusalWithoutLockdown(t *testing.T) {
 		t.Errorf("EPERM without lockdown: why %q, want none", r.Why)
 	}
 }
+
+func TestSummarySecureBootAndRefusedDrivers(t *testing.T) {
+	r := &Report{Status: StatusSuccess, Action: ActionRestore}
+	r.Machine.SecureBoot = &SecureBootState{Firmware: "on", Lockdown: "integrity"}
+	r.DriversRefused = []DriverRefusal{refusal("/etc/rewind/drivers/ifb.ko", unix.EPERM, *r.Machine.SecureBoot)}
+	got := Summary(r)
+	for _, want := range []string{
+		"  Secure Boot: on (kernel lockdown: integrity)\n",
+		"  Refused:   driver /etc/rewind/drivers/ifb.ko: operation not permitted: Secure Boot is on (kernel lockdown: integrity): the locked-down kernel loads only signed modules",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q:\n%s", want, got)
+		}
+	}
+	r.Machine.SecureBoot = &SecureBootState{Firmware: "bios", Lockdown: "none"}
+	r.DriversRefused = nil
+	if got := Summary(r); strings.Contains(got, "Secure Boot") || strings.Contains(got, "Refused") {
+		t.Errorf("BIOS boot without refusals: summary says\n%s", got)
+	}
+}
