@@ -493,8 +493,9 @@ func TestMediaISOSecureBoot(t *testing.T) {
 	}
 }
 
-// PXE with Secure Boot on: OVMF boots shimx64.efi over TFTP (QEMU's user
-// network, restrict=on), shim Debian's signed network GRUB (grubx64.efi
+// PXE with Secure Boot on: OVMF's own PXE (the NIC has no iPXE ROM, see
+// VM.FirmwarePXE) boots shimx64.efi over TFTP (QEMU's user network,
+// restrict=on), shim Debian's signed network GRUB (grubx64.efi
 // next to it), which reads grub/grub.cfg and loads the kernel and the
 // initramfs over TFTP; the plan fetches the snapshot over HTTP.
 func TestMediaPXESecureBoot(t *testing.T) {
@@ -518,7 +519,7 @@ func TestMediaPXESecureBoot(t *testing.T) {
 	target := blank(t)
 	vm := &VM{
 		HTTPPort: ln.Addr().(*net.TCPAddr).Port,
-		TFTP:     bundle, BootFile: initramfs.PXEShimName,
+		TFTP:     bundle, BootFile: initramfs.PXEShimName, FirmwarePXE: true,
 		Drives: []Drive{{Path: target, Serial: "target1"}},
 	}
 	vm.UEFIVars, vm.SecureBoot = secureBootVars(t), true

@@ -63,6 +63,12 @@ type VM struct {
 	// (PXE with QEMU's iPXE ROM).
 	TFTP     string
 	BootFile string
+	// FirmwarePXE gives the first NIC no option ROM, so that OVMF's own
+	// network stack (not QEMU's iPXE ROM) boots from TFTP: shim fetches
+	// GRUB through the firmware's PXE protocol, which iPXE's does not
+	// serve in a way shim accepts ("Malformed binary after Attribute
+	// Certificate Table": the file size is not reported).
+	FirmwarePXE bool
 	// StopWhen, when set, stops QEMU once the console shows it; Run then
 	// returns the console without an error.
 	StopWhen string
@@ -266,6 +272,9 @@ func (v *VM) tftpOpt() string {
 func (v *VM) pxeBootOpt() string {
 	if v.TFTP == "" {
 		return ""
+	}
+	if v.FirmwarePXE {
+		return ",bootindex=0,romfile="
 	}
 	return ",bootindex=0"
 }
