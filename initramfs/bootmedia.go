@@ -37,9 +37,12 @@ const DefaultMenuTimeout = 5
 
 // BootOptions describes boot media around a built kernel and initramfs.
 type BootOptions struct {
-	Format    string
-	Kernel    string // the kernel, as BuildMedia wrote it
-	Initramfs string // the rescue initramfs, as BuildMedia wrote it
+	Format string
+	Kernel string // the kernel, as BuildMedia wrote it
+	// KernelSource is the kernel BuildMedia copied (--kernel), named in
+	// what the build says about Secure Boot; "" names Kernel.
+	KernelSource string
+	Initramfs    string // the rescue initramfs, as BuildMedia wrote it
 	// Snapshot is a snapshot directory to put on the medium under
 	// snapshots/SnapshotName (iso, usb); "" for none: the plan then
 	// fetches its snapshot over the network.
@@ -107,23 +110,27 @@ func BuildBoot(ctx context.Context, opts BootOptions) (*BootResult, error) {
 // signedChain finds the signed boot loaders as opts.SecureBoot asks and
 // says whether the medium will boot under Secure Boot.
 func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
+	kernel := opts.KernelSource
+	if kernel == "" {
+		kernel = opts.Kernel
+	}
 	switch opts.SecureBoot {
 	case "", SecureBootAuto, SecureBootRequire, SecureBootOff:
 	default:
 		return SecureBoot{}, fmt.Errorf("--secure-boot %q: use auto, require or off", opts.SecureBoot)
 	}
 	if opts.Format == FormatInitramfs || opts.Format == "" {
-		return kernelSecureBoot(opts.Kernel), nil
+		return kernelSecureBoot(kernel), nil
 	}
 	if opts.SecureBoot == SecureBootOff {
-		return CheckSecureBoot(ctx, nil, nil, opts.Kernel), nil
+		return CheckSecureBoot(ctx, nil, nil, kernel), nil
 	}
 	chain, err := FindSignedChain()
 	if err != nil && opts.SecureBoot == SecureBootRequire {
 		return SecureBoot{}, fmt.Errorf("--secure-boot require: %w", err)
 	}
 	opts.chain = chain
-	sb := CheckSecureBoot(ctx, chain, err, opts.Kernel)
+	sb := CheckSecureBoot(ctx, chain, err, kernel)
 	if err != nil {
 		sb.Why += " (--secure-boot off builds without them)"
 	}
@@ -142,9 +149,9 @@ func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
 func kernelSecureBoot(kernel string) SecureBoot {
 	signers, err := AuthenticodeSigners(kernel)
 	if err != nil {
-		return SecureBoot{Why: fmt.Sprintf("kernel %s: %v", kernel, err)}
+		return SecureBoot{External: true, Why: fmt.Sprintf("kernel %s is %v", kernel, err)}
 	}
-	return SecureBoot{Why: fmt.Sprintf("depends on your boot loader; the kernel is signed by %q", signers[0].Subject.CommonName)}
+	return SecureBoot{External: true, Why: fmt.Sprintf("kernel %s is signed by %q", kernel, signers[0].Subject.CommonName)}
 }
 
 // EstimateSize is about how many bytes a build of format needs in its

@@ -84,10 +84,16 @@ type SecureBoot struct {
 	Chain bool   // the medium starts shim and Debian's signed GRUB
 	Boots bool   // it will boot with Secure Boot on (firmware with Microsoft's UEFI CA)
 	Why   string // the reason, for the line 'media build' prints
+	// External: the medium's boot loader is not the build's (--format
+	// initramfs), so only the kernel's signature is known.
+	External bool
 }
 
 // String is the line 'rewind media build' prints after "secure boot".
 func (s SecureBoot) String() string {
+	if s.External {
+		return "depends on your boot loader: " + s.Why
+	}
 	if s.Boots {
 		return "yes: " + s.Why
 	}

@@ -95,3 +95,42 @@ func TestAuthenticodeNotPE(t *testing.T) {
 		t.Errorf("AuthenticodeSigners(garbage): %v, want not an EFI image", err)
 	}
 }
+
+// What BuildBoot says for each --secure-boot mode, with the packages
+// installed or not.
+func TestSignedChainModes(t *testing.T) {
+	kernel, _ := signedKernel(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		mode, format string
+		missing      bool
+		boots        bool
+		chain        bool
+		want         string // in the line, or the error
+	}{
+		{SecureBootAuto, FormatUSB, false, true, true, "yes: shim (Microsoft UEFI CA) -> GRUB -> kernel signed by"},
+		{"", FormatISO, false, true, true, "yes: "},
+		{SecureBootAuto, FormatPXE, false, true, true, "yes: UEFI clients boot shimx64.efi"},
+		{SecureBootOff, FormatUSB, false, false, false, "no: the boot loader is GRUB built here"},
+		{SecureBootAuto, FormatUSB, true, false, false, "no: the signed boot loaders are not installed: shim-signed"},
+		{SecureBootRequire, FormatUSB, true, false, false, "--secure-boot require: the signed boot loaders are not installed"},
+		{SecureBootAuto, FormatInitramfs, false, false, false, "depends on your boot loader: kernel /boot/vmlinuz-"},
+		{"sometimes", FormatUSB, false, false, false, `--secure-boot "sometimes"`},
+	} {
+		old := ShimDir
+		if tc.missing {
+			ShimDir = t.TempDir()
+		}
+		o := BootOptions{Format: tc.format, Kernel: kernel, SecureBoot: tc.mode}
+		sb, err := signedChain(ctx, &o)
+		ShimDir = old
+		got := sb.String()
+		if err != nil {
+			got = err.Error()
+		}
+		if sb.Boots != tc.boots || (o.chain != nil) != tc.chain || !strings.Contains(got, tc.want) {
+			t.Errorf("--secure-boot %q --format %s (packages missing: %v): boots %v, chain %v, %q; want boots %v, chain %v, %q",
+				tc.mode, tc.format, tc.missing, sb.Boots, o.chain != nil, got, tc.boots, tc.chain, tc.want)
+		}
+	}
+}

@@ -162,7 +162,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 				menuTimeout = -1 // BootOptions: 0 is the default, <0 none
 			}
 			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
-				Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs, Snapshot: snap,
+				Format: format, Kernel: res.Kernel, KernelSource: kernel, Initramfs: res.Initramfs, Snapshot: snap,
 				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, MediaID: mediaID, OutDir: out,
 				SecureBoot: secureBoot,
 			})
