@@ -39,7 +39,8 @@ const (
 	SecureBootOff     = "off"     // GRUB built here with grub-mkimage (unsigned)
 )
 
-// SignedDir and SignedGRUBDir hold the signed boot loaders.
+// ShimDir and SignedGRUBDir hold the signed boot loaders (a test points
+// ShimDir elsewhere to see the packages missing).
 var (
 	ShimDir       = "/usr/lib/shim"
 	SignedGRUBDir = "/usr/lib/grub/x86_64-efi-signed"
