@@ -147,13 +147,19 @@ var grubPlatformModules = map[string][]string{
 // grubImage runs grub-mkimage for platform (i386-pc or x86_64-efi) with
 // prefix as GRUB's $prefix, and returns the image.
 func grubImage(ctx context.Context, platform, prefix string) ([]byte, error) {
+	return grubImageAs(ctx, platform, platform, prefix)
+}
+
+// grubImageAs runs grub-mkimage with platform's modules for the image
+// format (i386-pc-eltorito: a CD's El Torito boot image).
+func grubImageAs(ctx context.Context, platform, format, prefix string) ([]byte, error) {
 	tmp, err := os.CreateTemp("", "rewind-grub-*.img")
 	if err != nil {
 		return nil, err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	args := []string{"-d", GRUBDir + "/" + platform, "-O", platform, "-o", tmp.Name(), "-p", prefix}
+	args := []string{"-d", GRUBDir + "/" + platform, "-O", format, "-o", tmp.Name(), "-p", prefix}
 	args = append(append(args, grubModules...), grubPlatformModules[platform]...)
 	if err := runTool(ctx, "grub-mkimage", args...); err != nil {
 		return nil, err

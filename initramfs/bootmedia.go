@@ -37,9 +37,12 @@ const DefaultMenuTimeout = 5
 
 // BootOptions describes boot media around a built kernel and initramfs.
 type BootOptions struct {
-	Format    string
-	Kernel    string // the kernel, as BuildMedia wrote it
-	Initramfs string // the rescue initramfs, as BuildMedia wrote it
+	Format string
+	Kernel string // the kernel, as BuildMedia wrote it
+	// KernelSource is the kernel BuildMedia copied (--kernel), named in
+	// what the build says about Secure Boot; "" names Kernel.
+	KernelSource string
+	Initramfs    string // the rescue initramfs, as BuildMedia wrote it
 	// Snapshot is a snapshot directory to put on the medium under
 	// snapshots/SnapshotName (iso, usb); "" for none: the plan then
 	// fetches its snapshot over the network.
@@ -54,12 +57,20 @@ type BootOptions struct {
 	// initramfs: the usb image's REWIND volume ID or the ISO's volume
 	// date is set from it; "" derives them from the boot files as before.
 	MediaID string
-	OutDir  string
+	// SecureBoot is SecureBootAuto (""), SecureBootRequire or
+	// SecureBootOff: whether the EFI boot starts shim and Debian's
+	// signed GRUB (iso, usb, pxe) or GRUB built here.
+	SecureBoot string
+	OutDir     string
+
+	chain *SignedChain // the signed boot loaders, nil for GRUB built here
 }
 
 // BootResult names what a build wrote.
 type BootResult struct {
 	Files []string // paths, the image first
+	// SecureBoot says whether the medium boots with Secure Boot on, and why.
+	SecureBoot SecureBoot
 }
 
 // BuildBoot writes the medium of opts.Format into opts.OutDir.
@@ -72,17 +83,75 @@ func BuildBoot(ctx context.Context, opts BootOptions) (*BootResult, error) {
 			return nil, fmt.Errorf("--snapshot %s is not a snapshot directory (no manifest.json): %w", opts.Snapshot, err)
 		}
 	}
+	sb, err := signedChain(ctx, &opts)
+	if err != nil {
+		return nil, err
+	}
+	var res *BootResult
 	switch opts.Format {
 	case FormatInitramfs, "":
-		return &BootResult{Files: []string{opts.Kernel, opts.Initramfs}}, nil
+		res, err = &BootResult{Files: []string{opts.Kernel, opts.Initramfs}}, nil
 	case FormatPXE:
-		return buildPXE(opts)
+		res, err = buildPXE(opts)
 	case FormatISO:
-		return buildISO(ctx, opts)
+		res, err = buildISO(ctx, opts)
 	case FormatUSB:
-		return buildUSB(ctx, opts)
+		res, err = buildUSB(ctx, opts)
+	default:
+		return nil, fmt.Errorf("unknown media format %q: use initramfs, pxe, iso or usb", opts.Format)
 	}
-	return nil, fmt.Errorf("unknown media format %q: use initramfs, pxe, iso or usb", opts.Format)
+	if err != nil {
+		return nil, err
+	}
+	res.SecureBoot = sb
+	return res, nil
+}
+
+// signedChain finds the signed boot loaders as opts.SecureBoot asks and
+// says whether the medium will boot under Secure Boot.
+func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
+	kernel := opts.KernelSource
+	if kernel == "" {
+		kernel = opts.Kernel
+	}
+	switch opts.SecureBoot {
+	case "", SecureBootAuto, SecureBootRequire, SecureBootOff:
+	default:
+		return SecureBoot{}, fmt.Errorf("--secure-boot %q: use auto, require or off", opts.SecureBoot)
+	}
+	if opts.Format == FormatInitramfs || opts.Format == "" {
+		return kernelSecureBoot(kernel), nil
+	}
+	if opts.SecureBoot == SecureBootOff {
+		return CheckSecureBoot(ctx, nil, nil, kernel), nil
+	}
+	chain, err := FindSignedChain()
+	if err != nil && opts.SecureBoot == SecureBootRequire {
+		return SecureBoot{}, fmt.Errorf("--secure-boot require: %w", err)
+	}
+	opts.chain = chain
+	sb := CheckSecureBoot(ctx, chain, err, kernel)
+	if err != nil {
+		sb.Why += " (--secure-boot off builds without them)"
+	}
+	if opts.Format == FormatPXE {
+		if chain == nil {
+			sb.Why = "UEFI clients boot iPXE, which is not signed; " + sb.Why
+		} else {
+			sb.Why = "UEFI clients boot " + PXEShimName + ": " + sb.Why
+		}
+	}
+	return sb, nil
+}
+
+// kernelSecureBoot is the line for a bare kernel and initramfs: the boot
+// loader is the lab's, so only the kernel's signature is known.
+func kernelSecureBoot(kernel string) SecureBoot {
+	signers, err := AuthenticodeSigners(kernel)
+	if err != nil {
+		return SecureBoot{External: true, Why: fmt.Sprintf("kernel %s is %v", kernel, err)}
+	}
+	return SecureBoot{External: true, Why: fmt.Sprintf("kernel %s is signed by %q", kernel, signers[0].Subject.CommonName)}
 }
 
 // EstimateSize is about how many bytes a build of format needs in its

@@ -99,10 +99,10 @@ func TestPlanUSB(t *testing.T) {
 }
 
 // TestBuildUSBImage builds a USB image around stand-in boot files and a
-// stand-in snapshot, and reads it back with sfdisk and mtools. Booting it
-// is qemu-tests' job.
+// stand-in snapshot, and reads it back with sfdisk, mtools and fsck.fat.
+// Booting it is qemu-tests' job.
 func TestBuildUSBImage(t *testing.T) {
-	for _, tool := range []string{"sgdisk", "sfdisk", "mkfs.vfat", "mcopy", "mdir", "grub-mkimage"} {
+	for _, tool := range []string{"sgdisk", "sfdisk", "mkfs.vfat", "mcopy", "mdir", "fsck.fat", "grub-mkimage"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s is not installed (scripts/setup.sh)", tool)
 		}
@@ -168,6 +168,7 @@ func TestBuildUSBImage(t *testing.T) {
 		want []string
 	}{
 		{espLBA * sector, "::/EFI/BOOT", []string{"BOOTX64.EFI"}},
+		{espLBA * sector, "::/boot/grub", []string{"grub.cfg"}},
 		{espLBA * sector, "::/boot", []string{"vmlinuz", "initramfs.cpio.gz", "grub"}},
 		{l.dataStart, "::/snapshots/pc1", []string{"manifest.json", "data.000"}},
 		{l.dataStart, "::/rewind", []string{"reports"}},
@@ -183,6 +184,28 @@ func TestBuildUSBImage(t *testing.T) {
 			if !strings.Contains(string(b), c.dir+"/"+w) {
 				t.Errorf("%s at offset %d: %s missing; have %s", img, c.off, w, b)
 			}
+		}
+	}
+	if res.SecureBoot.Chain {
+		for _, p := range []string{"::/EFI/BOOT/grubx64.efi", "::/EFI/BOOT/mmx64.efi", "::/EFI/debian/grub.cfg"} {
+			cmd := exec.Command("mdir", "-b", "-i", fat(img, espLBA*sector), p)
+			cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s: the EFI system partition lacks %s (signed chain): %v %s", img, p, err, b)
+			}
+		}
+	}
+	// fsck.fat reads each file system whole: the FAT, directories, sizes.
+	for _, p := range []struct {
+		name      string
+		off, size int64
+	}{{"EFI system", espLBA * sector, l.espSize}, {"REWIND", l.dataStart, l.dataSize}} {
+		part := filepath.Join(dir, "part.img")
+		if err := os.WriteFile(part, f[p.off:p.off+p.size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := exec.Command("fsck.fat", "-n", "-V", part).CombinedOutput(); err != nil || strings.Contains(string(b), "differ") {
+			t.Errorf("%s: fsck.fat -n of the %s partition: %v\n%s", img, p.name, err, b)
 		}
 	}
 	if label := strings.TrimSpace(string(f[l.dataStart+0x47 : l.dataStart+0x47+11])); label != "REWIND" {

@@ -39,6 +39,8 @@ var DefaultModules = []string{
 	// file systems of the rescue media
 	"ext4", "vfat", "fat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
 	"crc32c_generic", "crc32c_intel",
+	// EFI variables: the rescue environment reads the SecureBoot variable
+	"efivarfs",
 }
 
 // metadataFiles are copied (filtered to the selected modules) so that

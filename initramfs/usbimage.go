@@ -3,8 +3,10 @@ package initramfs
 // The USB disk image: GPT with
 //
 //	1  BIOS boot   1 MiB   GRUB's i386-pc core image (boot.img in the MBR loads it)
-//	2  EFI system  FAT32   EFI/BOOT/BOOTX64.EFI (GRUB x86_64-efi), boot/grub/grub.cfg,
-//	                       boot/vmlinuz, boot/initramfs.cpio.gz
+//	2  EFI system  FAT32   EFI/BOOT/BOOTX64.EFI (shim; or GRUB x86_64-efi built here),
+//	                       EFI/BOOT/grubx64.efi and mmx64.efi (Debian's signed GRUB,
+//	                       MokManager), EFI/debian/grub.cfg (what signed GRUB reads),
+//	                       boot/grub/grub.cfg, boot/vmlinuz, boot/initramfs.cpio.gz
 //	3  REWIND      FAT32   snapshots/NAME, rewind/reports/ (the rescue media file system)
 //
 // Both GRUB images carry every module they need and read the one
@@ -141,27 +143,43 @@ func writeESP(ctx context.Context, img string, l usbLayout, seed []byte, o BootO
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	efi, err := grubImage(ctx, "x86_64-efi", "/boot/grub")
-	if err != nil {
+	cfg := filepath.Join(tmp, "grub.cfg")
+	if err := os.WriteFile(cfg, []byte(grubConfig(Menu(o.Cmdline), menuTimeout(o.MenuTimeout), "/boot/vmlinuz", "/boot/initramfs.cpio.gz")), 0o644); err != nil {
 		return err
 	}
-	cfg := grubConfig(Menu(o.Cmdline), menuTimeout(o.MenuTimeout), "/boot/vmlinuz", "/boot/initramfs.cpio.gz")
-	files := map[string][]byte{"BOOTX64.EFI": efi, "grub.cfg": []byte(cfg)}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o644); err != nil {
-			return err
-		}
-	}
-	a := fat(img, off)
-	if err := runTool(ctx, "mmd", "-i", a, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"); err != nil {
-		return err
-	}
-	for _, c := range [][2]string{
-		{filepath.Join(tmp, "BOOTX64.EFI"), "::/EFI/BOOT/BOOTX64.EFI"},
-		{filepath.Join(tmp, "grub.cfg"), "::/boot/grub/grub.cfg"},
+	// The BIOS GRUB reads boot/grub/grub.cfg.
+	copies := [][2]string{
+		{cfg, "::/boot/grub/grub.cfg"},
 		{o.Kernel, "::/boot/vmlinuz"},
 		{o.Initramfs, "::/boot/initramfs.cpio.gz"},
-	} {
+	}
+	dirs := []string{"::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"}
+	if c := o.chain; c != nil {
+		// The firmware starts shim, shim grubx64.efi from its own
+		// directory (or MokManager), and Debian's GRUB reads
+		// /EFI/debian/grub.cfg of its partition.
+		dirs = append(dirs, "::/EFI/debian")
+		copies = append(copies, [][2]string{
+			{c.Shim, "::/EFI/BOOT/BOOTX64.EFI"},
+			{c.GRUB, "::/EFI/BOOT/grubx64.efi"},
+			{c.MokManager, "::/EFI/BOOT/mmx64.efi"},
+			{cfg, "::/EFI/debian/grub.cfg"},
+		}...)
+	} else {
+		efi, err := grubImage(ctx, "x86_64-efi", "/boot/grub")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "BOOTX64.EFI"), efi, 0o644); err != nil {
+			return err
+		}
+		copies = append(copies, [2]string{filepath.Join(tmp, "BOOTX64.EFI"), "::/EFI/BOOT/BOOTX64.EFI"})
+	}
+	a := fat(img, off)
+	if err := runTool(ctx, "mmd", append([]string{"-i", a}, dirs...)...); err != nil {
+		return err
+	}
+	for _, c := range copies {
 		if err := runTool(ctx, "mcopy", "-m", "-i", a, c[0], c[1]); err != nil {
 			return err
 		}

@@ -54,11 +54,21 @@ type VM struct {
 	// UEFIVars, when set, boots OVMF (UEFI) instead of SeaBIOS, with
 	// this writable copy of OVMF_VARS.fd (see OVMFVars).
 	UEFIVars string
+	// SecureBoot boots OVMF's Secure Boot build (SMM, secure flash);
+	// UEFIVars is then a copy of the variables with Microsoft's keys
+	// enrolled and Secure Boot on (see OVMFSecureBootVars).
+	SecureBoot bool
 	// TFTP, when set, is served by QEMU's user network on the first NIC,
 	// whose DHCP names BootFile, and the firmware boots that NIC first
 	// (PXE with QEMU's iPXE ROM).
 	TFTP     string
 	BootFile string
+	// FirmwarePXE gives the first NIC no option ROM, so that OVMF's own
+	// network stack (not QEMU's iPXE ROM) boots from TFTP: shim fetches
+	// GRUB through the firmware's PXE protocol, which iPXE's does not
+	// serve in a way shim accepts ("Malformed binary after Attribute
+	// Certificate Table": the file size is not reported).
+	FirmwarePXE bool
 	// StopWhen, when set, stops QEMU once the console shows it; Run then
 	// returns the console without an error.
 	StopWhen string
@@ -134,14 +144,22 @@ func (v *VM) Args() []string {
 	if v.DefaultCPU {
 		args = slices.Delete(args, 4, 6) // no "-cpu max"
 	}
+	if v.SecureBoot {
+		args[1] = "q35,smm=on"
+		args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+	}
 	// Without a kernel, the firmware boots a drive or the network.
 	if v.Kernel != "" {
 		args = append(args, "-kernel", v.Kernel, "-initrd", v.Initrd,
 			"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 "+v.Cmdline))
 	}
 	if v.UEFIVars != "" {
+		code := OVMFCode
+		if v.SecureBoot {
+			code = OVMFSecureBootCode
+		}
 		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+v.UEFIVars)
 	}
 	usb, ahciPort := false, 0
@@ -215,6 +233,25 @@ func (v *VM) Args() []string {
 // OVMFCode is the UEFI firmware (Debian package ovmf).
 const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
 
+// OVMFSecureBootCode is OVMF built for Secure Boot (SMM); its variable
+// store template with Microsoft's keys enrolled is OVMF_VARS_4M.ms.fd.
+const OVMFSecureBootCode = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+
+// OVMFSecureBootVars copies the variable store with Microsoft's UEFI CA
+// and KEK enrolled and Secure Boot on into dir, for VM.UEFIVars with
+// VM.SecureBoot.
+func OVMFSecureBootVars(dir string) (string, error) {
+	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+	if err != nil {
+		return "", fmt.Errorf("OVMF with Secure Boot is not installed (Debian package ovmf; scripts/setup.sh): %w", err)
+	}
+	if _, err := os.Stat(OVMFSecureBootCode); err != nil {
+		return "", fmt.Errorf("OVMF with Secure Boot is not installed (Debian package ovmf; scripts/setup.sh): %w", err)
+	}
+	p := filepath.Join(dir, "OVMF_VARS_4M.ms.fd")
+	return p, os.WriteFile(p, b, 0o644)
+}
+
 // OVMFVars copies OVMF's variable store template into dir, for VM.UEFIVars.
 func OVMFVars(dir string) (string, error) {
 	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
@@ -235,6 +272,9 @@ func (v *VM) tftpOpt() string {
 func (v *VM) pxeBootOpt() string {
 	if v.TFTP == "" {
 		return ""
+	}
+	if v.FirmwarePXE {
+		return ",bootindex=0,romfile="
 	}
 	return ",bootindex=0"
 }

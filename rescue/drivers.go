@@ -30,17 +30,24 @@ type Drivers struct {
 	prober   *kmodule.Prober
 	log      func(format string, args ...any)
 
-	mu     sync.Mutex
-	tried  map[string]bool // modules already attempted
-	seen   map[string]bool // modaliases already handled
-	loaded []string
+	// insmod loads a module file; a test swaps it for a fake.
+	insmod func(path string) error
+	// secureBoot explains refusals (ReadSecureBoot; set by the flow).
+	secureBoot SecureBootState
+
+	mu      sync.Mutex
+	tried   map[string]bool // modules already attempted
+	seen    map[string]bool // modaliases already handled
+	loaded  []string
+	refused []DriverRefusal
 }
 
 // NewDrivers reads modules.alias and modules.softdep of the running kernel.
 // A kernel without modules (everything built in) gives a Drivers that
 // loads nothing.
 func NewDrivers(log func(string, ...any)) *Drivers {
-	d := &Drivers{log: log, tried: map[string]bool{}, seen: map[string]bool{}, softdeps: map[string][]string{}}
+	d := &Drivers{log: log, tried: map[string]bool{}, seen: map[string]bool{}, softdeps: map[string][]string{},
+		insmod: insmod}
 	var u unix.Utsname
 	unix.Uname(&u)
 	d.dir = filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
@@ -213,9 +220,18 @@ func readModaliases() []string {
 	return out
 }
 
+// Refused lists the module files of drivers/ folders the kernel refused,
+// with its errors.
+func (d *Drivers) Refused() []DriverRefusal {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]DriverRefusal(nil), d.refused...)
+}
+
 // LoadDir loads every kernel module file in dir (drivers/ on the rescue
 // media, /etc/rewind/drivers in the initramfs). Modules that depend on
-// each other are retried until no more load.
+// each other are retried until no more load; each one that still fails
+// is logged with the kernel's error and kept for Refused.
 func (d *Drivers) LoadDir(dir string) (int, error) {
 	var files []string
 	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
@@ -235,11 +251,13 @@ func (d *Drivers) LoadDir(dir string) (int, error) {
 	}
 	loaded := 0
 	var lastErr error
+	errs := map[string]error{}
 	for pass := 0; pass < 3 && len(files) > 0; pass++ {
 		var again []string
 		for _, p := range files {
-			if err := insmod(p); err != nil {
+			if err := d.insmod(p); err != nil {
 				again = append(again, p)
+				errs[p] = err
 				lastErr = fmt.Errorf("%s: %w", p, err)
 				continue
 			}
@@ -252,7 +270,18 @@ func (d *Drivers) LoadDir(dir string) (int, error) {
 		files = again
 	}
 	if len(files) > 0 && lastErr != nil {
-		return loaded, lastErr
+		for _, p := range files {
+			r := refusal(p, errs[p], d.secureBoot)
+			d.mu.Lock()
+			d.refused = append(d.refused, r)
+			d.mu.Unlock()
+			if r.Why != "" {
+				d.log("drivers: %s refused: %s: %s", p, r.Error, r.Why)
+			} else {
+				d.log("drivers: %s refused: %s", p, r.Error)
+			}
+		}
+		return loaded, fmt.Errorf("%d of %d modules refused; the last: %w", len(files), loaded+len(files), lastErr)
 	}
 	return loaded, nil
 }

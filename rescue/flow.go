@@ -105,6 +105,17 @@ func Main() {
 	r.end(after, status)
 }
 
+// secureBoot reads the firmware's Secure Boot and the kernel's lockdown
+// for the console, the report and the drivers' refusals.
+func (r *Rescue) secureBoot() {
+	r.drivers.Load("efivarfs")
+	MountSecurityFS()
+	sb := ReadSecureBoot("/")
+	r.drivers.secureBoot = sb
+	r.report.Machine.SecureBoot = &sb
+	r.log.Printf("secure boot: %s", sb)
+}
+
 // run does everything up to the report; it returns the outcome.
 func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 	var err error
@@ -116,11 +127,13 @@ func (r *Rescue) run(ctx context.Context, cmdline string) (string, error) {
 
 	// Drivers: coldplug, the initramfs' extra drivers, then again after USB settles.
 	r.drivers = NewDrivers(r.log.Printf)
+	r.secureBoot()
 	r.drivers.Coldplug()
 	if n, err := r.drivers.LoadDir(OverlayDrivers); n > 0 || err != nil {
 		r.log.Printf("drivers: %d extra modules from the rescue image (%v)", n, err)
 	}
 	r.drivers.Settle(1500*time.Millisecond, 10*time.Second)
+	r.report.DriversRefused = r.drivers.Refused()
 	r.report.AddStep("drivers", StepOK, start, strings.Join(r.drivers.Loaded(), " "))
 	r.log.Printf("drivers: %d modules loaded in %.1fs", len(r.drivers.Loaded()), time.Since(start).Seconds())
 
@@ -453,6 +466,7 @@ func (r *Rescue) loadPlan(ctx context.Context) (*Plan, string, error) {
 				r.drivers.Coldplug()
 			}
 		}
+		r.report.DriversRefused = r.drivers.Refused()
 	}
 
 	var data []byte

@@ -86,8 +86,14 @@ type Report struct {
 		Selection string `json:"selection,omitempty"` // why that entry was chosen
 		Identity
 		Kernel string `json:"kernel,omitempty"`
+		// SecureBoot is the firmware's Secure Boot and the kernel's
+		// lockdown; nil in older reports.
+		SecureBoot *SecureBootState `json:"secure_boot,omitempty"`
 	} `json:"machine"`
-	Plan struct {
+	// DriversRefused lists the modules of drivers/ folders the kernel
+	// did not load, with its error and, for a signature check, why.
+	DriversRefused []DriverRefusal `json:"drivers_refused,omitempty"`
+	Plan           struct {
 		Source string `json:"source,omitempty"`
 		Target string `json:"target,omitempty"`
 		After  string `json:"after,omitempty"`

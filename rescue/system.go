@@ -36,11 +36,25 @@ func MountBasics() error {
 			errs = append(errs, fmt.Errorf("mount %s on %s: %w", m.fstype, m.dir, err))
 		}
 	}
+	MountSecurityFS()
 	os.Symlink("/proc/self/fd", "/dev/fd")
 	os.Symlink("/proc/self/fd/0", "/dev/stdin")
 	os.Symlink("/proc/self/fd/1", "/dev/stdout")
 	os.Symlink("/proc/self/fd/2", "/dev/stderr")
 	return errors.Join(errs...)
+}
+
+// MountSecurityFS mounts where Secure Boot and lockdown show
+// (ReadSecureBoot), when the kernel has them: the EFI variables read-only
+// (nothing here writes them; Debian builds efivarfs as a module, so this
+// runs again once it is loaded), and securityfs. Mounted ones stay.
+func MountSecurityFS() {
+	if _, err := os.Stat("/sys/firmware/efi/efivars"); err == nil {
+		unix.Mount("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
+	if _, err := os.Stat("/sys/kernel/security"); err == nil {
+		unix.Mount("securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
 }
 
 // ConsolePaths returns the devices of the console= entries on the kernel

@@ -195,6 +195,16 @@ func Summary(r *Report) string {
 			time.Duration(r.RestoreSeconds*float64(time.Second)).Round(100*time.Millisecond), strings.TrimSuffix(actionWord(r.Action), "e"),
 			r.BytesPerSecond/1e6, time.Duration(r.Seconds*float64(time.Second)).Round(100*time.Millisecond))
 	}
+	if sb := r.Machine.SecureBoot; sb != nil && sb.Firmware != "bios" {
+		fmt.Fprintf(&b, "  Secure Boot: %s\n", sb)
+	}
+	for _, d := range r.DriversRefused {
+		why := ""
+		if d.Why != "" {
+			why = ": " + d.Why
+		}
+		fmt.Fprintf(&b, "  Refused:   driver %s: %s%s\n", d.Path, d.Error, why)
+	}
 	for _, s := range r.Steps {
 		mark := "ok  "
 		switch s.Status {

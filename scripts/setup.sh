@@ -39,6 +39,11 @@ needs=(
 	"/usr/lib/grub/i386-pc/boot.img:grub-pc-bin"
 	"/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin"
 	"xorriso:xorriso"
+	# the Secure Boot chain of the media: shim and Debian's signed GRUB images (docs/media.md)
+	"/usr/lib/shim/shimx64.efi.signed:shim-signed"
+	"/usr/lib/shim/mmx64.efi.signed:shim-helpers-amd64-signed"
+	"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed:grub-efi-amd64-signed"
+	"sbverify:sbsigntool"               # checks the kernel's signature; the tests strip it (sbattach)
 	"nginx:nginx"                       # the caching proxy in front of rewind serve (cmd/rewind.TestHTTPCacheInFront)
 	"chromium:chromium"                 # the lab page in a real browser (rescue.TestLabPageInBrowser)
 	"debootstrap:debootstrap"           # the Debian 12 system disk of qemu-tests.TestDrillDebianBootsToLogin

@@ -35,6 +35,7 @@ func newMediaBuildCmd() *cobra.Command {
 		format, snap, cmdline                     string
 		menuTimeout                               int
 		dataSize                                  string
+		secureBoot                                string
 	)
 	cmd := &cobra.Command{
 		Use:   "build --plan PLAN.toml --kernel VMLINUZ -o OUTDIR [--format initramfs|pxe|iso|usb] [--snapshot DIR]",
@@ -57,6 +58,10 @@ Both images have a boot menu with "Restore" (the default after
 "Capture this machine" (rewind.action=capture).
 --snapshot DIR puts a snapshot on an iso or usb medium as
 media:/snapshots/NAME; without it, the plan fetches its snapshot.
+The usb image boots with UEFI Secure Boot on through shim and Debian's
+signed GRUB (packages shim-signed, shim-helpers-amd64-signed,
+grub-efi-amd64-signed) and a kernel signed by a key shim trusts; the
+"secure boot" line says whether the result will, and if not why.
 Write images onto a stick with 'rewind usb --create'.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,6 +70,9 @@ Write images onto a stick with 'rewind usb --create'.`,
 			}
 			if !slices.Contains(initramfs.Formats, format) {
 				return usageError{fmt.Errorf("--format %s: use one of %s", format, strings.Join(initramfs.Formats, ", "))}
+			}
+			if !slices.Contains([]string{initramfs.SecureBootAuto, initramfs.SecureBootRequire, initramfs.SecureBootOff}, secureBoot) {
+				return usageError{fmt.Errorf("--secure-boot %s: use auto, require or off", secureBoot)}
 			}
 			image := format == initramfs.FormatISO || format == initramfs.FormatUSB
 			if snap != "" && !image {
@@ -154,8 +162,9 @@ Write images onto a stick with 'rewind usb --create'.`,
 				menuTimeout = -1 // BootOptions: 0 is the default, <0 none
 			}
 			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
-				Format: format, Kernel: res.Kernel, Initramfs: res.Initramfs, Snapshot: snap,
+				Format: format, Kernel: res.Kernel, KernelSource: kernel, Initramfs: res.Initramfs, Snapshot: snap,
 				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, MediaID: mediaID, OutDir: out,
+				SecureBoot: secureBoot,
 			})
 			if err != nil {
 				return err
@@ -186,6 +195,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 			default:
 				fmt.Fprintf(w, "medium     %s: the rescue environment uses this file system only\n", mediaID)
 			}
+			fmt.Fprintf(w, "secure boot %s\n", boot.SecureBoot)
 			fmt.Fprintf(w, "plan       %s\n", plan)
 			if len(keys) > 0 {
 				fmt.Fprintf(w, "trust      %d keys\n", len(keys))
@@ -211,6 +221,7 @@ Write images onto a stick with 'rewind usb --create'.`,
 	f.StringVar(&snap, "snapshot", "", "a snapshot directory to put on an iso or usb medium (as media:/snapshots/NAME)")
 	f.StringVar(&cmdline, "cmdline", "", "more kernel command line for every boot menu entry (e.g. rewind.auto)")
 	f.IntVar(&menuTimeout, "menu-timeout", initramfs.DefaultMenuTimeout, "seconds the boot menu waits before Restore (0: start Restore at once)")
+	f.StringVar(&secureBoot, "secure-boot", initramfs.SecureBootAuto, "auto: iso/usb start shim and Debian's signed GRUB when installed; require: fail without them; off: GRUB built here, unsigned")
 	f.StringVar(&dataSize, "data-size", "", "usb: the least size of the REWIND partition, for reports and more snapshots (e.g. 4GiB)")
 	return cmd
 }
