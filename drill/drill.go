@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -155,23 +156,35 @@ func checkPlan(data []byte, snaps []string) error {
 	if err != nil {
 		return fmt.Errorf("--plan: %w", err)
 	}
-	staged := map[string]bool{}
+	staged := map[string]int{}
 	var names []string
-	for _, s := range snaps {
-		staged[strings.ToLower(StickSnapshot(s))] = true
+	for i, s := range snaps {
+		staged[strings.ToLower(StickSnapshot(s))] = i
 		names = append(names, StickSnapshot(s))
 	}
 	for _, m := range p.Machines {
 		if m.Action == rescue.ActionCapture {
 			return fmt.Errorf("--plan: machine %s captures; a drill restores", m.Name)
 		}
-		refs := []string{m.Snapshot}
+		type ref struct{ snap, target string }
+		refs := []ref{{m.Snapshot, m.Target}}
 		for _, d := range m.Disks {
-			refs = append(refs, d.Snapshot)
+			refs = append(refs, ref{d.Snapshot, d.Target})
 		}
 		for _, r := range refs {
-			if r != "" && !staged[strings.ToLower(strings.TrimSuffix(r, "/"))] {
-				return fmt.Errorf("--plan: machine %s restores %s, which the drill does not put on the stick (it holds %s)", m.Name, r, strings.Join(names, ", "))
+			if r.snap == "" {
+				continue
+			}
+			j, ok := staged[strings.ToLower(strings.TrimSuffix(r.snap, "/"))]
+			if !ok {
+				return fmt.Errorf("--plan: machine %s restores %s, which the drill does not put on the stick (it holds %s)", m.Name, r.snap, strings.Join(names, ", "))
+			}
+			// The checks read disk N as snapshot N: with several disks
+			// the plan must put it there (with one, the only blank disk
+			// is the target whatever the plan says; the stick never is).
+			want := "serial=" + DiskSerial(j)
+			if len(snaps) > 1 && !slices.Contains(strings.Split(strings.ReplaceAll(r.target, " ", ""), ","), want) {
+				return fmt.Errorf("--plan: machine %s puts %s on target %q; the drill's disk for it (snapshot %d) is %s: give target = %q", m.Name, r.snap, r.target, j+1, want, want)
 			}
 		}
 	}
@@ -196,8 +209,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Timeout <= 0 {
 		return nil, fmt.Errorf("drill: timeout %s: give a positive --timeout", o.Timeout)
 	}
+	if o.BootTimeout < 0 {
+		return nil, fmt.Errorf("drill: boot timeout %s: give a positive --boot-timeout", o.BootTimeout)
+	}
+	if o.Expect != nil && o.Expect.MatchString("") {
+		return nil, fmt.Errorf("drill: --expect %q matches an empty console: it would pass before the restored machine printed anything", o.Expect.String())
+	}
 	if len(o.Snapshots) == 0 {
 		return nil, fmt.Errorf("drill: no snapshot")
+	}
+	if o.Keep != "" {
+		if ents, err := os.ReadDir(o.Keep); err == nil && len(ents) > 0 {
+			return nil, fmt.Errorf("drill: --keep %s: give a new or empty directory (the drill writes disk images and logs there and never overwrites files)", o.Keep)
+		}
 	}
 	if len(o.Snapshots) > rescue.MaxDisks {
 		return nil, fmt.Errorf("drill: %d snapshots, more than a machine's %d disks", len(o.Snapshots), rescue.MaxDisks)
@@ -240,12 +264,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if dir, err = os.MkdirTemp("", "rewind-drill-"); err != nil {
 			return nil, err
 		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("drill: --keep %s: %w", dir, err)
+	} else {
+		// The disk images hold the machine's data: the directory is
+		// the user's alone.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("drill: --keep %s: %w", dir, err)
+		}
+		if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+			return nil, fmt.Errorf("drill: --keep %s: give a new or empty directory (the drill writes disk images and logs there and never overwrites files)", dir)
+		}
 	}
 	d := &run{o: o, ms: ms, dir: dir, plan: plan, res: &Result{Snapshots: o.Snapshots}}
 	d.do(ctx)
-	if o.Keep == "" && d.res.OK {
+	if ctx.Err() != nil && !d.res.OK {
+		d.res.Error = fmt.Sprintf("interrupted in phase %s: %s", d.res.Failed, d.res.Error)
+	}
+	if o.Keep == "" && (d.res.OK || ctx.Err() != nil) {
 		os.RemoveAll(dir)
 	} else {
 		d.res.Dir = dir
@@ -341,9 +375,15 @@ func (d *run) buildMedia(stick, initrd string) error {
 	}
 	files := map[string]string{"/rewind/plan.toml": planFile}
 	size := int64(64 << 20)
-	for _, s := range d.o.Snapshots {
-		files[strings.TrimPrefix(StickSnapshot(s), "media:")] = s
-		size += snapDirSize(s)
+	for i, s := range d.o.Snapshots {
+		staged, n, err := snapshotFiles(s, d.ms[i])
+		if err != nil {
+			return err
+		}
+		for _, name := range staged {
+			files[strings.TrimPrefix(StickSnapshot(s), "media:")+"/"+name] = filepath.Join(s, name)
+		}
+		size += n + n/8
 	}
 	if err := vm.USBStick(stick, size, files); err != nil {
 		return fmt.Errorf("rescue stick: %w", err)
@@ -458,8 +498,10 @@ func (d *run) boot(ctx context.Context) bool {
 	want := ""
 	var accepted time.Duration
 	if d.o.Expect != nil {
-		want = fmt.Sprintf("the console to match %q", d.o.Expect.String())
-		v.StopMatch = d.o.Expect
+		// Only the restored system's lines count: not QEMU's, nor the
+		// firmware's (see guestLine).
+		want = fmt.Sprintf("the restored system's console to match %q", d.o.Expect.String())
+		v.Until = func(string) bool { return w.guestMatch(d.o.Expect) }
 	} else {
 		want = fmt.Sprintf("the guest to accept on TCP port %d", d.o.ExpectTCP)
 		host, err := freePort()
@@ -480,7 +522,7 @@ func (d *run) boot(ctx context.Context) bool {
 	out, err := v.Run(ctx)
 	end := time.Since(start)
 	printed, first := w.first()
-	matched := d.o.Expect != nil && d.o.Expect.MatchString(out) || d.o.ExpectTCP != 0 && accepted > 0
+	matched := d.o.Expect != nil && w.guestMatch(d.o.Expect) || d.o.ExpectTCP != 0 && accepted > 0
 	if !printed && !matched {
 		msg := silentBoot(v.FirmwareLog, err)
 		if !strings.HasPrefix(msg, fw) {
@@ -583,7 +625,8 @@ type watch struct {
 	start   time.Time
 	printed time.Duration
 	buf     strings.Builder
-	line    []byte // the console's current, unfinished line
+	guest   strings.Builder // the guest's lines (guestLine), for --expect
+	line    []byte          // the console's current, unfinished line
 	marks   map[string]time.Duration
 }
 
@@ -605,32 +648,51 @@ func (w *watch) Write(p []byte) (int, error) {
 			w.marks[m] = now
 		}
 	}
-	if w.printed >= 0 {
-		return len(p), nil
-	}
 	w.line = append(w.line, p...)
 	for {
 		i := bytes.IndexAny(w.line, "\r\n")
 		if i < 0 {
 			break
 		}
-		if guestLine(string(w.line[:i])) {
-			w.printed = now
+		if l := string(w.line[:i]); guestLine(l) {
+			if w.printed < 0 {
+				w.printed = now
+			}
+			if w.guest.Len() < maxGuestText {
+				w.guest.WriteString(l + "\n")
+			}
 		}
 		w.line = w.line[i+1:]
 	}
 	// An unfinished line longer than any firmware line's start is
 	// classified now: a boot loader's menu need not end its lines.
-	if len(w.line) >= 32 && guestLine(string(w.line)) {
+	if w.printed < 0 && len(w.line) >= 32 && guestLine(string(w.line)) {
 		w.printed = now
 	}
 	return len(p), nil
 }
 
+// maxGuestText bounds the restored system's console text kept for
+// --expect.
+const maxGuestText = 4 << 20
+
+// guestMatch reports whether the restored system's console lines (and
+// its current unfinished line, such as "login: ") match re.
+func (w *watch) guestMatch(re *regexp.Regexp) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	text := w.guest.String()
+	if l := string(w.line); guestLine(l) {
+		text += l
+	}
+	return text != "" && re.MatchString(text)
+}
+
 // firmwareLines start the console lines of QEMU, SeaBIOS and OVMF, which
 // do not show that the restored disk's boot loader ran.
 var firmwareLines = []string{"qemu-system-", "SeaBIOS (version", "Booting from ", "Boot failed", "No bootable device", "Retrying in",
-	"BdsDxe:", "iPXE", "Press ESC", "Select boot device", "Machine UUID", "Booting from Hard Disk"}
+	"BdsDxe:", "iPXE", "Press ESC", "Select boot device", "Machine UUID", "Booting from Hard Disk", "Press Ctrl-B",
+	">>Start PXE", ">>Start HTTP", "Station IP address", "PXE-E", "Server IP address", "NBP file", "Downloading NBP"}
 
 var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_]|[a-z])`)
 
@@ -692,15 +754,33 @@ func hasESP(m *snapshot.Manifest) bool {
 	return false
 }
 
-func snapDirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			n += fi.Size()
+// snapshotFiles lists the files of snapshot dir the stick needs (its
+// manifest, signature and the segments m names, nothing else of the
+// directory), each a regular file (never a symbolic link) of the size m
+// gives, and their total size.
+func snapshotFiles(dir string, m *snapshot.Manifest) ([]string, int64, error) {
+	names := []string{snapshot.ManifestName}
+	if _, err := os.Lstat(filepath.Join(dir, snapshot.SignatureName)); err == nil {
+		names = append(names, snapshot.SignatureName)
+	}
+	for _, sg := range m.Segments {
+		names = append(names, sg.Name)
+	}
+	var total int64
+	for i, n := range names {
+		fi, err := os.Lstat(filepath.Join(dir, n))
+		if err != nil {
+			return nil, 0, fmt.Errorf("snapshot %s: %w", dir, err)
 		}
-		return nil
-	})
-	return n + n/8
+		if !fi.Mode().IsRegular() {
+			return nil, 0, fmt.Errorf("snapshot %s: %s is a %s, not a regular file: the drill copies only a snapshot's own files", dir, n, fi.Mode().Type())
+		}
+		if i >= len(names)-len(m.Segments) && fi.Size() != m.Segments[i-(len(names)-len(m.Segments))].Size {
+			return nil, 0, fmt.Errorf("snapshot %s: %s is %d bytes, the manifest says %d", dir, n, fi.Size(), m.Segments[i-(len(names)-len(m.Segments))].Size)
+		}
+		total += fi.Size()
+	}
+	return names, total, nil
 }
 
 func consoleReport(out string) (*rescue.Report, error) {
@@ -728,7 +808,7 @@ func CheckFS(img string, m *snapshot.Manifest) (string, error) {
 		return "", fmt.Errorf("snapshot has no partition layout: no file system to check")
 	}
 	ss := uint64(m.Layout.LogicalSectorSize)
-	var checked []string
+	var checked, skipped []string
 	for _, p := range m.Layout.Partitions {
 		var tool []string
 		switch p.FSType {
@@ -736,7 +816,14 @@ func CheckFS(img string, m *snapshot.Manifest) (string, error) {
 			tool = []string{"e2fsck", "-f", "-n"}
 		case "vfat", "fat", "fat16", "fat32":
 			tool = []string{"fsck.vfat", "-n"}
+		case "ntfs":
+			tool = []string{"ntfsfix", "-n"}
 		default:
+			what := p.FSType
+			if what == "" {
+				what = "no file system Rewind recognises"
+			}
+			skipped = append(skipped, fmt.Sprintf("%d:%s", p.Number, what))
 			continue
 		}
 		lo, err := exec.Command("losetup", "--find", "--show", "--read-only", "-o", fmt.Sprint(p.Start*ss), "--sizelimit", fmt.Sprint(p.Size*ss), img).Output()
@@ -752,9 +839,13 @@ func CheckFS(img string, m *snapshot.Manifest) (string, error) {
 		checked = append(checked, fmt.Sprintf("%d:%s", p.Number, p.FSType))
 	}
 	if len(checked) == 0 {
-		return "", fmt.Errorf("no ext2/3/4 or FAT file system in the snapshot's layout to check")
+		return "", fmt.Errorf("no ext2/3/4, FAT or NTFS file system in the snapshot's layout to check (not checked: %s)", strings.Join(skipped, " "))
 	}
-	return "clean: " + strings.Join(checked, " "), nil
+	detail := "clean: " + strings.Join(checked, " ")
+	if len(skipped) > 0 {
+		detail += "; NOT checked (no checker here): " + strings.Join(skipped, " ")
+	}
+	return detail, nil
 }
 
 // Modules selects the rescue's default kernel modules for kernel from

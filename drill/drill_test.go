@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewind-bmr/rewind/snapshot"
 )
@@ -60,8 +62,18 @@ func TestCheckFS(t *testing.T) {
 	t.Run("no file system", func(t *testing.T) {
 		img, m := ext4Image(t)
 		m.Layout.Partitions[0].FSType = ""
-		if _, err := CheckFS(img, m); err == nil || !strings.Contains(err.Error(), "no ext2/3/4 or FAT file system") {
+		if _, err := CheckFS(img, m); err == nil || !strings.Contains(err.Error(), "no ext2/3/4, FAT or NTFS file system") {
 			t.Fatalf("CheckFS with no file system = %v; want it refused", err)
+		}
+	})
+	t.Run("a file system it cannot check", func(t *testing.T) {
+		img, m := ext4Image(t)
+		xfs := m.Layout.Partitions[0]
+		xfs.Number, xfs.FSType = 2, "xfs"
+		m.Layout.Partitions = append(m.Layout.Partitions, xfs)
+		detail, err := CheckFS(img, m)
+		if err != nil || !strings.Contains(detail, "clean: 1:ext4") || !strings.Contains(detail, "NOT checked (no checker here): 2:xfs") {
+			t.Fatalf("CheckFS with ext4 and xfs = %q, %v; want ext4 clean and xfs named as not checked", detail, err)
 		}
 	})
 }
@@ -117,6 +129,9 @@ func TestGeneratedPlanAndCheckPlan(t *testing.T) {
 		{"unknown key", "[[machine]]\nname = \"a\"\nsnapshot = \"media:/snapshots/srv1-sys\"\nbogus = 1\n", "unknown keys"},
 		{"other snapshot", "[[machine]]\nname = \"a\"\nsnapshot = \"media:/snapshots/pc9\"\n", "restores media:/snapshots/pc9, which the drill does not put on the stick"},
 		{"capture", "[[machine]]\nname = \"a\"\naction = \"capture\"\nsnapshot = \"media:/snapshots/srv1-sys\"\n", "a drill restores"},
+		// Found by attacking: disks swapped, so the checks would read disk N as another snapshot.
+		{"swapped disks", "[[machine]]\nname = \"a\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/srv1-data\"\ntarget = \"serial=drill1\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/srv1-sys\"\ntarget = \"serial=drill2\"\n", `puts media:/snapshots/srv1-data on target "serial=drill1"; the drill's disk for it (snapshot 2) is serial=drill2`},
+		{"no target for two", "[[machine]]\nname = \"a\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/srv1-sys\"\n[[machine.disk]]\nsnapshot = \"media:/snapshots/srv1-data\"\ntarget = \"serial=drill2\"\n", "has no target"},
 	} {
 		if err := checkPlan([]byte(tc.plan), snaps); err == nil || !strings.Contains(err.Error(), tc.errHas) {
 			t.Errorf("%s: checkPlan = %v, want %q", tc.name, err, tc.errHas)
@@ -158,5 +173,40 @@ func TestGuestLine(t *testing.T) {
 	w.Write([]byte("Welcome to GRUB!\r\n"))
 	if ok, _ := w.first(); !ok {
 		t.Errorf("watch: GRUB's line not counted as the guest's")
+	}
+}
+
+// TestExpectMatchesOnlyTheGuest (found by attacking): --expect is matched
+// against the restored system's lines, never the firmware's or QEMU's, and
+// sees an unfinished prompt line; a regex matching the empty console is
+// refused.
+func TestExpectMatchesOnlyTheGuest(t *testing.T) {
+	w := newWatch()
+	w.Write([]byte("SeaBIOS (version 1.16.2)\r\nBooting from Hard Disk...\r\nBoot failed: not a bootable disk\r\nqemu-system-x86_64: terminating on signal 15\r\nPress Ctrl-B to configure iPXE (PCI 00:03.0)\r\n"))
+	for _, re := range []string{`Booting from Hard Disk`, `Boot failed`, `terminating`, `iPXE`} {
+		if w.guestMatch(regexp.MustCompile(re)) {
+			t.Errorf("--expect %q matched a firmware or QEMU line", re)
+		}
+	}
+	if ok, _ := w.first(); ok {
+		t.Error("the firmware's and QEMU's lines counted as the guest printing")
+	}
+	w.Write([]byte("Debian GNU/Linux 12 drill ttyS0\r\n\r\ndrill login: "))
+	if !w.guestMatch(regexp.MustCompile(`login: $`)) {
+		t.Error("the unfinished login prompt is not matched")
+	}
+	for _, expr := range []string{`login:|`, `.*`, `^`} {
+		_, err := Run(context.Background(), Options{Snapshots: []string{"/nonexistent"}, Timeout: time.Minute, Expect: regexp.MustCompile(expr)})
+		if err == nil || !strings.Contains(err.Error(), "matches an empty console") {
+			t.Errorf("--expect %q: %v; want it refused", expr, err)
+		}
+	}
+	keep := t.TempDir()
+	os.WriteFile(filepath.Join(keep, "disk.img"), []byte("the user's"), 0o600)
+	if _, err := Run(context.Background(), Options{Snapshots: []string{"/nonexistent"}, Timeout: time.Minute, Check: "fs", Keep: keep}); err == nil || !strings.Contains(err.Error(), "give a new or empty directory") {
+		t.Errorf("--keep with files in it: %v; want it refused", err)
+	}
+	if _, err := Run(context.Background(), Options{Snapshots: []string{"/nonexistent"}, Timeout: time.Minute, Check: "fs", BootTimeout: -time.Second}); err == nil || !strings.Contains(err.Error(), "boot timeout") {
+		t.Errorf("a negative boot timeout: %v; want it refused", err)
 	}
 }

@@ -377,3 +377,17 @@ func TestDrillDebianBootsToLogin(t *testing.T) {
 	}
 	wantPhases(t, res, "accel", "media", "rescue boot", "restore", "check fs", "reboot", "expect")
 }
+
+// TestDrillExpectIgnoresFirmware (found by attacking the drill): the
+// sample disk has no boot loader, and an --expect of SeaBIOS's own line
+// "Booting from Hard Disk" must not pass: only the restored system's
+// lines count.
+func TestDrillExpectIgnoresFirmware(t *testing.T) {
+	setup(t, true)
+	o := drillOpts(t, shared.snap)
+	o.Expect = regexp.MustCompile(`Booting from Hard Disk`)
+	res := runDrill(t, o)
+	if res.OK || res.Failed != "reboot" {
+		t.Fatalf("drill ok=%v failed %q (%s); want a failure in reboot: the firmware's text is not the restored system's", res.OK, res.Failed, res.Error)
+	}
+}

@@ -57,7 +57,7 @@ func USBStick(path string, size int64, files map[string]string) error {
 				}
 			}
 		}
-		if err := run("mcopy", "-s", "-i", path, files[dst], "::"+dst); err != nil {
+		if err := run("mcopy", "-i", path, files[dst], "::"+dst); err != nil {
 			return err
 		}
 		made[dst] = true

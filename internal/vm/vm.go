@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -304,6 +305,9 @@ func (v *VM) Run(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", v.Args()...)
+	// QEMU dies with its parent, even a killed one: no guest runs on
+	// unattended with no timeout left.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out syncBuffer
 	var logw io.Writer = &out
 	if v.LogPath != "" {
