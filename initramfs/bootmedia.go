@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Media formats of 'rewind media build --format'.
@@ -61,7 +62,11 @@ type BootOptions struct {
 	// SecureBootOff: whether the EFI boot starts shim and Debian's
 	// signed GRUB (iso, usb, pxe) or GRUB built here.
 	SecureBoot string
-	OutDir     string
+	// Modules are the module files packed into the initramfs (the
+	// kernel's and drivers/), checked for signatures when the medium is
+	// to boot under Secure Boot.
+	Modules []string
+	OutDir  string
 
 	chain *SignedChain // the signed boot loaders, nil for GRUB built here
 }
@@ -133,6 +138,21 @@ func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
 	sb := CheckSecureBoot(ctx, chain, err, kernel)
 	if err != nil {
 		sb.Why += " (--secure-boot off builds without them)"
+	}
+	if sb.Boots {
+		unsigned, unchecked, merr := UnsignedModules(opts.Modules)
+		switch {
+		case merr != nil:
+			return SecureBoot{}, merr
+		case len(unsigned) > 0:
+			sb.Boots = false
+			sb.Why = fmt.Sprintf("the kernel boots, but %d modules carry no signature and the locked-down kernel refuses them: %s (sign them with the kernel's key, or use the kernel's own modules)", len(unsigned), strings.Join(unsigned, " "))
+		case len(unchecked) > 0:
+			sb.Why += fmt.Sprintf("; %d compressed modules not checked for a signature: %s", len(unchecked), strings.Join(unchecked, " "))
+		}
+	}
+	if opts.SecureBoot == SecureBootRequire && !sb.Boots {
+		return SecureBoot{}, fmt.Errorf("--secure-boot require: the medium would not boot under Secure Boot: %s", sb.Why)
 	}
 	if opts.Format == FormatPXE {
 		if chain == nil {

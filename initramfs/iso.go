@@ -9,6 +9,7 @@ package initramfs
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,8 +97,20 @@ func buildSignedISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 		}
 	}
 	cfg := grubConfig(Menu(o.Cmdline), menuTimeout(o.MenuTimeout), "/boot/vmlinuz", "/boot/initramfs.cpio.gz")
+	// gcdx64 started from efi.img (the ISO on a stick) searches every
+	// disk for /.disk/info: another disk that has one (an installer
+	// stick, a second Rewind stick) would give its menu. efi.img holds a
+	// boot/grub/grub.cfg, so gcdx64 never searches; it finds this ISO by
+	// a file only this build has.
+	tag := make([]byte, 8)
+	if _, err := rand.Read(tag); err != nil {
+		return nil, err
+	}
+	mark := fmt.Sprintf(".disk/rewind-%x", tag)
+	stub := fmt.Sprintf("search --no-floppy --file --set=root /%s\nset prefix=($root)/boot/grub\nconfigfile $prefix/grub.cfg\n", mark)
 	files := map[string][]byte{
 		".disk/info":         []byte("Rewind rescue medium\n"),
+		mark:                 []byte("this ISO's own mark: its EFI boot image's GRUB finds the ISO by it\n"),
 		"boot/grub/grub.cfg": []byte(cfg),
 	}
 	eltorito, err := grubImageAs(ctx, "i386-pc", "i386-pc-eltorito", "/boot/grub")
@@ -111,7 +124,7 @@ func buildSignedISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 		}
 	}
 	efiImg := filepath.Join(tree, "boot", "grub", "efi.img")
-	if err := signedEFIImage(ctx, efiImg, o.chain, o.chain.GRUBCD); err != nil {
+	if err := signedEFIImage(ctx, efiImg, o.chain, o.chain.GRUBCD, []byte(stub)); err != nil {
 		return nil, err
 	}
 	link := func(dst, src string) error {
@@ -152,7 +165,7 @@ func buildSignedISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 // signedEFIImage writes a FAT image holding EFI/BOOT/BOOTX64.EFI (shim),
 // EFI/BOOT/grubx64.efi (grub, the signed GRUB for the medium) and
 // EFI/BOOT/mmx64.efi.
-func signedEFIImage(ctx context.Context, img string, c *SignedChain, grub string) error {
+func signedEFIImage(ctx context.Context, img string, c *SignedChain, grub string, stub []byte) error {
 	var size int64
 	for _, f := range []string{c.Shim, grub, c.MokManager} {
 		st, err := os.Stat(f)
@@ -166,7 +179,15 @@ func signedEFIImage(ctx context.Context, img string, c *SignedChain, grub string
 	if err := runTool(ctx, "mkfs.vfat", "-C", "-n", "REWINDEFI", img, fmt.Sprint(size/1024)); err != nil {
 		return err
 	}
-	if err := runTool(ctx, "mmd", "-i", img, "::/EFI", "::/EFI/BOOT"); err != nil {
+	if err := runTool(ctx, "mmd", "-i", img, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub"); err != nil {
+		return err
+	}
+	stubFile := img + ".grub.cfg"
+	if err := os.WriteFile(stubFile, stub, 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(stubFile)
+	if err := runTool(ctx, "mcopy", "-m", "-i", img, stubFile, "::/boot/grub/grub.cfg"); err != nil {
 		return err
 	}
 	for _, cp := range [][2]string{

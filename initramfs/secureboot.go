@@ -120,6 +120,10 @@ func CheckSecureBoot(ctx context.Context, chain *SignedChain, chainErr error, ke
 		sb.Why = err.Error()
 		return sb
 	}
+	if err := checkChain(ctx, chain, vendor); err != nil {
+		sb.Why = err.Error()
+		return sb
+	}
 	signers, err := AuthenticodeSigners(kernel)
 	if err != nil {
 		sb.Why = fmt.Sprintf("kernel %s: %v; shim refuses it (sign it with sbsign, docs/media.md)", kernel, err)
@@ -151,12 +155,86 @@ func quoted(s []string) []string {
 	return out
 }
 
-// sbverify checks the kernel's signature over its contents against the
-// vendor certificate with sbverify (sbsigntool) when it is installed;
-// the Go check above sees only who signed.
+// checkChain checks the chain's own links: shim signed under Microsoft's
+// UEFI CA, and each signed GRUB image by shim's vendor certificate, the
+// signature over the file verified by sbverify.
+func checkChain(ctx context.Context, c *SignedChain, vendor *x509.Certificate) error {
+	certs, err := AuthenticodeSigners(c.Shim)
+	if err != nil {
+		return fmt.Errorf("shim %s: %v", c.Shim, err)
+	}
+	microsoft := false
+	for _, cert := range certs {
+		if strings.Contains(cert.Subject.CommonName, "Microsoft Corporation UEFI CA") || strings.Contains(cert.Issuer.CommonName, "Microsoft Corporation UEFI CA") {
+			microsoft = true
+		}
+	}
+	if !microsoft {
+		return fmt.Errorf("shim %s is not signed under Microsoft's UEFI CA: firmware with Microsoft's keys refuses it", c.Shim)
+	}
+	for _, g := range []string{c.GRUB, c.GRUBCD, c.GRUBNet, c.MokManager} {
+		certs, err := AuthenticodeSigners(g)
+		if err != nil {
+			return fmt.Errorf("%s: %v; shim refuses it", g, err)
+		}
+		ok := false
+		for _, cert := range certs {
+			if bytes.Equal(cert.Raw, vendor.Raw) || cert.CheckSignatureFrom(vendor) == nil {
+				ok = true
+			}
+		}
+		if !ok {
+			return fmt.Errorf("%s is not signed by shim's vendor certificate (%s); shim refuses it", g, vendor.Subject.CommonName)
+		}
+		if err := sbverify(ctx, g, vendor); err != nil {
+			return fmt.Errorf("%s: %v", g, err)
+		}
+	}
+	return nil
+}
+
+// ModuleSignature ends a kernel module signed for the kernel's keyring.
+const ModuleSignature = "~Module signature appended~\n"
+
+// UnsignedModules returns the module files among paths that carry no
+// signature (a locked-down kernel refuses them), and the compressed ones
+// it cannot look into.
+func UnsignedModules(paths []string) (unsigned, unchecked []string, err error) {
+	for _, p := range paths {
+		if !strings.HasSuffix(p, ".ko") {
+			unchecked = append(unchecked, filepath.Base(p))
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		fi, err := f.Stat()
+		tail := make([]byte, len(ModuleSignature))
+		if err == nil && fi.Size() >= int64(len(tail)) {
+			_, err = f.ReadAt(tail, fi.Size()-int64(len(tail)))
+		}
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if string(tail) != ModuleSignature {
+			unsigned = append(unsigned, filepath.Base(p))
+		}
+	}
+	return unsigned, unchecked, nil
+}
+
+// ErrNoSbverify: without sbverify the signature over an image is not
+// checked, so the build cannot say it boots.
+var ErrNoSbverify = errors.New("sbverify (package sbsigntool) is not installed, so the signature over it was not checked: install sbsigntool (scripts/setup.sh does)")
+
+// sbverify checks an image's signature over its contents against the
+// vendor certificate with sbverify (sbsigntool); the Go check above sees
+// only who signed. Without sbverify it fails (ErrNoSbverify).
 func sbverify(ctx context.Context, kernel string, vendor *x509.Certificate) error {
 	if _, err := exec.LookPath("sbverify"); err != nil {
-		return nil
+		return ErrNoSbverify
 	}
 	f, err := os.CreateTemp("", "rewind-vendor-*.pem")
 	if err != nil {
@@ -209,6 +287,13 @@ func AuthenticodeSigners(path string) ([]*x509.Certificate, error) {
 	}
 	// The security directory's address is a file offset: a list of
 	// WIN_CERTIFICATE (length, revision, type), each 8-byte aligned.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if int64(dir.VirtualAddress)+int64(dir.Size) > fi.Size() {
+		return nil, fmt.Errorf("not a valid signed EFI image: its signature table (%d bytes at %d) ends past the file's %d bytes", dir.Size, dir.VirtualAddress, fi.Size())
+	}
 	table := make([]byte, dir.Size)
 	if _, err := f.ReadAt(table, int64(dir.VirtualAddress)); err != nil {
 		return nil, fmt.Errorf("reading the signature table at %d: %v", dir.VirtualAddress, err)

@@ -274,6 +274,7 @@ after = "poweroff"
 	if err := SameExtents(shared.source, res.Disks[0], shared.m); err != nil {
 		t.Errorf("restored disk %s: %v", res.Disks[0], err)
 	}
+	o.Keep = t.TempDir() // the first drill's files are in the other one
 	o.Plan = []byte("[[machine]]\nname = \"x\"\nsnapshot = \"media:/snapshots/other\"\n")
 	if _, err := drill.Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "media:/snapshots/other, which the drill does not put on the stick") {
 		t.Errorf("plan with another snapshot: %v; want it refused", err)

@@ -527,3 +527,36 @@ func TestMediaPXESecureBoot(t *testing.T) {
 	out, r := bootMedium(t, vm, target)
 	wantSecureBoot(t, out, r, rescue.SecureBootState{Firmware: "on", Lockdown: "integrity"})
 }
+
+// TestMediaISOStickIgnoresOtherDiskInfo (found by attacking the Secure
+// Boot ISO): the ISO on a stick, booted by UEFI through shim and Debian's
+// gcdx64, next to another disk that has a /.disk/info and a GRUB menu (an
+// installer stick, say): Rewind's own menu boots and restores, never the
+// other disk's.
+func TestMediaISOStickIgnoresOtherDiskInfo(t *testing.T) {
+	setup(t, true)
+	_, iso := buildMedium(t, initramfs.FormatISO, mediaPlan("media:/snapshots/pc1"), true)
+	dir := t.TempDir()
+	decoy := filepath.Join(dir, "decoy.img")
+	cfg := filepath.Join(dir, "grub.cfg")
+	info := filepath.Join(dir, "info")
+	os.WriteFile(cfg, []byte("echo DECOY-MENU-FROM-ANOTHER-DISK\nmenuentry DECOY { halt }\n"), 0o644)
+	os.WriteFile(info, []byte("Debian GNU/Linux 12 installer\n"), 0o644)
+	for _, c := range [][]string{
+		{"truncate", "-s", "64M", decoy}, {"mkfs.vfat", "-n", "DECOY", decoy},
+		{"mmd", "-i", decoy, "::/.disk", "::/boot", "::/boot/grub"},
+		{"mcopy", "-i", decoy, info, "::/.disk/info"}, {"mcopy", "-i", decoy, cfg, "::/boot/grub/grub.cfg"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	target := blank(t)
+	vm := mediaVM(iso, "usb", target)
+	vm.Drives = append([]Drive{{Path: decoy, Serial: "decoy"}}, vm.Drives...)
+	vm.UEFIVars = uefiVars(t)
+	out, _ := bootMedium(t, vm, target)
+	if strings.Contains(out, "DECOY-MENU") {
+		t.Fatal("the other disk's GRUB menu was loaded")
+	}
+}

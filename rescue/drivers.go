@@ -276,9 +276,9 @@ func (d *Drivers) LoadDir(dir string) (int, error) {
 			d.refused = append(d.refused, r)
 			d.mu.Unlock()
 			if r.Why != "" {
-				d.log("drivers: %s refused: %s: %s", p, r.Error, r.Why)
+				d.log("drivers: %s refused: %s: %s", consoleSafe(p), consoleSafe(r.Error), r.Why)
 			} else {
-				d.log("drivers: %s refused: %s", p, r.Error)
+				d.log("drivers: %s refused: %s", consoleSafe(p), consoleSafe(r.Error))
 			}
 		}
 		return loaded, fmt.Errorf("%d of %d modules refused; the last: %w", len(files), loaded+len(files), lastErr)

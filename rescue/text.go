@@ -2,8 +2,10 @@ package rescue
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/rewind-bmr/rewind/diskrestore"
 	"github.com/rewind-bmr/rewind/internal/units"
@@ -203,7 +205,7 @@ func Summary(r *Report) string {
 		if d.Why != "" {
 			why = ": " + d.Why
 		}
-		fmt.Fprintf(&b, "  Refused:   driver %s: %s%s\n", d.Path, d.Error, why)
+		fmt.Fprintf(&b, "  Refused:   driver %s: %s%s\n", consoleSafe(d.Path), consoleSafe(d.Error), consoleSafe(why))
 	}
 	for _, s := range r.Steps {
 		mark := "ok  "
@@ -369,4 +371,17 @@ func installFailure(failed []InstallOutcome) string {
 		s += fmt.Sprintf(" %s -> %s: %s", o.Source, o.Dest, o.Why)
 	}
 	return s + ". The disk itself was restored and its partition table kept; install the file by hand or fix the plan and boot again"
+}
+
+// consoleSafe quotes text from files (a module's name, an error holding
+// it) that has characters a console would act on (escapes, line ends),
+// so that it cannot forge or erase the summary's lines.
+func consoleSafe(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) && r != ' ' {
+			q := strconv.QuoteToGraphic(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }

@@ -161,10 +161,20 @@ Write images onto a stick with 'rewind usb --create'.`,
 			if menuTimeout <= 0 {
 				menuTimeout = -1 // BootOptions: 0 is the default, <0 none
 			}
+			var packed []string // the module files in the image, for the Secure Boot check
+			if res.Modules != nil {
+				for _, f := range res.Modules.Files {
+					packed = append(packed, filepath.Join(res.Modules.Dir, f))
+				}
+			}
+			if drivers != "" {
+				kos, _ := filepath.Glob(filepath.Join(drivers, "*.ko*"))
+				packed = append(packed, kos...)
+			}
 			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
 				Format: format, Kernel: res.Kernel, KernelSource: kernel, Initramfs: res.Initramfs, Snapshot: snap,
 				Cmdline: cmdline, MenuTimeout: menuTimeout, DataSize: minData, MediaID: mediaID, OutDir: out,
-				SecureBoot: secureBoot,
+				SecureBoot: secureBoot, Modules: packed,
 			})
 			if err != nil {
 				return err
