@@ -135,7 +135,12 @@ func signedChain(ctx context.Context, opts *BootOptions) (SecureBoot, error) {
 		return SecureBoot{}, fmt.Errorf("--secure-boot require: %w", err)
 	}
 	opts.chain = chain
-	sb := CheckSecureBoot(ctx, chain, err, kernel)
+	// The copy the medium gets is checked (the --kernel file may change
+	// under a running build), named as the user gave it.
+	sb := CheckSecureBoot(ctx, chain, err, opts.Kernel)
+	if opts.KernelSource != "" {
+		sb.Why = strings.ReplaceAll(sb.Why, opts.Kernel, opts.KernelSource)
+	}
 	if err != nil {
 		sb.Why += " (--secure-boot off builds without them)"
 	}

@@ -387,6 +387,7 @@ func TestDrillExpectIgnoresFirmware(t *testing.T) {
 	setup(t, true)
 	o := drillOpts(t, shared.snap)
 	o.Expect = regexp.MustCompile(`Booting from Hard Disk`)
+	o.BootTimeout = 30 * time.Second
 	res := runDrill(t, o)
 	if res.OK || res.Failed != "reboot" {
 		t.Fatalf("drill ok=%v failed %q (%s); want a failure in reboot: the firmware's text is not the restored system's", res.OK, res.Failed, res.Error)
