@@ -551,8 +551,13 @@ func TestMediaISOStickIgnoresOtherDiskInfo(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", c, err, out)
 		}
 	}
+	// Both on virtio, the other disk first, and no boot order given (a
+	// bootindex makes OVMF connect the boot disk alone, and GRUB would
+	// not see the other one): OVMF tries the other disk, finds no EFI
+	// loader on it, boots the ISO, and GRUB can search both.
 	target := blank(t)
-	vm := mediaVM(iso, "usb", target)
+	vm := mediaVM(iso, "virtio", target)
+	vm.Drives[0].Boot = false
 	vm.Drives = append([]Drive{{Path: decoy, Serial: "decoy"}}, vm.Drives...)
 	vm.UEFIVars = uefiVars(t)
 	out, _ := bootMedium(t, vm, target)
