@@ -759,15 +759,18 @@ func hasESP(m *snapshot.Manifest) bool {
 // directory), each a regular file (never a symbolic link) of the size m
 // gives, and their total size.
 func snapshotFiles(dir string, m *snapshot.Manifest) ([]string, int64, error) {
+	want := map[string]int64{snapshot.ManifestName: -1} // -1: any size
 	names := []string{snapshot.ManifestName}
 	if _, err := os.Lstat(filepath.Join(dir, snapshot.SignatureName)); err == nil {
+		want[snapshot.SignatureName] = -1
 		names = append(names, snapshot.SignatureName)
 	}
 	for _, sg := range m.Segments {
+		want[sg.Name] = sg.Size
 		names = append(names, sg.Name)
 	}
 	var total int64
-	for i, n := range names {
+	for _, n := range names {
 		fi, err := os.Lstat(filepath.Join(dir, n))
 		if err != nil {
 			return nil, 0, fmt.Errorf("snapshot %s: %w", dir, err)
@@ -775,8 +778,8 @@ func snapshotFiles(dir string, m *snapshot.Manifest) ([]string, int64, error) {
 		if !fi.Mode().IsRegular() {
 			return nil, 0, fmt.Errorf("snapshot %s: %s is a %s, not a regular file: the drill copies only a snapshot's own files", dir, n, fi.Mode().Type())
 		}
-		if i >= len(names)-len(m.Segments) && fi.Size() != m.Segments[i-(len(names)-len(m.Segments))].Size {
-			return nil, 0, fmt.Errorf("snapshot %s: %s is %d bytes, the manifest says %d", dir, n, fi.Size(), m.Segments[i-(len(names)-len(m.Segments))].Size)
+		if size := want[n]; size >= 0 && fi.Size() != size {
+			return nil, 0, fmt.Errorf("snapshot %s: %s is %d bytes, the manifest says %d", dir, n, fi.Size(), size)
 		}
 		total += fi.Size()
 	}

@@ -34,17 +34,7 @@ func buildISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 	if err := os.WriteFile(filepath.Join(tree, "boot", "grub", "grub.cfg"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	// Hard links when the output directory allows them: no copies.
-	link := func(dst, src string) error {
-		if os.Link(src, dst) == nil {
-			return nil
-		}
-		return copyFile(dst, src)
-	}
-	if err := link(filepath.Join(tree, "boot", "vmlinuz"), o.Kernel); err != nil {
-		return nil, err
-	}
-	if err := link(filepath.Join(tree, "boot", "initramfs.cpio.gz"), o.Initramfs); err != nil {
+	if err := stageBootFiles(tree, &o); err != nil {
 		return nil, err
 	}
 	args := []string{"-o", "", "--fonts=", "--locales=", "--themes=", "--modules=part_gpt part_msdos",
@@ -127,16 +117,7 @@ func buildSignedISO(ctx context.Context, o BootOptions) (*BootResult, error) {
 	if err := signedEFIImage(ctx, efiImg, o.chain, o.chain.GRUBCD, []byte(stub)); err != nil {
 		return nil, err
 	}
-	link := func(dst, src string) error {
-		if os.Link(src, dst) == nil {
-			return nil
-		}
-		return copyFile(dst, src)
-	}
-	if err := link(filepath.Join(tree, "boot", "vmlinuz"), o.Kernel); err != nil {
-		return nil, err
-	}
-	if err := link(filepath.Join(tree, "boot", "initramfs.cpio.gz"), o.Initramfs); err != nil {
+	if err := stageBootFiles(tree, &o); err != nil {
 		return nil, err
 	}
 	out := filepath.Join(o.OutDir, ISOName)
@@ -196,6 +177,21 @@ func signedEFIImage(ctx context.Context, img string, c *SignedChain, grub string
 		{c.MokManager, "::/EFI/BOOT/mmx64.efi"},
 	} {
 		if err := runTool(ctx, "mcopy", "-m", "-i", img, cp[0], cp[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stageBootFiles puts the kernel and initramfs into the ISO tree's boot/,
+// as hard links when the output directory allows them (no copies).
+func stageBootFiles(tree string, o *BootOptions) error {
+	for dst, src := range map[string]string{"vmlinuz": o.Kernel, "initramfs.cpio.gz": o.Initramfs} {
+		dst = filepath.Join(tree, "boot", dst)
+		if os.Link(src, dst) == nil {
+			continue
+		}
+		if err := copyFile(dst, src); err != nil {
 			return err
 		}
 	}

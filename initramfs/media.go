@@ -103,24 +103,35 @@ func (o *Overlay) Write(out io.Writer) error {
 	return w.Close()
 }
 
-func writeDrivers(w *Writer, dir string) error {
-	n := 0
+// DriverFiles lists the kernel modules (*.ko, *.ko.xz, ...) under dir
+// that --drivers puts into the image.
+func DriverFiles(dir string) ([]string, error) {
+	var files []string
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.Contains(d.Name(), ".ko") {
-			return err
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), ".ko") {
+			files = append(files, p)
 		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		n++
-		return w.File(filepath.Join(DriversDir, d.Name()), 0o644, data)
+		return err
 	})
+	return files, err
+}
+
+func writeDrivers(w *Writer, dir string) error {
+	files, err := DriverFiles(dir)
 	if err != nil {
 		return fmt.Errorf("adding drivers from %s: %w", dir, err)
 	}
-	if n == 0 {
+	if len(files) == 0 {
 		return fmt.Errorf("--drivers %s holds no kernel modules (*.ko, *.ko.xz, ...)", dir)
+	}
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("adding drivers from %s: %w", dir, err)
+		}
+		if err := w.File(filepath.Join(DriversDir, filepath.Base(p)), 0o644, data); err != nil {
+			return fmt.Errorf("adding drivers from %s: %w", dir, err)
+		}
 	}
 	return nil
 }

@@ -730,11 +730,7 @@ func (r *Rescue) trustedKeys(plan *Plan) ([]ed25519.PublicKey, string, error) {
 // credential read from its credentials file (DefaultS3Credentials, or
 // media:/path on the rescue medium).
 func (r *Rescue) s3Options(t S3To) (snapshot.S3Options, error) {
-	o := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region, Presigned: t.Presigned}
-	if t.PathStyle == "on" || t.PathStyle == "off" {
-		v := t.PathStyle == "on"
-		o.PathStyle = &v
-	}
+	o := t.options()
 	if t.Credential == "" {
 		return o, nil
 	}

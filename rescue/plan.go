@@ -125,9 +125,20 @@ const DefaultS3Credentials = "/etc/rewind/s3-credentials"
 
 var credentialName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
+// options are the store's options the table gives, without the
+// credential (read from its file by Rescue.s3Options).
+func (t S3To) options() snapshot.S3Options {
+	o := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region, Presigned: t.Presigned}
+	if t.PathStyle == "on" || t.PathStyle == "off" {
+		v := t.PathStyle == "on"
+		o.PathStyle = &v
+	}
+	return o
+}
+
 // validate checks the [s3] table.
 func (t S3To) validate() error {
-	o := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region}
+	o := t.options()
 	if _, err := o.ObjectURL(snapshot.S3Location{Bucket: "bucket", Key: "key"}, ""); err != nil {
 		return fmt.Errorf("plan [s3] endpoint: %w", err)
 	}
@@ -142,12 +153,7 @@ func (t S3To) validate() error {
 	if t.Credential != "" && !credentialName.MatchString(t.Credential) {
 		return fmt.Errorf("plan [s3] credential %q: a profile name is letters, digits and ._- (at most 64)", t.Credential)
 	}
-	po := snapshot.S3Options{Endpoint: t.Endpoint, Region: t.Region}
-	if t.PathStyle == "on" || t.PathStyle == "off" {
-		v := t.PathStyle == "on"
-		po.PathStyle = &v
-	}
-	if err := snapshot.CheckPresigned(t.Presigned, po); err != nil {
+	if err := snapshot.CheckPresigned(t.Presigned, o); err != nil {
 		return fmt.Errorf("plan [s3.presigned]: %w", err)
 	}
 	if t.CredentialsFile != "" {

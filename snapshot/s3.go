@@ -3,6 +3,7 @@ package snapshot
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -241,10 +242,10 @@ const (
 func S3OptionsFromEnv(getenv func(string) string, endpoint, region, profile string) (S3Options, error) {
 	o := S3Options{Endpoint: endpoint, Region: region}
 	if o.Endpoint == "" {
-		o.Endpoint = firstNonEmpty(getenv(envEndpointS3), getenv(envEndpoint))
+		o.Endpoint = cmp.Or(getenv(envEndpointS3), getenv(envEndpoint))
 	}
 	if o.Region == "" {
-		o.Region = firstNonEmpty(getenv(envRegion), getenv(envDefRegion))
+		o.Region = cmp.Or(getenv(envRegion), getenv(envDefRegion))
 	}
 	if _, _, err := o.endpoint(); err != nil {
 		return o, err
@@ -273,7 +274,7 @@ func S3OptionsFromEnv(getenv func(string) string, endpoint, region, profile stri
 	}
 	named = named || explicit
 	if profile == "" {
-		profile = firstNonEmpty(getenv(envProfile), "default")
+		profile = cmp.Or(getenv(envProfile), "default")
 	}
 	c, err := LoadS3Credential(file, profile)
 	if errors.Is(err, os.ErrNotExist) && !named {
@@ -284,15 +285,6 @@ func S3OptionsFromEnv(getenv func(string) string, endpoint, region, profile stri
 	}
 	o.Credential = c
 	return o, nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // LoadS3Credential reads profile from an AWS shared credentials file

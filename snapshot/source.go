@@ -550,21 +550,15 @@ func MaxFileSize(name string) int64 {
 // every later ranged read of it is checked against this version.
 func (h *HTTPSource) Size(ctx context.Context, name string) (int64, error) {
 	var size int64
-	what := "HEAD " + name
+	// A pre-signed URL is for GET only: its size comes from the
+	// Content-Range of its first byte.
+	what, method, header, want := "HEAD "+name, http.MethodHead, http.Header(nil), http.StatusOK
 	if h.s3 != nil {
 		if _, ok := h.s3.presignedURL(name); ok {
-			what = "GET " + name + " (its size)"
+			what, method, header, want = "GET "+name+" (its size)", http.MethodGet, http.Header{"Range": {"bytes=0-0"}}, http.StatusPartialContent
 		}
 	}
 	err := h.retry(ctx, what, func() (bool, error) {
-		// A pre-signed URL is for GET only: its size comes from the
-		// Content-Range of its first byte.
-		method, header, want := http.MethodHead, http.Header(nil), http.StatusOK
-		if h.s3 != nil {
-			if _, ok := h.s3.presignedURL(name); ok {
-				method, header, want = http.MethodGet, http.Header{"Range": {"bytes=0-0"}}, http.StatusPartialContent
-			}
-		}
 		resp, _, done, err := h.do(ctx, method, name, header)
 		if err != nil {
 			return true, err

@@ -168,7 +168,10 @@ Write images onto a stick with 'rewind usb --create'.`,
 				}
 			}
 			if drivers != "" {
-				kos, _ := filepath.Glob(filepath.Join(drivers, "*.ko*"))
+				kos, err := initramfs.DriverFiles(drivers)
+				if err != nil {
+					return err
+				}
 				packed = append(packed, kos...)
 			}
 			boot, err := initramfs.BuildBoot(cmd.Context(), initramfs.BootOptions{
